@@ -1,0 +1,7 @@
+//! hpcc core: what an image asks ([`annotations`]), what the node has
+//! ([`fingerprint`]), whether the two fit ([`matcher`]), and what a launch
+//! will do about it ([`plan`]). Decision and effect are kept apart: everything
+//! up to the plan is plain data; only [`apply`] touches the system.
+
+pub mod annotations;
+pub mod version;

@@ -1,0 +1,623 @@
+//! The hpcc policy: what `/etc/hpcc/hook.toml` may say, its defaults, and its
+//! validation.
+//!
+//! The image can only ask; this file decides. A missing file means the
+//! documented defaults ([`Policy::default`]); a file that does not parse, has
+//! an unknown key or a bad value is an error that names the line and the key,
+//! because a silently ignored typo in a security policy is worse than a
+//! refused start.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the policy lives unless `HPCC_CONFIG` names another file.
+pub const DEFAULT_PATH: &str = "/etc/hpcc/hook.toml";
+
+/// The environment variable that overrides [`DEFAULT_PATH`].
+pub const CONFIG_ENV: &str = "HPCC_CONFIG";
+
+/// Largest policy file we read: the file is admin-owned, but bounding it costs
+/// nothing and keeps a mistaken path (a device, a log) from eating memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        /// The policy file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_CONFIG_BYTES`].
+    #[error("policy file {path} is {size} bytes, larger than the limit of {MAX_CONFIG_BYTES}")]
+    TooLarge {
+        /// The policy file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// TOML syntax error, unknown key or a value of the wrong type. The
+    /// message comes from the TOML parser and names line, column and key.
+    #[error("invalid policy file {path}: {message}")]
+    Parse {
+        /// The policy file.
+        path: PathBuf,
+        /// Parser message, with line and key.
+        message: String,
+    },
+    /// The file parsed but a value is not acceptable.
+    #[error("invalid policy file {path}: key `{key}` = {value:?}: {reason}")]
+    Invalid {
+        /// The policy file.
+        path: PathBuf,
+        /// Dotted key, e.g. `mpi.mpich.libraries`.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// How strictly one check is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// The check is not evaluated for the decision (still reported).
+    Off,
+    /// A fatal finding is logged, the container starts.
+    Warn,
+    /// A fatal finding refuses the start.
+    #[default]
+    Enforce,
+}
+
+impl Enforcement {
+    /// The lowercase name used in the policy file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Off => "off",
+            Enforcement::Warn => "warn",
+            Enforcement::Enforce => "enforce",
+        }
+    }
+}
+
+impl std::str::FromStr for Enforcement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "enforce" => Ok(Enforcement::Enforce),
+            "warn" => Ok(Enforcement::Warn),
+            "off" => Ok(Enforcement::Off),
+            other => Err(format!(
+                "unknown enforcement level {other:?} (expected enforce, warn or off)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Enforcement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do with an image that carries no `org.supercontainers.*` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnannotatedAction {
+    /// Start it, and log that it was not checked.
+    #[default]
+    Allow,
+    /// Refuse it: the site only runs conformant images.
+    Refuse,
+}
+
+/// What to do when hpcc itself fails (unreadable state, broken bundle, a
+/// fingerprint that cannot be taken).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Fail closed: refuse the start.
+    #[default]
+    Refuse,
+    /// Fail open: log the error and start the container untouched.
+    Allow,
+}
+
+/// Per-check enforcement levels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checks {
+    /// Platform and CPU microarchitecture (the SIGILL check).
+    pub cpu: Enforcement,
+    /// NVIDIA driver, CUDA version and GPU architecture.
+    pub gpu: Enforcement,
+    /// MPI implementation, ABI and portability mode.
+    pub mpi: Enforcement,
+    /// libc implementation and glibc version.
+    pub libc: Enforcement,
+    /// Host kernel minimum version and expected kernel features.
+    pub kernel: Enforcement,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            cpu: Enforcement::Enforce,
+            gpu: Enforcement::Enforce,
+            mpi: Enforcement::Enforce,
+            libc: Enforcement::Warn,
+            kernel: Enforcement::Enforce,
+        }
+    }
+}
+
+/// What users may change for their own launches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Users {
+    /// The lowest enforcement a user may ask for (`srun --hpcc=warn`). With
+    /// `enforce`, users cannot relax anything.
+    pub may_relax_to: Enforcement,
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Users {
+            may_relax_to: Enforcement::Warn,
+        }
+    }
+}
+
+/// Which tweaks the site allows images to ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tweaks {
+    /// Host MPI replacement (`mpi_replace`).
+    pub mpi_replace: bool,
+    /// Host libfabric injection (`libfabric_inject`).
+    pub libfabric_inject: bool,
+    /// Host UCX replacement (`ucx_replace`).
+    pub ucx_replace: bool,
+    /// GPU device and driver exposure.
+    pub gpu: bool,
+}
+
+impl Default for Tweaks {
+    fn default() -> Self {
+        Tweaks {
+            mpi_replace: true,
+            libfabric_inject: true,
+            ucx_replace: true,
+            gpu: true,
+        }
+    }
+}
+
+/// ABI family of a host MPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MpiAbi {
+    /// The MPICH ABI (`libmpi.so.12` family: MPICH, Intel MPI, Cray MPICH,
+    /// MVAPICH).
+    Mpich,
+    /// Open MPI (`libmpi.so.40`).
+    Openmpi,
+    /// The MPI-5 standard ABI (`libmpi_abi.so`).
+    MpiAbi,
+}
+
+impl MpiAbi {
+    /// The name used in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MpiAbi::Mpich => "mpich",
+            MpiAbi::Openmpi => "openmpi",
+            MpiAbi::MpiAbi => "mpi-abi",
+        }
+    }
+}
+
+impl std::fmt::Display for MpiAbi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One host MPI offered to images (`[mpi.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostMpi {
+    /// ABI family.
+    pub abi: MpiAbi,
+    /// The MPI libraries themselves (absolute host paths).
+    pub libraries: Vec<PathBuf>,
+    /// Further host libraries the MPI needs that cannot be found through
+    /// `DT_NEEDED` (dlopen'ed plugins).
+    #[serde(default)]
+    pub dependencies: Vec<PathBuf>,
+    /// Further host paths bound at the same path (spool dirs, `/dev/cxi*`).
+    #[serde(default)]
+    pub mounts: Vec<PathBuf>,
+    /// Environment set in the container when this MPI is injected.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The host libfabric (`[libfabric]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Libfabric {
+    /// The host `libfabric.so.1`.
+    pub library: PathBuf,
+    /// The provider directory (`FI_PROVIDER_PATH`).
+    #[serde(default)]
+    pub providers: Option<PathBuf>,
+    /// Further libraries to inject.
+    #[serde(default)]
+    pub dependencies: Vec<PathBuf>,
+}
+
+/// The host UCX (`[ucx]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ucx {
+    /// `libucp`, `libuct`, `libucs`, `libucm`.
+    pub libraries: Vec<PathBuf>,
+    /// The UCX modules directory (`UCX_MODULE_DIR`).
+    #[serde(default)]
+    pub modules: Option<PathBuf>,
+}
+
+/// GPU exposure (`[gpu]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gpu {
+    /// Directories searched for CDI specs (`*.json`, `*.yaml` is not read).
+    pub cdi_spec_dirs: Vec<PathBuf>,
+}
+
+impl Default for Gpu {
+    fn default() -> Self {
+        Gpu {
+            cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+        }
+    }
+}
+
+/// The per-boot fingerprint cache (`[cache]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// Use the cache at all.
+    pub enabled: bool,
+    /// Directory of the cache (root-owned, on tmpfs).
+    pub dir: PathBuf,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            enabled: true,
+            dir: PathBuf::from("/run/hpcc"),
+        }
+    }
+}
+
+/// Logging (`[log]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Send records to journald when its socket exists.
+    pub journald: bool,
+    /// Minimum level: `error`, `warn`, `info`, `debug`, `trace`.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            journald: true,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The whole policy file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Per-check enforcement.
+    pub checks: Checks,
+    /// Images without `org.supercontainers.*` annotations.
+    pub unannotated: UnannotatedAction,
+    /// hpcc's own failures.
+    pub on_error: OnError,
+    /// What users may relax.
+    pub users: Users,
+    /// Which tweaks images may ask for.
+    pub tweaks: Tweaks,
+    /// Host MPIs offered to images, by name.
+    pub mpi: BTreeMap<String, HostMpi>,
+    /// Host libfabric.
+    pub libfabric: Option<Libfabric>,
+    /// Host UCX.
+    pub ucx: Option<Ucx>,
+    /// GPU exposure.
+    pub gpu: Gpu,
+    /// Fingerprint cache.
+    pub cache: Cache,
+    /// Logging.
+    pub log: Log,
+}
+
+/// Where the policy comes from: `HPCC_CONFIG` when set, else [`DEFAULT_PATH`].
+pub fn policy_path_from_env() -> PathBuf {
+    std::env::var_os(CONFIG_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+impl Policy {
+    /// Loads the policy at `path`. A missing file gives the defaults; any other
+    /// problem is an error.
+    pub fn load(path: &Path) -> Result<Policy, ConfigError> {
+        use std::io::Read;
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                size: text.len() as u64,
+            });
+        }
+        Policy::parse(&text, path)
+    }
+
+    /// Parses and validates policy text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Policy, ConfigError> {
+        let policy: Policy = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_owned(),
+            },
+        })?;
+        policy.validate(path)?;
+        Ok(policy)
+    }
+
+    /// Checks values that the types alone cannot: absolute host paths,
+    /// non-empty library lists, a known log level.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, value: String, reason: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            value,
+            reason: reason.to_owned(),
+        };
+        let absolute = |key: String, p: &Path| -> Result<(), ConfigError> {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    key,
+                    p.display().to_string(),
+                    "must be an absolute host path",
+                ));
+            }
+            if p.components().any(|c| c == std::path::Component::ParentDir) {
+                return Err(invalid(
+                    key,
+                    p.display().to_string(),
+                    "must not contain `..`",
+                ));
+            }
+            Ok(())
+        };
+        for (name, mpi) in &self.mpi {
+            if mpi.libraries.is_empty() {
+                return Err(invalid(
+                    format!("mpi.{name}.libraries"),
+                    "[]".into(),
+                    "lists no library: name the host MPI's libmpi",
+                ));
+            }
+            for p in &mpi.libraries {
+                absolute(format!("mpi.{name}.libraries"), p)?;
+            }
+            for p in &mpi.dependencies {
+                absolute(format!("mpi.{name}.dependencies"), p)?;
+            }
+            for p in &mpi.mounts {
+                absolute(format!("mpi.{name}.mounts"), p)?;
+            }
+            for k in mpi.env.keys() {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    return Err(invalid(
+                        format!("mpi.{name}.env"),
+                        k.clone(),
+                        "is not a valid environment variable name",
+                    ));
+                }
+            }
+        }
+        if let Some(lf) = &self.libfabric {
+            absolute("libfabric.library".into(), &lf.library)?;
+            if let Some(p) = &lf.providers {
+                absolute("libfabric.providers".into(), p)?;
+            }
+            for p in &lf.dependencies {
+                absolute("libfabric.dependencies".into(), p)?;
+            }
+        }
+        if let Some(ucx) = &self.ucx {
+            if ucx.libraries.is_empty() {
+                return Err(invalid(
+                    "ucx.libraries".into(),
+                    "[]".into(),
+                    "lists no library",
+                ));
+            }
+            for p in &ucx.libraries {
+                absolute("ucx.libraries".into(), p)?;
+            }
+            if let Some(p) = &ucx.modules {
+                absolute("ucx.modules".into(), p)?;
+            }
+        }
+        for p in &self.gpu.cdi_spec_dirs {
+            absolute("gpu.cdi_spec_dirs".into(), p)?;
+        }
+        absolute("cache.dir".into(), &self.cache.dir)?;
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return Err(invalid(
+                "log.level".into(),
+                self.log.level.clone(),
+                "expected error, warn, info, debug or trace",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The enforcement a launch gets once the user's wish is applied: a user
+    /// may always ask for stricter, and may relax a level only down to
+    /// `users.may_relax_to`.
+    pub fn effective(&self, configured: Enforcement, user: Option<Enforcement>) -> Enforcement {
+        match user {
+            None => configured,
+            Some(wish) if wish >= configured => wish,
+            Some(wish) => wish.max(self.users.may_relax_to),
+        }
+    }
+}
+
+/// The commented reference policy shipped as `config/hook.toml`.
+pub const EXAMPLE: &str = include_str!("../hook.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, ConfigError> {
+        Policy::parse(text, Path::new("/etc/hpcc/hook.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let p = parse("").unwrap();
+        assert_eq!(p, Policy::default());
+        assert_eq!(p.checks.cpu, Enforcement::Enforce);
+        assert_eq!(p.checks.libc, Enforcement::Warn);
+        assert_eq!(p.unannotated, UnannotatedAction::Allow);
+        assert_eq!(p.on_error, OnError::Refuse);
+    }
+
+    #[test]
+    fn missing_file_gives_defaults() {
+        let p = Policy::load(Path::new("/nonexistent/hpcc/hook.toml")).unwrap();
+        assert_eq!(p, Policy::default());
+    }
+
+    #[test]
+    fn shipped_example_parses_and_validates() {
+        let p = parse(EXAMPLE).expect("config/hook.toml must stay valid");
+        assert!(p.mpi.contains_key("mpich"));
+        assert_eq!(p.mpi["mpich"].abi, MpiAbi::Mpich);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[checks]\ncpu = \"enforce\"\ncpus = \"warn\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("cpus"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn bad_enforcement_value_is_named() {
+        let msg = parse("[checks]\ncpu = \"strict\"\n").unwrap_err().to_string();
+        assert!(msg.contains("strict"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn relative_library_path_is_rejected() {
+        let msg = parse("[mpi.mpich]\nabi = \"mpich\"\nlibraries = [\"libmpich.so.12\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("mpi.mpich.libraries"), "{msg}");
+        assert!(msg.contains("libmpich.so.12"), "{msg}");
+        assert!(msg.contains("absolute"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_abi_is_rejected() {
+        let msg = parse("[mpi.x]\nabi = \"lam\"\nlibraries = [\"/usr/lib/libmpi.so\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("lam"), "{msg}");
+    }
+
+    #[test]
+    fn bad_log_level_is_rejected() {
+        let msg = parse("[log]\nlevel = \"loud\"\n").unwrap_err().to_string();
+        assert!(msg.contains("log.level") && msg.contains("loud"), "{msg}");
+    }
+
+    #[test]
+    fn user_may_relax_only_as_far_as_allowed() {
+        let mut p = Policy::default();
+        p.users.may_relax_to = Enforcement::Warn;
+        assert_eq!(
+            p.effective(Enforcement::Enforce, Some(Enforcement::Off)),
+            Enforcement::Warn
+        );
+        assert_eq!(
+            p.effective(Enforcement::Enforce, Some(Enforcement::Warn)),
+            Enforcement::Warn
+        );
+        p.users.may_relax_to = Enforcement::Enforce;
+        assert_eq!(
+            p.effective(Enforcement::Enforce, Some(Enforcement::Off)),
+            Enforcement::Enforce
+        );
+        // Asking for stricter is always fine.
+        assert_eq!(
+            p.effective(Enforcement::Warn, Some(Enforcement::Enforce)),
+            Enforcement::Enforce
+        );
+        assert_eq!(p.effective(Enforcement::Warn, None), Enforcement::Warn);
+    }
+
+    #[test]
+    fn enforcement_from_str() {
+        assert_eq!("warn".parse::<Enforcement>().unwrap(), Enforcement::Warn);
+        assert!("WARN".parse::<Enforcement>().is_err());
+    }
+}
