@@ -5,3 +5,5 @@
 
 pub mod annotations;
 pub mod version;
+pub mod elf;
+pub mod fingerprint;

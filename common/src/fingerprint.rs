@@ -1,0 +1,499 @@
+//! The node fingerprint: what this node offers an image (CPU, kernel, libc,
+//! GPUs, host MPI/libfabric/UCX declared by the policy).
+//!
+//! Taking it reads `/proc`, `uname`, CPUID, NVML and a few ELF headers; no
+//! binary is run. It is cached per boot in `/run/hpcc/`, since a step launch
+//! must not pay for NVML every time.
+
+use crate::elf::ElfInfo;
+use crate::version::Version;
+use hpcc_config::Policy;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Bumped when the fingerprint's shape changes, so an old cache is ignored.
+pub const SCHEMA: u32 = 1;
+
+/// CPU facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuFingerprint {
+    /// Platform (`uname -m`): `x86_64`, `aarch64`, `ppc64le`.
+    pub platform: String,
+    /// archspec's name for this CPU (`icelake`, `zen3`, `neoverse_v2`).
+    pub microarchitecture: String,
+    /// Vendor (`GenuineIntel`, `AuthenticAMD`, ...).
+    pub vendor: String,
+    /// Model name as the CPU reports it.
+    pub model: String,
+    /// Feature flags as Linux names them (`/proc/cpuinfo`), the names
+    /// archspec's features use.
+    pub flags: BTreeSet<String>,
+}
+
+/// One NVIDIA GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvidiaDevice {
+    /// NVML index.
+    pub index: u32,
+    /// Product name.
+    pub name: String,
+    /// `GPU-...` UUID.
+    pub uuid: String,
+    /// Compute capability (major, minor).
+    pub compute_capability: (u32, u32),
+    /// The N of `/dev/nvidiaN`.
+    pub minor_number: Option<u32>,
+}
+
+/// NVIDIA driver and devices, when NVML answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvidiaFingerprint {
+    /// Driver version (`535.104.05`).
+    pub driver_version: String,
+    /// Highest CUDA version the driver supports (`12.2`).
+    pub cuda_driver_version: Option<Version>,
+    /// Devices.
+    pub devices: Vec<NvidiaDevice>,
+}
+
+/// GPU facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuFingerprint {
+    /// NVIDIA, when a driver is present.
+    pub nvidia: Option<NvidiaFingerprint>,
+    /// Why NVML gave nothing (no driver is the normal case on CPU nodes).
+    pub nvml_note: Option<String>,
+}
+
+/// A host library the policy declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLibrary {
+    /// Path as the policy names it.
+    pub path: PathBuf,
+    /// The file it resolves to on the host.
+    pub real_path: Option<PathBuf>,
+    /// Its `DT_SONAME`.
+    pub soname: Option<String>,
+    /// Why it could not be inspected.
+    pub error: Option<String>,
+}
+
+impl HostLibrary {
+    fn inspect(path: &Path) -> HostLibrary {
+        let real_path = std::fs::canonicalize(path).ok();
+        match ElfInfo::read(path) {
+            Ok(info) => HostLibrary {
+                path: path.to_owned(),
+                real_path,
+                soname: info.soname,
+                error: None,
+            },
+            Err(e) => HostLibrary {
+                path: path.to_owned(),
+                real_path,
+                soname: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// The library exists and is a readable ELF object.
+    pub fn usable(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// A host MPI offered by the policy, as found on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostMpiFingerprint {
+    /// The policy table's name (`[mpi.NAME]`).
+    pub name: String,
+    /// Its ABI family.
+    pub abi: hpcc_config::MpiAbi,
+    /// Its libraries.
+    pub libraries: Vec<HostLibrary>,
+}
+
+impl HostMpiFingerprint {
+    /// All its libraries are present and readable.
+    pub fn usable(&self) -> bool {
+        !self.libraries.is_empty() && self.libraries.iter().all(HostLibrary::usable)
+    }
+}
+
+/// libc facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibcFingerprint {
+    /// `glibc` or `musl`.
+    pub implementation: String,
+    /// glibc version.
+    pub version: Option<Version>,
+}
+
+/// Kernel facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelFingerprint {
+    /// `uname -r`.
+    pub release: String,
+    /// Its numeric part.
+    pub version: Option<Version>,
+    /// Whether unprivileged user namespaces can be created
+    /// (`user-namespaces` expectation).
+    pub user_namespaces: bool,
+}
+
+/// Everything the matcher needs to know about the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFingerprint {
+    /// [`SCHEMA`] at the time it was taken.
+    pub schema: u32,
+    /// Host name.
+    pub hostname: String,
+    /// CPU.
+    pub cpu: CpuFingerprint,
+    /// Kernel.
+    pub kernel: KernelFingerprint,
+    /// libc.
+    pub libc: LibcFingerprint,
+    /// GPUs.
+    pub gpu: GpuFingerprint,
+    /// Host MPIs the policy offers.
+    pub mpi: Vec<HostMpiFingerprint>,
+    /// Host libfabric, when the policy declares one.
+    pub libfabric: Option<HostLibrary>,
+    /// Host UCX libraries, when the policy declares them.
+    pub ucx: Vec<HostLibrary>,
+}
+
+/// Reads `/proc/cpuinfo`-style text: flags and model of the first CPU.
+fn parse_cpuinfo(text: &str) -> (BTreeSet<String>, Option<String>, Option<String>) {
+    let mut flags = BTreeSet::new();
+    let mut model = None;
+    let mut vendor = None;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            if line.trim().is_empty() && !flags.is_empty() {
+                break;
+            }
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        match k {
+            "flags" | "Features" if flags.is_empty() => {
+                flags = v.split_whitespace().map(str::to_owned).collect();
+            }
+            "model name" | "cpu" if model.is_none() => model = Some(v.to_owned()),
+            "vendor_id" | "CPU implementer" if vendor.is_none() => vendor = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    (flags, model, vendor)
+}
+
+fn read_bounded(path: &str, limit: u64) -> Option<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(limit)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s)
+}
+
+fn cpu() -> CpuFingerprint {
+    let platform = nix::sys::utsname::uname()
+        .map(|u| u.machine().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| std::env::consts::ARCH.to_owned());
+    let (flags, mut model, mut vendor) =
+        parse_cpuinfo(&read_bounded("/proc/cpuinfo", 4 << 20).unwrap_or_default());
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID is what the CPU itself says; /proc/cpuinfo can be masked by a
+        // container's view of /proc. Prefer it for identity.
+        let id = raw_cpuid::CpuId::new();
+        if let Some(v) = id.get_vendor_info() {
+            vendor = Some(v.as_str().to_owned());
+        }
+        if let Some(b) = id.get_processor_brand_string() {
+            model = Some(b.as_str().trim().to_owned());
+        }
+    }
+    let microarchitecture = archspec::cpu::host()
+        .map(|m| m.name().to_owned())
+        .unwrap_or_else(|_| platform.clone());
+    CpuFingerprint {
+        platform,
+        microarchitecture,
+        vendor: vendor.unwrap_or_else(|| "unknown".into()),
+        model: model.unwrap_or_else(|| "unknown".into()),
+        flags,
+    }
+}
+
+fn kernel() -> KernelFingerprint {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let userns_max = read_bounded("/proc/sys/user/max_user_namespaces", 64)
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    // Debian's knob; absent on kernels that always allow it.
+    let debian_knob = read_bounded("/proc/sys/kernel/unprivileged_userns_clone", 64)
+        .map(|s| s.trim() != "0")
+        .unwrap_or(true);
+    KernelFingerprint {
+        version: Version::parse_prefix(&release),
+        release,
+        user_namespaces: userns_max > 0 && debian_knob,
+    }
+}
+
+fn libc_info() -> LibcFingerprint {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: returns a pointer to a static NUL-terminated string.
+        let v = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+        LibcFingerprint {
+            implementation: "glibc".into(),
+            version: Version::parse_prefix(&v.to_string_lossy()),
+        }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        LibcFingerprint {
+            implementation: "musl".into(),
+            version: None,
+        }
+    }
+}
+
+/// Asks NVML; an absent library or driver means "no NVIDIA GPU", never an
+/// error. NVML starts threads: callers that later `setns` must do so in a
+/// child process.
+pub fn gpus() -> GpuFingerprint {
+    use nvml_wrapper::Nvml;
+    let nvml = match Nvml::init() {
+        Ok(n) => n,
+        Err(e) => {
+            return GpuFingerprint {
+                nvidia: None,
+                nvml_note: Some(format!("no NVIDIA GPU: NVML unavailable ({e})")),
+            }
+        }
+    };
+    let driver_version = nvml.sys_driver_version().unwrap_or_default();
+    let cuda_driver_version = nvml.sys_cuda_driver_version().ok().map(|v| {
+        Version::from_parts(&[
+            nvml_wrapper::cuda_driver_version_major(v) as u64,
+            nvml_wrapper::cuda_driver_version_minor(v) as u64,
+        ])
+    });
+    let mut devices = Vec::new();
+    let count = nvml.device_count().unwrap_or(0);
+    for index in 0..count.min(64) {
+        let Ok(d) = nvml.device_by_index(index) else {
+            continue;
+        };
+        let cc = d.cuda_compute_capability().ok();
+        devices.push(NvidiaDevice {
+            index,
+            name: d.name().unwrap_or_default(),
+            uuid: d.uuid().unwrap_or_default(),
+            compute_capability: cc.map(|c| (c.major as u32, c.minor as u32)).unwrap_or((0, 0)),
+            minor_number: d.minor_number().ok(),
+        });
+    }
+    GpuFingerprint {
+        nvidia: Some(NvidiaFingerprint {
+            driver_version,
+            cuda_driver_version,
+            devices,
+        }),
+        nvml_note: None,
+    }
+}
+
+impl NodeFingerprint {
+    /// Takes the fingerprint of this node now (no cache).
+    pub fn take(policy: &Policy) -> NodeFingerprint {
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        NodeFingerprint {
+            schema: SCHEMA,
+            hostname,
+            cpu: cpu(),
+            kernel: kernel(),
+            libc: libc_info(),
+            gpu: gpus(),
+            mpi: policy
+                .mpi
+                .iter()
+                .map(|(name, m)| HostMpiFingerprint {
+                    name: name.clone(),
+                    abi: m.abi,
+                    libraries: m.libraries.iter().map(|p| HostLibrary::inspect(p)).collect(),
+                })
+                .collect(),
+            libfabric: policy
+                .libfabric
+                .as_ref()
+                .map(|l| HostLibrary::inspect(&l.library)),
+            ucx: policy
+                .ucx
+                .iter()
+                .flat_map(|u| u.libraries.iter().map(|p| HostLibrary::inspect(p)))
+                .collect(),
+        }
+    }
+
+    /// The fingerprint from the per-boot cache when it is valid for this
+    /// boot, this hpcc and this policy; otherwise taken now and cached.
+    /// Cache problems are logged and never fatal.
+    pub fn cached(policy: &Policy) -> NodeFingerprint {
+        if !policy.cache.enabled {
+            return Self::take(policy);
+        }
+        let key = cache_key(policy);
+        let path = policy.cache.dir.join("fingerprint.json");
+        if let Some(fp) = key.as_deref().and_then(|k| read_cache(&path, k)) {
+            tracing::debug!(cache = %path.display(), "fingerprint from cache");
+            return fp;
+        }
+        let fp = Self::take(policy);
+        if let Some(k) = key {
+            if let Err(e) = write_cache(&policy.cache.dir, &path, &k, &fp) {
+                tracing::debug!(cache = %path.display(), error = %e, "fingerprint not cached");
+            }
+        }
+        fp
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    key: String,
+    fingerprint: NodeFingerprint,
+}
+
+/// boot id + hpcc version + schema + the policy's host declarations: any
+/// change gives a new key, and the old file is simply not used.
+fn cache_key(policy: &Policy) -> Option<String> {
+    let boot = read_bounded("/proc/sys/kernel/random/boot_id", 128)?;
+    let decl = serde_json::to_string(&(&policy.mpi, &policy.libfabric, &policy.ucx)).ok()?;
+    // FNV-1a: a change detector, not a security boundary (the cache is
+    // root-owned and only root writes it).
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in decl.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    Some(format!(
+        "{}/{}/{}/{h:016x}",
+        boot.trim(),
+        env!("CARGO_PKG_VERSION"),
+        SCHEMA
+    ))
+}
+
+fn read_cache(path: &Path, key: &str) -> Option<NodeFingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    // Only a regular file that root owns and nobody else can write counts;
+    // anything else could have been planted.
+    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 || meta.len() > 1 << 20 {
+        return None;
+    }
+    let text = read_bounded(path.to_str()?, 1 << 20)?;
+    let file: CacheFile = serde_json::from_str(&text).ok()?;
+    (file.key == key && file.fingerprint.schema == SCHEMA).then_some(file.fingerprint)
+}
+
+fn write_cache(dir: &Path, path: &Path, key: &str, fp: &NodeFingerprint) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        return Err(std::io::Error::other("only root writes the cache"));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    let tmp = dir.join(format!(".fingerprint.{}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)?;
+    let body = serde_json::to_vec(&CacheFile {
+        key: key.to_owned(),
+        fingerprint: fp.clone(),
+    })
+    .map_err(std::io::Error::other)?;
+    let res = f.write_all(&body).and_then(|_| f.sync_all());
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return res;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpuinfo_first_cpu_only() {
+        let text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon\nflags\t\t: fpu sse avx2\n\nprocessor\t: 1\nflags\t\t: fpu\n";
+        let (flags, model, vendor) = parse_cpuinfo(text);
+        assert!(flags.contains("avx2"));
+        assert_eq!(model.as_deref(), Some("Xeon"));
+        assert_eq!(vendor.as_deref(), Some("GenuineIntel"));
+    }
+
+    #[test]
+    fn takes_this_node() {
+        let fp = NodeFingerprint::take(&Policy::default());
+        assert!(!fp.cpu.platform.is_empty());
+        assert!(
+            archspec::cpu::Microarchitecture::known_targets()
+                .contains_key(&fp.cpu.microarchitecture),
+            "{}",
+            fp.cpu.microarchitecture
+        );
+        assert!(fp.kernel.version.is_some());
+        if cfg!(target_env = "gnu") {
+            assert!(fp.libc.version.is_some());
+        }
+        // Round-trips through JSON, as the cache and the CLI need.
+        let json = serde_json::to_string(&fp).unwrap();
+        assert_eq!(serde_json::from_str::<NodeFingerprint>(&json).unwrap(), fp);
+    }
+
+    #[test]
+    fn missing_host_library_is_reported_not_fatal() {
+        let lib = HostLibrary::inspect(Path::new("/nonexistent/libmpi.so.12"));
+        assert!(!lib.usable());
+        assert!(lib.error.unwrap().contains("/nonexistent/libmpi.so.12"));
+    }
+
+    #[test]
+    fn cache_round_trip_and_key_change() {
+        if !nix::unistd::geteuid().is_root() {
+            // write_cache refuses non-root by design; covered by the e2e suite.
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("hpcc-cache-test-{}", std::process::id()));
+        let mut policy = Policy::default();
+        policy.cache.dir = dir.clone();
+        let first = NodeFingerprint::cached(&policy);
+        let path = dir.join("fingerprint.json");
+        assert!(path.exists());
+        let key = cache_key(&policy).unwrap();
+        assert_eq!(read_cache(&path, &key).unwrap(), first);
+        assert!(read_cache(&path, "another-boot").is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
