@@ -76,6 +76,10 @@ pub struct HostLibrary {
     pub real_path: Option<PathBuf>,
     /// Its `DT_SONAME`.
     pub soname: Option<String>,
+    /// Symbol versions it defines (`FABRIC_1.6`, `MPI_4.0`), glibc's own
+    /// excluded.
+    #[serde(default)]
+    pub version_defs: BTreeSet<String>,
     /// Why it could not be inspected.
     pub error: Option<String>,
 }
@@ -88,12 +92,18 @@ impl HostLibrary {
                 path: path.to_owned(),
                 real_path,
                 soname: info.soname,
+                version_defs: info
+                    .version_defs
+                    .into_iter()
+                    .filter(|v| !v.starts_with("GLIBC_"))
+                    .collect(),
                 error: None,
             },
             Err(e) => HostLibrary {
                 path: path.to_owned(),
                 real_path,
                 soname: None,
+                version_defs: BTreeSet::new(),
                 error: Some(e.to_string()),
             },
         }
@@ -142,6 +152,9 @@ pub struct KernelFingerprint {
     /// Whether unprivileged user namespaces can be created
     /// (`user-namespaces` expectation).
     pub user_namespaces: bool,
+    /// Loaded and built-in kernel modules (`/sys/module`).
+    #[serde(default)]
+    pub modules: BTreeSet<String>,
 }
 
 /// Everything the matcher needs to know about the node.
@@ -248,6 +261,14 @@ fn kernel() -> KernelFingerprint {
         version: Version::parse_prefix(&release),
         release,
         user_namespaces: userns_max > 0 && debian_knob,
+        modules: std::fs::read_dir("/sys/module")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .take(4096)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -7,3 +7,4 @@ pub mod annotations;
 pub mod version;
 pub mod elf;
 pub mod fingerprint;
+pub mod matcher;
