@@ -245,12 +245,10 @@ impl PortabilityMode {
             "mpi_replace" | "mpich_replace" | "openmpi_replace" => Self::MpiReplace,
             "libfabric_inject" => Self::LibfabricInject,
             "ucx_replace" => Self::UcxReplace,
-            _ => {
-                return Err(
-                    "unknown portability mode (expected mpi_replace, libfabric_inject or ucx_replace)"
-                        .into(),
-                )
-            }
+            _ => return Err(
+                "unknown portability mode (expected mpi_replace, libfabric_inject or ucx_replace)"
+                    .into(),
+            ),
         })
     }
 
@@ -412,7 +410,11 @@ impl Annotation {
             ));
         }
         if value.contains('\0') {
-            return Err(AnnotationError::new(key, value, "value contains a NUL byte"));
+            return Err(AnnotationError::new(
+                key,
+                value,
+                "value contains a NUL byte",
+            ));
         }
         let err = |reason: String| AnnotationError::new(key, value, reason);
         let version = || Version::parse(value).map_err(|e| err(e.to_string()));
@@ -452,15 +454,15 @@ impl Annotation {
                     .map(|s| match s.to_ascii_lowercase().as_str() {
                         "ucx" => Ok(CommFramework::Ucx),
                         "libfabric" | "libfabrics" | "ofi" => Ok(CommFramework::Libfabric),
-                        _ => Err(err(format!("unknown framework {s:?} (expected ucx or libfabric)"))),
+                        _ => Err(err(format!(
+                            "unknown framework {s:?} (expected ucx or libfabric)"
+                        ))),
                     })
                     .collect::<Result<_, _>>()?,
             ),
             "libfabric.abi.version" => Annotation::LibfabricAbi(version()?),
             "mpi.portability.optimization" | "mpi.portability.optimized" => {
-                Annotation::MpiOptimization(
-                    word_list(key, value)?.join(","),
-                )
+                Annotation::MpiOptimization(word_list(key, value)?.join(","))
             }
             "mpi.portability.mode" => {
                 let mut modes = list(key, value)?
@@ -624,9 +626,7 @@ impl ImageSpec {
             Annotation::NvidiaDriver(v) => Self::set(w, key, &mut self.nvidia_driver, v),
             Annotation::Cuda(v) => Self::set(w, key, &mut self.cuda, v),
             Annotation::GpuArchitectures(v) => self.gpu_architectures = v,
-            Annotation::MpiImplementation(m) => {
-                Self::set(w, key, &mut self.mpi_implementation, m)
-            }
+            Annotation::MpiImplementation(m) => Self::set(w, key, &mut self.mpi_implementation, m),
             Annotation::MpiVersion(v) => Self::set(w, key, &mut self.mpi_version, v),
             Annotation::MpiAbiVersion(v) => Self::set(w, key, &mut self.mpi_abi_version, v),
             Annotation::CommFrameworks(v) => self.comm_frameworks = v,
@@ -683,18 +683,36 @@ mod tests {
     #[test]
     fn parses_every_group() {
         let s = spec(&[
-            ("org.supercontainers.hardware.cpu.optimized.mode", "microarchitecture"),
-            ("org.supercontainers.hardware.cpu.optimized.version", "skylake_avx512"),
-            ("org.supercontainers.hardware.gpu.nvidia.driver.version", "535.104.05"),
-            ("org.supercontainers.hardware.gpu.nvidia.cuda.version", "12.1"),
-            ("org.supercontainers.hardware.gpu.nvidia.architecture", "sm_80,sm_90"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.mode",
+                "microarchitecture",
+            ),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "skylake_avx512",
+            ),
+            (
+                "org.supercontainers.hardware.gpu.nvidia.driver.version",
+                "535.104.05",
+            ),
+            (
+                "org.supercontainers.hardware.gpu.nvidia.cuda.version",
+                "12.1",
+            ),
+            (
+                "org.supercontainers.hardware.gpu.nvidia.architecture",
+                "sm_80,sm_90",
+            ),
             ("org.supercontainers.mpi.implementation", "mpich"),
             ("org.supercontainers.mpich.version", "4.0.2"),
             ("org.supercontainers.mpi.abi.version", "12.0"),
             ("org.supercontainers.communication.framework", "libfabrics"),
             ("org.supercontainers.libfabric.abi.version", "1.6"),
             ("org.supercontainers.mpi.portability.optimization", "stock"),
-            ("org.supercontainers.mpi.portability.mode", "mpi_replace,libfabric_inject"),
+            (
+                "org.supercontainers.mpi.portability.mode",
+                "mpi_replace,libfabric_inject",
+            ),
             ("org.supercontainers.libc.implementation", "glibc"),
             ("org.supercontainers.glibc.version", "2.35"),
             ("org.supercontainers.python.version", "3.10"),
@@ -703,8 +721,14 @@ mod tests {
             ("org.supercontainers.path.extra", "/usr/local/bin"),
             ("org.supercontainers.kernel.version", "5.1"),
             ("org.supercontainers.host.kernel.version.min", "5.1"),
-            ("org.supercontainers.host.kernel.modules.expectation", "user-namespaces"),
-            ("org.supercontainers.docs.quickstart.link", "https://example.org/gmx"),
+            (
+                "org.supercontainers.host.kernel.modules.expectation",
+                "user-namespaces",
+            ),
+            (
+                "org.supercontainers.docs.quickstart.link",
+                "https://example.org/gmx",
+            ),
             ("org.supercontainers.docs.quickstart.base64", "IyBIZWxsbw=="),
             ("org.opencontainers.image.title", "ignored"),
         ])
@@ -719,7 +743,10 @@ mod tests {
         assert_eq!(s.comm_frameworks, vec![CommFramework::Libfabric]);
         assert_eq!(
             s.portability_modes,
-            vec![PortabilityMode::MpiReplace, PortabilityMode::LibfabricInject]
+            vec![
+                PortabilityMode::MpiReplace,
+                PortabilityMode::LibfabricInject
+            ]
         );
         assert_eq!(s.docs["quickstart.base64"].decode().unwrap(), "# Hello");
         assert_eq!(s.annotated_keys, 23);
@@ -734,7 +761,10 @@ mod tests {
             ("org.supercontainers.mpich.abi.version", "12.0"),
             ("org.supercontainers.mpi.portability.optimized", "stock"),
             ("org.supercontainers.mpi.portability.mode", "mpich_replace"),
-            ("org.supercontainers.hardware.cpu.optimized.architecture", "x86_64"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.architecture",
+                "x86_64",
+            ),
         ])
         .unwrap();
         assert_eq!(s.portability_modes, vec![PortabilityMode::MpiReplace]);
@@ -744,8 +774,11 @@ mod tests {
 
     #[test]
     fn error_names_key_and_value() {
-        let e = spec(&[("org.supercontainers.hardware.cpu.optimized.version", "pentium9000")])
-            .unwrap_err();
+        let e = spec(&[(
+            "org.supercontainers.hardware.cpu.optimized.version",
+            "pentium9000",
+        )])
+        .unwrap_err();
         assert_eq!(e.key, "org.supercontainers.hardware.cpu.optimized.version");
         assert_eq!(e.value, "pentium9000");
         let msg = e.to_string();
@@ -753,8 +786,11 @@ mod tests {
 
         let e = spec(&[("org.supercontainers.mpi.portability.mode", "magic")]).unwrap_err();
         assert!(e.reason.contains("mpi_replace"), "{e}");
-        let e = spec(&[("org.supercontainers.hardware.gpu.nvidia.cuda.version", "twelve")])
-            .unwrap_err();
+        let e = spec(&[(
+            "org.supercontainers.hardware.gpu.nvidia.cuda.version",
+            "twelve",
+        )])
+        .unwrap_err();
         assert!(e.to_string().contains("twelve"));
     }
 
@@ -787,7 +823,10 @@ mod tests {
     #[test]
     fn mode_target_mismatch_warns() {
         let s = spec(&[
-            ("org.supercontainers.hardware.cpu.optimized.mode", "architecture"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.mode",
+                "architecture",
+            ),
             ("org.supercontainers.hardware.cpu.optimized.version", "zen3"),
         ])
         .unwrap();
@@ -796,10 +835,22 @@ mod tests {
 
     #[test]
     fn sm_arch_spellings() {
-        assert_eq!(SmArch::parse("sm_90a").unwrap(), SmArch { major: 9, minor: 0 });
-        assert_eq!(SmArch::parse("compute_86").unwrap(), SmArch { major: 8, minor: 6 });
+        assert_eq!(
+            SmArch::parse("sm_90a").unwrap(),
+            SmArch { major: 9, minor: 0 }
+        );
+        assert_eq!(
+            SmArch::parse("compute_86").unwrap(),
+            SmArch { major: 8, minor: 6 }
+        );
         assert_eq!(SmArch::parse("8.0").unwrap(), SmArch { major: 8, minor: 0 });
-        assert_eq!(SmArch::parse("sm_100").unwrap(), SmArch { major: 10, minor: 0 });
+        assert_eq!(
+            SmArch::parse("sm_100").unwrap(),
+            SmArch {
+                major: 10,
+                minor: 0
+            }
+        );
         assert!(SmArch::parse("ampere").is_err());
     }
 

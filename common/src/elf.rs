@@ -106,11 +106,7 @@ impl ElfInfo {
         let mut version_needs = Vec::new();
         if let Some(verneed) = &elf.verneed {
             for need in verneed.iter() {
-                let lib = elf
-                    .dynstrtab
-                    .get_at(need.vn_file)
-                    .unwrap_or("?")
-                    .to_owned();
+                let lib = elf.dynstrtab.get_at(need.vn_file).unwrap_or("?").to_owned();
                 for aux in need.iter() {
                     if let Some(n) = elf.dynstrtab.get_at(aux.vna_name) {
                         version_needs.push((lib.clone(), n.to_owned()));

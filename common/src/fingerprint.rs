@@ -323,7 +323,9 @@ pub fn gpus() -> GpuFingerprint {
             index,
             name: d.name().unwrap_or_default(),
             uuid: d.uuid().unwrap_or_default(),
-            compute_capability: cc.map(|c| (c.major as u32, c.minor as u32)).unwrap_or((0, 0)),
+            compute_capability: cc
+                .map(|c| (c.major as u32, c.minor as u32))
+                .unwrap_or((0, 0)),
             minor_number: d.minor_number().ok(),
         });
     }
@@ -356,7 +358,11 @@ impl NodeFingerprint {
                 .map(|(name, m)| HostMpiFingerprint {
                     name: name.clone(),
                     abi: m.abi,
-                    libraries: m.libraries.iter().map(|p| HostLibrary::inspect(p)).collect(),
+                    libraries: m
+                        .libraries
+                        .iter()
+                        .map(|p| HostLibrary::inspect(p))
+                        .collect(),
                 })
                 .collect(),
             libfabric: policy

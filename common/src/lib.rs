@@ -4,7 +4,12 @@
 //! up to the plan is plain data; only [`apply`] touches the system.
 
 pub mod annotations;
-pub mod version;
 pub mod elf;
 pub mod fingerprint;
+pub mod launch;
+pub mod logging;
 pub mod matcher;
+pub mod oci;
+pub mod plan;
+pub mod report;
+pub mod version;

@@ -247,7 +247,7 @@ fn cpu_target(target: &CpuTarget, node: &NodeFingerprint) -> Finding {
     let mut missing: Vec<String> = want
         .all_features()
         .into_iter()
-        .filter(|f| !node.cpu.flags.contains(f))
+        .filter(|f| !node_has_feature(node, f))
         .collect();
     missing.sort();
     if !is_self_or_descendant {
@@ -255,7 +255,7 @@ fn cpu_target(target: &CpuTarget, node: &NodeFingerprint) -> Finding {
             && host.as_ref().is_some_and(|h| h.vendor() != want.vendor())
         {
             format!(
-                "the image is optimised for {target} ({}), the node is a {} CPU ({})",
+                "the image is optimised for {target} ({}), the node's CPU is {} ({})",
                 want.vendor(),
                 node.cpu.vendor,
                 node.cpu.microarchitecture
@@ -320,6 +320,24 @@ fn cpu_target(target: &CpuTarget, node: &NodeFingerprint) -> Finding {
     }
 }
 
+/// Whether the node has an archspec feature, honouring archspec's feature
+/// aliases (`sse3` is implied by `ssse3`, `neon` by the aarch64 family) and
+/// Linux's own spelling of SSE3 (`pni`).
+fn node_has_feature(node: &NodeFingerprint, feature: &str) -> bool {
+    if node.cpu.flags.contains(feature) || (feature == "sse3" && node.cpu.flags.contains("pni")) {
+        return true;
+    }
+    let aliases = &archspec::schema::MicroarchitecturesSchema::schema().feature_aliases;
+    aliases.get(feature).is_some_and(|a| {
+        a.any_of
+            .as_ref()
+            .is_some_and(|any| any.iter().any(|f| node.cpu.flags.contains(f)))
+            || a.families
+                .as_ref()
+                .is_some_and(|fams| fams.contains(&node.cpu.platform))
+    })
+}
+
 fn gpu(
     image: &ImageSpec,
     node: &NodeFingerprint,
@@ -327,8 +345,9 @@ fn gpu(
     out: &mut Vec<Finding>,
     sel: &mut Selection,
 ) {
-    let wants_gpu =
-        image.cuda.is_some() || !image.gpu_architectures.is_empty() || image.nvidia_driver.is_some();
+    let wants_gpu = image.cuda.is_some()
+        || !image.gpu_architectures.is_empty()
+        || image.nvidia_driver.is_some();
     if !wants_gpu {
         return;
     }
@@ -496,8 +515,12 @@ fn mpi(
         } else {
             sel.ucx = true;
             out.push(
-                Finding::new(Check::Mpi, Level::Ok, "the host's UCX will replace the image's")
-                    .evidence("ucx_replace", describe_libs(&node.ucx)),
+                Finding::new(
+                    Check::Mpi,
+                    Level::Ok,
+                    "the host's UCX will replace the image's",
+                )
+                .evidence("ucx_replace", describe_libs(&node.ucx)),
             );
         }
     }
@@ -604,7 +627,10 @@ fn mpi_replace(
                 Finding::new(
                     Check::Mpi,
                     Level::Ok,
-                    format!("the host MPI `{}` ({} ABI) will replace the image's {imp}", m.name, m.abi),
+                    format!(
+                        "the host MPI `{}` ({} ABI) will replace the image's {imp}",
+                        m.name, m.abi
+                    ),
                 )
                 .evidence(image_desc, evidence_node),
             );
@@ -956,8 +982,14 @@ pub(crate) mod tests {
     #[test]
     fn cuda_on_cpu_node_is_red() {
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "x86_64"),
-            ("org.supercontainers.hardware.gpu.nvidia.cuda.version", "12.1"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "x86_64",
+            ),
+            (
+                "org.supercontainers.hardware.gpu.nvidia.cuda.version",
+                "12.1",
+            ),
         ]);
         let v = verdict(&img, &node("icelake"));
         assert_eq!(v.score, Score::Red);
@@ -985,13 +1017,22 @@ pub(crate) mod tests {
     #[test]
     fn cuda_newer_than_driver_is_red() {
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
-            ("org.supercontainers.hardware.gpu.nvidia.cuda.version", "12.4"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
+            (
+                "org.supercontainers.hardware.gpu.nvidia.cuda.version",
+                "12.4",
+            ),
         ]);
         let v = verdict(&img, &gpu_node("12.2", (8, 0)));
         assert_eq!(v.score, Score::Red);
         let f = v.with_level(Level::Fatal).next().unwrap();
-        assert!(f.reason.contains("12.4") && f.reason.contains("12.2"), "{f:?}");
+        assert!(
+            f.reason.contains("12.4") && f.reason.contains("12.2"),
+            "{f:?}"
+        );
         let v = verdict(&img, &gpu_node("12.4", (8, 0)));
         assert_eq!(v.score, Score::Green, "{v:#?}");
         assert!(v.selection.nvidia_gpus);
@@ -1000,23 +1041,41 @@ pub(crate) mod tests {
     #[test]
     fn gpu_architecture_absent_is_red() {
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
-            ("org.supercontainers.hardware.gpu.nvidia.architecture", "sm_90"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
+            (
+                "org.supercontainers.hardware.gpu.nvidia.architecture",
+                "sm_90",
+            ),
         ]);
         assert_eq!(verdict(&img, &gpu_node("12.2", (8, 0))).score, Score::Red);
         assert_eq!(verdict(&img, &gpu_node("12.2", (9, 0))).score, Score::Green);
         let img86 = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
-            ("org.supercontainers.hardware.gpu.nvidia.architecture", "sm_80"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
+            (
+                "org.supercontainers.hardware.gpu.nvidia.architecture",
+                "sm_80",
+            ),
         ]);
         // sm_80 code runs on an sm_86 device (same major, newer minor).
-        assert_eq!(verdict(&img86, &gpu_node("12.2", (8, 6))).score, Score::Green);
+        assert_eq!(
+            verdict(&img86, &gpu_node("12.2", (8, 6))).score,
+            Score::Green
+        );
     }
 
     #[test]
     fn openmpi_image_on_mpich_node_is_red() {
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "x86_64_v3"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "x86_64_v3",
+            ),
             ("org.supercontainers.mpi.implementation", "openmpi"),
             ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
         ]);
@@ -1024,7 +1083,10 @@ pub(crate) mod tests {
         assert_eq!(v.score, Score::Red);
         let f = v.with_level(Level::Fatal).next().unwrap();
         assert_eq!(f.check, Check::Mpi);
-        assert!(f.reason.contains("openmpi") && f.reason.contains("mpich"), "{f:?}");
+        assert!(
+            f.reason.contains("openmpi") && f.reason.contains("mpich"),
+            "{f:?}"
+        );
         assert!(v.selection.mpi.is_none());
     }
 
@@ -1032,7 +1094,10 @@ pub(crate) mod tests {
     fn mpich_family_image_selects_host_mpich() {
         for imp in ["mpich", "intelmpi", "cray-mpich", "mvapich"] {
             let img = image(&[
-                ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
+                (
+                    "org.supercontainers.hardware.cpu.optimized.version",
+                    "icelake",
+                ),
                 ("org.supercontainers.mpi.implementation", imp),
                 ("org.supercontainers.mpi.portability.mode", "mpich_replace"),
             ]);
@@ -1045,7 +1110,10 @@ pub(crate) mod tests {
     #[test]
     fn mpi_replace_forbidden_by_site_is_orange() {
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
             ("org.supercontainers.mpi.implementation", "mpich"),
             ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
         ]);
@@ -1059,7 +1127,10 @@ pub(crate) mod tests {
     #[test]
     fn missing_host_mpi_library_is_red() {
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
             ("org.supercontainers.mpi.implementation", "mpich"),
             ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
         ]);
@@ -1071,8 +1142,14 @@ pub(crate) mod tests {
     #[test]
     fn libfabric_abi_must_be_defined_by_host() {
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
-            ("org.supercontainers.mpi.portability.mode", "libfabric_inject"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
+            (
+                "org.supercontainers.mpi.portability.mode",
+                "libfabric_inject",
+            ),
             ("org.supercontainers.libfabric.abi.version", "1.7"),
         ]);
         let mut n = node("icelake");
@@ -1093,30 +1170,43 @@ pub(crate) mod tests {
     #[test]
     fn musl_image_cannot_take_host_libraries() {
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
             ("org.supercontainers.libc.implementation", "musl"),
             ("org.supercontainers.mpi.implementation", "mpich"),
             ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
         ]);
         let v = verdict(&img, &with_mpich(node("icelake")));
-        assert!(v
-            .with_level(Level::Fatal)
-            .any(|f| f.check == Check::Libc));
+        assert!(v.with_level(Level::Fatal).any(|f| f.check == Check::Libc));
     }
 
     #[test]
     fn host_kernel_minimum_and_expectations() {
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
             ("org.supercontainers.host.kernel.version.min", "6.5"),
         ]);
         let v = verdict(&img, &node("icelake"));
         assert_eq!(v.score, Score::Red);
-        assert!(v.findings.iter().any(|f| f.reason.contains("6.1.0-18-amd64")));
+        assert!(v
+            .findings
+            .iter()
+            .any(|f| f.reason.contains("6.1.0-18-amd64")));
         let img = image(&[
-            ("org.supercontainers.hardware.cpu.optimized.version", "icelake"),
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
             ("org.supercontainers.host.kernel.version.min", "5.1"),
-            ("org.supercontainers.host.kernel.modules.expectation", "user-namespaces,overlay"),
+            (
+                "org.supercontainers.host.kernel.modules.expectation",
+                "user-namespaces,overlay",
+            ),
         ]);
         assert_eq!(verdict(&img, &node("icelake")).score, Score::Green);
         let mut n = node("icelake");

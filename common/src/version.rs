@@ -148,7 +148,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "abc", "1..2", "1.2.3.4.5", "1.-2", "12.1rc1", "1.2 ; rm"] {
+        for bad in [
+            "",
+            "abc",
+            "1..2",
+            "1.2.3.4.5",
+            "1.-2",
+            "12.1rc1",
+            "1.2 ; rm",
+        ] {
             assert!(Version::parse(bad).is_err(), "{bad}");
         }
     }

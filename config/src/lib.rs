@@ -561,7 +561,9 @@ mod tests {
 
     #[test]
     fn bad_enforcement_value_is_named() {
-        let msg = parse("[checks]\ncpu = \"strict\"\n").unwrap_err().to_string();
+        let msg = parse("[checks]\ncpu = \"strict\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("strict"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
     }

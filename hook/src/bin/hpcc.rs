@@ -1,1 +1,11 @@
-fn main(){}
+//! `hpcc`: fingerprint, match, check. See `hpcc_hook::cli`.
+
+fn main() {
+    // Behave like other filters under `| head`: die quietly on a closed pipe
+    // instead of panicking in println!.
+    // SAFETY: setting a signal disposition to the default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    std::process::exit(hpcc_hook::cli::main(std::env::args().skip(1).collect()));
+}

@@ -1,0 +1,206 @@
+//! What the runtime hands a hook: the OCI state on stdin and the bundle's
+//! `config.json`. Both are read with size bounds; nothing in them is trusted
+//! beyond what the runtime itself vouches for (the bundle path and pid).
+
+use oci_spec::runtime::{Spec, State};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Largest OCI state accepted on stdin.
+pub const MAX_STATE_BYTES: u64 = 1 << 20;
+/// Largest `config.json` accepted.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Why the launch input could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// Reading failed.
+    #[error("cannot read {what}: {source}")]
+    Read {
+        /// What was being read.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Input over its bound.
+    #[error("{what} is larger than {limit} bytes")]
+    TooLarge {
+        /// What was being read.
+        what: String,
+        /// The bound.
+        limit: u64,
+    },
+    /// Not valid JSON of the expected shape.
+    #[error("{what} is not valid: {reason}")]
+    Invalid {
+        /// What was being read.
+        what: String,
+        /// Parser message.
+        reason: String,
+    },
+}
+
+fn read_bounded(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>, OciError> {
+    let mut buf = Vec::new();
+    (&mut r)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| OciError::Read {
+            what: what.to_owned(),
+            source,
+        })?;
+    if buf.len() as u64 > limit {
+        return Err(OciError::TooLarge {
+            what: what.to_owned(),
+            limit,
+        });
+    }
+    Ok(buf)
+}
+
+/// Reads the OCI state a runtime writes to a hook's stdin.
+pub fn read_state(r: impl Read) -> Result<State, OciError> {
+    let buf = read_bounded(r, MAX_STATE_BYTES, "the OCI state on stdin")?;
+    serde_json::from_slice(&buf).map_err(|e| OciError::Invalid {
+        what: "the OCI state on stdin".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Parses a `config.json` from an open file or reader.
+pub fn read_config(r: impl Read, what: &str) -> Result<Spec, OciError> {
+    let buf = read_bounded(r, MAX_CONFIG_BYTES, what)?;
+    serde_json::from_slice(&buf).map_err(|e| OciError::Invalid {
+        what: what.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The facts of one container launch, from state and config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchContext {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// Root filesystem on the host (`root.path`, made absolute).
+    pub rootfs: PathBuf,
+    /// The container's init pid, when the runtime gave one.
+    pub pid: Option<i32>,
+    /// All annotations (config.json's, then the state's on top).
+    pub annotations: BTreeMap<String, String>,
+    /// The container process's environment, as `KEY=VALUE`. Read only for
+    /// device selection (`NVIDIA_VISIBLE_DEVICES`); never applied on the host.
+    pub process_env: Vec<String>,
+}
+
+impl LaunchContext {
+    /// Combines a state and its bundle's config.
+    pub fn new(state: &State, spec: &Spec) -> LaunchContext {
+        let bundle = state.bundle().clone();
+        let mut annotations: BTreeMap<String, String> = spec
+            .annotations()
+            .as_ref()
+            .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        if let Some(a) = state.annotations() {
+            annotations.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        LaunchContext {
+            id: state.id().clone(),
+            rootfs: rootfs_of(&bundle, spec),
+            bundle,
+            pid: *state.pid(),
+            annotations,
+            process_env: spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.env().clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A context from a bundle alone (CLI, SPANK before the container
+    /// exists): no pid, the bundle's directory name as id.
+    pub fn from_bundle(bundle: &Path, spec: &Spec) -> LaunchContext {
+        let mut state = State::default();
+        state.set_bundle(bundle.to_owned());
+        state.set_id(
+            bundle
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "bundle".into()),
+        );
+        LaunchContext::new(&state, spec)
+    }
+
+    /// A process environment variable of the container.
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.process_env
+            .iter()
+            .rev()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    }
+}
+
+/// `root.path`, relative to the bundle unless absolute (default `rootfs`).
+pub fn rootfs_of(bundle: &Path, spec: &Spec) -> PathBuf {
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| PathBuf::from("rootfs"));
+    if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    }
+}
+
+/// Loads `<bundle>/config.json` with the caller's rights.
+pub fn load_bundle_config(bundle: &Path) -> Result<Spec, OciError> {
+    let path = bundle.join("config.json");
+    let what = path.display().to_string();
+    let f = std::fs::File::open(&path).map_err(|source| OciError::Read {
+        what: what.clone(),
+        source,
+    })?;
+    read_config(f, &what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_and_config_combine() {
+        let state = read_state(
+            &br#"{"ociVersion":"1.0.2-dev","id":"c1","status":"creating","pid":42,"bundle":"/b","annotations":{"org.supercontainers.hardware.cpu.optimized.version":"x86_64_v4"}}"#[..],
+        )
+        .unwrap();
+        let spec = read_config(
+            &br#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"user":{"uid":0,"gid":0},"cwd":"/","args":["sh"],"env":["A=1","NVIDIA_VISIBLE_DEVICES=0"]},"annotations":{"a":"b"}}"#[..],
+            "config.json",
+        )
+        .unwrap();
+        let ctx = LaunchContext::new(&state, &spec);
+        assert_eq!(ctx.id, "c1");
+        assert_eq!(ctx.pid, Some(42));
+        assert_eq!(ctx.rootfs, PathBuf::from("/b/rootfs"));
+        assert_eq!(ctx.annotations.len(), 2);
+        assert_eq!(ctx.env("NVIDIA_VISIBLE_DEVICES"), Some("0"));
+        assert_eq!(ctx.env("NVIDIA"), None);
+    }
+
+    #[test]
+    fn oversized_and_broken_input_is_an_error() {
+        let big = vec![b' '; (MAX_STATE_BYTES + 10) as usize];
+        assert!(matches!(
+            read_state(&big[..]),
+            Err(OciError::TooLarge { .. })
+        ));
+        let e = read_state(&b"{not json"[..]).unwrap_err();
+        assert!(e.to_string().contains("OCI state"));
+    }
+}

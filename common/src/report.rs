@@ -1,0 +1,201 @@
+//! Human-readable rendering of fingerprints, verdicts and plans, shared by
+//! the CLI and the SPANK plugin so users see the same words everywhere.
+
+use crate::fingerprint::NodeFingerprint;
+use crate::matcher::{Level, Score, Verdict};
+use crate::plan::{Decision, Plan};
+use std::fmt::Write;
+
+fn paint(text: &str, code: &str, color: bool) -> String {
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `GREEN`/`ORANGE`/`RED`, coloured when `color`.
+pub fn score(s: Score, color: bool) -> String {
+    let (t, c) = match s {
+        Score::Green => ("GREEN", "1;32"),
+        Score::Orange => ("ORANGE", "1;33"),
+        Score::Red => ("RED", "1;31"),
+    };
+    paint(t, c, color)
+}
+
+fn level(l: Level, color: bool) -> String {
+    match l {
+        Level::Ok => paint("ok      ", "32", color),
+        Level::Degraded => paint("degraded", "33", color),
+        Level::Fatal => paint("fatal   ", "31", color),
+    }
+}
+
+/// Score line and one line per finding with its evidence.
+pub fn verdict(v: &Verdict, color: bool) -> String {
+    let mut out = format!("score: {}\n", score(v.score, color));
+    for f in &v.findings {
+        let _ = writeln!(
+            out,
+            "  {} {:<11} {}",
+            level(f.level, color),
+            f.check.as_str(),
+            f.reason
+        );
+        if let Some(i) = &f.image {
+            let _ = writeln!(out, "           {:<11} image: {i}", "");
+        }
+        if let Some(n) = &f.node {
+            let _ = writeln!(out, "           {:<11} node:  {n}", "");
+        }
+    }
+    out
+}
+
+/// Verdict, decision and tweaks.
+pub fn plan(p: &Plan, color: bool) -> String {
+    let mut out = verdict(&p.verdict, color);
+    match &p.decision {
+        Decision::Start { warnings } => {
+            let _ = writeln!(
+                out,
+                "decision: start container {} on {}",
+                p.container, p.node
+            );
+            for w in warnings {
+                let _ = writeln!(out, "  warning: {w}");
+            }
+        }
+        Decision::Refuse { reasons } => {
+            let _ = writeln!(
+                out,
+                "decision: {} container {} on {}",
+                paint("REFUSE", "1;31", color),
+                p.container,
+                p.node
+            );
+            for r in reasons {
+                let _ = writeln!(out, "  refused by {}: {}", r.policy, r.reason);
+            }
+        }
+    }
+    if !p.tweaks.is_empty() {
+        let _ = writeln!(out, "tweaks:");
+        for m in &p.tweaks.mounts {
+            let _ = writeln!(
+                out,
+                "  mount  {} -> {}{}  ({})",
+                m.source.display(),
+                m.destination.display(),
+                if m.readonly { " (ro)" } else { "" },
+                m.reason
+            );
+        }
+        for d in &p.tweaks.devices {
+            let _ = writeln!(
+                out,
+                "  device {} ({} {}:{} {})  ({})",
+                d.path.display(),
+                d.kind,
+                d.major,
+                d.minor,
+                d.access,
+                d.reason
+            );
+        }
+        for e in &p.tweaks.env {
+            let _ = writeln!(out, "  env    {}={}  ({})", e.name, e.value, e.reason);
+        }
+        for l in &p.tweaks.ld_paths {
+            let _ = writeln!(out, "  ld.so  {}  (linker cache rebuilt)", l.display());
+        }
+    }
+    out
+}
+
+/// A node fingerprint for people.
+pub fn fingerprint(fp: &NodeFingerprint) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "node:      {}", fp.hostname);
+    let _ = writeln!(
+        out,
+        "cpu:       {} ({}), {} / {}",
+        fp.cpu.microarchitecture, fp.cpu.platform, fp.cpu.vendor, fp.cpu.model
+    );
+    let notable: Vec<&str> = fp
+        .cpu
+        .flags
+        .iter()
+        .map(String::as_str)
+        .filter(|f| {
+            f.starts_with("avx") || f.starts_with("amx") || f.starts_with("sve") || *f == "fma"
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "features:  {} flags; {}",
+        fp.cpu.flags.len(),
+        notable.join(" ")
+    );
+    let _ = writeln!(out, "kernel:    {}", fp.kernel.release);
+    let _ = writeln!(
+        out,
+        "libc:      {} {}",
+        fp.libc.implementation,
+        fp.libc
+            .version
+            .as_ref()
+            .map_or("?".into(), |v| v.to_string())
+    );
+    match &fp.gpu.nvidia {
+        Some(nv) => {
+            let _ = writeln!(
+                out,
+                "gpu:       NVIDIA driver {}, CUDA {}",
+                nv.driver_version,
+                nv.cuda_driver_version
+                    .as_ref()
+                    .map_or("?".into(), |v| v.to_string())
+            );
+            for d in &nv.devices {
+                let _ = writeln!(
+                    out,
+                    "           #{} {} sm_{}{} {}",
+                    d.index, d.name, d.compute_capability.0, d.compute_capability.1, d.uuid
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "gpu:       none ({})",
+                fp.gpu.nvml_note.as_deref().unwrap_or("no NVIDIA GPU")
+            );
+        }
+    }
+    if fp.mpi.is_empty() {
+        let _ = writeln!(out, "mpi:       none offered by the policy");
+    }
+    for m in &fp.mpi {
+        let _ = writeln!(out, "mpi:       [{}] {} ABI", m.name, m.abi);
+        for l in &m.libraries {
+            let _ = writeln!(out, "           {}", lib(l));
+        }
+    }
+    if let Some(l) = &fp.libfabric {
+        let _ = writeln!(out, "libfabric: {}", lib(l));
+    }
+    for l in &fp.ucx {
+        let _ = writeln!(out, "ucx:       {}", lib(l));
+    }
+    out
+}
+
+fn lib(l: &crate::fingerprint::HostLibrary) -> String {
+    match (&l.error, &l.soname) {
+        (Some(e), _) => format!("{} MISSING: {e}", l.path.display()),
+        (None, Some(s)) => format!("{} (soname {s})", l.path.display()),
+        (None, None) => l.path.display().to_string(),
+    }
+}
