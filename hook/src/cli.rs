@@ -234,15 +234,10 @@ fn cmd_check(mut args: Args) -> Result<i32, String> {
     let (code, problems, warnings) = match &spec {
         Err(e) => (2, vec![e.to_string()], vec![]),
         Ok(s) => {
+            // Both spellings of the CPU target fold into `cpu_target`.
             let missing: Vec<String> = MANDATORY
                 .iter()
-                .filter(|k| {
-                    !ctx.annotations.contains_key(**k)
-                        && !(**k == "org.supercontainers.hardware.cpu.optimized.version"
-                            && ctx.annotations.contains_key(
-                                "org.supercontainers.hardware.cpu.optimized.architecture",
-                            ))
-                })
+                .filter(|_| s.cpu_target.is_none())
                 .map(|k| format!("mandatory annotation {k} is missing"))
                 .collect();
             (
