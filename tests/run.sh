@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the suite needs (Debian 12,
+# as root), checks formatting and lints, builds the fixtures from real Debian
+# packages, and runs every test: unit tests and the end-to-end tests against
+# real runc, crun, podman and a one-node Slurm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+[ "$(id -u)" -eq 0 ] || { echo "tests/run.sh must run as root (runc, crun, Slurm)"; exit 1; }
+
+step "installing Debian packages"
+bash tests/setup/install-deps.sh
+
+export CARGO_TERM_COLOR=never
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "building fixtures (busybox, MPICH/Open MPI stand-in images, OCI layout)"
+bash tests/setup/build-fixtures.sh tests/work
+
+step "cargo test --workspace"
+# The end-to-end tests start containers and a Slurm cluster; two threads
+# match the two cores of CI.
+cargo test --workspace -- --test-threads=2
