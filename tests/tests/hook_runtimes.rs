@@ -224,3 +224,49 @@ fn podman_hooks_dir_refuses_and_starts() {
     assert!(r.ok(), "{r:?}");
     assert!(r.stdout.contains("container-started"), "{r:?}");
 }
+
+/// Labels set with `umoci config --config.label` on an OCI image layout
+/// become `config.json` annotations through `umoci unpack`, and the hook
+/// acts on them: the path an image builder's labels really take.
+#[test]
+fn umoci_image_labels_reach_the_hook() {
+    require_root();
+    require("umoci");
+    let layout = ensure_fixtures().join("oci");
+    for (tag, refused) in [("busybox-impossible", true), ("busybox-x86_64", false)] {
+        let dir = scratch(&format!("umoci-{tag}"));
+        let bundle = dir.join("bundle");
+        let policy = dir.join("hook.toml");
+        std::fs::write(&policy, POLICY).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(repo_root().join("tests/setup/make-bundle.sh"))
+            .arg(format!("{}:{tag}", layout.display()))
+            .arg(&bundle)
+            .env("HOOK", bin("hpcc-hook"))
+            .env("HPCC_CONFIG", &policy)
+            .env("ARGS", r#"["/bin/sh","-c","echo container-started"]"#)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "make-bundle.sh: {out:?}");
+        let id = format!("hpcc-umoci-{tag}-{}", std::process::id());
+        let out = std::process::Command::new("timeout")
+            .args(["120", "runc", "--root", "/run/hpcc-test-runc", "run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let _ = std::process::Command::new("runc")
+            .args(["--root", "/run/hpcc-test-runc", "delete", "--force", &id])
+            .output();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if refused {
+            assert!(!out.status.success(), "{tag}: {stdout} {stderr}");
+            assert!(stderr.contains("a64fx"), "{tag}: {stderr}");
+        } else {
+            assert!(out.status.success(), "{tag}: {stdout} {stderr}");
+            assert!(stdout.contains("container-started"), "{tag}: {stdout}");
+        }
+    }
+}

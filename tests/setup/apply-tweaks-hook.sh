@@ -1,0 +1,20 @@
+#!/bin/sh
+# apply-tweaks-hook.sh HPCC_HOOK TWEAKS_JSON REPLY_FILE
+#
+# Test-only OCI prestart hook: applies a hand-written plan.Tweaks (JSON file)
+# to the starting container through hpcc-hook's apply helper
+# (`hpcc-hook --hpcc-apply-child`), exactly as hpcc-hook does after a start
+# decision, but without the planner. Lets the e2e tests prove the apply layer
+# with real runc/crun (namespace at prestart, rootfs path, device cgroup)
+# independently of what the planner decides. Writes the helper's JSON reply
+# to REPLY_FILE; exits non-zero (the runtime then stops) unless applied.
+set -eu
+hook=$1 tweaks=$2 reply=$3
+state=$(cat)
+pid=$(printf '%s' "$state" | jq -r .pid)
+bundle=$(printf '%s' "$state" | jq -r .bundle)
+root=$(jq -r '.root.path // "rootfs"' "$bundle/config.json")
+case $root in /*) ;; *) root=$bundle/$root ;; esac
+jq -n --slurpfile t "$tweaks" --arg r "$root" --argjson p "$pid" \
+  '{tweaks: $t[0], target: {rootfs: $r, pid: $p}}' | "$hook" --hpcc-apply-child >"$reply"
+grep -q '"Applied"' "$reply" || { cat "$reply" >&2; exit 1; }
