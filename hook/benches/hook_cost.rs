@@ -1,0 +1,125 @@
+//! What `hpcc-hook` adds to a container start, measured against a baseline
+//! run in the same invocation: spawning `/bin/true` (the floor of any hook).
+//!
+//! `cargo bench -p hpcc-hook --bench hook_cost` prints a table: median and
+//! p95 wall time per invocation, peak RSS, and the ratio to the baseline, for
+//! the hook with a warm per-boot fingerprint cache (every start after the
+//! first on a node) and with the cache disabled (every start fingerprints).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const RUNS: usize = 60;
+
+struct Sample {
+    wall_ms: Vec<f64>,
+    max_rss_kib: i64,
+}
+
+fn run_once(cmd: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &[u8]) -> (f64, i64) {
+    let start = Instant::now();
+    let mut c = Command::new(cmd);
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_clear();
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("spawn");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4");
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{} exited with {status}",
+        cmd.display()
+    );
+    (ms, ru.ru_maxrss)
+}
+
+fn measure(cmd: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &[u8]) -> Sample {
+    run_once(cmd, args, env, stdin); // warm-up (page cache, fingerprint cache)
+    let mut wall_ms = Vec::with_capacity(RUNS);
+    let mut max_rss_kib = 0;
+    for _ in 0..RUNS {
+        let (ms, rss) = run_once(cmd, args, env, stdin);
+        wall_ms.push(ms);
+        max_rss_kib = max_rss_kib.max(rss);
+    }
+    wall_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Sample {
+        wall_ms,
+        max_rss_kib,
+    }
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let hook = PathBuf::from(env!("CARGO_BIN_EXE_hpcc-hook"));
+    let dir = std::env::temp_dir().join(format!("hpcc-bench-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+            "process":{"user":{"uid":0,"gid":0},"cwd":"/","args":["/bin/sh"]},
+            "annotations":{"org.supercontainers.hardware.cpu.optimized.version":"x86_64",
+                           "org.supercontainers.mpi.implementation":"mpich"}}"#,
+    )
+    .unwrap();
+    let warm = dir.join("warm.toml");
+    std::fs::write(
+        &warm,
+        format!("[cache]\ndir = \"{}\"\n", dir.join("cache").display()),
+    )
+    .unwrap();
+    let cold = dir.join("cold.toml");
+    std::fs::write(&cold, "[cache]\nenabled = false\n").unwrap();
+    // No pid: the hook decides and has nothing to mount for this image.
+    let state = format!(
+        r#"{{"ociVersion":"1.0.2","id":"bench","status":"creating","bundle":"{}"}}"#,
+        dir.display()
+    );
+
+    let baseline = measure(Path::new("/bin/true"), &[], &[], b"");
+    let warm_s = measure(&hook, &["prestart"], &[("HPCC_CONFIG", &warm)], state.as_bytes());
+    let cold_s = measure(&hook, &["prestart"], &[("HPCC_CONFIG", &cold)], state.as_bytes());
+    let cache_written = dir.join("cache/fingerprint.json").exists();
+
+    println!("hpcc-hook cost per container start ({RUNS} runs each, same invocation)");
+    println!(
+        "{:<38} {:>10} {:>10} {:>12} {:>14}",
+        "case", "median ms", "p95 ms", "max RSS KiB", "x baseline"
+    );
+    let base = pct(&baseline.wall_ms, 0.5);
+    for (name, s) in [
+        ("baseline: spawn /bin/true", &baseline),
+        ("hpcc-hook, warm fingerprint cache", &warm_s),
+        ("hpcc-hook, no cache (fingerprints)", &cold_s),
+    ] {
+        let med = pct(&s.wall_ms, 0.5);
+        println!(
+            "{:<38} {:>10.2} {:>10.2} {:>12} {:>14.1}",
+            name,
+            med,
+            pct(&s.wall_ms, 0.95),
+            s.max_rss_kib,
+            med / base
+        );
+    }
+    if !cache_written {
+        println!("note: the cache was not written (run as root to measure the warm path)");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
