@@ -4,6 +4,7 @@
 //! up to the plan is plain data; only [`apply`] touches the system.
 
 pub mod annotations;
+pub mod apply;
 pub mod elf;
 pub mod fingerprint;
 pub mod launch;
@@ -12,4 +13,6 @@ pub mod matcher;
 pub mod oci;
 pub mod plan;
 pub mod report;
+pub mod rootfs;
+pub mod tweaks;
 pub mod version;

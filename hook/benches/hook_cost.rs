@@ -18,6 +18,9 @@ struct Sample {
     max_rss_kib: i64,
 }
 
+// The child is reaped by wait4 below, which also gives its peak RSS;
+// std's wait() cannot report rusage.
+#[allow(clippy::zombie_processes)]
 fn run_once(cmd: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &[u8]) -> (f64, i64) {
     let start = Instant::now();
     let mut c = Command::new(cmd);
@@ -93,8 +96,18 @@ fn main() {
     );
 
     let baseline = measure(Path::new("/bin/true"), &[], &[], b"");
-    let warm_s = measure(&hook, &["prestart"], &[("HPCC_CONFIG", &warm)], state.as_bytes());
-    let cold_s = measure(&hook, &["prestart"], &[("HPCC_CONFIG", &cold)], state.as_bytes());
+    let warm_s = measure(
+        &hook,
+        &["prestart"],
+        &[("HPCC_CONFIG", &warm)],
+        state.as_bytes(),
+    );
+    let cold_s = measure(
+        &hook,
+        &["prestart"],
+        &[("HPCC_CONFIG", &cold)],
+        state.as_bytes(),
+    );
     let cache_written = dir.join("cache/fingerprint.json").exists();
 
     println!("hpcc-hook cost per container start ({RUNS} runs each, same invocation)");

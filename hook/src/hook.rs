@@ -6,7 +6,14 @@
 //! - 3: refused by policy; the reason is the single stderr line;
 //! - 4: hpcc itself failed and `on_error = "refuse"` (fail closed);
 //! - 2: usage error (unknown stage argument).
+//!
+//! After a start decision the plan's tweaks are applied inside the
+//! container (`hpcc_common::apply`) by a helper: this same binary re-run
+//! with a hidden first argument, so that the namespace work happens in a
+//! fresh single-threaded process. A failed apply is rolled back and is an
+//! hpcc failure: `on_error` decides (refuse = exit 4).
 
+use hpcc_common::apply::{self, child, Target};
 use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::launch;
 use hpcc_common::oci::{self, LaunchContext};
@@ -35,6 +42,8 @@ pub enum Stage {
     CreateRuntime,
     /// `createContainer`, `startContainer`, `poststart`, `poststop`: nothing to decide.
     Other,
+    /// Hidden: the apply helper (see `hpcc_common::apply::child`).
+    ApplyHelper,
 }
 
 impl Stage {
@@ -43,6 +52,7 @@ impl Stage {
         match arg {
             None | Some("prestart") => Ok(Stage::Prestart),
             Some("createRuntime") => Ok(Stage::CreateRuntime),
+            Some(child::CHILD_ARG) => Ok(Stage::ApplyHelper),
             Some("createContainer" | "startContainer" | "poststart" | "poststop") => {
                 Ok(Stage::Other)
             }
@@ -61,6 +71,11 @@ pub fn run(
     policy_path: &Path,
     stderr_line: &mut dyn FnMut(&str),
 ) -> i32 {
+    if stage == Stage::ApplyHelper {
+        // Speaks JSON on stdin/stdout with the hook that started it; the
+        // hook logs the outcome.
+        return child::child_main(stdin, std::io::stdout().lock());
+    }
     let policy = match Policy::load(policy_path) {
         Ok(p) => p,
         Err(e) => {
@@ -128,6 +143,73 @@ fn decide(
             tracing::warn!(container = %ctx.id, "{w}");
         }
     }
+    apply_tweaks(&ctx, &plan.tweaks)?;
     tracing::info!(container = %ctx.id, bundle = %ctx.bundle.display(), score, decision = "start", "container may start");
     Ok(None)
+}
+
+/// Applies the plan's tweaks through the helper and logs each effect.
+fn apply_tweaks(ctx: &LaunchContext, tweaks: &hpcc_common::plan::Tweaks) -> Result<(), String> {
+    if tweaks.is_empty() {
+        return Ok(());
+    }
+    let target = Target {
+        rootfs: ctx.rootfs.clone(),
+        pid: match ctx.pid {
+            Some(pid) => pid,
+            None if !apply::touches_container(tweaks) => 0,
+            None => return Err(apply::ApplyError::NoPid.to_string()),
+        },
+    };
+    let applied = child::apply_in_child(std::path::Path::new("/proc/self/exe"), tweaks, &target)
+        .map_err(|e| {
+            tracing::error!(container = %ctx.id, error = %e, "applying the launch tweaks failed (rolled back)");
+            format!("applying the launch tweaks failed: {e}")
+        })?;
+    for m in &applied.mounts {
+        tracing::info!(container = %ctx.id, source = %m.source.display(), destination = %m.destination.display(), readonly = m.readonly, "mounted: {}", m.reason);
+    }
+    for d in &applied.devices {
+        tracing::info!(container = %ctx.id, device = %d.path.display(), host = %d.host_path.display(), grant = ?d.grant, "device exposed: {}", d.reason);
+    }
+    if !applied.ld_cache.is_empty() {
+        tracing::info!(container = %ctx.id, dirs = ?applied.ld_cache, "container linker cache rebuilt with the host ldconfig");
+    }
+    for n in &applied.env_not_applied {
+        tracing::info!(container = %ctx.id, "{n}");
+    }
+    for n in &applied.notes {
+        tracing::warn!(container = %ctx.id, "{n}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_helper_argument_is_its_own_stage() {
+        assert_eq!(
+            Stage::parse(Some(child::CHILD_ARG)).unwrap(),
+            Stage::ApplyHelper
+        );
+        assert_eq!(Stage::parse(None).unwrap(), Stage::Prestart);
+        assert!(Stage::parse(Some("--hpcc-apply")).is_err());
+    }
+
+    #[test]
+    fn helper_stage_answers_without_a_policy() {
+        // A broken request is a clean failure (exit 1), and the policy file
+        // is not even read: the helper only speaks to its parent.
+        let mut lines = Vec::new();
+        let code = run(
+            Stage::ApplyHelper,
+            &b"not json"[..],
+            Path::new("/nonexistent/hook.toml"),
+            &mut |l| lines.push(l.to_owned()),
+        );
+        assert_eq!(code, 1);
+        assert!(lines.is_empty());
+    }
 }

@@ -140,10 +140,7 @@ impl Bundle {
             serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
         config["process"]["terminal"] = json!(false);
         // crun cannot raise RLIMIT_NOFILE here (ENVIRONMENT.md).
-        config["process"]
-            .as_object_mut()
-            .unwrap()
-            .remove("rlimits");
+        config["process"].as_object_mut().unwrap().remove("rlimits");
         config["root"]["readonly"] = json!(false);
         let id = format!("hpcc-{name}-{}", std::process::id());
         let mut b = Bundle { dir, id, config };
@@ -236,7 +233,14 @@ pub fn run_runc(b: &Bundle) -> Run {
     require("runc");
     b.write();
     let out = Command::new("timeout")
-        .args(["120", "runc", "--root", "/run/hpcc-test-runc", "run", "--bundle"])
+        .args([
+            "120",
+            "runc",
+            "--root",
+            "/run/hpcc-test-runc",
+            "run",
+            "--bundle",
+        ])
         .arg(&b.dir)
         .arg(&b.id)
         .stdin(Stdio::null())
@@ -256,7 +260,17 @@ pub fn run_crun(b: &Bundle) -> Run {
     let script = "umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup && \
         exec crun --cgroup-manager=disabled --root /run/hpcc-test-crun run --bundle \"$1\" \"$2\"";
     let out = Command::new("timeout")
-        .args(["120", "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .args([
+            "120",
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
         .arg(&b.dir)
         .arg(&b.id)
         .stdin(Stdio::null())

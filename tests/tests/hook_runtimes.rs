@@ -44,9 +44,16 @@ fn runc_refuses_impossible_cpu_with_reason() {
     assert!(!r.ok(), "runc must fail: {r:?}");
     assert!(!r.stdout.contains("container-started"), "{r:?}");
     // runc shows the hook's stderr to the user.
-    assert!(r.stderr.contains("hpcc: refused to start container"), "{r:?}");
+    assert!(
+        r.stderr.contains("hpcc: refused to start container"),
+        "{r:?}"
+    );
     assert!(r.stderr.contains(impossible_target()), "{r:?}");
-    assert!(r.stderr.contains("checks.cpu = \\\"enforce\\\"") || r.stderr.contains("checks.cpu = \"enforce\""), "{r:?}");
+    assert!(
+        r.stderr.contains("checks.cpu = \\\"enforce\\\"")
+            || r.stderr.contains("checks.cpu = \"enforce\""),
+        "{r:?}"
+    );
     assert!(r.stderr.contains("exit status 3"), "{r:?}");
 }
 
@@ -90,7 +97,10 @@ fn runc_invalid_policy_fails_closed_naming_the_key() {
     b.with_hook("[checks]\ncpu = \"strict\"\n");
     let r = run_runc(&b);
     assert!(!r.ok(), "{r:?}");
-    assert!(r.stderr.contains("strict") && r.stderr.contains("line 2"), "{r:?}");
+    assert!(
+        r.stderr.contains("strict") && r.stderr.contains("line 2"),
+        "{r:?}"
+    );
     assert!(r.stderr.contains("exit status 4"), "{r:?}");
 }
 
@@ -100,7 +110,10 @@ fn runc_invalid_annotation_is_refused_naming_key_and_value() {
     b.annotate(CPU_KEY, "pentium9000");
     let r = run_runc(&b);
     assert!(!r.ok(), "{r:?}");
-    assert!(r.stderr.contains("pentium9000") && r.stderr.contains(CPU_KEY), "{r:?}");
+    assert!(
+        r.stderr.contains("pentium9000") && r.stderr.contains(CPU_KEY),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -113,9 +126,15 @@ fn crun_refuses_impossible_cpu_and_logs_reason() {
     let r = run_crun(&b);
     assert!(!r.ok(), "crun must fail: {r:?}");
     assert!(!r.stdout.contains("container-started"), "{r:?}");
-    assert!(r.stderr.contains("exit code: 3") || r.stderr.contains("exit status 3"), "{r:?}");
+    assert!(
+        r.stderr.contains("exit code: 3") || r.stderr.contains("exit status 3"),
+        "{r:?}"
+    );
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(logged.contains("hpcc: refused to start container"), "hook stderr log: {logged:?}");
+    assert!(
+        logged.contains("hpcc: refused to start container"),
+        "hook stderr log: {logged:?}"
+    );
     assert!(logged.contains(impossible_target()), "{logged:?}");
 }
 
@@ -144,7 +163,10 @@ fn cli_scores_bundles_like_the_hook() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("RED") && text.contains(impossible_target()), "{text}");
+    assert!(
+        text.contains("RED") && text.contains(impossible_target()),
+        "{text}"
+    );
 
     let green = bundle("cli-green", Some(compatible_target()));
     green.write();
@@ -189,17 +211,25 @@ fn podman(name: &str, annotation: Option<&str>) -> Run {
         .unwrap();
     assert!(st.success());
     let mut cmd = std::process::Command::new("timeout");
-    cmd.args(["180", "podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--hooks-dir"])
-        .arg(&hooks)
-        .args([
-            "run",
-            "--rm",
-            "--net=none",
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=1000:1000",
-        ]);
+    cmd.args([
+        "180",
+        "podman",
+        "--runtime",
+        "runc",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--hooks-dir",
+    ])
+    .arg(&hooks)
+    .args([
+        "run",
+        "--rm",
+        "--net=none",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=1000:1000",
+    ]);
     if let Some(a) = annotation {
         cmd.args(["--annotation", &format!("{CPU_KEY}={a}")]);
     }
@@ -219,7 +249,10 @@ fn podman_hooks_dir_refuses_and_starts() {
     let r = podman("podman-refuse", Some(impossible_target()));
     assert!(!r.ok(), "{r:?}");
     assert!(!r.stdout.contains("container-started"), "{r:?}");
-    assert!(r.stderr.contains("hpcc: refused to start container"), "{r:?}");
+    assert!(
+        r.stderr.contains("hpcc: refused to start container"),
+        "{r:?}"
+    );
     let r = podman("podman-start", Some(compatible_target()));
     assert!(r.ok(), "{r:?}");
     assert!(r.stdout.contains("container-started"), "{r:?}");
@@ -250,7 +283,14 @@ fn umoci_image_labels_reach_the_hook() {
         assert!(out.status.success(), "make-bundle.sh: {out:?}");
         let id = format!("hpcc-umoci-{tag}-{}", std::process::id());
         let out = std::process::Command::new("timeout")
-            .args(["120", "runc", "--root", "/run/hpcc-test-runc", "run", "--bundle"])
+            .args([
+                "120",
+                "runc",
+                "--root",
+                "/run/hpcc-test-runc",
+                "run",
+                "--bundle",
+            ])
             .arg(&bundle)
             .arg(&id)
             .stdin(std::process::Stdio::null())

@@ -1,0 +1,844 @@
+//! Safe access to an image root filesystem from the host.
+//!
+//! The rootfs is hostile: any of its entries may be a symlink to `/etc`, `/`
+//! or a chain of `..`. Every path given here is a path *inside the
+//! container*, resolved by the kernel with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)` relative to a directory fd of the rootfs, so an
+//! absolute symlink resolves against the rootfs and `..` stops at its top,
+//! atomically (no check-then-use window). Files are first opened `O_PATH`,
+//! checked with `fstat`, then reopened through `/proc/self/fd`, so that
+//! opening a device node or a FIFO planted in the image never has side
+//! effects or blocks. Every read is bounded.
+//!
+//! Creation (mount targets) walks the path one component at a time: each
+//! parent is an fd obtained inside the root, and the new entry is created
+//! with `mkdirat`/`openat(O_CREAT|O_EXCL|O_NOFOLLOW)` relative to it, so a
+//! symlink can never redirect a creation onto the host.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Most entries [`Rootfs::list_dir`] returns before giving up: a library
+/// directory has hundreds, a hostile image could have millions.
+pub const MAX_DIR_ENTRIES: usize = 65536;
+
+/// Longest container path accepted (the kernel's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// How often an `openat2` that raced with a rename (`EAGAIN`) is retried.
+const OPENAT2_RETRIES: usize = 32;
+
+/// The type of an entry, as `lstat` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (not followed).
+    Symlink,
+    /// Device node, FIFO, socket.
+    Other,
+}
+
+impl EntryKind {
+    fn from_mode(mode: libc::mode_t) -> EntryKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => EntryKind::File,
+            libc::S_IFDIR => EntryKind::Dir,
+            libc::S_IFLNK => EntryKind::Symlink,
+            _ => EntryKind::Other,
+        }
+    }
+
+    /// Lowercase name for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "regular file",
+            EntryKind::Dir => "directory",
+            EntryKind::Symlink => "symbolic link",
+            EntryKind::Other => "special file",
+        }
+    }
+}
+
+/// Why an access to the rootfs failed. Every variant names the path inside
+/// the container, so a message points at the image entry to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// The rootfs itself cannot be opened.
+    #[error("cannot open the image root filesystem {host}: {source}")]
+    OpenRoot {
+        /// Host path of the rootfs.
+        host: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A system call on an entry failed.
+    #[error("cannot {op} {path} in the image: {source}")]
+    Io {
+        /// What was attempted (`open`, `list`, `create`, ...).
+        op: &'static str,
+        /// Path inside the container.
+        path: PathBuf,
+        /// Cause (ELOOP for symlink loops, EXDEV for escapes the kernel refused).
+        source: std::io::Error,
+    },
+    /// The path is not acceptable as a container path.
+    #[error("invalid container path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A regular file was expected.
+    #[error("{path} in the image is a {found}, not a regular file")]
+    NotRegular {
+        /// Path inside the container.
+        path: PathBuf,
+        /// What it is.
+        found: &'static str,
+    },
+    /// A directory was expected on the way.
+    #[error("{path} in the image is a {found}, not a directory")]
+    NotDirectory {
+        /// Path inside the container.
+        path: PathBuf,
+        /// What it is.
+        found: &'static str,
+    },
+    /// A file over the caller's bound.
+    #[error("{path} in the image is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Path inside the container.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
+    /// A directory with more entries than [`MAX_DIR_ENTRIES`].
+    #[error("{path} in the image has more than {limit} entries")]
+    TooManyEntries {
+        /// Path inside the container.
+        path: PathBuf,
+        /// The bound.
+        limit: usize,
+    },
+}
+
+impl RootfsError {
+    fn io(op: &'static str, path: &Path, source: std::io::Error) -> RootfsError {
+        RootfsError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The errno of an I/O failure, if this is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            RootfsError::Io { source, .. } | RootfsError::OpenRoot { source, .. } => {
+                source.raw_os_error()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `openat2(2)`: resolution flags are the whole point, std has no wrapper.
+pub(crate) fn openat2(
+    dirfd: BorrowedFd<'_>,
+    path: &Path,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+    resolve: u64,
+) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain old data; zero is a valid value for every field.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = u64::from(mode);
+    how.resolve = resolve;
+    for _ in 0..OPENAT2_RETRIES {
+        // SAFETY: valid fd, NUL-terminated path, `how` lives across the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if r >= 0 {
+            // SAFETY: the kernel returned a new fd that nobody else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) });
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            // EAGAIN: a concurrent rename raced with `..` resolution; the
+            // kernel asks us to retry rather than risk an escape.
+            Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+    Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+}
+
+/// Resolution used for every lookup: the rootfs is `/`, magic links
+/// (`/proc/self/root` inside a mounted proc) are never followed.
+pub(crate) const RESOLVE: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+
+fn fstat(fd: BorrowedFd<'_>) -> std::io::Result<libc::stat> {
+    // SAFETY: stat is plain old data filled in by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and a valid out pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// A container path made relative for `openat2` (`/usr/lib` -> `usr/lib`,
+/// `/` -> `.`), checked for NUL bytes and length.
+fn relative(path: &Path) -> Result<PathBuf, RootfsError> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.contains(&0) {
+        return Err(RootfsError::InvalidPath {
+            path: path.to_owned(),
+            reason: "contains a NUL byte",
+        });
+    }
+    if bytes.len() > MAX_PATH_BYTES {
+        return Err(RootfsError::InvalidPath {
+            path: path.to_owned(),
+            reason: "longer than PATH_MAX",
+        });
+    }
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .collect();
+    Ok(if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    })
+}
+
+/// The lexical normal form of a container path: absolute, no `.`, `..`
+/// popped and clamped at `/`. Used where hpcc creates or removes entries,
+/// so that the parent/name split is well defined; every component is still
+/// resolved by the kernel inside the root.
+pub fn normalize(path: &Path) -> Result<PathBuf, RootfsError> {
+    relative(path)?;
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a normalized container path into parent and last name; `/` has none.
+fn split(path: &Path) -> Result<(PathBuf, std::ffi::OsString), RootfsError> {
+    let norm = normalize(path)?;
+    match (norm.parent(), norm.file_name()) {
+        (Some(p), Some(n)) => Ok((p.to_owned(), n.to_owned())),
+        _ => Err(RootfsError::InvalidPath {
+            path: path.to_owned(),
+            reason: "names the root itself",
+        }),
+    }
+}
+
+fn cstr(name: &std::ffi::OsStr, path: &Path) -> Result<CString, RootfsError> {
+    CString::new(name.as_bytes()).map_err(|_| RootfsError::InvalidPath {
+        path: path.to_owned(),
+        reason: "contains a NUL byte",
+    })
+}
+
+/// An image root filesystem opened as a directory fd; every path given to it
+/// is a path inside the container, resolved with
+/// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so absolute symlinks
+/// and `..` in the image stay inside it.
+#[derive(Debug)]
+pub struct Rootfs {
+    fd: OwnedFd,
+    host_path: PathBuf,
+    /// Where the kernel says the root is (symlinks in the host path
+    /// resolved), to turn resolved fds back into container paths.
+    canonical: PathBuf,
+}
+
+impl Rootfs {
+    /// Opens the rootfs at a host path. The host path comes from the runtime
+    /// (`root.path` of the bundle) and is followed normally; only what is
+    /// below it is treated as hostile.
+    pub fn open(host_path: &Path) -> Result<Rootfs, RootfsError> {
+        let c =
+            CString::new(host_path.as_os_str().as_bytes()).map_err(|_| RootfsError::OpenRoot {
+                host: host_path.to_owned(),
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            })?;
+        // SAFETY: NUL-terminated path; the returned fd is owned below.
+        let raw = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(RootfsError::OpenRoot {
+                host: host_path.to_owned(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: fresh fd from open(2).
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let canonical = fd_path(fd.as_fd()).map_err(|source| RootfsError::OpenRoot {
+            host: host_path.to_owned(),
+            source,
+        })?;
+        Ok(Rootfs {
+            fd,
+            host_path: host_path.to_owned(),
+            canonical,
+        })
+    }
+
+    /// The host path the rootfs was opened with.
+    pub fn host_path(&self) -> &Path {
+        &self.host_path
+    }
+
+    /// The directory fd of the root, for `*at` calls of the apply layer.
+    pub fn root_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens a path `O_PATH` inside the root. `follow_last`: whether a
+    /// symlink as the last component is followed (inside the root) or
+    /// returned itself.
+    pub fn open_path(&self, path: &Path, follow_last: bool) -> Result<OwnedFd, RootfsError> {
+        let rel = relative(path)?;
+        let mut flags = libc::O_PATH;
+        if !follow_last {
+            flags |= libc::O_NOFOLLOW;
+        }
+        openat2(self.fd.as_fd(), &rel, flags, 0, RESOLVE)
+            .map_err(|e| RootfsError::io("open", path, e))
+    }
+
+    /// Opens a directory `O_PATH` inside the root (symlinks followed in root).
+    pub fn open_dir(&self, path: &Path) -> Result<OwnedFd, RootfsError> {
+        let rel = relative(path)?;
+        openat2(
+            self.fd.as_fd(),
+            &rel,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            RESOLVE,
+        )
+        .map_err(|e| RootfsError::io("open directory", path, e))
+    }
+
+    /// Opens a regular file read-only (O_CLOEXEC), following symlinks only
+    /// inside the root.
+    pub fn open_file(&self, path: &Path) -> Result<File, RootfsError> {
+        let opath = self.open_path(path, true)?;
+        let st = fstat(opath.as_fd()).map_err(|e| RootfsError::io("stat", path, e))?;
+        let kind = EntryKind::from_mode(st.st_mode);
+        if kind != EntryKind::File {
+            return Err(RootfsError::NotRegular {
+                path: path.to_owned(),
+                found: kind.as_str(),
+            });
+        }
+        reopen_read(opath.as_fd()).map_err(|e| RootfsError::io("open", path, e))
+    }
+
+    /// Reads at most `limit` bytes of a regular file (error if larger).
+    pub fn read_bounded(&self, path: &Path, limit: u64) -> Result<Vec<u8>, RootfsError> {
+        let f = self.open_file(path)?;
+        let size = f
+            .metadata()
+            .map_err(|e| RootfsError::io("stat", path, e))?
+            .len();
+        if size > limit {
+            return Err(RootfsError::TooLarge {
+                path: path.to_owned(),
+                size,
+                limit,
+            });
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        // The file may grow between fstat and read: the take() bound is
+        // what actually protects memory.
+        f.take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| RootfsError::io("read", path, e))?;
+        if buf.len() as u64 > limit {
+            return Err(RootfsError::TooLarge {
+                path: path.to_owned(),
+                size: buf.len() as u64,
+                limit,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Resolves a path to its canonical in-root path (symlinks followed in
+    /// root), or None if absent.
+    pub fn resolve(&self, path: &Path) -> Result<Option<PathBuf>, RootfsError> {
+        let fd = match self.open_path(path, true) {
+            Ok(fd) => fd,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let host = fd_path(fd.as_fd()).map_err(|e| RootfsError::io("resolve", path, e))?;
+        match host.strip_prefix(&self.canonical) {
+            Ok(rest) => Ok(Some(Path::new("/").join(rest))),
+            // The kernel kept the lookup in the root, so only a concurrent
+            // move of the rootfs itself gets here: say so rather than guess.
+            Err(_) => Err(RootfsError::io(
+                "resolve",
+                path,
+                std::io::Error::other(format!(
+                    "resolved to {} outside the rootfs {}",
+                    host.display(),
+                    self.canonical.display()
+                )),
+            )),
+        }
+    }
+
+    /// File names of a directory (at most [`MAX_DIR_ENTRIES`]), sorted.
+    pub fn list_dir(&self, path: &Path) -> Result<Vec<String>, RootfsError> {
+        let rel = relative(path)?;
+        let fd = openat2(
+            self.fd.as_fd(),
+            &rel,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            RESOLVE,
+        )
+        .map_err(|e| RootfsError::io("list", path, e))?;
+        // Reading through the fd's /proc entry lists exactly the directory
+        // resolved inside the root.
+        let dir = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(|e| RootfsError::io("list", path, e))?;
+        let mut names = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| RootfsError::io("list", path, e))?;
+            let name = entry.file_name();
+            let name = name.as_bytes();
+            if names.len() >= MAX_DIR_ENTRIES {
+                return Err(RootfsError::TooManyEntries {
+                    path: path.to_owned(),
+                    limit: MAX_DIR_ENTRIES,
+                });
+            }
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// lstat-like: kind of the entry (file, dir, symlink, other) without
+    /// following the last component; None if absent.
+    pub fn kind(&self, path: &Path) -> Result<Option<EntryKind>, RootfsError> {
+        let fd = match self.open_path(path, false) {
+            Ok(fd) => fd,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = fstat(fd.as_fd()).map_err(|e| RootfsError::io("stat", path, e))?;
+        Ok(Some(EntryKind::from_mode(st.st_mode)))
+    }
+
+    /// Creates the missing directories of `path` inside the root, one
+    /// component at a time, each relative to an fd of its parent obtained
+    /// inside the root. Existing components may be symlinks (followed in
+    /// root: a merged-`/usr` image has `/lib -> usr/lib`). Returns the
+    /// directories created, outermost first, so a rollback can remove them
+    /// innermost first.
+    pub fn mkdir_all(&self, path: &Path, mode: libc::mode_t) -> Result<Vec<PathBuf>, RootfsError> {
+        let norm = normalize(path)?;
+        let mut created = Vec::new();
+        let mut prefix = PathBuf::from("/");
+        let mut parent = self.open_dir(&prefix)?;
+        for comp in norm.components().skip(1) {
+            prefix.push(comp);
+            parent = match self.open_dir(&prefix) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let name = cstr(comp.as_os_str(), &prefix)?;
+                    // SAFETY: valid dir fd and NUL-terminated single name.
+                    let r = unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), mode) };
+                    if r != 0 {
+                        let err = std::io::Error::last_os_error();
+                        if err.raw_os_error() == Some(libc::EEXIST) {
+                            // A dangling symlink (or a racing creator): never
+                            // create through it.
+                            let found = self.kind(&prefix)?.unwrap_or(EntryKind::Other);
+                            if found != EntryKind::Dir {
+                                return Err(RootfsError::NotDirectory {
+                                    path: prefix,
+                                    found: if found == EntryKind::Symlink {
+                                        "dangling symbolic link"
+                                    } else {
+                                        found.as_str()
+                                    },
+                                });
+                            }
+                        } else {
+                            return Err(RootfsError::io("create directory", &prefix, err));
+                        }
+                    } else {
+                        created.push(prefix.clone());
+                    }
+                    self.open_dir(&prefix)?
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    let found = self.kind(&prefix)?.unwrap_or(EntryKind::Other);
+                    return Err(RootfsError::NotDirectory {
+                        path: prefix,
+                        found: found.as_str(),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(created)
+    }
+
+    /// Creates an empty regular file inside the root (its parent must
+    /// exist), never following a symlink at the last component. Returns
+    /// false when an entry is already there (whatever it is: the caller
+    /// checks its kind).
+    pub fn create_file(&self, path: &Path, mode: libc::mode_t) -> Result<bool, RootfsError> {
+        let (parent, name) = split(path)?;
+        let dir = self.open_dir(&parent)?;
+        let c = cstr(&name, path)?;
+        // SAFETY: valid dir fd and NUL-terminated single name.
+        let raw = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        };
+        if raw < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EEXIST) {
+                return Ok(false);
+            }
+            return Err(RootfsError::io("create", path, err));
+        }
+        // SAFETY: fresh fd, closed on drop.
+        drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        Ok(true)
+    }
+
+    /// Removes one entry (an empty directory with `dir`), relative to its
+    /// parent opened inside the root. Used by rollback.
+    pub fn remove(&self, path: &Path, dir: bool) -> Result<(), RootfsError> {
+        let (parent, name) = split(path)?;
+        let pfd = self.open_dir(&parent)?;
+        let c = cstr(&name, path)?;
+        let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
+        // SAFETY: valid dir fd and NUL-terminated single name.
+        if unsafe { libc::unlinkat(pfd.as_raw_fd(), c.as_ptr(), flags) } != 0 {
+            return Err(RootfsError::io(
+                "remove",
+                path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_absent(e: &RootfsError) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+}
+
+/// The path the kernel records for an fd (`/proc/self/fd/N`).
+pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> std::io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Reopens an `O_PATH` fd for reading. The fd was checked to be a regular
+/// file, so this cannot open a device or block on a FIFO.
+fn reopen_read(fd: BorrowedFd<'_>) -> std::io::Result<File> {
+    let c = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
+    // SAFETY: NUL-terminated path; the fd is owned by the File below.
+    let raw = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd.
+    Ok(unsafe { File::from_raw_fd(raw) })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A temporary directory removed on drop (no tempfile crate offline).
+    pub(crate) struct TempDir(pub PathBuf);
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "hpcc-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// An image with every trick: absolute symlinks to host paths, `..`
+    /// chains, a loop, a merged-/usr lib link.
+    pub(crate) fn hostile_image() -> TempDir {
+        let t = TempDir::new("rootfs");
+        let r = &t.0;
+        std::fs::create_dir_all(r.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/passwd"), "root:x:0:0:image:/root:/bin/sh\n").unwrap();
+        std::fs::write(
+            r.join("usr/lib/x86_64-linux-gnu/libmpich.so.12"),
+            b"\x7fELF stand-in",
+        )
+        .unwrap();
+        symlink("usr/lib", r.join("lib")).unwrap();
+        symlink("/etc/passwd", r.join("abs-passwd")).unwrap();
+        symlink("/", r.join("abs-root")).unwrap();
+        symlink("../../../../../../etc/passwd", r.join("dotdot-passwd")).unwrap();
+        symlink("loop-b", r.join("loop-a")).unwrap();
+        symlink("loop-a", r.join("loop-b")).unwrap();
+        symlink("/nonexistent-hpcc-target", r.join("dangling")).unwrap();
+        symlink("/tmp", r.join("evil-dir")).unwrap();
+        t
+    }
+
+    fn p(s: &str) -> &Path {
+        Path::new(s)
+    }
+
+    #[test]
+    fn absolute_symlink_to_host_file_resolves_in_root() {
+        let t = hostile_image();
+        let r = Rootfs::open(&t.0).unwrap();
+        let got = r.read_bounded(p("/abs-passwd"), 4096).unwrap();
+        assert_eq!(got, b"root:x:0:0:image:/root:/bin/sh\n");
+        assert_eq!(
+            r.resolve(p("/abs-passwd")).unwrap(),
+            Some(PathBuf::from("/etc/passwd"))
+        );
+    }
+
+    #[test]
+    fn dotdot_chains_stop_at_the_root() {
+        let t = hostile_image();
+        let r = Rootfs::open(&t.0).unwrap();
+        let got = r.read_bounded(p("/dotdot-passwd"), 4096).unwrap();
+        assert!(got.starts_with(b"root:x:0:0:image"));
+        let got = r.read_bounded(p("../../../../etc/passwd"), 4096).unwrap();
+        assert!(got.starts_with(b"root:x:0:0:image"));
+        assert_eq!(
+            r.resolve(p("/abs-root/..")).unwrap(),
+            Some(PathBuf::from("/"))
+        );
+        // The host's /etc/hostname never appears through the image's `/`.
+        assert_eq!(r.resolve(p("/abs-root/etc/hostname")).unwrap(), None);
+    }
+
+    #[test]
+    fn symlink_loop_is_an_error_naming_the_path() {
+        let t = hostile_image();
+        let r = Rootfs::open(&t.0).unwrap();
+        let e = r.open_file(p("/loop-a")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        assert!(e.to_string().contains("/loop-a"), "{e}");
+        assert!(r.resolve(p("/loop-a")).is_err());
+        assert_eq!(r.kind(p("/loop-a")).unwrap(), Some(EntryKind::Symlink));
+    }
+
+    #[test]
+    fn kind_does_not_follow_the_last_component() {
+        let t = hostile_image();
+        let r = Rootfs::open(&t.0).unwrap();
+        assert_eq!(r.kind(p("/lib")).unwrap(), Some(EntryKind::Symlink));
+        assert_eq!(r.kind(p("/lib/")).unwrap(), Some(EntryKind::Symlink));
+        assert_eq!(
+            r.kind(p("/lib/x86_64-linux-gnu")).unwrap(),
+            Some(EntryKind::Dir)
+        );
+        assert_eq!(
+            r.kind(p("/lib/x86_64-linux-gnu/libmpich.so.12")).unwrap(),
+            Some(EntryKind::File)
+        );
+        assert_eq!(r.kind(p("/nope")).unwrap(), None);
+        assert_eq!(r.kind(p("/etc/passwd/x")).unwrap(), None);
+        assert_eq!(r.kind(p("/")).unwrap(), Some(EntryKind::Dir));
+    }
+
+    #[test]
+    fn resolve_follows_merged_usr() {
+        let t = hostile_image();
+        let r = Rootfs::open(&t.0).unwrap();
+        assert_eq!(
+            r.resolve(p("/lib/x86_64-linux-gnu/libmpich.so.12"))
+                .unwrap(),
+            Some(PathBuf::from("/usr/lib/x86_64-linux-gnu/libmpich.so.12"))
+        );
+        assert_eq!(r.resolve(p("/dangling")).unwrap(), None);
+        assert_eq!(r.host_path(), t.0.as_path());
+    }
+
+    #[test]
+    fn list_dir_is_sorted_and_in_root() {
+        let t = hostile_image();
+        let r = Rootfs::open(&t.0).unwrap();
+        assert_eq!(
+            r.list_dir(p("/lib/x86_64-linux-gnu")).unwrap(),
+            vec!["libmpich.so.12"]
+        );
+        // /evil-dir -> /tmp is the image's /tmp (absent), not the host's.
+        assert!(r.list_dir(p("/evil-dir")).is_err());
+        let top = r.list_dir(p("/abs-root")).unwrap();
+        assert!(top.contains(&"abs-passwd".to_string()), "{top:?}");
+        let mut sorted = top.clone();
+        sorted.sort();
+        assert_eq!(top, sorted);
+    }
+
+    #[test]
+    fn read_bounded_enforces_the_limit_and_regular_files() {
+        let t = hostile_image();
+        let r = Rootfs::open(&t.0).unwrap();
+        let e = r.read_bounded(p("/etc/passwd"), 4).unwrap_err();
+        assert!(matches!(e, RootfsError::TooLarge { limit: 4, .. }), "{e}");
+        let e = r.read_bounded(p("/etc"), 4096).unwrap_err();
+        assert!(matches!(e, RootfsError::NotRegular { .. }), "{e}");
+        assert!(e.to_string().contains("/etc"));
+        let e = r.open_file(p("/nope")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        let e = r.open_file(p("/etc/pa\0sswd")).unwrap_err();
+        assert!(matches!(e, RootfsError::InvalidPath { .. }));
+    }
+
+    #[test]
+    fn fifo_is_refused_without_blocking() {
+        let t = hostile_image();
+        let c = CString::new(t.0.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let r = Rootfs::open(&t.0).unwrap();
+        let e = r.read_bounded(p("/fifo"), 10).unwrap_err();
+        assert!(matches!(e, RootfsError::NotRegular { .. }), "{e}");
+    }
+
+    #[test]
+    fn mkdir_all_creates_inside_the_root_through_symlinks() {
+        let t = hostile_image();
+        let outside = TempDir::new("outside");
+        symlink(&outside.0, t.0.join("host-link")).unwrap();
+        let r = Rootfs::open(&t.0).unwrap();
+        // /abs-root -> / : created under the rootfs, never at the host's /.
+        let created = r.mkdir_all(p("/abs-root/hpcc-made/deps"), 0o755).unwrap();
+        assert_eq!(
+            created,
+            vec![
+                PathBuf::from("/abs-root/hpcc-made"),
+                PathBuf::from("/abs-root/hpcc-made/deps")
+            ]
+        );
+        assert!(t.0.join("hpcc-made/deps").is_dir());
+        assert!(!Path::new("/hpcc-made").exists());
+        // A link to an absolute host dir is dangling inside the root: refused,
+        // and the host dir stays empty.
+        let e = r.mkdir_all(p("/host-link/x"), 0o755).unwrap_err();
+        assert!(e.to_string().contains("/host-link"), "{e}");
+        assert!(std::fs::read_dir(&outside.0).unwrap().next().is_none());
+        // Merged /usr: /lib/hpcc lands in /usr/lib/hpcc.
+        r.mkdir_all(p("/lib/hpcc"), 0o755).unwrap();
+        assert!(t.0.join("usr/lib/hpcc").is_dir());
+        // Existing path: nothing created.
+        assert!(r.mkdir_all(p("/usr/lib"), 0o755).unwrap().is_empty());
+    }
+
+    #[test]
+    fn mkdir_all_refuses_dangling_links_and_files() {
+        let t = hostile_image();
+        let r = Rootfs::open(&t.0).unwrap();
+        let e = r.mkdir_all(p("/dangling/sub"), 0o755).unwrap_err();
+        assert!(e.to_string().contains("dangling"), "{e}");
+        assert!(!Path::new("/nonexistent-hpcc-target").exists());
+        let e = r.mkdir_all(p("/etc/passwd/sub"), 0o755).unwrap_err();
+        assert!(matches!(e, RootfsError::NotDirectory { .. }), "{e}");
+        assert!(r.mkdir_all(p("/loop-a/x"), 0o755).is_err());
+    }
+
+    #[test]
+    fn create_file_never_follows_the_last_link() {
+        let t = hostile_image();
+        let r = Rootfs::open(&t.0).unwrap();
+        assert!(r.create_file(p("/etc/new"), 0o644).unwrap());
+        assert!(!r.create_file(p("/etc/new"), 0o644).unwrap());
+        // A symlink at the last component is "already there", never written through.
+        assert!(!r.create_file(p("/dangling"), 0o644).unwrap());
+        assert!(!Path::new("/nonexistent-hpcc-target").exists());
+        // Parent through /abs-root stays in the root.
+        assert!(r
+            .create_file(p("/abs-root/etc/made-by-hpcc"), 0o644)
+            .unwrap());
+        assert!(t.0.join("etc/made-by-hpcc").is_file());
+        assert!(!Path::new("/etc/made-by-hpcc").exists());
+        r.remove(p("/abs-root/etc/made-by-hpcc"), false).unwrap();
+        assert!(!t.0.join("etc/made-by-hpcc").exists());
+        assert!(r.create_file(p("/"), 0o644).is_err());
+    }
+
+    #[test]
+    fn normalize_clamps_at_root() {
+        assert_eq!(
+            normalize(p("/a/../../b/./c")).unwrap(),
+            PathBuf::from("/b/c")
+        );
+        assert_eq!(normalize(p("x/y")).unwrap(), PathBuf::from("/x/y"));
+        assert_eq!(normalize(p("/..")).unwrap(), PathBuf::from("/"));
+    }
+}

@@ -1,0 +1,361 @@
+//! Launch tweaks end to end (issue 3): real runc and crun run fixture
+//! bundles with `hpcc-hook` as their prestart hook; the hook plans and
+//! applies host MPI replacement, libfabric injection and CDI devices inside
+//! the container, and refuses what cannot work.
+//!
+//! Needs root, runc, crun and the fixtures (built on demand); fails, never
+//! skips.
+
+use hpcc_e2e::{
+    bin, fixture_rootfs, host_mountinfo, require_root, run_crun, run_runc, scratch, Bundle, Run,
+};
+use std::path::Path;
+use std::process::Command;
+
+const ESCAPE_TARGET: &str = "/tmp/hpcc-escape-target";
+
+const MPICH_POLICY: &str = r#"
+[mpi.mpich]
+abi = "mpich"
+libraries = ["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]
+
+[log]
+journald = false
+"#;
+
+const LIBFABRIC_POLICY: &str = r#"
+[libfabric]
+library = "/usr/lib/x86_64-linux-gnu/libfabric.so.1"
+providers = "/usr/lib/x86_64-linux-gnu/libfabric"
+
+[log]
+journald = false
+"#;
+
+const MPI_IMPL: &str = "org.supercontainers.mpi.implementation";
+const MPI_MODE: &str = "org.supercontainers.mpi.portability.mode";
+
+/// Runs a probe program of a fixture with the host's own libraries (as
+/// build-fixtures.sh does): what the container must print after injection.
+fn host_output(fixture: &str, program: &str) -> String {
+    let exe = fixture_rootfs(fixture).join(program.trim_start_matches('/'));
+    let out = Command::new(&exe).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} on the host: {out:?}",
+        exe.display()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// New host mount-table lines that mention any needle.
+fn new_mounts(before: &str, after: &str, needles: &[&str]) -> Vec<String> {
+    after
+        .lines()
+        .filter(|l| !before.lines().any(|b| b == *l))
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs a bundle with a runtime and checks that nothing of it stays in the
+/// host's mount table afterwards (requirement 6, for every run here).
+fn run_clean(b: &Bundle, runtime: &str) -> Run {
+    let before = host_mountinfo();
+    let r = match runtime {
+        "runc" => run_runc(b),
+        "crun" => run_crun(b),
+        o => panic!("unknown runtime {o}"),
+    };
+    let leaked = new_mounts(
+        &before,
+        &host_mountinfo(),
+        &[
+            b.dir.to_str().unwrap(),
+            "libmpich",
+            "libfabric",
+            "/opt/hpcc",
+            ESCAPE_TARGET,
+        ],
+    );
+    assert!(
+        leaked.is_empty(),
+        "mounts left on the host after {runtime}: {leaked:?}"
+    );
+    r
+}
+
+fn mpich_bundle(name: &str, fixture: &str) -> Bundle {
+    let mut b = Bundle::new(name, &fixture_rootfs(fixture));
+    b.annotate(MPI_IMPL, "mpich")
+        .annotate(MPI_MODE, "mpi_replace")
+        .args(&["/usr/bin/mpi-version"])
+        .with_hook(MPICH_POLICY);
+    b
+}
+
+fn assert_host_mpich(r: &Run, runtime: &str) {
+    let host = host_output("mpich-app", "/usr/bin/mpi-version");
+    assert!(
+        host.contains("MPICH Version:") && host.contains("4.0.2"),
+        "host: {host}"
+    );
+    assert!(
+        r.ok(),
+        "{runtime} failed: code {:?}\nstdout: {}\nstderr: {}",
+        r.code,
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("MPICH Version:") && r.stdout.contains("4.0.2"),
+        "{runtime}: the container did not load the host MPICH:\nstdout: {}\nstderr: {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(!r.stdout.contains("stand-in"), "{}", r.stdout);
+}
+
+#[test]
+fn mpi_replace_runc_prints_host_mpich() {
+    require_root();
+    let b = mpich_bundle("tw-mpi-runc", "mpich-app");
+    let r = run_clean(&b, "runc");
+    assert_host_mpich(&r, "runc");
+    // The image's own file on disk is still the stand-in: only a mount changed.
+    let out = Command::new("chroot")
+        .arg(b.rootfs())
+        .arg("/usr/bin/mpi-version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stand-in"));
+}
+
+#[test]
+fn mpi_replace_crun_prints_host_mpich() {
+    require_root();
+    let b = mpich_bundle("tw-mpi-crun", "mpich-app");
+    let r = run_clean(&b, "crun");
+    assert_host_mpich(&r, "crun");
+}
+
+#[test]
+fn openmpi_image_on_mpich_node_is_refused_with_reason() {
+    require_root();
+    let mut b = Bundle::new("tw-ompi", &fixture_rootfs("openmpi-app"));
+    b.annotate(MPI_IMPL, "openmpi")
+        .annotate(MPI_MODE, "mpi_replace")
+        .args(&["/usr/bin/mpi-version"])
+        .with_hook(MPICH_POLICY);
+    let r = run_clean(&b, "runc");
+    assert!(!r.ok(), "started: {r:?}");
+    assert!(!r.stdout.contains("stand-in"), "the container ran: {r:?}");
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("hpcc: refused"))
+        .unwrap_or_else(|| panic!("no refusal line in runc's stderr: {}", r.stderr));
+    let low = line.to_lowercase();
+    assert!(
+        low.contains("open mpi") || low.contains("openmpi"),
+        "reason does not name the image's MPI: {line}"
+    );
+    assert!(
+        low.contains("mpich"),
+        "reason does not name the node's MPI: {line}"
+    );
+    assert!(
+        line.contains("exit status 3"),
+        "not a policy refusal: {line}"
+    );
+}
+
+#[test]
+fn libfabric_inject_shows_host_libfabric() {
+    require_root();
+    let host = host_output("mpich-app", "/usr/bin/fabric-version");
+    assert!(!host.contains("libfabric 1.0\n"), "host: {host}");
+    for runtime in ["runc", "crun"] {
+        let mut b = Bundle::new(
+            &format!("tw-fabric-{runtime}"),
+            &fixture_rootfs("mpich-app"),
+        );
+        b.annotate(MPI_IMPL, "mpich")
+            .annotate("org.supercontainers.communication.framework", "libfabric")
+            .annotate(MPI_MODE, "libfabric_inject")
+            .args(&["/usr/bin/fabric-version"])
+            .with_hook(LIBFABRIC_POLICY);
+        let r = run_clean(&b, runtime);
+        assert!(r.ok(), "{runtime}: {r:?}");
+        assert_eq!(r.stdout.trim(), host.trim(), "{runtime}: {r:?}");
+    }
+}
+
+/// A CDI spec exposing a harmless character device (1:3, /dev/null's
+/// numbers) created on the host for the test.
+#[test]
+fn cdi_device_is_usable_in_the_container() {
+    require_root();
+    let dir = scratch("tw-cdi");
+    let node = dir.join("hpcc-test0");
+    let st = Command::new("mknod")
+        .arg(&node)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mknod failed");
+    let cdi = dir.join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    std::fs::write(
+        cdi.join("hpcc-test.json"),
+        serde_json::json!({
+            "cdiVersion": "0.6.0",
+            "kind": "hpcc.test/dev",
+            "devices": [{
+                "name": "test0",
+                "containerEdits": {
+                    "deviceNodes": [{
+                        "path": "/dev/hpcc-test0",
+                        "hostPath": node,
+                        "type": "c",
+                        "major": 1,
+                        "minor": 3,
+                        "permissions": "rw"
+                    }]
+                }
+            }]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let policy = format!(
+        "[gpu]\ncdi_spec_dirs = [\"{}\"]\n\n[log]\njournald = false\n",
+        cdi.display()
+    );
+    for runtime in ["runc", "crun"] {
+        let mut b = Bundle::new(&format!("tw-cdi-{runtime}"), &fixture_rootfs("busybox"));
+        // The CDI standard annotation asks for the device by qualified name.
+        b.annotate("cdi.k8s.io/hpcc-test", "hpcc.test/dev=test0")
+            .args(&[
+                "/bin/sh",
+                "-c",
+                "test -c /dev/hpcc-test0 && echo hello > /dev/hpcc-test0 && echo wrote-ok",
+            ])
+            .with_hook(&policy);
+        let r = run_clean(&b, runtime);
+        assert!(r.ok() && r.stdout.contains("wrote-ok"), "{runtime}: {r:?}");
+    }
+}
+
+#[test]
+fn symlink_escape_image_cannot_touch_the_host() {
+    require_root();
+    assert!(
+        !Path::new(ESCAPE_TARGET).exists() && !Path::new(ESCAPE_TARGET).is_symlink(),
+        "{ESCAPE_TARGET} exists on the host before the test: remove it"
+    );
+    for (fixture, runtime) in [
+        ("escape", "runc"),
+        ("escape-file", "runc"),
+        ("escape", "crun"),
+    ] {
+        let b = mpich_bundle(&format!("tw-{fixture}-{runtime}"), fixture);
+        let before = host_mountinfo();
+        let r = run_clean(&b, runtime);
+        assert!(
+            !Path::new(ESCAPE_TARGET).exists() && !Path::new(ESCAPE_TARGET).is_symlink(),
+            "{fixture}/{runtime}: the hook created {ESCAPE_TARGET} on the host ({r:?})"
+        );
+        let added = new_mounts(&before, &host_mountinfo(), &[ESCAPE_TARGET, "hpcc-escape"]);
+        assert!(
+            added.is_empty(),
+            "{fixture}/{runtime}: new host mounts {added:?}"
+        );
+        // Resolved inside the image, the replacement is legitimate: the
+        // container sees the host MPICH through its own (in-root) link.
+        assert_host_mpich(&r, &format!("{fixture}/{runtime}"));
+    }
+}
+
+/// Registered as a createContainer hook (which runs in the container's own
+/// mount namespace), the hook must not mount there: those mounts would be
+/// made in the namespace it shares with the container's setup and, for a
+/// hook run in the host namespace, outlive the container. It refuses to
+/// apply and, with `on_error = "refuse"`, stops the start.
+#[test]
+fn hook_in_the_containers_namespace_refuses_to_mount() {
+    require_root();
+    let mut b = mpich_bundle("tw-create-container", "mpich-app");
+    let hooks = b.config_mut()["hooks"]["prestart"].clone();
+    b.config_mut()["hooks"] = serde_json::json!({ "createContainer": hooks });
+    let r = run_clean(&b, "runc");
+    assert!(!r.ok(), "started: {r:?}");
+    // runc runs createContainer hooks inside the container's pid namespace
+    // too, so the state's pid may not even be reachable: either way the
+    // apply is refused before anything is mounted.
+    assert!(
+        r.stderr.contains("applying the launch tweaks failed")
+            && (r.stderr.contains("shares the hook's mount namespace")
+                || r.stderr
+                    .contains("cannot reach the container's root filesystem")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("exit status 4"), "{}", r.stderr);
+    assert!(!b.rootfs().join("opt/hpcc").exists(), "mount targets left");
+}
+
+/// Stretch goal: a two-rank MPI job inside the container on the replaced
+/// library. The policy also binds the host's Hydra launcher (and the
+/// libslurm it links, as a dependency); ranks are started with the fork
+/// launcher inside the container and both report the host MPICH.
+#[test]
+fn two_rank_mpi_run_inside_the_container() {
+    require_root();
+    let policy = r#"
+[mpi.mpich]
+abi = "mpich"
+libraries = ["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]
+dependencies = ["/usr/lib/x86_64-linux-gnu/libslurm.so.38"]
+mounts = ["/usr/bin/mpiexec.hydra", "/usr/bin/hydra_pmi_proxy"]
+
+[log]
+journald = false
+"#;
+    let mut b = Bundle::new("tw-mpi-2ranks", &fixture_rootfs("mpich-app"));
+    b.annotate(MPI_IMPL, "mpich")
+        .annotate(MPI_MODE, "mpi_replace")
+        .args(&[
+            "/usr/bin/mpiexec.hydra",
+            "-launcher",
+            "fork",
+            "-n",
+            "2",
+            "/usr/bin/mpi-version",
+        ])
+        .with_hook(policy);
+    let r = run_clean(&b, "runc");
+    assert!(r.ok(), "{r:?}");
+    for rank in ["rank 0 of 2", "rank 1 of 2"] {
+        assert!(r.stdout.contains(rank), "{rank} missing: {}", r.stdout);
+    }
+    assert_eq!(
+        r.stdout.matches("MPICH Version:\t4.0.2").count(),
+        2,
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn hook_binary_is_the_apply_helper() {
+    // The hidden helper mode answers a malformed request with a clean
+    // failure, not a panic (the hook re-executes itself this way).
+    let out = Command::new(bin("hpcc-hook"))
+        .arg("--hpcc-apply-child")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("invalid request"));
+}
