@@ -33,6 +33,7 @@ fn main() {
         // constants: the values come from a C program we do not control,
         // and a Rust enum holding an unknown value is undefined behaviour.
         .default_enum_style(bindgen::EnumVariation::Consts)
+        .prepend_enum_name(false)
         .layout_tests(false)
         .generate()
         .expect("bindgen failed on slurm/spank.h");

@@ -1,0 +1,141 @@
+//! What the SPANK plugin leaves for the runtime wrapper of the same step:
+//! the policy with the user's `--hpcc`/`--hpcc-mpi` choices folded in
+//! (`/run/hpcc/slurm/<job>.<step>.toml`, root-owned). The wrapper names it
+//! as `HPCC_CONFIG` of the `hpcc-hook` entry it adds, so hook and plugin
+//! decide with the same rules, and `hpcc-hook` needs no Slurm knowledge.
+
+use hpcc_common::plan::{MpiChoice, UserRequest};
+use hpcc_config::Policy;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where the per-step files live (tmpfs, cleared at boot).
+pub const DEFAULT_DIR: &str = "/run/hpcc/slurm";
+
+/// The file of one step.
+pub fn path(dir: &Path, job: u32, step: u32) -> PathBuf {
+    dir.join(format!("{job}.{step}.toml"))
+}
+
+/// The admin's policy with the user's request applied: every check at its
+/// effective level (bounded by `users.may_relax_to`, see
+/// [`Policy::effective`]), MPI replacement off when the user declined it.
+/// `--hpcc-mpi=replace` needs nothing here: the plugin already refused the
+/// step when replacement is impossible.
+pub fn effective_policy(policy: &Policy, request: &UserRequest) -> Policy {
+    let mut p = policy.clone();
+    for level in [
+        &mut p.checks.cpu,
+        &mut p.checks.gpu,
+        &mut p.checks.mpi,
+        &mut p.checks.libc,
+        &mut p.checks.kernel,
+    ] {
+        *level = policy.effective(*level, request.enforcement);
+    }
+    if request.mpi == MpiChoice::None {
+        p.tweaks.mpi_replace = false;
+    }
+    p
+}
+
+/// Writes the effective policy of one step atomically, root-owned, 0644
+/// (the wrapper runs as the job user for non-root jobs and must read it).
+pub fn write(dir: &Path, job: u32, step: u32, policy: &Policy) -> std::io::Result<PathBuf> {
+    let text = toml::to_string(policy).map_err(std::io::Error::other)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    let target = path(dir, job, step);
+    let tmp = dir.join(format!(".{job}.{step}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let res = f
+        .write_all(b"# hpcc: effective policy of one Slurm step, written by hpcc_spank.so\n")
+        .and_then(|_| f.write_all(text.as_bytes()));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &target)?;
+    Ok(target)
+}
+
+/// Removes the file of one step (end of step). Missing is fine.
+pub fn remove(dir: &Path, job: u32, step: u32) {
+    let _ = std::fs::remove_file(path(dir, job, step));
+}
+
+/// The file of one step when it can be trusted: a regular file owned by
+/// `owner` (root in production) that no one else may write, in a directory
+/// with the same properties. Anything else could have been planted by a user.
+pub fn trusted(dir: &Path, job: u32, step: u32, owner: u32) -> Option<PathBuf> {
+    let ok = |p: &Path, want_dir: bool| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| {
+            (if want_dir { m.is_dir() } else { m.is_file() })
+                && m.uid() == owner
+                && m.mode() & 0o022 == 0
+        })
+    };
+    let p = path(dir, job, step);
+    (ok(dir, true) && ok(&p, false)).then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hpcc_config::Enforcement;
+
+    #[test]
+    fn effective_policy_is_bounded_and_round_trips() {
+        let admin = Policy::parse(hpcc_config::EXAMPLE, Path::new("hook.toml")).unwrap();
+        let req = UserRequest {
+            enforcement: Some(Enforcement::Off),
+            mpi: MpiChoice::None,
+        };
+        let eff = effective_policy(&admin, &req);
+        // may_relax_to = "warn" in the reference file: off becomes warn.
+        assert_eq!(eff.checks.cpu, Enforcement::Warn);
+        assert_eq!(eff.checks.libc, Enforcement::Warn);
+        assert!(!eff.tweaks.mpi_replace);
+        assert_eq!(eff.mpi, admin.mpi);
+
+        let dir = std::env::temp_dir().join(format!("hpcc-handoff-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let p = write(&dir, 7, 0, &eff).unwrap();
+        let back = Policy::load(&p).unwrap();
+        assert_eq!(back, eff);
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(trusted(&dir, 7, 0, me), Some(p.clone()));
+        assert_eq!(trusted(&dir, 7, 1, me), None);
+        assert_eq!(trusted(&dir, 7, 0, me + 1), None);
+        // A group-writable file is not trusted.
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o664)).unwrap();
+        assert_eq!(trusted(&dir, 7, 0, me), None);
+        remove(&dir, 7, 0);
+        assert!(!p.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn enforce_wish_tightens_and_no_wish_keeps() {
+        let admin = Policy::default();
+        let same = effective_policy(&admin, &UserRequest::default());
+        assert_eq!(same, admin);
+        let strict = effective_policy(
+            &admin,
+            &UserRequest {
+                enforcement: Some(Enforcement::Enforce),
+                ..Default::default()
+            },
+        );
+        assert_eq!(strict.checks.libc, Enforcement::Enforce);
+    }
+}

@@ -1,0 +1,498 @@
+//! End-to-end tests of the SPANK plugin (`hpcc_spank.so`) and the runtime
+//! wrapper (`hpcc-runc-wrapper`) against a real one-node Slurm 22.05 with
+//! runc (`tests/setup/slurm.sh`). They fail, never skip, when Slurm, runc
+//! or root is missing.
+//!
+//! One configuration serves every test: plugstack.conf loads the freshly
+//! built plugin with this suite's policy, and oci.conf names the wrapper,
+//! whose hook is a spy script that records its call and then execs the real
+//! `hpcc-hook` (proof that the hook runs for Slurm's containers, with the
+//! step's effective policy).
+
+use hpcc_e2e::{ensure_fixtures, fixture_rootfs, repo_root, require, require_root, Bundle};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// slurmd's log as tests/setup/slurm.sh configures it.
+const SLURMD_LOG: &str = "/tmp/slurm/log/slurmd.log";
+/// Where the plugin leaves per-step policies (hpcc_spank::handoff).
+const HANDOFF_DIR: &str = "/run/hpcc/slurm";
+
+struct Env {
+    dir: PathBuf,
+    policy: PathBuf,
+    spy_log: PathBuf,
+}
+
+fn target_debug() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("debug")
+}
+
+extern "C" fn stop_slurm() {
+    let _ = Command::new("bash")
+        .arg(repo_root().join("tests/setup/slurm.sh"))
+        .arg("stop")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn slurm_running() -> bool {
+    Command::new("bash")
+        .arg(repo_root().join("tests/setup/slurm.sh"))
+        .arg("status")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Builds the plugin, wrapper and hook, writes the suite's policy,
+/// plugstack.conf and oci.conf, and starts Slurm (stopped at exit when
+/// this process started it).
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        require_root();
+        for tool in ["srun", "sbatch", "slurmctld", "slurmd", "munged", "runc"] {
+            require(tool);
+        }
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "hpcc-spank", "-p", "hpcc-hook"])
+            .current_dir(repo_root())
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building hpcc-spank and hpcc-hook failed");
+        ensure_fixtures();
+        let t = target_debug();
+        let (so, wrapper, hook) = (
+            t.join("libhpcc_spank.so"),
+            t.join("hpcc-runc-wrapper"),
+            t.join("hpcc-hook"),
+        );
+        for p in [&so, &wrapper, &hook] {
+            assert!(p.exists(), "{} was not built", p.display());
+        }
+        let dir = repo_root().join("tests/work/slurm");
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = dir.join("hook.toml");
+        std::fs::write(
+            &policy,
+            "# hpcc policy of the Slurm e2e tests\n\
+             [users]\nmay_relax_to = \"warn\"\n\
+             [mpi.mpich]\nabi = \"mpich\"\nlibraries = [\"/usr/lib/x86_64-linux-gnu/libmpich.so.12\"]\n\
+             [log]\njournald = false\n",
+        )
+        .unwrap();
+        let spy_log = dir.join("hook-calls.log");
+        let spy = dir.join("hook-spy.sh");
+        std::fs::write(
+            &spy,
+            format!(
+                "#!/bin/sh\n# Records one hpcc-hook call (its state and HPCC_CONFIG), then runs it.\n\
+                 state=$(cat)\nprintf '%s %s\\n' \"HPCC_CONFIG=$HPCC_CONFIG\" \"$state\" >> {log}\n\
+                 printf '%s' \"$state\" | exec {hook} \"$@\"\n",
+                log = spy_log.display(),
+                hook = hook.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&spy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all("/etc/slurm").unwrap();
+        std::fs::write(
+            "/etc/slurm/plugstack.conf",
+            format!(
+                "required {} config={} default_mpi=auto\n",
+                so.display(),
+                policy.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            "/etc/slurm/oci.conf",
+            format!(
+                "RunTimeQuery=\"runc --root=/run/slurm-oci state %n.%u.%j.%s.%t\"\n\
+                 RunTimeKill=\"runc --root=/run/slurm-oci kill -a %n.%u.%j.%s.%t\"\n\
+                 RunTimeDelete=\"runc --root=/run/slurm-oci delete --force %n.%u.%j.%s.%t\"\n\
+                 RunTimeRun=\"{} --hpcc-hook={} --hpcc-config={} --root=/run/slurm-oci run %n.%u.%j.%s.%t -b %b\"\n",
+                wrapper.display(),
+                spy.display(),
+                policy.display()
+            ),
+        )
+        .unwrap();
+        let was_running = slurm_running();
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/setup/slurm.sh"))
+            .arg("start")
+            .output()
+            .expect("slurm.sh runs");
+        assert!(
+            out.status.success(),
+            "tests/setup/slurm.sh start failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !was_running {
+            // SAFETY: registering a plain extern "C" fn.
+            unsafe { libc::atexit(stop_slurm) };
+        }
+        Env {
+            dir,
+            policy,
+            spy_log,
+        }
+    })
+}
+
+/// A bundle from a fixture rootfs with annotations and a unique tag the
+/// hook spy's log can be searched for.
+fn bundle(name: &str, rootfs: &str, annotations: &[(&str, &str)]) -> (Bundle, String) {
+    env();
+    let mut b = Bundle::new(&format!("slurm-{name}"), &fixture_rootfs(rootfs));
+    let tag = format!("{name}-{}", std::process::id());
+    b.annotate("org.example.hpcc-test", &tag);
+    for (k, v) in annotations {
+        b.annotate(k, v);
+    }
+    b.write();
+    (b, tag)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .current_dir("/tmp")
+        .stdin(Stdio::null())
+        .output()
+        .expect("command runs");
+    eprintln!(
+        "$ {cmd:?}\nexit: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn srun(args: &[&str]) -> Output {
+    run(Command::new("timeout").arg("120").arg("srun").args(args))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn slurmd_log() -> String {
+    std::fs::read_to_string(SLURMD_LOG).unwrap_or_default()
+}
+
+fn spy_calls(tag: &str) -> Vec<String> {
+    std::fs::read_to_string(&env().spy_log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(tag))
+        .map(str::to_owned)
+        .collect()
+}
+
+const CPU: &str = "org.supercontainers.hardware.cpu.optimized.version";
+
+#[test]
+fn srun_help_lists_the_options() {
+    env();
+    let out = srun(&["--help"]);
+    let help = text(&out.stdout) + &text(&out.stderr);
+    assert!(help.contains("--hpcc=enforce|warn|off"), "{help}");
+    assert!(help.contains("--hpcc-mpi=auto|replace|none"), "{help}");
+    let bad = srun(&["--hpcc=never", "/bin/true"]);
+    assert!(!bad.status.success());
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains("--hpcc=\"never\"") && err.contains("enforce, warn or off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn impossible_cpu_is_refused_with_the_reason_in_srun_stderr() {
+    let (b, tag) = bundle("a64fx", "busybox", &[(CPU, "a64fx")]);
+    let out = srun(&[
+        &format!("--container={}", b.dir.display()),
+        "/bin/echo",
+        "must-not-run",
+    ]);
+    assert!(!out.status.success(), "a refused step must exit non-zero");
+    assert!(!text(&out.stdout).contains("must-not-run"));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("hpcc: refused"))
+        .collect();
+    assert_eq!(lines.len(), 1, "exactly one refusal line expected:\n{err}");
+    let line = lines[0];
+    assert!(line.contains(&b.dir.display().to_string()), "{line}");
+    assert!(line.contains("a64fx"), "image need missing: {line}");
+    assert!(line.contains("x86_64"), "node fact missing: {line}");
+    assert!(
+        line.contains("checks.cpu = \"enforce\"")
+            && line.contains(&env().policy.display().to_string()),
+        "policy missing: {line}"
+    );
+    // The admin has it in slurmd's log, with the step and the user.
+    let log = slurmd_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("uid=0: hpcc: refused") && l.contains(&*b.dir.to_string_lossy())),
+        "refusal not in {SLURMD_LOG}"
+    );
+    // No container was started: the hook never ran.
+    assert!(spy_calls(&tag).is_empty());
+}
+
+#[test]
+fn compatible_bundle_runs_with_the_hook() {
+    let (b, tag) = bundle("x86", "busybox", &[(CPU, "x86_64")]);
+    let out = srun(&[
+        &format!("--container={}", b.dir.display()),
+        "/bin/echo",
+        "ok",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).trim(), "ok");
+    // The wrapper added hpcc-hook to slurmstepd's spooled config, with the
+    // step's effective policy written by the plugin.
+    let calls = spy_calls(&tag);
+    assert_eq!(calls.len(), 1, "hpcc-hook should have run once: {calls:?}");
+    assert!(
+        calls[0].starts_with(&format!("HPCC_CONFIG={HANDOFF_DIR}/")),
+        "{}",
+        calls[0]
+    );
+    assert!(calls[0].contains("/oci-job"), "{}", calls[0]);
+    // ... and removed it at the end of the step.
+    let leftover: Vec<_> = std::fs::read_dir(HANDOFF_DIR)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let cfg = calls[0]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches("HPCC_CONFIG=");
+    assert!(!leftover.contains(&PathBuf::from(cfg)), "{cfg} left behind");
+}
+
+#[test]
+fn user_may_relax_only_as_far_as_the_policy_allows() {
+    let (b, tag) = bundle("relax", "busybox", &[(CPU, "sapphirerapids")]);
+    let container = format!("--container={}", b.dir.display());
+    let refused = srun(&[&container, "/bin/echo", "ran"]);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("sapphirerapids"));
+    // --hpcc=off is bounded to warn (may_relax_to = "warn"): starts, logged.
+    let relaxed = srun(&["--hpcc=off", &container, "/bin/echo", "ran"]);
+    assert!(relaxed.status.success());
+    assert_eq!(text(&relaxed.stdout).trim(), "ran");
+    let log = slurmd_log();
+    assert!(
+        log.lines().any(|l| l.contains("may start")
+            && l.contains(&*b.dir.to_string_lossy())
+            && l.contains("user asked \"off\"")),
+        "warning not logged"
+    );
+    // The hook got the relaxed policy too (otherwise it would have refused).
+    assert_eq!(spy_calls(&tag).len(), 1);
+}
+
+#[test]
+fn mpi_replace_shows_the_host_mpich_inside_the_container() {
+    let (b, _) = bundle(
+        "mpi",
+        "mpich-app",
+        &[
+            (CPU, "x86_64"),
+            ("org.supercontainers.mpi.implementation", "mpich"),
+            ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
+        ],
+    );
+    let container = format!("--container={}", b.dir.display());
+    let out = srun(&[&container, "/usr/bin/mpi-version"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "mpi-version failed");
+    assert!(
+        stdout.contains("MPICH Version:") && stdout.contains("4.0.2"),
+        "the host MPICH 4.0.2 was not injected: {stdout}"
+    );
+    assert!(!stdout.contains("stand-in"), "{stdout}");
+    // --hpcc-mpi=none keeps the image's own library.
+    let (b2, _) = bundle(
+        "mpi-none",
+        "mpich-app",
+        &[
+            (CPU, "x86_64"),
+            ("org.supercontainers.mpi.implementation", "mpich"),
+            ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
+        ],
+    );
+    let out = srun(&[
+        "--hpcc-mpi=none",
+        &format!("--container={}", b2.dir.display()),
+        "/usr/bin/mpi-version",
+    ]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("stand-in"), "image MPI expected");
+}
+
+fn sbatch(args: &[&str], output: &Path) -> (bool, String) {
+    let _ = std::fs::remove_file(output);
+    let out = run(Command::new("timeout")
+        .arg("180")
+        .arg("sbatch")
+        .arg("--wait")
+        .arg(format!("--output={}", output.display()))
+        .args(args));
+    let file = std::fs::read_to_string(output).unwrap_or_default();
+    eprintln!("job output:\n{file}");
+    (out.status.success(), file)
+}
+
+#[test]
+fn sbatch_container_behaves_the_same() {
+    let (good, _) = bundle("sbatch-ok", "busybox", &[(CPU, "x86_64")]);
+    let out_file = env()
+        .dir
+        .join(format!("sbatch-ok-{}.out", std::process::id()));
+    let (ok, file) = sbatch(
+        &[
+            &format!("--container={}", good.dir.display()),
+            "--wrap",
+            "echo batch-ok",
+        ],
+        &out_file,
+    );
+    assert!(ok, "sbatch --container of a compatible bundle failed");
+    assert!(file.contains("batch-ok"), "{file}");
+
+    let (bad, _) = bundle("sbatch-bad", "busybox", &[(CPU, "a64fx")]);
+    let out_file = env()
+        .dir
+        .join(format!("sbatch-bad-{}.out", std::process::id()));
+    let (ok, file) = sbatch(
+        &[
+            &format!("--container={}", bad.dir.display()),
+            "--wrap",
+            "echo must-not-run",
+        ],
+        &out_file,
+    );
+    assert!(!ok, "sbatch --wait must report the refused job as failed");
+    assert!(!file.contains("must-not-run"), "{file}");
+    assert!(
+        file.lines().filter(|l| l.contains("hpcc: refused")).count() == 1 && file.contains("a64fx"),
+        "the refusal should be the job's one error line: {file}"
+    );
+}
+
+fn ensure_user(name: &str) {
+    if Command::new("id")
+        .arg(name)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        return;
+    }
+    let st = Command::new("useradd")
+        .args(["-M", "-s", "/bin/sh", name])
+        .status()
+        .expect("useradd runs");
+    assert!(st.success(), "useradd {name} failed");
+}
+
+#[test]
+fn unreadable_bundle_is_refused_without_leaking_it() {
+    env();
+    ensure_user("hpcctest");
+    let marker = format!("HPCC-SECRET-MARKER-{}", std::process::id());
+    let secret = PathBuf::from(format!("/tmp/hpcc-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&secret);
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (b, _) = bundle("secret", "busybox", &[(CPU, "x86_64")]);
+    let inner = secret.join("bundle");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&b.dir)
+        .arg(&inner)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let cfg = inner.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["annotations"]["org.example.secret"] = serde_json::json!(marker);
+    std::fs::write(&cfg, serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let log_before = slurmd_log().len();
+
+    let out = run(Command::new("timeout").args([
+        "120",
+        "su",
+        "hpcctest",
+        "-s",
+        "/bin/sh",
+        "-c",
+        &format!(
+            "cd /tmp && srun --container={} /bin/echo must-not-run",
+            inner.display()
+        ),
+    ]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let log = slurmd_log();
+    let new_log = &log[log_before.min(log.len())..];
+    let _ = std::fs::remove_dir_all(&secret);
+    assert!(!out.status.success());
+    assert!(!stdout.contains("must-not-run"));
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("hpcc: refused"))
+        .unwrap_or_else(|| panic!("no refusal line: {stderr}"));
+    assert!(
+        line.contains("cannot be read by the job user") && line.contains("permission denied"),
+        "{line}"
+    );
+    for (what, s) in [
+        ("stdout", &stdout),
+        ("stderr", &stderr),
+        ("slurmd log", &new_log.to_owned()),
+    ] {
+        assert!(
+            !s.contains(&marker),
+            "the bundle's content leaked into {what}"
+        );
+    }
+}
+
+#[test]
+fn jobs_without_container_are_untouched() {
+    env();
+    let out = srun(&["/bin/sh", "-c", "echo job=$SLURM_JOB_ID"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    let job = stdout
+        .trim()
+        .strip_prefix("job=")
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_owned();
+    assert!(!job.is_empty());
+    let tag = format!("[{job}.0] hpcc");
+    assert!(
+        !slurmd_log().contains(&tag),
+        "the plugin acted on a step without a container"
+    );
+    assert!(!Path::new(&format!("{HANDOFF_DIR}/{job}.0.toml")).exists());
+}
