@@ -1,0 +1,206 @@
+//! `ucx_replace`: the host's `libucp`, `libuct`, `libucs` and `libucm` in
+//! place of the image's, and the host's UCX modules directory at the same
+//! path (`UCX_MODULE_DIR`). The four libraries are one release: replacing
+//! only some of them would mix releases, so each is replaced where the
+//! image has it and provided in the dependency directory where it does not.
+
+use super::replace::{self, check_glibc, Component, LibSpec};
+use super::soname::{closure, split_soname};
+use super::{Inputs, Part, TweakError, DEPS_ROOT};
+use crate::elf::ElfInfo;
+use crate::matcher::{Check, Level};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// Most module libraries inspected in the modules directory.
+const MAX_MODULES: usize = 128;
+
+/// Plans UCX replacement.
+pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
+    let ucx = input
+        .policy
+        .ucx
+        .as_ref()
+        .ok_or_else(|| TweakError::Policy {
+            key: "ucx".into(),
+            value: String::new(),
+            reason: "UCX replacement was selected but the policy has no [ucx] table".into(),
+        })?;
+    let deps_dir = PathBuf::from(DEPS_ROOT).join("ucx");
+    let mut libs = Vec::new();
+    for p in &ucx.libraries {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let soname = input.host.elf(p).ok().and_then(|i| i.soname);
+        let stem = soname
+            .as_deref()
+            .and_then(split_soname)
+            .or_else(|| split_soname(&name))
+            .map(|(s, _)| s.to_owned())
+            .ok_or_else(|| TweakError::Policy {
+                key: "ucx.libraries".into(),
+                value: p.display().to_string(),
+                reason: "not a versioned shared library (expected libucp.so.0 and the like)".into(),
+            })?;
+        libs.push(LibSpec {
+            host_path: p.clone(),
+            key: "ucx.libraries".into(),
+            stems: vec![stem],
+            required: false,
+        });
+    }
+    let comp = Component {
+        what: "host UCX".into(),
+        check: Check::Mpi,
+        deps_dir: deps_dir.clone(),
+        libs,
+        extra_deps: vec![],
+        extra_key: "ucx.libraries".into(),
+    };
+    let mut part = Part::default();
+    let provided = replace::plan(input, &comp, &mut part)?;
+    if let Some(dir) = &ucx.modules {
+        if input.host.is_dir(dir) {
+            part.mount(dir, dir.clone(), "UCX modules (policy ucx.modules)".into());
+            part.env(
+                "UCX_MODULE_DIR",
+                &dir.display().to_string(),
+                "policy ucx.modules".into(),
+            );
+            // Modules are dlopen'ed: their dependencies (libibverbs, ...)
+            // are not in any DT_NEEDED of the libraries above.
+            let modules: Vec<(String, ElfInfo)> = input
+                .host
+                .list_dir(dir, MAX_MODULES)
+                .into_iter()
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().contains(".so"))
+                })
+                .filter_map(|p| Some((p.display().to_string(), input.host.elf(&p).ok()?)))
+                .collect();
+            let skip: BTreeSet<String> = provided
+                .iter()
+                .filter_map(|(_, i)| i.soname.clone())
+                .collect();
+            let cl = closure(input.host, &modules, &skip);
+            let mut checked: Vec<(PathBuf, ElfInfo)> = modules
+                .iter()
+                .map(|(p, i)| (PathBuf::from(p), i.clone()))
+                .collect();
+            for d in cl.deps {
+                part.mount(
+                    &d.host_path,
+                    deps_dir.join(&d.soname),
+                    format!("{} needed by UCX module {}", d.soname, d.needed_by),
+                );
+                part.ld_path(deps_dir.clone());
+                checked.push((d.host_path, d.info));
+            }
+            if let Some(image) = input.image {
+                check_glibc(image, &comp, &checked, &mut part);
+            }
+        } else {
+            part.finding(
+                Check::Mpi,
+                Level::Degraded,
+                format!(
+                    "the UCX modules directory {} (policy ucx.modules) does not exist on this node: UCX runs without its transport modules",
+                    dir.display()
+                ),
+            );
+        }
+    }
+    Ok(part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::host::RealHost;
+    use super::super::image::ImageLibs;
+    use super::super::mpi::tests::rootfs_with;
+    use super::super::tests::ctx;
+    use super::*;
+    use crate::matcher::tests::node;
+    use crate::matcher::Selection;
+    use crate::rootfs::Rootfs;
+    use hpcc_config::{Policy, Ucx};
+    use std::path::Path;
+
+    #[test]
+    fn host_ucx_over_image_copies_and_modules() {
+        let lib = "/usr/lib/x86_64-linux-gnu";
+        let t = rootfs_with(
+            &[
+                (
+                    "/usr/lib/x86_64-linux-gnu/libucp.so.0",
+                    "/usr/lib/x86_64-linux-gnu/libucp.so.0",
+                ),
+                (
+                    "/usr/lib/x86_64-linux-gnu/libucs.so.0",
+                    "/usr/lib/x86_64-linux-gnu/libucs.so.0",
+                ),
+                (
+                    "/lib/x86_64-linux-gnu/libc.so.6",
+                    "/lib/x86_64-linux-gnu/libc.so.6",
+                ),
+            ],
+            &[],
+        );
+        let root = Rootfs::open(&t.0).unwrap();
+        let libs = ImageLibs::scan(&root);
+        let p = Policy {
+            ucx: Some(Ucx {
+                libraries: ["libucp.so.0", "libuct.so.0", "libucs.so.0", "libucm.so.0"]
+                    .iter()
+                    .map(|n| PathBuf::from(lib).join(n))
+                    .collect(),
+                modules: Some(PathBuf::from(lib).join("ucx")),
+            }),
+            ..Default::default()
+        };
+        let host = RealHost::new(Path::new("/etc/ld.so.cache"));
+        let c = ctx(&[], &[]);
+        let n = node("icelake");
+        let sel = Selection {
+            ucx: true,
+            ..Default::default()
+        };
+        let input = Inputs {
+            ctx: &c,
+            node: &n,
+            policy: &p,
+            selection: &sel,
+            host: &host,
+            image: Some(&libs),
+        };
+        let part = plan(&input).unwrap();
+        assert!(!part.fatal(), "{:#?}", part.findings);
+        let dests: Vec<String> = part
+            .tweaks
+            .mounts
+            .iter()
+            .map(|m| m.destination.display().to_string())
+            .collect();
+        // Replaced where the image has them, provided where it does not.
+        assert!(dests.contains(&format!("{lib}/libucp.so.0")), "{dests:?}");
+        assert!(dests.contains(&format!("{lib}/libucs.so.0")), "{dests:?}");
+        assert!(
+            dests.contains(&"/opt/hpcc/lib/ucx/libuct.so.0".to_string()),
+            "{dests:?}"
+        );
+        assert!(dests.contains(&format!("{lib}/ucx")), "{dests:?}");
+        assert!(part
+            .tweaks
+            .env
+            .iter()
+            .any(|e| e.name == "UCX_MODULE_DIR" && e.value == format!("{lib}/ucx")));
+        // libuct_ib needs libibverbs: the module's dependency comes along.
+        assert!(
+            dests.contains(&"/opt/hpcc/lib/ucx/libibverbs.so.1".to_string()),
+            "{dests:?}"
+        );
+    }
+}
