@@ -3,8 +3,7 @@
 //! check that makes it safe: the host library must define every
 //! `FABRIC_1.x` symbol version the MPI in the container needs.
 
-use super::replace::{self, check_glibc, Component, LibSpec};
-use super::soname::closure;
+use super::replace::{self, Component, LibSpec};
 use super::{Inputs, Part, TweakError, DEPS_ROOT};
 use crate::elf::ElfInfo;
 use crate::matcher::{Check, Level};
@@ -134,43 +133,16 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
     }
     if let Some(dir) = &lf.providers {
         if input.host.is_dir(dir) {
-            part.mount(
+            replace::plan_plugin_dir(
+                input,
+                &comp,
+                &mut part,
                 dir,
-                dir.clone(),
-                "libfabric providers (policy libfabric.providers)".into(),
+                ("FI_PROVIDER_PATH", "libfabric.providers"),
+                "libfabric provider",
+                MAX_PROVIDERS,
+                &BTreeSet::from([LIBFABRIC.to_owned()]),
             );
-            part.env(
-                "FI_PROVIDER_PATH",
-                &dir.display().to_string(),
-                "policy libfabric.providers".into(),
-            );
-            // Providers are dlopen'ed: DT_NEEDED of the injected library
-            // does not name their dependencies.
-            let providers: Vec<(String, ElfInfo)> = input
-                .host
-                .list_dir(dir, MAX_PROVIDERS)
-                .into_iter()
-                .filter(|p| p.to_string_lossy().contains(".so"))
-                .filter_map(|p| Some((p.display().to_string(), input.host.elf(&p).ok()?)))
-                .collect();
-            let skip = BTreeSet::from([LIBFABRIC.to_owned()]);
-            let cl = closure(input.host, &providers, &skip);
-            let mut checked: Vec<(PathBuf, ElfInfo)> = providers
-                .iter()
-                .map(|(p, i)| (PathBuf::from(p), i.clone()))
-                .collect();
-            for d in cl.deps {
-                part.mount(
-                    &d.host_path,
-                    deps_dir.join(&d.soname),
-                    format!("{} needed by libfabric provider {}", d.soname, d.needed_by),
-                );
-                part.ld_path(deps_dir.clone());
-                checked.push((d.host_path, d.info));
-            }
-            if let Some(image) = input.image {
-                check_glibc(image, &comp, &checked, &mut part);
-            }
         } else {
             part.finding(
                 Check::Mpi,

@@ -401,3 +401,58 @@ pub(crate) fn check_glibc(
     f.image = Some(format!("glibc {have}"));
     f.node = Some(format!("host libraries need glibc {max}"));
 }
+
+/// Plans a directory of dlopen'ed plugins (libfabric providers, UCX
+/// modules): bound at its host path, its variable set, and the plugins' own
+/// dependencies mounted into the component's directory, since no
+/// `DT_NEEDED` of the injected libraries names them. `skip` holds sonames
+/// the component already provides.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_plugin_dir(
+    input: &Inputs<'_>,
+    comp: &Component,
+    part: &mut Part,
+    dir: &Path,
+    (var, policy_key): (&str, &str),
+    plugin_kind: &str,
+    max: usize,
+    skip: &BTreeSet<String>,
+) {
+    part.mount(
+        dir,
+        dir.to_owned(),
+        format!("{plugin_kind}s (policy {policy_key})"),
+    );
+    part.env(
+        var,
+        &dir.display().to_string(),
+        format!("policy {policy_key}"),
+    );
+    let plugins: Vec<(String, ElfInfo)> = input
+        .host
+        .list_dir(dir, max)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(".so"))
+        })
+        .filter_map(|p| Some((p.display().to_string(), input.host.elf(&p).ok()?)))
+        .collect();
+    let cl = closure(input.host, &plugins, skip);
+    let mut checked: Vec<(PathBuf, ElfInfo)> = plugins
+        .iter()
+        .map(|(p, i)| (PathBuf::from(p), i.clone()))
+        .collect();
+    for d in cl.deps {
+        part.mount(
+            &d.host_path,
+            comp.deps_dir.join(&d.soname),
+            format!("{} needed by {plugin_kind} {}", d.soname, d.needed_by),
+        );
+        part.ld_path(comp.deps_dir.clone());
+        checked.push((d.host_path, d.info));
+    }
+    if let Some(image) = input.image {
+        check_glibc(image, comp, &checked, part);
+    }
+}

@@ -4,10 +4,9 @@
 //! only some of them would mix releases, so each is replaced where the
 //! image has it and provided in the dependency directory where it does not.
 
-use super::replace::{self, check_glibc, Component, LibSpec};
-use super::soname::{closure, split_soname};
+use super::replace::{self, Component, LibSpec};
+use super::soname::split_soname;
 use super::{Inputs, Part, TweakError, DEPS_ROOT};
-use crate::elf::ElfInfo;
 use crate::matcher::{Check, Level};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -63,45 +62,20 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
     let provided = replace::plan(input, &comp, &mut part)?;
     if let Some(dir) = &ucx.modules {
         if input.host.is_dir(dir) {
-            part.mount(dir, dir.clone(), "UCX modules (policy ucx.modules)".into());
-            part.env(
-                "UCX_MODULE_DIR",
-                &dir.display().to_string(),
-                "policy ucx.modules".into(),
-            );
-            // Modules are dlopen'ed: their dependencies (libibverbs, ...)
-            // are not in any DT_NEEDED of the libraries above.
-            let modules: Vec<(String, ElfInfo)> = input
-                .host
-                .list_dir(dir, MAX_MODULES)
-                .into_iter()
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().contains(".so"))
-                })
-                .filter_map(|p| Some((p.display().to_string(), input.host.elf(&p).ok()?)))
-                .collect();
             let skip: BTreeSet<String> = provided
                 .iter()
                 .filter_map(|(_, i)| i.soname.clone())
                 .collect();
-            let cl = closure(input.host, &modules, &skip);
-            let mut checked: Vec<(PathBuf, ElfInfo)> = modules
-                .iter()
-                .map(|(p, i)| (PathBuf::from(p), i.clone()))
-                .collect();
-            for d in cl.deps {
-                part.mount(
-                    &d.host_path,
-                    deps_dir.join(&d.soname),
-                    format!("{} needed by UCX module {}", d.soname, d.needed_by),
-                );
-                part.ld_path(deps_dir.clone());
-                checked.push((d.host_path, d.info));
-            }
-            if let Some(image) = input.image {
-                check_glibc(image, &comp, &checked, &mut part);
-            }
+            replace::plan_plugin_dir(
+                input,
+                &comp,
+                &mut part,
+                dir,
+                ("UCX_MODULE_DIR", "ucx.modules"),
+                "UCX module",
+                MAX_MODULES,
+                &skip,
+            );
         } else {
             part.finding(
                 Check::Mpi,
