@@ -19,6 +19,7 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+rm -rf tests/work/scratch   # per-test bundles of earlier runs
 step "building fixtures (busybox, MPICH/Open MPI stand-in images, OCI layout)"
 bash tests/setup/build-fixtures.sh tests/work
 

@@ -230,8 +230,14 @@ impl Run {
 
 /// Runs the bundle with real runc (bounded to 120 s).
 pub fn run_runc(b: &Bundle) -> Run {
-    require("runc");
     b.write();
+    run_runc_dir(&b.dir, &b.id)
+}
+
+/// Runs the bundle in `dir` (its `config.json` as is) with real runc as
+/// container `id`, and deletes the container afterwards.
+pub fn run_runc_dir(dir: &Path, id: &str) -> Run {
+    require("runc");
     let out = Command::new("timeout")
         .args([
             "120",
@@ -241,13 +247,13 @@ pub fn run_runc(b: &Bundle) -> Run {
             "run",
             "--bundle",
         ])
-        .arg(&b.dir)
-        .arg(&b.id)
+        .arg(dir)
+        .arg(id)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let _ = Command::new("runc")
-        .args(["--root", "/run/hpcc-test-runc", "delete", "--force", &b.id])
+        .args(["--root", "/run/hpcc-test-runc", "delete", "--force", id])
         .output();
     Run::from(out)
 }

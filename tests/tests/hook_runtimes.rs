@@ -281,31 +281,13 @@ fn umoci_image_labels_reach_the_hook() {
             .output()
             .unwrap();
         assert!(out.status.success(), "make-bundle.sh: {out:?}");
-        let id = format!("hpcc-umoci-{tag}-{}", std::process::id());
-        let out = std::process::Command::new("timeout")
-            .args([
-                "120",
-                "runc",
-                "--root",
-                "/run/hpcc-test-runc",
-                "run",
-                "--bundle",
-            ])
-            .arg(&bundle)
-            .arg(&id)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        let _ = std::process::Command::new("runc")
-            .args(["--root", "/run/hpcc-test-runc", "delete", "--force", &id])
-            .output();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let r = run_runc_dir(&bundle, &format!("hpcc-umoci-{tag}-{}", std::process::id()));
+        let (stdout, stderr) = (&r.stdout, &r.stderr);
         if refused {
-            assert!(!out.status.success(), "{tag}: {stdout} {stderr}");
+            assert!(!r.ok(), "{tag}: {stdout} {stderr}");
             assert!(stderr.contains("a64fx"), "{tag}: {stderr}");
         } else {
-            assert!(out.status.success(), "{tag}: {stdout} {stderr}");
+            assert!(r.ok(), "{tag}: {stdout} {stderr}");
             assert!(stdout.contains("container-started"), "{tag}: {stdout}");
         }
     }
