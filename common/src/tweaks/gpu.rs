@@ -359,12 +359,7 @@ mod tests {
             .devices
             .iter()
             .all(|d| d.kind == 'c' && d.access == "rwm"));
-        let dests: Vec<String> = part
-            .tweaks
-            .mounts
-            .iter()
-            .map(|m| m.destination.display().to_string())
-            .collect();
+        let dests = part.mount_destinations();
         assert_eq!(
             dests,
             [

@@ -123,6 +123,16 @@ impl Part {
         }
     }
 
+    /// The container paths of the planned mounts, in order (for tests).
+    #[cfg(test)]
+    pub(crate) fn mount_destinations(&self) -> Vec<String> {
+        self.tweaks
+            .mounts
+            .iter()
+            .map(|m| m.destination.display().to_string())
+            .collect()
+    }
+
     pub(crate) fn env(&mut self, name: &str, value: &str, reason: String) {
         self.tweaks.env.retain(|e| e.name != name);
         self.tweaks.env.push(EnvVar {

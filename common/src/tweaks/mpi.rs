@@ -258,12 +258,7 @@ pub(crate) mod tests {
             PathBuf::from("/usr/lib/x86_64-linux-gnu/libmpich.so.12.1.0")
         );
         assert!(m.readonly && m.reason.contains("mpich"), "{m:?}");
-        let dests: Vec<String> = part
-            .tweaks
-            .mounts
-            .iter()
-            .map(|m| m.destination.display().to_string())
-            .collect();
+        let dests = part.mount_destinations();
         assert!(
             dests.contains(&"/opt/hpcc/lib/mpich/libhwloc.so.15".to_string()),
             "{dests:?}"
@@ -301,12 +296,7 @@ pub(crate) mod tests {
         let p = policy_mpich(&["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]);
         let part = run(&p, Some(&root), &real_host());
         assert!(!part.fatal(), "{:#?}", part.findings);
-        let dests: Vec<String> = part
-            .tweaks
-            .mounts
-            .iter()
-            .map(|m| m.destination.display().to_string())
-            .collect();
+        let dests = part.mount_destinations();
         assert_eq!(dests[0], "/opt/mpi/lib/libmpi.so.12.5.0");
         // The copied file's soname is libmpich.so.12, found as libmpi.so.12:
         // the host library is also provided under the image's name.

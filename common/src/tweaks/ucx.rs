@@ -152,12 +152,7 @@ mod tests {
         };
         let part = plan(&input).unwrap();
         assert!(!part.fatal(), "{:#?}", part.findings);
-        let dests: Vec<String> = part
-            .tweaks
-            .mounts
-            .iter()
-            .map(|m| m.destination.display().to_string())
-            .collect();
+        let dests = part.mount_destinations();
         // Replaced where the image has them, provided where it does not.
         assert!(dests.contains(&format!("{lib}/libucp.so.0")), "{dests:?}");
         assert!(dests.contains(&format!("{lib}/libucs.so.0")), "{dests:?}");
