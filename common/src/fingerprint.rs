@@ -10,7 +10,6 @@ use crate::version::Version;
 use hpcc_config::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Bumped when the fingerprint's shape changes, so an old cache is ignored.
@@ -206,14 +205,7 @@ fn parse_cpuinfo(text: &str) -> (BTreeSet<String>, Option<String>, Option<String
 }
 
 fn read_bounded(path: &str, limit: u64) -> Option<String> {
-    use std::io::Read;
-    let mut s = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(limit)
-        .read_to_string(&mut s)
-        .ok()?;
-    Some(s)
+    crate::io::read_text_bounded(Path::new(path), limit).ok()
 }
 
 fn cpu() -> CpuFingerprint {
@@ -440,7 +432,7 @@ fn read_cache(path: &Path, key: &str) -> Option<NodeFingerprint> {
 }
 
 fn write_cache(dir: &Path, path: &Path, key: &str, fp: &NodeFingerprint) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     if !nix::unistd::geteuid().is_root() {
         return Err(std::io::Error::other("only root writes the cache"));
     }
@@ -448,23 +440,19 @@ fn write_cache(dir: &Path, path: &Path, key: &str, fp: &NodeFingerprint) -> std:
         .recursive(true)
         .mode(0o755)
         .create(dir)?;
-    let tmp = dir.join(format!(".fingerprint.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)?;
     let body = serde_json::to_vec(&CacheFile {
         key: key.to_owned(),
         fingerprint: fp.clone(),
     })
     .map_err(std::io::Error::other)?;
-    let res = f.write_all(&body).and_then(|_| f.sync_all());
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return res;
-    }
-    std::fs::rename(&tmp, path)
+    crate::io::write_atomic(
+        path,
+        &body,
+        crate::io::FileMode {
+            mode: 0o644,
+            owner: None,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -1,22 +1,237 @@
-//! One launch decision, shared by the OCI hook, the SPANK plugin and the CLI:
-//! launch context + fingerprint + policy + user request -> [`Plan`].
+//! The launch decision, whole, for every entry point (`hpcc-hook`,
+//! `hpcc-runtime`, the SPANK plugin, `hpcc match`): launch context + node
+//! fingerprint + policy + user request -> an [`Outcome`], with the
+//! `on_error` half and the exit codes. Entry points keep only their own
+//! I/O (the OCI state on stdin, the job user's read of the bundle, the
+//! spooled config) and call:
+//!
+//! 1. [`load_policy`]: an unreadable or invalid policy fails closed (the
+//!    policy itself would say what `on_error` is);
+//! 2. [`decide`]: the verdict, the policy and the user's request give a
+//!    [`Plan`] (start with its tweaks, or refuse with reasons);
+//! 3. [`outcome`]: the plan, or hpcc's own failure, becomes what to do,
+//!    with the one line a person reads when the start is refused.
+//!
+//! Image text reaches those lines (annotation values, CDI names, paths):
+//! every line is passed through [`crate::text::escape`], so an image cannot
+//! print lines that look like hpcc's.
 
 use crate::annotations::ImageSpec;
+use crate::apply::ApplyError;
 use crate::fingerprint::NodeFingerprint;
-use crate::matcher::{self, Check, Finding, Level, Selection, Verdict};
-use crate::oci::LaunchContext;
-use crate::plan::{self, Plan, Tweaks, UserRequest};
-use crate::rootfs::Rootfs;
-use crate::tweaks::{self, host::Host, host::RealHost};
-use hpcc_config::Policy;
+use crate::matcher::{self, Check, Finding, Level, Verdict};
+use crate::oci::{LaunchContext, OciError};
+use crate::plan::{Decision, MpiChoice, Plan, Refusal, Tweaks, UserRequest};
+use crate::rootfs::{Rootfs, RootfsError};
+use crate::tweaks::{self, host::Host, host::RealHost, TweakError};
+use hpcc_config::{ConfigError, Enforcement, OnError, Policy, UnannotatedAction};
+use std::path::Path;
 
-/// Why a plan could not be made (hpcc's own failure, handled by
-/// `on_error`). Refusals are not errors: they are a [`Plan`].
+/// Exit codes shared by `hpcc-hook` and `hpcc-runtime` (docs/hook.md).
+pub mod exit {
+    /// The container may start.
+    pub const START: i32 = 0;
+    /// Bad command line.
+    pub const USAGE: i32 = 2;
+    /// Refused by policy; the reason is the one line on stderr.
+    pub const REFUSED: i32 = 3;
+    /// hpcc itself failed and `on_error = "refuse"` (fail closed).
+    pub const ERROR: i32 = 4;
+}
+
+/// hpcc's own failure to decide or to apply a launch (not the image's
+/// fault): `on_error` decides what happens.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
+    /// The OCI state or the bundle's config.
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    /// The image's rootfs cannot be opened.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
     /// Planning a tweak failed in a way that is not the image's fault.
     #[error("planning the launch tweaks failed: {0}")]
-    Tweaks(String),
+    Tweaks(#[from] TweakError),
+    /// Applying the tweaks failed (everything done was undone).
+    #[error("applying the launch tweaks failed: {0}")]
+    Apply(#[from] ApplyError),
+    /// The entry point's own input (the job user's bundle read, the
+    /// spooled config of Slurm).
+    #[error(transparent)]
+    Input(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl LaunchError {
+    /// Wraps an entry point's own input error.
+    pub fn input(e: impl std::error::Error + Send + Sync + 'static) -> LaunchError {
+        LaunchError::Input(Box::new(e))
+    }
+}
+
+/// Why a start is refused: the policy (exit [`exit::REFUSED`]) or hpcc's
+/// own failure under `on_error = "refuse"` (exit [`exit::ERROR`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// A policy rule refused what the image needs.
+    Policy,
+    /// hpcc failed and fails closed.
+    Failure,
+}
+
+/// What an entry point does with one launch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Start the container with this plan (its tweaks, its warnings).
+    Start(Box<Plan>),
+    /// hpcc failed and `on_error = "allow"`: start without checks or tweaks.
+    StartUnchecked(LaunchError),
+    /// Do not start it.
+    Refuse {
+        /// `hpcc: refused to start container ...`: the one line for the
+        /// user, escaped.
+        line: String,
+        /// Policy or failure.
+        by: RefusedBy,
+    },
+}
+
+impl Outcome {
+    /// The exit code of a hook or runtime that stops here (or goes on).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Start(_) | Outcome::StartUnchecked(_) => exit::START,
+            Outcome::Refuse {
+                by: RefusedBy::Policy,
+                ..
+            } => exit::REFUSED,
+            Outcome::Refuse {
+                by: RefusedBy::Failure,
+                ..
+            } => exit::ERROR,
+        }
+    }
+
+    /// The refusal line, when refused.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            Outcome::Refuse { line, .. } => Some(line),
+            _ => None,
+        }
+    }
+}
+
+/// How a refused launch names the container in its line.
+fn who(container: Option<&str>, node: Option<&str>) -> String {
+    match (container, node) {
+        (Some(c), Some(n)) => format!("container {c} on {n}"),
+        (Some(c), None) => format!("container {c}"),
+        (None, Some(n)) => format!("the container on {n}"),
+        (None, None) => "the container".into(),
+    }
+}
+
+/// Loads the policy. Without a valid policy `on_error` is unknown, so the
+/// start is refused (fail closed): the admin must fix the file.
+pub fn load_policy(path: &Path, container: Option<&str>) -> Result<Policy, Outcome> {
+    Policy::load(path).map_err(|e: ConfigError| {
+        tracing::error!(error = %e, "policy invalid, refusing start");
+        Outcome::Refuse {
+            line: crate::text::escape(&format!(
+                "hpcc: refused to start {}: {e}",
+                who(container, None)
+            )),
+            by: RefusedBy::Failure,
+        }
+    })
+}
+
+/// The launch's outcome: a plan that starts or refuses, or hpcc's own
+/// failure mapped through `on_error`.
+pub fn outcome(
+    policy: &Policy,
+    policy_path: &Path,
+    container: Option<&str>,
+    node: Option<&str>,
+    planned: Result<Plan, LaunchError>,
+) -> Outcome {
+    match planned {
+        Ok(plan) => match refusal_line(&plan, policy_path) {
+            Some(line) => Outcome::Refuse {
+                line,
+                by: RefusedBy::Policy,
+            },
+            None => Outcome::Start(Box::new(plan)),
+        },
+        Err(e) => failed(policy, policy_path, container, node, e),
+    }
+}
+
+/// hpcc's own failure under the policy's `on_error`.
+pub fn failed(
+    policy: &Policy,
+    policy_path: &Path,
+    container: Option<&str>,
+    node: Option<&str>,
+    e: LaunchError,
+) -> Outcome {
+    match policy.on_error {
+        OnError::Refuse => {
+            tracing::error!(error = %e, "hpcc failed, refusing start (on_error = \"refuse\")");
+            Outcome::Refuse {
+                line: crate::text::escape(&format!(
+                    "hpcc: refused to start {}: {e} (policy on_error = \"refuse\" in {})",
+                    who(container, node),
+                    policy_path.display()
+                )),
+                by: RefusedBy::Failure,
+            }
+        }
+        OnError::Allow => {
+            tracing::warn!(error = %e, "hpcc failed, starting unchecked (on_error = \"allow\")");
+            Outcome::StartUnchecked(e)
+        }
+    }
+}
+
+/// Logs one decision: each finding at info, warnings at warn, the
+/// outcome at info (the refusal line itself is printed by the entry
+/// point, so it is not logged at warn or error, where stderr would show it
+/// twice).
+pub fn log(outcome: &Outcome, container: &str) {
+    match outcome {
+        Outcome::Start(plan) => {
+            for f in plan.verdict.findings() {
+                tracing::info!(
+                    container,
+                    check = f.check.as_str(),
+                    level = f.level.as_str(),
+                    image = f.image.as_deref().unwrap_or(""),
+                    node = f.node.as_deref().unwrap_or(""),
+                    "{}",
+                    crate::text::escape(&f.reason)
+                );
+            }
+            if let Decision::Start { warnings } = &plan.decision {
+                for w in warnings {
+                    tracing::warn!(container, "{}", crate::text::escape(w));
+                }
+            }
+            tracing::info!(
+                container,
+                score = plan.verdict.score().as_str(),
+                mounts = plan.tweaks.mounts.len(),
+                devices = plan.tweaks.devices.len(),
+                decision = "start",
+                "container may start"
+            );
+        }
+        Outcome::StartUnchecked(e) => {
+            tracing::info!(container, error = %e, decision = "start-unchecked", "container starts unchecked");
+        }
+        Outcome::Refuse { line, .. } => {
+            tracing::info!(container, decision = "refuse", "{line}");
+        }
+    }
 }
 
 /// Parses the image's annotations; invalid ones give a red verdict naming key
@@ -27,16 +242,17 @@ pub fn image_spec(ctx: &LaunchContext) -> Result<ImageSpec, Verdict> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str())),
     )
-    .map_err(|e| Verdict {
-        score: matcher::Score::Red,
-        findings: vec![Finding {
-            check: Check::Annotations,
-            level: Level::Fatal,
-            reason: format!("the image's annotations are invalid: {e}"),
-            image: Some(format!("{}={:?}", e.key, e.value)),
-            node: None,
-        }],
-        selection: Selection::default(),
+    .map_err(|e| {
+        let mut v = Verdict::default();
+        v.push(
+            Finding::new(
+                Check::Annotations,
+                Level::Fatal,
+                format!("the image's annotations are invalid: {e}"),
+            )
+            .image_evidence(format!("{}={:?}", e.key, e.value)),
+        );
+        v
     })
 }
 
@@ -44,25 +260,25 @@ pub fn image_spec(ctx: &LaunchContext) -> Result<ImageSpec, Verdict> {
 pub const HOST_LD_CACHE: &str = "/etc/ld.so.cache";
 
 /// Decides one launch. The tweaks are planned only for a start.
-pub fn plan(
+pub fn decide(
     ctx: &LaunchContext,
     node: &NodeFingerprint,
     policy: &Policy,
     request: &UserRequest,
 ) -> Result<Plan, LaunchError> {
-    let host = RealHost::new(std::path::Path::new(HOST_LD_CACHE));
-    plan_with(ctx, node, policy, request, &host)
+    let host = RealHost::new(Path::new(HOST_LD_CACHE));
+    decide_with(ctx, node, policy, request, &host)
 }
 
-/// [`plan`] against a given host (tests use a fake one). An empty
+/// [`decide`] against a given host (tests use a fake one). An empty
 /// `ctx.rootfs` means there is no image to inspect (`hpcc match
 /// --annotations`): the image side of the tweaks is then not checked.
 ///
 /// Tweak problems that are the image's fault come back as findings: they
-/// are added to the verdict and the decision is taken again, so the
-/// policy's enforcement applies to them like to any other finding and
-/// `refusal_line` explains them.
-pub fn plan_with(
+/// are added to the verdict and the policy is applied again, so the
+/// policy's enforcement applies to them like to any other finding and the
+/// refusal line explains them.
+pub fn decide_with(
     ctx: &LaunchContext,
     node: &NodeFingerprint,
     policy: &Policy,
@@ -73,23 +289,19 @@ pub fn plan_with(
         Ok(spec) => matcher::evaluate(&spec, node, policy),
         Err(v) => v,
     };
-    let (mut verdict, mut decision) = plan::decide(&verdict, policy, request);
+    let (mut verdict, mut decision) = apply_policy(verdict, policy, request);
     let mut tweaks = Tweaks::default();
     if decision.allows_start() {
-        let sel = &verdict.selection;
-        let needs_image = sel.mpi.is_some() || sel.libfabric || sel.ucx;
-        let rootfs = if needs_image && !ctx.rootfs.as_os_str().is_empty() {
-            Some(Rootfs::open(&ctx.rootfs).map_err(|e| LaunchError::Tweaks(e.to_string()))?)
+        let rootfs = if verdict.selection.needs_image() && !ctx.rootfs.as_os_str().is_empty() {
+            Some(Rootfs::open(&ctx.rootfs)?)
         } else {
             None
         };
-        let planned = tweaks::plan(ctx, node, policy, sel, host, rootfs.as_ref())
-            .map_err(|e| LaunchError::Tweaks(e.to_string()))?;
+        let planned = tweaks::plan(ctx, node, policy, &verdict.selection, host, rootfs.as_ref())?;
         if !planned.findings.is_empty() || planned.selection != verdict.selection {
-            verdict.findings.extend(planned.findings);
-            verdict.findings.sort_by_key(|f| f.check);
+            verdict.extend(planned.findings);
             verdict.selection = planned.selection;
-            (verdict, decision) = plan::decide(&verdict, policy, request);
+            (verdict, decision) = apply_policy(verdict, policy, request);
         }
         if decision.allows_start() {
             tweaks = planned.tweaks;
@@ -104,268 +316,130 @@ pub fn plan_with(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::matcher::tests::node;
-    use std::collections::BTreeMap;
-
-    fn ctx(pairs: &[(&str, &str)]) -> LaunchContext {
-        LaunchContext {
-            id: "c1".into(),
-            bundle: "/b".into(),
-            rootfs: "/b/rootfs".into(),
-            pid: None,
-            annotations: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            process_env: vec![],
+/// The user's MPI choice as findings: `none` drops the replacement,
+/// `replace` makes its absence fatal.
+fn apply_mpi_choice(verdict: &mut Verdict, choice: MpiChoice) {
+    match choice {
+        MpiChoice::Auto => {}
+        MpiChoice::None => {
+            if verdict.selection.mpi.take().is_some() {
+                verdict.push(Finding::new(
+                    Check::Mpi,
+                    Level::Degraded,
+                    "MPI replacement declined by the user (--hpcc-mpi=none): the image's own MPI is used",
+                ));
+            }
+        }
+        MpiChoice::Replace => {
+            if verdict.selection.mpi.is_none() {
+                let why = verdict
+                    .findings()
+                    .iter()
+                    .filter(|f| f.check == Check::Mpi && f.level != Level::Ok)
+                    .map(|f| f.reason.as_str())
+                    .next()
+                    .unwrap_or("the image does not allow mpi_replace")
+                    .to_owned();
+                verdict.push(Finding::new(
+                    Check::Mpi,
+                    Level::Fatal,
+                    format!("MPI replacement was required (--hpcc-mpi=replace) and is not possible: {why}"),
+                ));
+            }
         }
     }
-
-    #[test]
-    fn invalid_annotation_refuses_naming_key_and_value() {
-        let c = ctx(&[(
-            "org.supercontainers.hardware.cpu.optimized.version",
-            "pentium9000",
-        )]);
-        let p = plan(
-            &c,
-            &node("icelake"),
-            &Policy::default(),
-            &UserRequest::default(),
-        )
-        .unwrap();
-        assert!(!p.decision.allows_start());
-        let line = p
-            .refusal_line(std::path::Path::new("/etc/hpcc/hook.toml"))
-            .unwrap();
-        assert!(
-            line.contains("pentium9000") && line.contains("cpu.optimized.version"),
-            "{line}"
-        );
-    }
-
-    #[test]
-    fn compatible_image_starts() {
-        let c = ctx(&[(
-            "org.supercontainers.hardware.cpu.optimized.version",
-            "x86_64",
-        )]);
-        let p = plan(
-            &c,
-            &node("icelake"),
-            &Policy::default(),
-            &UserRequest::default(),
-        )
-        .unwrap();
-        assert!(p.decision.allows_start());
-    }
-
-    const MPICH_IMAGE: &[(&str, &str)] = &[
-        (
-            "org.supercontainers.hardware.cpu.optimized.version",
-            "icelake",
-        ),
-        ("org.supercontainers.mpi.implementation", "mpich"),
-        ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
-    ];
-
-    const HOST_MPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12";
-
-    /// An image with a real glibc and, when `mpi`, a real libmpich.so.12.
-    fn image(mpi: bool) -> crate::rootfs::tests::TempDir {
-        let libc = (
-            "/lib/x86_64-linux-gnu/libc.so.6",
-            "/lib/x86_64-linux-gnu/libc.so.6",
-        );
-        let mpich = (HOST_MPICH, "/usr/lib/x86_64-linux-gnu/libmpich.so.12");
-        let files: Vec<(&str, &str)> = if mpi { vec![libc, mpich] } else { vec![libc] };
-        crate::tweaks::mpi::tests::rootfs_with(&files, &[])
-    }
-
-    fn mpich_ctx(rootfs: &std::path::Path) -> LaunchContext {
-        let mut c = ctx(MPICH_IMAGE);
-        c.rootfs = rootfs.to_owned();
-        c
-    }
-
-    #[test]
-    fn mpi_replace_plans_host_mpich_over_the_image_library() {
-        let t = image(true);
-        let policy = crate::tweaks::mpi::tests::policy_mpich(&[HOST_MPICH]);
-        let n = crate::matcher::tests::with_mpich(node("icelake"));
-        let p = plan(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default()).unwrap();
-        assert!(p.decision.allows_start(), "{:#?}", p.verdict);
-        let m = &p.tweaks.mounts[0];
-        assert_eq!(m.source, std::path::PathBuf::from(HOST_MPICH));
-        assert_eq!(
-            m.destination,
-            std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/libmpich.so.12")
-        );
-        assert!(!p.tweaks.ld_paths.is_empty());
-        let text = crate::report::plan(&p, false);
-        assert!(
-            text.contains("tweaks:") && text.contains("libhwloc.so.15"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn image_without_mpi_library_is_refused_through_the_policy() {
-        let t = image(false);
-        let policy = crate::tweaks::mpi::tests::policy_mpich(&[HOST_MPICH]);
-        let n = crate::matcher::tests::with_mpich(node("icelake"));
-        let p = plan(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default()).unwrap();
-        assert!(!p.decision.allows_start());
-        assert!(p.tweaks.is_empty());
-        assert!(p.verdict.selection.mpi.is_none());
-        let line = p
-            .refusal_line(std::path::Path::new("/etc/hpcc/hook.toml"))
-            .unwrap();
-        assert!(
-            line.contains("libmpich.so.12") && line.contains("checks.mpi = \"enforce\""),
-            "{line}"
-        );
-        // checks.mpi = warn: starts, without the replacement.
-        let mut policy = policy;
-        policy.checks.mpi = hpcc_config::Enforcement::Warn;
-        let p = plan(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default()).unwrap();
-        assert!(p.decision.allows_start());
-        assert!(p
-            .tweaks
-            .mounts
-            .iter()
-            .all(|m| m.source != std::path::Path::new(HOST_MPICH)));
-    }
-
-    #[test]
-    fn glibc_too_old_follows_checks_libc() {
-        use crate::tweaks::host::fake::{lib, FakeHost};
-        let t = image(true);
-        let mut h = FakeHost::default();
-        let host_mpi = h.add(
-            "/usr/lib/x86_64-linux-gnu",
-            lib("libmpich.so.12", &[], &["2.99"]),
-        );
-        let mut policy = crate::tweaks::mpi::tests::policy_mpich(&[host_mpi.to_str().unwrap()]);
-        let n = crate::matcher::tests::with_mpich(node("icelake"));
-        // Default checks.libc = warn: starts with the image's own MPI, and
-        // the warning names both versions.
-        let p = plan_with(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default(), &h).unwrap();
-        let crate::plan::Decision::Start { warnings } = &p.decision else {
-            panic!("{:#?}", p.decision)
-        };
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("2.99") && w.contains("2.36")),
-            "{warnings:?}"
-        );
-        assert!(p.tweaks.mounts.is_empty(), "{:#?}", p.tweaks);
-        // enforce: refused, with both versions in the line.
-        policy.checks.libc = hpcc_config::Enforcement::Enforce;
-        let p = plan_with(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default(), &h).unwrap();
-        let line = p
-            .refusal_line(std::path::Path::new("/etc/hpcc/hook.toml"))
-            .unwrap();
-        assert!(
-            line.contains("GLIBC_2.99") && line.contains("2.36") && line.contains("checks.libc"),
-            "{line}"
-        );
-        // --hpcc-mpi=replace makes the dropped replacement fatal under mpi.
-        policy.checks.libc = hpcc_config::Enforcement::Warn;
-        let req = UserRequest {
-            mpi: crate::plan::MpiChoice::Replace,
-            ..Default::default()
-        };
-        let p = plan_with(&mpich_ctx(&t.0), &n, &policy, &req, &h).unwrap();
-        assert!(!p.decision.allows_start());
-    }
-
-    #[test]
-    fn without_rootfs_the_host_side_is_planned_and_the_gap_said() {
-        let policy = crate::tweaks::mpi::tests::policy_mpich(&[HOST_MPICH]);
-        let n = crate::matcher::tests::with_mpich(node("icelake"));
-        let p = plan(
-            &mpich_ctx(std::path::Path::new("")),
-            &n,
-            &policy,
-            &UserRequest::default(),
-        )
-        .unwrap();
-        assert!(p.decision.allows_start());
-        assert_eq!(
-            p.verdict.score,
-            crate::matcher::Score::Green,
-            "{:#?}",
-            p.verdict
-        );
-        assert!(p
-            .verdict
-            .findings
-            .iter()
-            .any(|f| f.reason.contains("not inspected")));
-        assert!(p
-            .tweaks
-            .mounts
-            .iter()
-            .any(|m| m.destination == std::path::Path::new("/opt/hpcc/lib/mpich/libmpich.so.12")));
-    }
-
-    #[test]
-    fn missing_rootfs_is_hpccs_error() {
-        let policy = crate::tweaks::mpi::tests::policy_mpich(&[HOST_MPICH]);
-        let n = crate::matcher::tests::with_mpich(node("icelake"));
-        let e = plan(
-            &mpich_ctx(std::path::Path::new("/nonexistent-rootfs")),
-            &n,
-            &policy,
-            &UserRequest::default(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("/nonexistent-rootfs"), "{e}");
-    }
-
-    #[test]
-    fn cdi_device_from_annotation() {
-        let t = crate::rootfs::tests::TempDir::new("launch-cdi");
-        std::fs::write(
-            t.0.join("t.json"),
-            r#"{"cdiVersion":"0.6.0","kind":"hpcc.test/dev","devices":[{"name":"test0","containerEdits":{"deviceNodes":[{"path":"/dev/hpcc-test0","hostPath":"/dev/null","type":"c","major":1,"minor":3}]}}]}"#,
-        )
-        .unwrap();
-        let mut policy = Policy::default();
-        policy.gpu.cdi_spec_dirs = vec![t.0.clone()];
-        let c = ctx(&[
-            (
-                "org.supercontainers.hardware.cpu.optimized.version",
-                "x86_64",
-            ),
-            ("cdi.k8s.io/hpcc", "hpcc.test/dev=test0"),
-        ]);
-        let p = plan(&c, &node("icelake"), &policy, &UserRequest::default()).unwrap();
-        assert!(p.decision.allows_start());
-        assert_eq!(p.tweaks.devices.len(), 1);
-        assert_eq!(
-            p.tweaks.devices[0].path,
-            std::path::PathBuf::from("/dev/hpcc-test0")
-        );
-        let c = ctx(&[
-            (
-                "org.supercontainers.hardware.cpu.optimized.version",
-                "x86_64",
-            ),
-            ("cdi.k8s.io/hpcc", "hpcc.test/dev=nope"),
-        ]);
-        let p = plan(&c, &node("icelake"), &policy, &UserRequest::default()).unwrap();
-        let line = p
-            .refusal_line(std::path::Path::new("/etc/hpcc/hook.toml"))
-            .unwrap();
-        assert!(
-            line.contains("hpcc.test/dev=nope") && line.contains("checks.gpu"),
-            "{line}"
-        );
-    }
 }
+
+/// Applies policy and user request to a verdict. Pure.
+fn apply_policy(
+    mut verdict: Verdict,
+    policy: &Policy,
+    request: &UserRequest,
+) -> (Verdict, Decision) {
+    apply_mpi_choice(&mut verdict, request.mpi);
+    let mut warnings = Vec::new();
+    let mut reasons = Vec::new();
+    let unannotated = verdict.findings().len() == 1
+        && verdict.findings()[0].check == Check::Annotations
+        && verdict.findings()[0].level == Level::Degraded;
+    if unannotated {
+        match policy.unannotated {
+            UnannotatedAction::Allow => warnings.push(
+                "image carries no org.supercontainers.* annotations: started unchecked (policy unannotated = \"allow\")".into(),
+            ),
+            UnannotatedAction::Refuse => reasons.push(Refusal {
+                check: Check::Annotations,
+                reason: "the image carries no org.supercontainers.* annotations and this site runs only annotated images".into(),
+                image: Some("no annotations".into()),
+                node: None,
+                policy: "unannotated = \"refuse\"".into(),
+            }),
+        }
+    }
+    for f in verdict.with_level(Level::Fatal) {
+        let configured = f.check.enforcement(policy);
+        let effective = policy.effective(configured, request.enforcement);
+        let rule = if effective == configured {
+            format!("checks.{} = \"{}\"", f.check, configured)
+        } else {
+            format!(
+                "checks.{} = \"{}\", user asked \"{}\"",
+                f.check,
+                configured,
+                request.enforcement.map_or("", |e| e.as_str())
+            )
+        };
+        match effective {
+            Enforcement::Enforce => reasons.push(Refusal {
+                check: f.check,
+                reason: f.reason.clone(),
+                image: f.image.clone(),
+                node: f.node.clone(),
+                policy: rule,
+            }),
+            Enforcement::Warn => warnings.push(format!("{} (started anyway: {rule})", f.reason)),
+            Enforcement::Off => {}
+        }
+    }
+    let decision = if reasons.is_empty() {
+        Decision::Start { warnings }
+    } else {
+        Decision::Refuse { reasons }
+    };
+    (verdict, decision)
+}
+
+/// The one line a user sees when the start is refused: container, what
+/// the image needs, what the node has, which policy refused. Escaped:
+/// image text cannot break it into several lines.
+pub fn refusal_line(plan: &Plan, policy_path: &Path) -> Option<String> {
+    let Decision::Refuse { reasons } = &plan.decision else {
+        return None;
+    };
+    let parts: Vec<String> = reasons
+        .iter()
+        .map(|r| {
+            let mut s = r.reason.clone();
+            match (&r.image, &r.node) {
+                (Some(i), Some(n)) => s.push_str(&format!(" [image: {i}; node: {n}]")),
+                (Some(i), None) => s.push_str(&format!(" [image: {i}]")),
+                _ => {}
+            }
+            s.push_str(&format!(
+                " (policy {} in {})",
+                r.policy,
+                policy_path.display()
+            ));
+            s
+        })
+        .collect();
+    Some(crate::text::escape(&format!(
+        "hpcc: refused to start container {} on {}: {}",
+        plan.container,
+        plan.node,
+        parts.join("; ")
+    )))
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,14 +5,19 @@
 
 pub mod annotations;
 pub mod apply;
-pub mod elf;
+pub(crate) mod elf;
 pub mod fingerprint;
+pub mod handoff;
+pub mod io;
 pub mod launch;
 pub mod logging;
 pub mod matcher;
 pub mod oci;
 pub mod plan;
 pub mod report;
-pub mod rootfs;
-pub mod tweaks;
+pub(crate) mod rootfs;
+#[cfg(test)]
+pub(crate) mod testutil;
+pub mod text;
+pub(crate) mod tweaks;
 pub mod version;

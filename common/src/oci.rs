@@ -41,22 +41,17 @@ pub enum OciError {
     },
 }
 
-fn read_bounded(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>, OciError> {
-    let mut buf = Vec::new();
-    (&mut r)
-        .take(limit + 1)
-        .read_to_end(&mut buf)
-        .map_err(|source| OciError::Read {
+fn read_bounded(r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>, OciError> {
+    crate::io::read_bounded(r, limit).map_err(|e| match e {
+        crate::io::ReadError::Io(source) => OciError::Read {
             what: what.to_owned(),
             source,
-        })?;
-    if buf.len() as u64 > limit {
-        return Err(OciError::TooLarge {
+        },
+        crate::io::ReadError::TooLarge { limit } => OciError::TooLarge {
             what: what.to_owned(),
             limit,
-        });
-    }
-    Ok(buf)
+        },
+    })
 }
 
 /// Reads the OCI state a runtime writes to a hook's stdin.

@@ -34,8 +34,8 @@ fn level(l: Level, color: bool) -> String {
 
 /// Score line and one line per finding with its evidence.
 pub fn verdict(v: &Verdict, color: bool) -> String {
-    let mut out = format!("score: {}\n", score(v.score, color));
-    for f in &v.findings {
+    let mut out = format!("score: {}\n", score(v.score(), color));
+    for f in v.findings() {
         let _ = writeln!(
             out,
             "  {} {:<11} {}",

@@ -606,28 +606,8 @@ fn reopen_read(fd: BorrowedFd<'_>) -> std::io::Result<File> {
 pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A temporary directory removed on drop (no tempfile crate offline).
-    pub(crate) struct TempDir(pub PathBuf);
-    impl TempDir {
-        pub(crate) fn new(tag: &str) -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "hpcc-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    pub(crate) use crate::testutil::TempDir;
 
     /// An image with every trick: absolute symlinks to host paths, `..`
     /// chains, a loop, a merged-/usr lib link.

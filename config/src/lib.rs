@@ -32,6 +32,14 @@ pub enum ConfigError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Someone other than root can change the file.
+    #[error("policy file {path} is not trusted: {reason} (it must be owned by root and writable only by its owner)")]
+    Untrusted {
+        /// The policy file.
+        path: PathBuf,
+        /// Owner or mode.
+        reason: String,
+    },
     /// The file is larger than [`MAX_CONFIG_BYTES`].
     #[error("policy file {path} is {size} bytes, larger than the limit of {MAX_CONFIG_BYTES}")]
     TooLarge {
@@ -357,7 +365,43 @@ pub struct Policy {
     pub log: Log,
 }
 
+/// A policy decides what root does at every container start: it is only
+/// read when root (or the user running hpcc, for a rootless runtime that
+/// can only affect that user's own containers) owns it and nobody else
+/// can write it.
+fn check_trusted(file: &std::fs::File, path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let untrusted = |reason: String| ConfigError::Untrusted {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = file.metadata().map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(untrusted("it is not a regular file".into()));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(untrusted(format!(
+            "it belongs to uid {}, not to root",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(untrusted(format!(
+            "its mode {:o} lets others write it",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 /// Where the policy comes from: `HPCC_CONFIG` when set, else [`DEFAULT_PATH`].
+/// Only for the `hpcc` command line: the hook and the runtime never read
+/// their environment (an image's `process.env` can reach a hook's).
 pub fn policy_path_from_env() -> PathBuf {
     std::env::var_os(CONFIG_ENV)
         .filter(|v| !v.is_empty())
@@ -380,6 +424,7 @@ impl Policy {
                 })
             }
         };
+        check_trusted(&file, path)?;
         let mut text = String::new();
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_string(&mut text)

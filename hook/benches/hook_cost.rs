@@ -38,6 +38,7 @@ fn run_once(cmd: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &[u8]) -> (
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child; status and ru are writable.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     assert_eq!(r, pid, "wait4");
     let ms = start.elapsed().as_secs_f64() * 1000.0;

@@ -185,7 +185,8 @@ fn cmd_match(mut args: Args) -> Result<i32, String> {
     let mpi = args
         .value("--mpi")?
         .map(|v| v.parse::<MpiChoice>())
-        .transpose()?
+        .transpose()
+        .map_err(|e| e.to_string())?
         .unwrap_or_default();
     let src = source(&mut args)?;
     args.done()?;
@@ -199,7 +200,7 @@ fn cmd_match(mut args: Args) -> Result<i32, String> {
         None => NodeFingerprint::cached(&policy),
     };
     let ctx = context(&src)?;
-    let plan = launch::plan(&ctx, &node, &policy, &UserRequest { enforcement, mpi })
+    let plan = launch::decide(&ctx, &node, &policy, &UserRequest { enforcement, mpi })
         .map_err(|e| e.to_string())?;
     let color = color_stdout();
     match (json, show_plan) {
@@ -214,7 +215,7 @@ fn cmd_match(mut args: Args) -> Result<i32, String> {
         (false, true) => print!("{}", report::plan(&plan, color)),
         (false, false) => print!("{}", report::verdict(&plan.verdict, color)),
     }
-    Ok(match plan.verdict.score {
+    Ok(match plan.verdict.score() {
         Score::Green => 0,
         Score::Orange => 1,
         Score::Red => 2,

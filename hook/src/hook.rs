@@ -1,35 +1,23 @@
 //! The OCI hook protocol: state on stdin, `<bundle>/config.json`, exit code
-//! and one line on stderr.
+//! and one line on stderr. The decision is `hpcc_common::launch`'s; this
+//! file only reads the hook's input and applies a start's tweaks.
 //!
-//! Exit codes (documented in docs/hook.md):
-//! - 0: the container may start (green, orange, or red let through by `warn`/`off`);
-//! - 3: refused by policy; the reason is the single stderr line;
-//! - 4: hpcc itself failed and `on_error = "refuse"` (fail closed);
-//! - 2: usage error (unknown stage argument).
+//! Exit codes are `launch::exit` (documented in docs/hook.md): 0 start,
+//! 3 refused by policy, 4 hpcc failed and `on_error = "refuse"`, 2 usage.
 //!
 //! After a start decision the plan's tweaks are applied inside the
 //! container (`hpcc_common::apply`) by a helper: this same binary re-run
 //! with a hidden first argument, so that the namespace work happens in a
 //! fresh single-threaded process. A failed apply is rolled back and is an
-//! hpcc failure: `on_error` decides (refuse = exit 4).
+//! hpcc failure: `on_error` decides.
 
 use hpcc_common::apply::{self, child, Target};
 use hpcc_common::fingerprint::NodeFingerprint;
-use hpcc_common::launch;
+use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
-use hpcc_common::plan::UserRequest;
-use hpcc_config::{OnError, Policy};
+use hpcc_common::plan::{Tweaks, UserRequest};
 use std::io::Read;
-use std::path::Path;
-
-/// Container may start.
-pub const EXIT_START: i32 = 0;
-/// Usage error.
-pub const EXIT_USAGE: i32 = 2;
-/// Refused by policy.
-pub const EXIT_REFUSED: i32 = 3;
-/// hpcc failed, fail closed.
-pub const EXIT_ERROR: i32 = 4;
+use std::path::{Path, PathBuf};
 
 /// The OCI hook stages hpcc acts in. `prestart` (runc, crun, podman) and
 /// `createRuntime` run in the runtime's namespaces before pivot_root; the
@@ -46,9 +34,14 @@ pub enum Stage {
     ApplyHelper,
 }
 
+/// A first argument that names no stage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown hook stage {0:?} (expected prestart, createRuntime, createContainer, startContainer, poststart or poststop)")]
+pub struct UnknownStage(pub String);
+
 impl Stage {
     /// Parses the hook's first argument (default `prestart`).
-    pub fn parse(arg: Option<&str>) -> Result<Stage, String> {
+    pub fn parse(arg: Option<&str>) -> Result<Stage, UnknownStage> {
         match arg {
             None | Some("prestart") => Ok(Stage::Prestart),
             Some("createRuntime") => Ok(Stage::CreateRuntime),
@@ -56,9 +49,66 @@ impl Stage {
             Some("createContainer" | "startContainer" | "poststart" | "poststop") => {
                 Ok(Stage::Other)
             }
-            Some(o) => Err(format!(
-                "unknown hook stage {o:?} (expected prestart, createRuntime, createContainer, startContainer, poststart or poststop)"
-            )),
+            Some(o) => Err(UnknownStage(o.to_owned())),
+        }
+    }
+}
+
+/// The hook's command line: `hpcc-hook [STAGE] [--config PATH]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookArgs {
+    /// The stage (first positional argument, default `prestart`).
+    pub stage: Stage,
+    /// The policy (default `/etc/hpcc/hook.toml`).
+    pub config: PathBuf,
+}
+
+/// A command line the hook does not understand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// Unknown stage.
+    #[error(transparent)]
+    Stage(#[from] UnknownStage),
+    /// Anything else.
+    #[error("unexpected argument {0:?} (usage: hpcc-hook [STAGE] [--config PATH])")]
+    Argument(String),
+}
+
+impl HookArgs {
+    /// Parses `argv[1..]`. The policy path comes from here and never from
+    /// the environment: runc gives a `createContainer` hook the container's
+    /// own `process.env`, which the image writes.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<HookArgs, UsageError> {
+        let mut stage = None;
+        let mut config = PathBuf::from(hpcc_config::DEFAULT_PATH);
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            if let Some(v) = a.strip_prefix("--config=") {
+                config = v.into();
+            } else if a == "--config" {
+                config = it.next().ok_or(UsageError::Argument(a))?.into();
+            } else if stage.is_none() {
+                stage = Some(Stage::parse(Some(&a))?);
+            } else {
+                return Err(UsageError::Argument(a));
+            }
+        }
+        Ok(HookArgs {
+            stage: stage.unwrap_or(Stage::Prestart),
+            config,
+        })
+    }
+}
+
+/// `hpcc-hook`'s whole life: arguments in, exit code out.
+pub fn main(args: impl IntoIterator<Item = String>) -> i32 {
+    match HookArgs::parse(args) {
+        Ok(a) => run(a.stage, std::io::stdin().lock(), &a.config, &mut |l| {
+            eprintln!("{l}")
+        }),
+        Err(e) => {
+            eprintln!("hpcc-hook: {e}");
+            launch::exit::USAGE
         }
     }
 }
@@ -76,80 +126,57 @@ pub fn run(
         // hook logs the outcome.
         return child::child_main(stdin, std::io::stdout().lock());
     }
-    let policy = match Policy::load(policy_path) {
+    let policy = match launch::load_policy(policy_path, None) {
         Ok(p) => p,
-        Err(e) => {
-            // Without a policy we cannot know on_error: fail closed, the
-            // admin must fix the file.
+        Err(refused) => {
             hpcc_common::logging::init("hpcc-hook", "info", true);
-            tracing::error!(error = %e, "policy invalid, refusing start");
-            stderr_line(&format!("hpcc: refused to start the container: {e}"));
-            return EXIT_ERROR;
+            if let Some(line) = refused.refusal() {
+                stderr_line(line);
+            }
+            return refused.exit_code();
         }
     };
-    let sink = hpcc_common::logging::init("hpcc-hook", &policy.log.level, policy.log.journald);
+    hpcc_common::logging::init("hpcc-hook", &policy.log.level, policy.log.journald);
     if stage == Stage::Other {
-        return EXIT_START;
+        return launch::exit::START;
     }
-    match decide(stdin, &policy, policy_path, sink) {
-        Ok(Some(line)) => {
-            stderr_line(&line);
-            EXIT_REFUSED
+    let ctx = match read_input(stdin) {
+        Ok(c) => c,
+        Err(e) => {
+            let outcome = launch::failed(&policy, policy_path, None, None, e);
+            return finish(outcome, "", stderr_line);
         }
-        Ok(None) => EXIT_START,
-        Err(e) => match policy.on_error {
-            OnError::Refuse => {
-                tracing::error!(error = %e, "hpcc failed, refusing start (on_error = \"refuse\")");
-                stderr_line(&format!(
-                    "hpcc: refused to start the container: {e} (policy on_error = \"refuse\" in {})",
-                    policy_path.display()
-                ));
-                EXIT_ERROR
-            }
-            OnError::Allow => {
-                tracing::warn!(error = %e, "hpcc failed, starting unchecked (on_error = \"allow\")");
-                EXIT_START
-            }
-        },
+    };
+    let node = NodeFingerprint::cached(&policy);
+    let here = Some(node.hostname.as_str());
+    let planned = launch::decide(&ctx, &node, &policy, &UserRequest::default());
+    let mut outcome = launch::outcome(&policy, policy_path, Some(&ctx.id), here, planned);
+    if let Outcome::Start(plan) = &outcome {
+        if let Err(e) = apply_tweaks(&ctx, &plan.tweaks) {
+            outcome = launch::failed(&policy, policy_path, Some(&ctx.id), here, e);
+        }
     }
+    finish(outcome, &ctx.id, stderr_line)
 }
 
-/// Ok(Some(line)) = refused with that line; Ok(None) = start.
-fn decide(
-    stdin: impl Read,
-    policy: &Policy,
-    policy_path: &Path,
-    sink: hpcc_common::logging::Sink,
-) -> Result<Option<String>, String> {
-    let state = oci::read_state(stdin).map_err(|e| e.to_string())?;
-    let spec = oci::load_bundle_config(state.bundle()).map_err(|e| e.to_string())?;
-    let ctx = LaunchContext::new(&state, &spec);
-    let node = NodeFingerprint::cached(policy);
-    let plan =
-        launch::plan(&ctx, &node, policy, &UserRequest::default()).map_err(|e| e.to_string())?;
-    let score = plan.verdict.score.as_str();
-    for f in &plan.verdict.findings {
-        tracing::info!(container = %ctx.id, check = f.check.as_str(), level = ?f.level, image = f.image.as_deref().unwrap_or(""), node = f.node.as_deref().unwrap_or(""), "{}", f.reason);
+/// Logs the outcome, prints its line, gives its exit code.
+fn finish(outcome: Outcome, container: &str, stderr_line: &mut dyn FnMut(&str)) -> i32 {
+    launch::log(&outcome, container);
+    if let Some(line) = outcome.refusal() {
+        stderr_line(line);
     }
-    if let Some(line) = plan.refusal_line(policy_path) {
-        // On stderr the line itself is the record; do not print it twice.
-        if sink == hpcc_common::logging::Sink::Journald {
-            tracing::error!(container = %ctx.id, bundle = %ctx.bundle.display(), score, decision = "refuse", "{line}");
-        }
-        return Ok(Some(line));
-    }
-    if let hpcc_common::plan::Decision::Start { warnings } = &plan.decision {
-        for w in warnings {
-            tracing::warn!(container = %ctx.id, "{w}");
-        }
-    }
-    apply_tweaks(&ctx, &plan.tweaks)?;
-    tracing::info!(container = %ctx.id, bundle = %ctx.bundle.display(), score, decision = "start", "container may start");
-    Ok(None)
+    outcome.exit_code()
+}
+
+/// The OCI state on stdin and the bundle's config it names.
+fn read_input(stdin: impl Read) -> Result<LaunchContext, LaunchError> {
+    let state = oci::read_state(stdin)?;
+    let spec = oci::load_bundle_config(state.bundle())?;
+    Ok(LaunchContext::new(&state, &spec))
 }
 
 /// Applies the plan's tweaks through the helper and logs each effect.
-fn apply_tweaks(ctx: &LaunchContext, tweaks: &hpcc_common::plan::Tweaks) -> Result<(), String> {
+fn apply_tweaks(ctx: &LaunchContext, tweaks: &Tweaks) -> Result<(), LaunchError> {
     if tweaks.is_empty() {
         return Ok(());
     }
@@ -158,28 +185,25 @@ fn apply_tweaks(ctx: &LaunchContext, tweaks: &hpcc_common::plan::Tweaks) -> Resu
         pid: match ctx.pid {
             Some(pid) => pid,
             None if !apply::touches_container(tweaks) => 0,
-            None => return Err(apply::ApplyError::NoPid.to_string()),
+            None => return Err(apply::ApplyError::NoPid.into()),
         },
     };
-    let applied = child::apply_in_child(std::path::Path::new("/proc/self/exe"), tweaks, &target)
-        .map_err(|e| {
-            tracing::error!(container = %ctx.id, error = %e, "applying the launch tweaks failed (rolled back)");
-            format!("applying the launch tweaks failed: {e}")
-        })?;
+    let applied = child::apply_in_child(Path::new("/proc/self/exe"), tweaks, &target)?;
+    let id = ctx.id.as_str();
     for m in &applied.mounts {
-        tracing::info!(container = %ctx.id, source = %m.source.display(), destination = %m.destination.display(), readonly = m.readonly, "mounted: {}", m.reason);
+        tracing::info!(container = id, source = %m.source.display(), destination = %m.destination.display(), readonly = m.readonly, "mounted: {}", m.reason);
     }
     for d in &applied.devices {
-        tracing::info!(container = %ctx.id, device = %d.path.display(), host = %d.host_path.display(), grant = ?d.grant, "device exposed: {}", d.reason);
+        tracing::info!(container = id, device = %d.path.display(), host = %d.host_path.display(), grant = ?d.grant, "device exposed: {}", d.reason);
     }
     if !applied.ld_cache.is_empty() {
-        tracing::info!(container = %ctx.id, dirs = ?applied.ld_cache, "container linker cache rebuilt with the host ldconfig");
+        tracing::info!(container = id, dirs = ?applied.ld_cache, "container linker cache rebuilt with the host ldconfig");
     }
     for n in &applied.env_not_applied {
-        tracing::info!(container = %ctx.id, "{n}");
+        tracing::info!(container = id, "{n}");
     }
     for n in &applied.notes {
-        tracing::warn!(container = %ctx.id, "{n}");
+        tracing::warn!(container = id, "{n}");
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! (`required .../hpcc_spank.so config=/etc/hpcc/hook.toml default_mpi=auto`)
 //! and the user's option values (`--hpcc`, `--hpcc-mpi`).
 
-use hpcc_common::plan::{MpiChoice, UserRequest};
+use hpcc_common::plan::{MpiChoice, UnknownMpiChoice, UserRequest};
 use hpcc_config::Enforcement;
 use std::path::PathBuf;
 
@@ -91,11 +91,12 @@ impl PluginArgs {
                     })?)
                 }
                 "default_mpi" => {
-                    out.default_mpi = v.parse().map_err(|reason| ArgError::Invalid {
-                        key: "default_mpi",
-                        value: v.into(),
-                        reason,
-                    })?
+                    out.default_mpi =
+                        v.parse().map_err(|e: UnknownMpiChoice| ArgError::Invalid {
+                            key: "default_mpi",
+                            value: v.into(),
+                            reason: e.to_string(),
+                        })?
                 }
                 _ => return Err(ArgError::Unknown(a.to_owned())),
             }
@@ -126,11 +127,15 @@ impl UserOptions {
 
     /// Records `--hpcc-mpi=VALUE`.
     pub fn set_mpi(&mut self, value: &str) -> Result<(), ArgError> {
-        self.mpi = Some(value.parse().map_err(|reason| ArgError::Option {
-            option: "hpcc-mpi",
-            value: value.chars().take(64).collect(),
-            reason,
-        })?);
+        self.mpi = Some(
+            value
+                .parse()
+                .map_err(|e: UnknownMpiChoice| ArgError::Option {
+                    option: "hpcc-mpi",
+                    value: value.chars().take(64).collect(),
+                    reason: e.to_string(),
+                })?,
+        );
         Ok(())
     }
 

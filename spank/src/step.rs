@@ -1,46 +1,27 @@
-//! The decision for one `--container` step on one node, with the same core
-//! as `hpcc-hook`: bundle config (read as the job user) + node fingerprint
-//! (per-boot cache) + policy + the user's request -> start or refuse.
+//! The decision for one `--container` step on one node: the job user's
+//! bundle config (read with the user's rights) into `hpcc_common::launch`.
 
-use crate::userfile::{self, Identity};
+use crate::creds::{FsIdentity, Identity};
+use crate::userfile;
 use hpcc_common::fingerprint::NodeFingerprint;
-use hpcc_common::launch;
+use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
-use hpcc_common::plan::{Decision, Plan, UserRequest};
-use hpcc_config::{OnError, Policy};
+use hpcc_common::plan::{Decision, UserRequest};
+use hpcc_config::Policy;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long reading the user's `config.json` may take.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the plugin does with the step.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Let it start; the container's tweaks come from `hpcc-hook`.
-    Start {
-        /// The plan (score, warnings, tweaks).
-        plan: Box<Plan>,
-        /// The policy with the user's request applied, for the wrapper.
-        effective: Box<Policy>,
-    },
-    /// hpcc failed and `on_error = "allow"`: start unchecked.
-    StartUnchecked {
-        /// Why hpcc could not decide.
-        error: String,
-    },
-    /// Do not start: the one line for the user (and the admin's log).
-    Refuse {
-        /// `hpcc: refused to start container ...`.
-        line: String,
-    },
-}
-
-/// One decision and what it cost.
-#[derive(Debug, Clone, PartialEq)]
+/// One decision, the policy it was taken under and what it cost.
+#[derive(Debug)]
 pub struct Decided {
     /// The outcome.
     pub outcome: Outcome,
+    /// The policy with the user's request applied, for `hpcc-runtime`
+    /// (absent when the policy could not be read).
+    pub effective: Option<Policy>,
     /// Wall time of the whole decision.
     pub elapsed: Duration,
 }
@@ -62,132 +43,78 @@ pub struct StepInput<'a> {
 /// refusal or an unchecked start as `on_error` says.
 pub fn decide(input: &StepInput<'_>) -> Decided {
     let t0 = Instant::now();
-    let outcome = decide_inner(input);
+    // The user knows the step by the bundle they named.
+    let id = input.bundle.display().to_string();
+    let (outcome, effective) = match launch::load_policy(input.policy_path, Some(&id)) {
+        Err(refused) => (refused, None),
+        Ok(policy) => {
+            let node = NodeFingerprint::cached(&policy);
+            let planned = read_context(input, &id).and_then(|ctx| {
+                // The tweak planner opens the image's rootfs (root.path,
+                // the user's choice) with the job user's file system
+                // rights, so a root-only image cannot be inspected through
+                // the plugin either.
+                FsIdentity::enter(input.user)
+                    .run(|| launch::decide(&ctx, &node, &policy, &input.request))
+            });
+            let outcome = launch::outcome(
+                &policy,
+                input.policy_path,
+                Some(&id),
+                Some(&node.hostname),
+                planned,
+            );
+            let effective = hpcc_common::handoff::effective_policy(&policy, &input.request);
+            (outcome, Some(effective))
+        }
+    };
     Decided {
         outcome,
+        effective,
         elapsed: t0.elapsed(),
     }
 }
 
-fn decide_inner(input: &StepInput<'_>) -> Outcome {
-    let bundle = input.bundle.display();
-    let policy = match Policy::load(input.policy_path) {
-        Ok(p) => p,
-        // Without a policy on_error is unknown: fail closed.
-        Err(e) => {
-            return Outcome::Refuse {
-                line: format!("hpcc: refused to start container {bundle}: {e}"),
-            }
-        }
-    };
-    let failed = |what: String| {
-        match policy.on_error {
-        OnError::Refuse => Outcome::Refuse {
-            line: format!(
-                "hpcc: refused to start container {bundle}: {what} (policy on_error = \"refuse\" in {})",
-                input.policy_path.display()
-            ),
-        },
-        OnError::Allow => Outcome::StartUnchecked { error: what },
-    }
-    };
+/// The bundle's config, read as the job user.
+fn read_context(input: &StepInput<'_>, id: &str) -> Result<LaunchContext, LaunchError> {
     let config_path = input.bundle.join("config.json");
-    let bytes = match userfile::read_as(
+    let bytes = userfile::read_as(
         input.user,
         &config_path,
         oci::MAX_CONFIG_BYTES,
         READ_TIMEOUT,
-    ) {
-        Ok(b) => b,
-        Err(e) => return failed(e.to_string()),
-    };
-    let spec = match oci::read_config(&bytes[..], &config_path.display().to_string()) {
-        Ok(s) => s,
-        Err(e) => return failed(e.to_string()),
-    };
+    )
+    .map_err(LaunchError::input)?;
+    let spec = oci::read_config(&bytes[..], &config_path.display().to_string())?;
     let mut ctx = LaunchContext::from_bundle(input.bundle, &spec);
-    // The user knows the step by the bundle they named.
-    ctx.id = bundle.to_string();
-    let node = NodeFingerprint::cached(&policy);
-    // The tweak planner opens the image's rootfs (root.path, the user's
-    // choice): it does so with the job user's file system rights, so a
-    // root-only image cannot be inspected through the plugin either.
-    let plan = match FsIdentity::enter(input.user)
-        .run(|| launch::plan(&ctx, &node, &policy, &input.request))
-    {
-        Ok(p) => p,
-        Err(e) => return failed(e.to_string()),
-    };
-    if let Some(line) = plan.refusal_line(input.policy_path) {
-        return Outcome::Refuse { line };
-    }
-    Outcome::Start {
-        effective: Box::new(crate::handoff::effective_policy(&policy, &input.request)),
-        plan: Box::new(plan),
-    }
+    ctx.id = id.to_owned();
+    Ok(ctx)
 }
 
-/// The job user's fsuid/fsgid on this thread for a scope (root only; a
-/// no-op otherwise). setfsuid is per thread and changes nothing but file
-/// access checks, which is all the planner needs; the previous ids come
-/// back on drop, also when the closure panics.
-struct FsIdentity(Option<(u32, u32)>);
-
-impl FsIdentity {
-    fn enter(who: &Identity) -> FsIdentity {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || who.uid == 0 {
-            return FsIdentity(None);
-        }
-        // SAFETY: setfsgid/setfsuid return the previous id and only affect
-        // this thread's file access checks.
-        let (old_gid, old_uid) = unsafe { (libc::setfsgid(who.gid), libc::setfsuid(who.uid)) };
-        FsIdentity(Some((old_uid as u32, old_gid as u32)))
-    }
-
-    fn run<T>(self, f: impl FnOnce() -> T) -> T {
-        let out = f();
-        drop(self);
-        out
-    }
-}
-
-impl Drop for FsIdentity {
-    fn drop(&mut self) {
-        if let Some((uid, gid)) = self.0 {
-            // SAFETY: see enter.
-            unsafe {
-                libc::setfsuid(uid);
-                libc::setfsgid(gid);
-            }
-        }
-    }
-}
-
-/// The lines logged for an outcome: what the admin reads in slurmd's log.
+/// The line logged for an outcome: what the admin reads in slurmd's log.
 pub fn summary(outcome: &Outcome, elapsed: Duration) -> String {
     let ms = elapsed.as_secs_f64() * 1e3;
     match outcome {
-        Outcome::Start { plan, .. } => {
+        Outcome::Start(plan) => {
             let warnings = match &plan.decision {
-                Decision::Start { warnings } if !warnings.is_empty() => {
-                    format!("; warnings: {}", warnings.join("; "))
-                }
+                Decision::Start { warnings } if !warnings.is_empty() => hpcc_common::text::escape(
+                    &format!("; warnings: {}", warnings.join("; ")),
+                ),
                 _ => String::new(),
             };
             format!(
                 "hpcc: container {} may start on {} (score {}, {} mount(s), {} device(s) planned; decided in {ms:.2} ms){warnings}",
                 plan.container,
                 plan.node,
-                plan.verdict.score.as_str(),
+                plan.verdict.score().as_str(),
                 plan.tweaks.mounts.len(),
                 plan.tweaks.devices.len(),
             )
         }
-        Outcome::StartUnchecked { error } => format!(
+        Outcome::StartUnchecked(error) => hpcc_common::text::escape(&format!(
             "hpcc: could not check the container, starting it unchecked (policy on_error = \"allow\"): {error}"
-        ),
-        Outcome::Refuse { line } => line.clone(),
+        )),
+        Outcome::Refuse { line, .. } => line.clone(),
     }
 }
 
@@ -223,7 +150,8 @@ mod tests {
             .unwrap();
         }
 
-        fn decide(&self, request: UserRequest) -> Outcome {
+        fn decided(&self, request: UserRequest) -> Decided {
+            // SAFETY: no preconditions.
             let me = unsafe {
                 Identity {
                     uid: libc::geteuid(),
@@ -239,7 +167,10 @@ mod tests {
                 policy_path: &policy,
                 request,
             })
-            .outcome
+        }
+
+        fn decide(&self, request: UserRequest) -> Outcome {
+            self.decided(request).outcome
         }
     }
 
@@ -255,7 +186,7 @@ mod tests {
     fn impossible_cpu_is_refused_with_one_line() {
         let f = Fixture::new("refuse", "");
         f.config(FOREIGN_CPU);
-        let Outcome::Refuse { line } = f.decide(UserRequest::default()) else {
+        let Outcome::Refuse { line, .. } = f.decide(UserRequest::default()) else {
             panic!("not refused")
         };
         assert!(
@@ -275,11 +206,15 @@ mod tests {
             enforcement: Some(hpcc_config::Enforcement::Warn),
             ..Default::default()
         };
-        let Outcome::Start { plan, effective } = f.decide(warn) else {
+        let d = f.decided(warn);
+        let Outcome::Start(plan) = d.outcome else {
             panic!("warn did not start")
         };
         assert!(matches!(&plan.decision, Decision::Start { warnings } if !warnings.is_empty()));
-        assert_eq!(effective.checks.cpu, hpcc_config::Enforcement::Warn);
+        assert_eq!(
+            d.effective.unwrap().checks.cpu,
+            hpcc_config::Enforcement::Warn
+        );
         let g = Fixture::new("norelax", "[users]\nmay_relax_to = \"enforce\"\n");
         g.config(FOREIGN_CPU);
         assert!(matches!(g.decide(warn), Outcome::Refuse { .. }));
@@ -290,7 +225,7 @@ mod tests {
         let f = Fixture::new("start", "");
         f.config(r#""org.supercontainers.hardware.cpu.optimized.version":"x86_64""#);
         let o = f.decide(UserRequest::default());
-        assert!(matches!(o, Outcome::Start { .. }), "{o:?}");
+        assert!(matches!(o, Outcome::Start(_)), "{o:?}");
         assert!(summary(&o, Duration::from_millis(1)).contains("may start"));
     }
 
@@ -298,7 +233,7 @@ mod tests {
     fn broken_bundle_follows_on_error() {
         let f = Fixture::new("broken", "");
         // No config.json at all.
-        let Outcome::Refuse { line } = f.decide(UserRequest::default()) else {
+        let Outcome::Refuse { line, .. } = f.decide(UserRequest::default()) else {
             panic!()
         };
         assert!(
@@ -309,7 +244,7 @@ mod tests {
         std::fs::write(g.dir.join("bundle/config.json"), "{not json").unwrap();
         assert!(matches!(
             g.decide(UserRequest::default()),
-            Outcome::StartUnchecked { .. }
+            Outcome::StartUnchecked(_)
         ));
     }
 
@@ -317,7 +252,7 @@ mod tests {
     fn invalid_policy_fails_closed() {
         let f = Fixture::new("badpolicy", "[checks]\ncpu = \"sometimes\"\n");
         f.config(FOREIGN_CPU);
-        let Outcome::Refuse { line } = f.decide(UserRequest::default()) else {
+        let Outcome::Refuse { line, .. } = f.decide(UserRequest::default()) else {
             panic!()
         };
         assert!(line.contains("sometimes") || line.contains("cpu"), "{line}");

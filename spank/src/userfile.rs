@@ -8,6 +8,7 @@
 //! prepared before the fork (slurmstepd has other threads; nothing that
 //! takes a lock may run in the child).
 
+use crate::creds::Identity;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -61,17 +62,6 @@ pub enum UserReadError {
         /// What failed.
         reason: String,
     },
-}
-
-/// Who reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// uid.
-    pub uid: u32,
-    /// Primary gid.
-    pub gid: u32,
-    /// Supplementary gids.
-    pub groups: Vec<u32>,
 }
 
 // Child exit codes: how the child tells the parent what went wrong without
@@ -128,8 +118,8 @@ pub fn read_as(
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let mut status = 0;
-    // SAFETY: pid is our child; status is writable.
     let r = loop {
+        // SAFETY: pid is our child; status is writable.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
         if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
@@ -213,9 +203,11 @@ fn read_pipe(rd: OwnedFd, limit: u64, timeout: Duration) -> (Vec<u8>, bool) {
 }
 
 /// The child: drop privileges for good, open, check, stream. Raw system
-/// calls only (the libc wrappers of setuid and friends broadcast to all
-/// threads through a lock; this process has one thread, the raw calls
-/// change exactly it).
+/// calls only (see [`crate::creds::drop_for_good`]).
+///
+/// # Safety
+/// Only in a freshly forked child: it makes raw system calls on memory
+/// prepared before the fork and must end with `_exit`.
 unsafe fn child(
     who: &Identity,
     groups: &[libc::gid_t],
@@ -224,68 +216,60 @@ unsafe fn child(
     limit: u64,
     chunk: &mut [u8],
 ) -> i32 {
-    // slurmstepd runs user_init with the job user as effective uid and root
-    // as real and saved uid: take root back in this child first, or
-    // setgroups fails. Failing here is fine: then we were not root at all.
-    libc::syscall(libc::SYS_setresuid, -1i64, 0i64, -1i64);
-    if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
-        || libc::syscall(libc::SYS_setresgid, who.gid, who.gid, who.gid) != 0
-        || libc::syscall(libc::SYS_setresuid, who.uid, who.uid, who.uid) != 0
-    {
-        return C_PRIVS;
-    }
-    // Make sure the drop took: a uid 0 target is allowed (root's own
-    // jobs), anything else must have lost root.
-    if who.uid != 0 && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0 {
-        return C_PRIVS;
-    }
-    let fd = libc::open(
-        path.as_ptr(),
-        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
-    );
-    if fd < 0 {
-        return match *libc::__errno_location() {
-            libc::EACCES | libc::EPERM => C_DENIED,
-            libc::ENOENT | libc::ENOTDIR => C_MISSING,
-            _ => C_READ,
-        };
-    }
-    let mut st: libc::stat = std::mem::zeroed();
-    if libc::fstat(fd, &mut st) != 0 {
-        return C_READ;
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return C_NOT_REGULAR;
-    }
-    if st.st_size as u64 > limit {
-        return C_TOO_LARGE;
-    }
-    let mut total: u64 = 0;
-    loop {
-        let n = libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len());
-        if n < 0 {
-            if *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
+    // SAFETY: raw system calls on descriptors and buffers this child
+    // owns; the caller guarantees a freshly forked, single-threaded child.
+    unsafe {
+        if !crate::creds::drop_for_good(who, groups) {
+            return C_PRIVS;
+        }
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
+        );
+        if fd < 0 {
+            return match *libc::__errno_location() {
+                libc::EACCES | libc::EPERM => C_DENIED,
+                libc::ENOENT | libc::ENOTDIR => C_MISSING,
+                _ => C_READ,
+            };
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
             return C_READ;
         }
-        if n == 0 {
-            return C_OK;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return C_NOT_REGULAR;
         }
-        total += n as u64;
-        if total > limit {
+        if st.st_size as u64 > limit {
             return C_TOO_LARGE;
         }
-        let mut off = 0usize;
-        while off < n as usize {
-            let w = libc::write(out, chunk.as_ptr().add(off).cast(), n as usize - off);
-            if w <= 0 {
-                if w < 0 && *libc::__errno_location() == libc::EINTR {
+        let mut total: u64 = 0;
+        loop {
+            let n = libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len());
+            if n < 0 {
+                if *libc::__errno_location() == libc::EINTR {
                     continue;
                 }
                 return C_READ;
             }
-            off += w as usize;
+            if n == 0 {
+                return C_OK;
+            }
+            total += n as u64;
+            if total > limit {
+                return C_TOO_LARGE;
+            }
+            let mut off = 0usize;
+            while off < n as usize {
+                let w = libc::write(out, chunk.as_ptr().add(off).cast(), n as usize - off);
+                if w <= 0 {
+                    if w < 0 && *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    return C_READ;
+                }
+                off += w as usize;
+            }
         }
     }
 }

@@ -20,7 +20,7 @@
 #   HOOK_STAGE=prestart    prestart | createRuntime | createContainer | startContainer | poststart | poststop
 #   HOOK_ARGS='[]'         extra hook arguments, JSON array (argv[0] is HOOK)
 #   HOOK_TIMEOUT=N         hook timeout in seconds
-#   HPCC_CONFIG=/path      passed to the hook as HPCC_CONFIG (hooks get only the
+#   HPCC_CONFIG=/path      passed to the hook as --config=/path (hooks get only the
 #                          entry's env, so PATH is set there too)
 set -euo pipefail
 
@@ -85,8 +85,10 @@ if [ -n "${HOOK:-}" ]; then
   case $HOOK in /*) ;; *) die "HOOK must be an absolute path" ;; esac
   [ -x "$HOOK" ] || log "warning: HOOK $HOOK is not an executable file (yet)"
   henv='["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]'
-  [ -n "${HPCC_CONFIG:-}" ] && henv=$(jq -c --arg c "HPCC_CONFIG=$HPCC_CONFIG" '[$c] + .' <<<"$henv")
-  hook=$(jq -nc --arg p "$HOOK" --argjson extra "${HOOK_ARGS:-[]}" --argjson env "$henv" \
+  extra=${HOOK_ARGS:-[]}
+  # The hook reads its policy from its arguments, never from its environment.
+  [ -n "${HPCC_CONFIG:-}" ] && extra=$(jq -c --arg c "--config=$HPCC_CONFIG" '. + [$c]' <<<"$extra")
+  hook=$(jq -nc --arg p "$HOOK" --argjson extra "$extra" --argjson env "$henv" \
            --arg t "${HOOK_TIMEOUT:-}" \
            '{path: $p, args: ([$p] + $extra), env: $env}
             + (if $t == "" then {} else {timeout: ($t | tonumber)} end)')

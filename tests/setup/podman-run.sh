@@ -10,7 +10,7 @@
 # Env:
 #   HOOK=/abs/hpcc-hook  written to a private hooks.d file, run at prestart for
 #                        any container with an org.supercontainers.* annotation
-#   HPCC_CONFIG=/path    passed in the hook's env (hooks get only that env)
+#   HPCC_CONFIG=/path    passed to the hook as --config=/path
 #   PODMAN_RUNTIME=runc  OCI runtime for podman
 #   ROOTFS_MODE=copy|ref copy (default): run on a throw-away copy, since podman
 #                        writes etc/hosts, etc/resolv.conf, run/.containerenv
@@ -35,10 +35,11 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/hooks.d"
 if [ -n "${HOOK:-}" ]; then
   henv='["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]'
-  [ -n "${HPCC_CONFIG:-}" ] && henv=$(jq -c --arg c "HPCC_CONFIG=$HPCC_CONFIG" '[$c] + .' <<<"$henv")
-  jq -n --arg p "$HOOK" --argjson env "$henv" '{
+  hargs=$(jq -nc --arg p "$HOOK" '[$p]')
+  [ -n "${HPCC_CONFIG:-}" ] && hargs=$(jq -c --arg c "--config=$HPCC_CONFIG" '. + [$c]' <<<"$hargs")
+  jq -n --arg p "$HOOK" --argjson env "$henv" --argjson args "$hargs" '{
     version: "1.0.0",
-    hook: {path: $p, args: [$p], env: $env},
+    hook: {path: $p, args: $args, env: $env},
     when: {annotations: {"^org\\.supercontainers\\.": ".*"}},
     stages: ["prestart"]}' >"$tmp/hooks.d/hpcc.json"
   log "hook $HOOK (hooks.d: $tmp/hooks.d/hpcc.json)"

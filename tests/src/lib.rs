@@ -169,18 +169,15 @@ impl Bundle {
     }
 
     /// Adds `hpcc-hook` as a prestart hook with this policy text (written
-    /// next to the bundle and named by `HPCC_CONFIG` in the hook's env).
+    /// next to the bundle and named by the hook's `--config` argument).
     pub fn with_hook(&mut self, policy: &str) -> &mut Self {
         let policy_path = self.dir.join("hook.toml");
         std::fs::write(&policy_path, policy).unwrap();
         self.config["hooks"] = json!({
             "prestart": [{
                 "path": bin("hpcc-hook"),
-                "args": ["hpcc-hook", "prestart"],
-                "env": [
-                    format!("HPCC_CONFIG={}", policy_path.display()),
-                    "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                ],
+                "args": ["hpcc-hook", "prestart", format!("--config={}", policy_path.display())],
+                "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
             }]
         });
         self

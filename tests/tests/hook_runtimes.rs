@@ -195,8 +195,7 @@ fn podman(name: &str, annotation: Option<&str>) -> Run {
         "version": "1.0.0",
         "hook": {
             "path": bin("hpcc-hook"),
-            "args": ["hpcc-hook", "prestart"],
-            "env": [format!("HPCC_CONFIG={}", policy.display())],
+            "args": ["hpcc-hook", "prestart", format!("--config={}", policy.display())],
         },
         "when": { "always": true },
         "stages": ["prestart"],

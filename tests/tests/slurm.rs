@@ -63,7 +63,7 @@ fn env() -> &'static Env {
             require(tool);
         }
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "hpcc-spank", "-p", "hpcc-hook"])
+            .args(["build", "-q", "-p", "hpcc-spank", "-p", "hpcc-hook", "-p", "hpcc-runtime"])
             .current_dir(repo_root())
             .status()
             .expect("cargo build runs");
@@ -94,8 +94,8 @@ fn env() -> &'static Env {
         std::fs::write(
             &spy,
             format!(
-                "#!/bin/sh\n# Records one hpcc-hook call (its state and HPCC_CONFIG), then runs it.\n\
-                 state=$(cat)\nprintf '%s %s\\n' \"HPCC_CONFIG=$HPCC_CONFIG\" \"$state\" >> {log}\n\
+                "#!/bin/sh\n# Records one hpcc-hook call (its policy argument and state), then runs it.\n\
+                 state=$(cat)\nprintf '%s %s\\n' \"$2\" \"$state\" >> {log}\n\
                  printf '%s' \"$state\" | exec {hook} \"$@\"\n",
                 log = spy_log.display(),
                 hook = hook.display()
@@ -269,7 +269,7 @@ fn compatible_bundle_runs_with_the_hook() {
     let calls = spy_calls(&tag);
     assert_eq!(calls.len(), 1, "hpcc-hook should have run once: {calls:?}");
     assert!(
-        calls[0].starts_with(&format!("HPCC_CONFIG={HANDOFF_DIR}/")),
+        calls[0].starts_with(&format!("--config={HANDOFF_DIR}/")),
         "{}",
         calls[0]
     );
@@ -282,7 +282,7 @@ fn compatible_bundle_runs_with_the_hook() {
         .split_whitespace()
         .next()
         .unwrap()
-        .trim_start_matches("HPCC_CONFIG=");
+        .trim_start_matches("--config=");
     assert!(!leftover.contains(&PathBuf::from(cfg)), "{cfg} left behind");
 }
 

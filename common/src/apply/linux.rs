@@ -103,11 +103,10 @@ fn set_propagation(target: &CString, flags: libc::c_ulong) -> std::io::Result<()
 
 /// Reads a small kernel file with a bound.
 fn read_small(path: &Path) -> std::io::Result<String> {
-    let mut s = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_CGROUP_FILE)
-        .read_to_string(&mut s)?;
-    Ok(s)
+    crate::io::read_text_bounded(path, MAX_CGROUP_FILE).map_err(|e| match e {
+        crate::io::ReadError::Io(e) => e,
+        other => std::io::Error::other(other),
+    })
 }
 
 /// The cgroup v1 devices path of a process, from `/proc/PID/cgroup`

@@ -39,7 +39,8 @@
 
 pub mod child;
 pub mod linux;
-pub mod recording;
+#[cfg(test)]
+pub(crate) mod recording;
 pub mod syscalls;
 
 use crate::plan::Tweaks;

@@ -483,10 +483,10 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
 mod tests {
     use super::super::host::fake::FakeHost;
     use super::super::host::{DeviceId, RealHost};
-    use super::super::tests::ctx;
     use super::*;
-    use crate::matcher::tests::node;
     use crate::matcher::Selection;
+    use crate::testutil::ctx;
+    use crate::testutil::node;
     use hpcc_config::Policy;
     use std::path::Path;
 
@@ -661,7 +661,7 @@ mod tests {
 
     #[test]
     fn real_spec_files_on_disk() {
-        let t = crate::rootfs::tests::TempDir::new("cdi");
+        let t = crate::testutil::TempDir::new("cdi");
         std::fs::write(t.0.join("test.json"), SPEC).unwrap();
         let mut p = Policy::default();
         p.gpu.cdi_spec_dirs = vec![PathBuf::from("/nonexistent-cdi"), t.0.clone()];

@@ -223,11 +223,11 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
 mod tests {
     use super::super::host::fake::{lib, FakeHost};
     use super::super::host::DeviceId;
-    use super::super::tests::ctx;
     use super::*;
     use crate::fingerprint::NvidiaFingerprint;
-    use crate::matcher::tests::node;
     use crate::matcher::Selection;
+    use crate::testutil::ctx;
+    use crate::testutil::node;
     use crate::version::Version;
     use hpcc_config::Policy;
 

@@ -86,6 +86,7 @@ impl RealHost {
     }
 
     /// Why the host linker cache cannot be used, if it cannot.
+    #[cfg(test)]
     pub fn cache_problem(&self) -> Option<String> {
         self.cache();
         self.cache.get().and_then(|(_, p)| p.clone())

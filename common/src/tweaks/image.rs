@@ -125,11 +125,6 @@ impl<'a> ImageLibs<'a> {
         }
     }
 
-    /// The rootfs.
-    pub fn root(&self) -> &Rootfs {
-        self.root
-    }
-
     /// Where `name` (an exact soname) resolves in the image: its cache
     /// entries that still exist and the directories that hold a file of that
     /// name; each resolved to the real file, without duplicates.
@@ -276,6 +271,7 @@ impl<'a> ImageLibs<'a> {
     }
 
     /// Whether the image has a usable linker cache (for messages).
+    #[cfg(test)]
     pub fn has_cache(&self) -> bool {
         self.cache.is_some()
     }

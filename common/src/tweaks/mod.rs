@@ -348,22 +348,7 @@ mod tests {
     use super::host::fake::{lib, FakeHost};
     use super::host::DeviceId;
     use super::*;
-    use crate::matcher::tests::node;
-    use std::collections::BTreeMap;
-
-    pub(crate) fn ctx(env: &[&str], annotations: &[(&str, &str)]) -> LaunchContext {
-        LaunchContext {
-            id: "c1".into(),
-            bundle: "/b".into(),
-            rootfs: "/b/rootfs".into(),
-            pid: None,
-            annotations: annotations
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            process_env: env.iter().map(|s| s.to_string()).collect(),
-        }
-    }
+    use crate::testutil::{ctx, node};
 
     #[test]
     fn policy_mounts_devices_globs_and_missing_paths() {

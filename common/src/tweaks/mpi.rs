@@ -117,48 +117,15 @@ pub(crate) fn plan(input: &Inputs<'_>, name: &str) -> Result<Part, TweakError> {
 pub(crate) mod tests {
     use super::super::host::fake::{lib, FakeHost};
     use super::super::image::ImageLibs;
-    use super::super::tests::ctx;
     use super::super::{Inputs, Part};
     use super::*;
-    use crate::matcher::tests::{node, with_mpich};
     use crate::matcher::{Level, Selection};
-    use crate::rootfs::tests::TempDir;
     use crate::rootfs::Rootfs;
-    use hpcc_config::{HostMpi, Policy};
-    use std::os::unix::fs::symlink;
+    use crate::testutil::ctx;
+    use crate::testutil::{node, policy_mpich, rootfs_with, with_mpich};
+    use hpcc_config::Policy;
 
     const HOSTLIB: &str = "/usr/lib/x86_64-linux-gnu";
-
-    /// A rootfs with copies of real host libraries under chosen names.
-    pub(crate) fn rootfs_with(files: &[(&str, &str)], links: &[(&str, &str)]) -> TempDir {
-        let t = TempDir::new("tweaks");
-        for (src, dst) in files {
-            let d = t.0.join(dst.trim_start_matches('/'));
-            std::fs::create_dir_all(d.parent().unwrap()).unwrap();
-            std::fs::copy(src, &d).unwrap();
-        }
-        for (target, link) in links {
-            let l = t.0.join(link.trim_start_matches('/'));
-            std::fs::create_dir_all(l.parent().unwrap()).unwrap();
-            symlink(target, l).unwrap();
-        }
-        t
-    }
-
-    pub(crate) fn policy_mpich(libs: &[&str]) -> Policy {
-        let mut p = Policy::default();
-        p.mpi.insert(
-            "mpich".into(),
-            HostMpi {
-                abi: MpiAbi::Mpich,
-                libraries: libs.iter().map(PathBuf::from).collect(),
-                dependencies: vec![],
-                mounts: vec![],
-                env: [("MPICH_TEST".to_string(), "1".to_string())].into(),
-            },
-        );
-        p
-    }
 
     fn run(policy: &Policy, root: Option<&Rootfs>, host: &dyn super::super::host::Host) -> Part {
         let libs = root.map(ImageLibs::scan);

@@ -36,11 +36,6 @@ pub fn split_soname(name: &str) -> Option<(&str, Vec<u64>)> {
     Some((stem, parts?))
 }
 
-/// The major of a soname (`libmpich.so.12` -> 12).
-pub fn major(name: &str) -> Option<u64> {
-    split_soname(name).and_then(|(_, v)| v.first().copied())
-}
-
 /// Whether a soname belongs to glibc itself. These always come from the
 /// image (its glibc matches its loader); host copies would break it.
 pub fn is_glibc_library(soname: &str) -> bool {
@@ -173,7 +168,6 @@ mod tests {
         assert_eq!(split_soname("libmpich.so"), None);
         assert_eq!(split_soname("libfoo.so.1a"), None);
         assert_eq!(split_soname(".so.1"), None);
-        assert_eq!(major("libmpi.so.40"), Some(40));
     }
 
     #[test]

@@ -94,12 +94,12 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
 mod tests {
     use super::super::host::RealHost;
     use super::super::image::ImageLibs;
-    use super::super::mpi::tests::rootfs_with;
-    use super::super::tests::ctx;
     use super::*;
-    use crate::matcher::tests::node;
     use crate::matcher::Selection;
     use crate::rootfs::Rootfs;
+    use crate::testutil::ctx;
+    use crate::testutil::node;
+    use crate::testutil::rootfs_with;
     use hpcc_config::{Policy, Ucx};
     use std::path::Path;
 

@@ -1,13 +1,12 @@
-//! What the SPANK plugin leaves for the runtime wrapper of the same step:
-//! the policy with the user's `--hpcc`/`--hpcc-mpi` choices folded in
-//! (`/run/hpcc/slurm/<job>.<step>.toml`, root-owned). The wrapper names it
-//! as `HPCC_CONFIG` of the `hpcc-hook` entry it adds, so hook and plugin
-//! decide with the same rules, and `hpcc-hook` needs no Slurm knowledge.
+//! What the SPANK plugin (`hpcc_spank.so`) leaves for `hpcc-runtime` in the
+//! same Slurm step: the policy with the user's `--hpcc`/`--hpcc-mpi`
+//! choices folded in (`/run/hpcc/slurm/<job>.<step>.toml`, root-owned), so
+//! that the runtime decides with the same rules as the plugin did. Here,
+//! not in the plugin's crate, because the runtime builds without Slurm.
 
-use hpcc_common::plan::{MpiChoice, UserRequest};
+use crate::plan::{MpiChoice, UserRequest};
 use hpcc_config::Policy;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Where the per-step files live (tmpfs, cleared at boot).
@@ -49,22 +48,16 @@ pub fn write(dir: &Path, job: u32, step: u32, policy: &Policy) -> std::io::Resul
         .mode(0o755)
         .create(dir)?;
     let target = path(dir, job, step);
-    let tmp = dir.join(format!(".{job}.{step}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    let res = f
-        .write_all(b"# hpcc: effective policy of one Slurm step, written by hpcc_spank.so\n")
-        .and_then(|_| f.write_all(text.as_bytes()));
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, &target)?;
+    let body =
+        format!("# hpcc: effective policy of one Slurm step, written by hpcc_spank.so\n{text}");
+    crate::io::write_atomic(
+        &target,
+        body.as_bytes(),
+        crate::io::FileMode {
+            mode: 0o644,
+            owner: None,
+        },
+    )?;
     Ok(target)
 }
 
@@ -112,6 +105,7 @@ mod tests {
         let p = write(&dir, 7, 0, &eff).unwrap();
         let back = Policy::load(&p).unwrap();
         assert_eq!(back, eff);
+        // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         assert_eq!(trusted(&dir, 7, 0, me), Some(p.clone()));
         assert_eq!(trusted(&dir, 7, 1, me), None);

@@ -18,22 +18,19 @@
 //! Everything but `run`/`create` goes to runc unchanged.
 
 use hpcc_common::fingerprint::NodeFingerprint;
-use hpcc_common::launch;
+use hpcc_common::handoff;
+use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
 use hpcc_common::plan::{EnvVar, UserRequest};
-use hpcc_config::Policy;
 use serde_json::{json, Value};
 use std::ffi::OsString;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Exit code: the plan refused the container.
-pub const EXIT_REFUSED: i32 = 3;
 /// Exit code: the wrapper could not do its job (bad bundle, bad policy).
-pub const EXIT_ERROR: i32 = 4;
+pub const EXIT_ERROR: i32 = launch::exit::ERROR;
 /// Exit code: bad command line.
-pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_USAGE: i32 = launch::exit::USAGE;
 
 /// Where `hpcc-hook` is installed by the packages.
 pub const DEFAULT_HOOK: &str = "/usr/libexec/hpcc/hpcc-hook";
@@ -88,7 +85,7 @@ impl WrapperArgs {
             config: hpcc_config::DEFAULT_PATH.into(),
             runc: DEFAULT_RUNC.into(),
             spool: None,
-            state: crate::handoff::DEFAULT_DIR.into(),
+            state: handoff::DEFAULT_DIR.into(),
             runtime: Vec::new(),
         };
         for a in args {
@@ -227,16 +224,8 @@ pub fn read_spooled(bundle: &Path) -> Result<(Vec<u8>, std::fs::Metadata), Wrapp
             "config.json is not a root-owned regular file: it was not written by slurmstepd".into(),
         ));
     }
-    let mut buf = Vec::new();
-    f.take(oci::MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| bad(e.to_string()))?;
-    if buf.len() as u64 > oci::MAX_CONFIG_BYTES {
-        return Err(bad(format!(
-            "config.json is larger than {} bytes",
-            oci::MAX_CONFIG_BYTES
-        )));
-    }
+    let buf = hpcc_common::io::read_bounded(f, oci::MAX_CONFIG_BYTES)
+        .map_err(|e| bad(format!("config.json: {e}")))?;
     Ok((buf, meta))
 }
 
@@ -248,11 +237,8 @@ pub fn edit_config(config: &mut Value, hook: &Path, policy: &Path, env: &[EnvVar
     }
     let entry = json!({
         "path": hook,
-        "args": ["hpcc-hook", "prestart"],
-        "env": [
-            format!("HPCC_CONFIG={}", policy.display()),
-            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-        ],
+        "args": ["hpcc-hook", "prestart", format!("--config={}", policy.display())],
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
     });
     let hooks = config
         .as_object_mut()
@@ -303,27 +289,15 @@ pub fn edit_config(config: &mut Value, hook: &Path, policy: &Path, env: &[EnvVar
 /// Writes the new config next to the old one and renames it over, keeping
 /// owner (when root) and mode.
 fn replace_config(bundle: &Path, config: &Value, meta: &std::fs::Metadata) -> std::io::Result<()> {
-    let tmp = bundle.join(format!(".config.json.hpcc.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
     let body = serde_json::to_vec(config).map_err(std::io::Error::other)?;
-    let res = (|| {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)?;
-        if nix_is_root() {
-            std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
-        }
-        f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        std::io::Write::write_all(&mut &f, &body)?;
-        std::fs::rename(&tmp, bundle.join("config.json"))
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    hpcc_common::io::write_atomic(
+        &bundle.join("config.json"),
+        &body,
+        hpcc_common::io::FileMode {
+            mode: meta.mode() & 0o7777,
+            owner: nix_is_root().then(|| (meta.uid(), meta.gid())),
+        },
+    )
 }
 
 fn nix_is_root() -> bool {
@@ -346,75 +320,66 @@ pub fn prepare(args: &WrapperArgs, slurm_conf: &str, hostname: &str) -> Next {
         return Next::Exec(args.runc.clone(), args.runtime.clone());
     };
     match prepare_run(args, &bundle, slurm_conf, hostname) {
-        Ok(()) => Next::Exec(args.runc.clone(), args.runtime.clone()),
-        Err(Outcome::Refused(line)) => Next::Exit(EXIT_REFUSED, line),
-        Err(Outcome::Error(e)) => Next::Exit(EXIT_ERROR, e.to_string()),
+        Ok(None) => Next::Exec(args.runc.clone(), args.runtime.clone()),
+        Ok(Some(refused)) => Next::Exit(
+            refused.exit_code(),
+            refused.refusal().unwrap_or_default().to_owned(),
+        ),
+        Err(e) => Next::Exit(EXIT_ERROR, e.to_string()),
     }
 }
 
-enum Outcome {
-    Refused(String),
-    Error(WrapperError),
-}
-
+/// `Ok(None)`: the config is edited, run it. `Ok(Some(outcome))`: refused.
 fn prepare_run(
     args: &WrapperArgs,
     bundle: &Path,
     slurm_conf: &str,
     hostname: &str,
-) -> Result<(), Outcome> {
+) -> Result<Option<Outcome>, WrapperError> {
     let spool = args
         .spool
         .clone()
         .unwrap_or_else(|| spool_dir(slurm_conf, hostname));
-    let (bundle, job, step) = validate_bundle(bundle, &spool).map_err(Outcome::Error)?;
-    let (bytes, meta) = read_spooled(&bundle).map_err(Outcome::Error)?;
+    let (bundle, job, step) = validate_bundle(bundle, &spool)?;
+    let (bytes, meta) = read_spooled(&bundle)?;
     // The plugin's per-step policy must be root's; anything else is ignored
     // and the admin's policy applies (never looser than the plugin's).
     let policy_path =
-        crate::handoff::trusted(&args.state, job, step, 0).unwrap_or_else(|| args.config.clone());
-    let policy = Policy::load(&policy_path)
-        .map_err(|e| Outcome::Refused(format!("hpcc: refused to start the container: {e}")))?;
-    let fail = |e: String| match policy.on_error {
-        hpcc_config::OnError::Refuse => Err(Outcome::Refused(format!(
-            "hpcc: refused to start the container: {e} (policy on_error = \"refuse\" in {})",
-            policy_path.display()
-        ))),
-        hpcc_config::OnError::Allow => Ok(None),
+        handoff::trusted(&args.state, job, step, 0).unwrap_or_else(|| args.config.clone());
+    let policy = match launch::load_policy(&policy_path, None) {
+        Ok(p) => p,
+        Err(refused) => return Ok(Some(refused)),
     };
-    let spec = oci::read_config(&bytes[..], "the spooled config.json");
     let mut config: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
-        Err(e) => return fail(format!("the spooled config.json is not JSON: {e}")).map(|_| ()),
-    };
-    let env = match spec {
-        Ok(spec) => {
-            let ctx = LaunchContext::from_bundle(&bundle, &spec);
-            let node = NodeFingerprint::cached(&policy);
-            match launch::plan(&ctx, &node, &policy, &UserRequest::default()) {
-                Ok(plan) => {
-                    if let Some(line) = plan.refusal_line(&policy_path) {
-                        return Err(Outcome::Refused(line));
-                    }
-                    Some(plan.tweaks.env)
-                }
-                Err(e) => fail(e.to_string())?,
-            }
+        Err(e) => {
+            let e = LaunchError::input(e);
+            return Ok(match launch::failed(&policy, &policy_path, None, None, e) {
+                Outcome::StartUnchecked(_) => None,
+                refused => Some(refused),
+            });
         }
-        Err(e) => fail(e.to_string())?,
     };
-    edit_config(
-        &mut config,
-        &args.hook,
-        &policy_path,
-        env.as_deref().unwrap_or(&[]),
-    );
+    let node = NodeFingerprint::cached(&policy);
+    let planned = oci::read_config(&bytes[..], "the spooled config.json")
+        .map_err(LaunchError::from)
+        .and_then(|spec| {
+            let ctx = LaunchContext::from_bundle(&bundle, &spec);
+            launch::decide(&ctx, &node, &policy, &UserRequest::default())
+        });
+    let env = match launch::outcome(&policy, &policy_path, None, Some(&node.hostname), planned) {
+        Outcome::Start(plan) => plan.tweaks.env,
+        Outcome::StartUnchecked(_) => Vec::new(),
+        refused => return Ok(Some(refused)),
+    };
+    edit_config(&mut config, &args.hook, &policy_path, &env);
     replace_config(&bundle, &config, &meta).map_err(|e| {
-        Outcome::Error(WrapperError::Failed(format!(
+        WrapperError::Failed(format!(
             "cannot write {}/config.json: {e}",
             bundle.display()
-        )))
-    })
+        ))
+    })?;
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -515,7 +480,7 @@ mod tests {
         let pre = c["hooks"]["prestart"].as_array().unwrap();
         assert_eq!(pre.len(), 2);
         assert_eq!(pre[0]["path"], DEFAULT_HOOK);
-        assert_eq!(pre[0]["env"][0], "HPCC_CONFIG=/run/hpcc/slurm/1.0.toml");
+        assert_eq!(pre[0]["args"][2], "--config=/run/hpcc/slurm/1.0.toml");
         assert_eq!(pre[1]["path"], "/user/hook");
         let penv = c["process"]["env"].as_array().unwrap();
         assert_eq!(

@@ -1,7 +1,7 @@
 //! `hpcc-runc-wrapper [--hpcc-KEY=VALUE]... RUNC-ARGS...`: the runtime for
-//! Slurm's `oci.conf` `RunTimeRun`. See `hpcc_spank::wrapper`.
+//! Slurm's `oci.conf` `RunTimeRun`. See `hpcc_runtime::slurm`.
 
-use hpcc_spank::wrapper::{self, Next, WrapperArgs};
+use hpcc_runtime::slurm::{self as wrapper, Next, WrapperArgs};
 use std::os::unix::process::CommandExt;
 
 fn main() {

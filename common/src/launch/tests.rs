@@ -1,0 +1,374 @@
+//! The launch decision end to end (annotations, fingerprint, policy,
+//! user request, tweak planning) on hand-written nodes and real rootfs
+//! copies.
+
+use super::*;
+use crate::matcher::{evaluate, Score};
+use crate::testutil::{node, policy_mpich, rootfs_with, with_mpich, TempDir};
+
+fn ctx(pairs: &[(&str, &str)]) -> LaunchContext {
+    crate::testutil::ctx(&[], pairs)
+}
+
+fn spec(pairs: &[(&str, &str)]) -> ImageSpec {
+    ImageSpec::from_annotations(pairs.iter().copied()).unwrap()
+}
+
+fn line(p: &Plan) -> String {
+    refusal_line(p, Path::new("/etc/hpcc/hook.toml")).unwrap()
+}
+
+#[test]
+fn invalid_annotation_refuses_naming_key_and_value() {
+    let c = ctx(&[(
+        "org.supercontainers.hardware.cpu.optimized.version",
+        "pentium9000",
+    )]);
+    let p = decide(
+        &c,
+        &node("icelake"),
+        &Policy::default(),
+        &UserRequest::default(),
+    )
+    .unwrap();
+    assert!(!p.decision.allows_start());
+    let line = line(&p);
+    assert!(
+        line.contains("pentium9000") && line.contains("cpu.optimized.version"),
+        "{line}"
+    );
+}
+
+#[test]
+fn compatible_image_starts() {
+    let c = ctx(&[(
+        "org.supercontainers.hardware.cpu.optimized.version",
+        "x86_64",
+    )]);
+    let p = decide(
+        &c,
+        &node("icelake"),
+        &Policy::default(),
+        &UserRequest::default(),
+    )
+    .unwrap();
+    assert!(p.decision.allows_start());
+}
+
+const MPICH_IMAGE: &[(&str, &str)] = &[
+    (
+        "org.supercontainers.hardware.cpu.optimized.version",
+        "icelake",
+    ),
+    ("org.supercontainers.mpi.implementation", "mpich"),
+    ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
+];
+
+const HOST_MPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12";
+
+/// An image with a real glibc and, when `mpi`, a real libmpich.so.12.
+fn image(mpi: bool) -> TempDir {
+    let libc = (
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    );
+    let mpich = (HOST_MPICH, "/usr/lib/x86_64-linux-gnu/libmpich.so.12");
+    let files: Vec<(&str, &str)> = if mpi { vec![libc, mpich] } else { vec![libc] };
+    rootfs_with(&files, &[])
+}
+
+fn mpich_ctx(rootfs: &std::path::Path) -> LaunchContext {
+    let mut c = ctx(MPICH_IMAGE);
+    c.rootfs = rootfs.to_owned();
+    c
+}
+
+#[test]
+fn mpi_replace_plans_host_mpich_over_the_image_library() {
+    let t = image(true);
+    let policy = policy_mpich(&[HOST_MPICH]);
+    let n = with_mpich(node("icelake"));
+    let p = decide(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default()).unwrap();
+    assert!(p.decision.allows_start(), "{:#?}", p.verdict);
+    let m = &p.tweaks.mounts[0];
+    assert_eq!(m.source, std::path::PathBuf::from(HOST_MPICH));
+    assert_eq!(
+        m.destination,
+        std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/libmpich.so.12")
+    );
+    assert!(!p.tweaks.ld_paths.is_empty());
+    let text = crate::report::plan(&p, false);
+    assert!(
+        text.contains("tweaks:") && text.contains("libhwloc.so.15"),
+        "{text}"
+    );
+}
+
+#[test]
+fn image_without_mpi_library_is_refused_through_the_policy() {
+    let t = image(false);
+    let policy = policy_mpich(&[HOST_MPICH]);
+    let n = with_mpich(node("icelake"));
+    let p = decide(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default()).unwrap();
+    assert!(!p.decision.allows_start());
+    assert!(p.tweaks.is_empty());
+    assert!(p.verdict.selection.mpi.is_none());
+    let line = line(&p);
+    assert!(
+        line.contains("libmpich.so.12") && line.contains("checks.mpi = \"enforce\""),
+        "{line}"
+    );
+    // checks.mpi = warn: starts, without the replacement.
+    let mut policy = policy;
+    policy.checks.mpi = hpcc_config::Enforcement::Warn;
+    let p = decide(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default()).unwrap();
+    assert!(p.decision.allows_start());
+    assert!(p
+        .tweaks
+        .mounts
+        .iter()
+        .all(|m| m.source != std::path::Path::new(HOST_MPICH)));
+}
+
+#[test]
+fn glibc_too_old_follows_checks_libc() {
+    use crate::tweaks::host::fake::{lib, FakeHost};
+    let t = image(true);
+    let mut h = FakeHost::default();
+    let host_mpi = h.add(
+        "/usr/lib/x86_64-linux-gnu",
+        lib("libmpich.so.12", &[], &["2.99"]),
+    );
+    let mut policy = policy_mpich(&[host_mpi.to_str().unwrap()]);
+    let n = with_mpich(node("icelake"));
+    // Default checks.libc = warn: starts with the image's own MPI, and
+    // the warning names both versions.
+    let p = decide_with(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default(), &h).unwrap();
+    let Decision::Start { warnings } = &p.decision else {
+        panic!("{:#?}", p.decision)
+    };
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("2.99") && w.contains("2.36")),
+        "{warnings:?}"
+    );
+    assert!(p.tweaks.mounts.is_empty(), "{:#?}", p.tweaks);
+    // enforce: refused, with both versions in the line.
+    policy.checks.libc = hpcc_config::Enforcement::Enforce;
+    let p = decide_with(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default(), &h).unwrap();
+    let line = line(&p);
+    assert!(
+        line.contains("GLIBC_2.99") && line.contains("2.36") && line.contains("checks.libc"),
+        "{line}"
+    );
+    // --hpcc-mpi=replace makes the dropped replacement fatal under mpi.
+    policy.checks.libc = hpcc_config::Enforcement::Warn;
+    let req = UserRequest {
+        mpi: MpiChoice::Replace,
+        ..Default::default()
+    };
+    let p = decide_with(&mpich_ctx(&t.0), &n, &policy, &req, &h).unwrap();
+    assert!(!p.decision.allows_start());
+}
+
+#[test]
+fn without_rootfs_the_host_side_is_planned_and_the_gap_said() {
+    let policy = policy_mpich(&[HOST_MPICH]);
+    let n = with_mpich(node("icelake"));
+    let p = decide(
+        &mpich_ctx(std::path::Path::new("")),
+        &n,
+        &policy,
+        &UserRequest::default(),
+    )
+    .unwrap();
+    assert!(p.decision.allows_start());
+    assert_eq!(p.verdict.score(), Score::Green, "{:#?}", p.verdict);
+    assert!(p
+        .verdict
+        .findings()
+        .iter()
+        .any(|f| f.reason.contains("not inspected")));
+    assert!(p
+        .tweaks
+        .mounts
+        .iter()
+        .any(|m| m.destination == std::path::Path::new("/opt/hpcc/lib/mpich/libmpich.so.12")));
+}
+
+#[test]
+fn missing_rootfs_is_hpccs_error() {
+    let policy = policy_mpich(&[HOST_MPICH]);
+    let n = with_mpich(node("icelake"));
+    let e = decide(
+        &mpich_ctx(std::path::Path::new("/nonexistent-rootfs")),
+        &n,
+        &policy,
+        &UserRequest::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("/nonexistent-rootfs"), "{e}");
+}
+
+#[test]
+fn cdi_device_from_annotation() {
+    let t = TempDir::new("launch-cdi");
+    std::fs::write(
+            t.0.join("t.json"),
+            r#"{"cdiVersion":"0.6.0","kind":"hpcc.test/dev","devices":[{"name":"test0","containerEdits":{"deviceNodes":[{"path":"/dev/hpcc-test0","hostPath":"/dev/null","type":"c","major":1,"minor":3}]}}]}"#,
+        )
+        .unwrap();
+    let mut policy = Policy::default();
+    policy.gpu.cdi_spec_dirs = vec![t.0.clone()];
+    let c = ctx(&[
+        (
+            "org.supercontainers.hardware.cpu.optimized.version",
+            "x86_64",
+        ),
+        ("cdi.k8s.io/hpcc", "hpcc.test/dev=test0"),
+    ]);
+    let p = decide(&c, &node("icelake"), &policy, &UserRequest::default()).unwrap();
+    assert!(p.decision.allows_start());
+    assert_eq!(p.tweaks.devices.len(), 1);
+    assert_eq!(
+        p.tweaks.devices[0].path,
+        std::path::PathBuf::from("/dev/hpcc-test0")
+    );
+    let c = ctx(&[
+        (
+            "org.supercontainers.hardware.cpu.optimized.version",
+            "x86_64",
+        ),
+        ("cdi.k8s.io/hpcc", "hpcc.test/dev=nope"),
+    ]);
+    let p = decide(&c, &node("icelake"), &policy, &UserRequest::default()).unwrap();
+    let line = line(&p);
+    assert!(
+        line.contains("hpcc.test/dev=nope") && line.contains("checks.gpu"),
+        "{line}"
+    );
+}
+
+const AVX512: &[(&str, &str)] = &[(
+    "org.supercontainers.hardware.cpu.optimized.version",
+    "x86_64_v4",
+)];
+
+#[test]
+fn red_under_enforce_refuses_with_policy_named() {
+    let p = Policy::default();
+    let v = evaluate(&spec(AVX512), &node("haswell"), &p);
+    let (v, d) = apply_policy(v.clone(), &p, &UserRequest::default());
+    assert_eq!(v.score(), Score::Red);
+    let Decision::Refuse { reasons } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(reasons[0].policy, "checks.cpu = \"enforce\"");
+    let plan = Plan {
+        container: "c1".into(),
+        node: "node001".into(),
+        verdict: v,
+        decision: d,
+        tweaks: Tweaks::default(),
+    };
+    let line = line(&plan);
+    assert!(
+        line.starts_with("hpcc: refused to start container c1 on node001:"),
+        "{line}"
+    );
+    assert!(
+        line.contains("x86_64_v4") && line.contains("haswell") && line.contains("avx512f"),
+        "{line}"
+    );
+    assert!(
+        line.contains("checks.cpu = \"enforce\" in /etc/hpcc/hook.toml"),
+        "{line}"
+    );
+    assert!(!line.contains('\n'));
+}
+
+#[test]
+fn warn_starts_and_keeps_the_reason() {
+    let mut p = Policy::default();
+    p.checks.cpu = Enforcement::Warn;
+    let v = evaluate(&spec(AVX512), &node("haswell"), &p);
+    let (_, d) = apply_policy(v.clone(), &p, &UserRequest::default());
+    let Decision::Start { warnings } = d else {
+        panic!()
+    };
+    assert!(warnings[0].contains("avx512f"));
+    assert!(warnings[0].contains("warn"));
+}
+
+#[test]
+fn off_starts_silently() {
+    let mut p = Policy::default();
+    p.checks.cpu = Enforcement::Off;
+    let v = evaluate(&spec(AVX512), &node("haswell"), &p);
+    assert_eq!(
+        apply_policy(v.clone(), &p, &UserRequest::default()).1,
+        Decision::Start { warnings: vec![] }
+    );
+}
+
+#[test]
+fn user_relaxation_is_bounded_by_admin() {
+    let mut p = Policy::default();
+    let v = evaluate(&spec(AVX512), &node("haswell"), &p);
+    let req = UserRequest {
+        enforcement: Some(Enforcement::Off),
+        ..Default::default()
+    };
+    // may_relax_to = warn: off becomes warn, the start goes on with a warning.
+    let (_, d) = apply_policy(v.clone(), &p, &req);
+    assert!(matches!(&d, Decision::Start { warnings } if warnings.len() == 1));
+    p.users.may_relax_to = Enforcement::Enforce;
+    assert!(!apply_policy(v.clone(), &p, &req).1.allows_start());
+}
+
+#[test]
+fn unannotated_follows_policy() {
+    let mut p = Policy::default();
+    let v = evaluate(&ImageSpec::default(), &node("icelake"), &p);
+    assert!(apply_policy(v.clone(), &p, &UserRequest::default())
+        .1
+        .allows_start());
+    p.unannotated = UnannotatedAction::Refuse;
+    let (_, d) = apply_policy(v.clone(), &p, &UserRequest::default());
+    let Decision::Refuse { reasons } = d else {
+        panic!()
+    };
+    assert_eq!(reasons[0].policy, "unannotated = \"refuse\"");
+}
+
+#[test]
+fn user_mpi_choices() {
+    let p = Policy::default();
+    let img = spec(&[
+        (
+            "org.supercontainers.hardware.cpu.optimized.version",
+            "icelake",
+        ),
+        ("org.supercontainers.mpi.implementation", "mpich"),
+        ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
+    ]);
+    let v = evaluate(&img, &with_mpich(node("icelake")), &p);
+    let none = UserRequest {
+        mpi: MpiChoice::None,
+        ..Default::default()
+    };
+    let (v2, d) = apply_policy(v.clone(), &p, &none);
+    assert!(d.allows_start());
+    assert!(v2.selection.mpi.is_none());
+    assert_eq!(v2.score(), Score::Orange);
+    // Replace required on a node without host MPI: refused.
+    let v = evaluate(&img, &node("icelake"), &p);
+    let req = UserRequest {
+        mpi: MpiChoice::Replace,
+        ..Default::default()
+    };
+    let (v3, d) = apply_policy(v.clone(), &p, &req);
+    assert_eq!(v3.score(), Score::Red);
+    assert!(!d.allows_start());
+}

@@ -1,0 +1,53 @@
+//! srun, sbatch and salloc (the local and allocator contexts): the user's
+//! `--hpcc` and `--hpcc-mpi` options, registered so that `srun --help`
+//! lists them and validated at once, so a typo fails srun before any
+//! node is touched.
+
+use crate::args::UserOptions;
+use crate::slurm::{self, Level, OptionSpec, Spank};
+use std::os::raw::c_int;
+
+const OPT_HPCC: c_int = 1;
+const OPT_MPI: c_int = 2;
+
+static OPTIONS: [OptionSpec; 2] = [
+    OptionSpec {
+        name: c"hpcc",
+        arginfo: c"enforce|warn|off",
+        usage: c"hpcc checks of a --container image against this node: enforce (refuse what cannot run), warn (start and log), off. Users may relax only as far as the site allows.",
+        val: OPT_HPCC,
+        cb: crate::option_cb,
+    },
+    OptionSpec {
+        name: c"hpcc-mpi",
+        arginfo: c"auto|replace|none",
+        usage: c"host MPI for a --container image that allows mpi_replace: auto (replace when possible), replace (fail when impossible), none (keep the image's MPI).",
+        val: OPT_MPI,
+        cb: crate::option_cb,
+    },
+];
+
+/// Registers the options (every context that parses them: srun, sbatch,
+/// salloc, and slurmstepd, which receives their values).
+pub fn register(spank: &Spank) -> Result<(), String> {
+    for opt in &OPTIONS {
+        spank.register_option(opt)?;
+    }
+    Ok(())
+}
+
+/// Records one option value; a bad value is an error Slurm reports at once.
+pub fn option(options: &mut UserOptions, val: c_int, value: &str) -> bool {
+    let res = match val {
+        OPT_HPCC => options.set_hpcc(value),
+        OPT_MPI => options.set_mpi(value),
+        _ => return false,
+    };
+    match res {
+        Ok(()) => true,
+        Err(e) => {
+            slurm::log(Level::Error, &format!("hpcc: {e}"));
+            false
+        }
+    }
+}

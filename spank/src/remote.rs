@@ -1,0 +1,127 @@
+//! slurmstepd on the compute node (the remote context): the decision of a
+//! `--container` step in `user_init`, its refusal in `task_init`, and the
+//! step's handoff file removed at `exit`.
+
+use crate::args::{PluginArgs, UserOptions};
+use crate::creds::{EffectiveRoot, Identity};
+use crate::slurm::{self, Level, Spank};
+use crate::step;
+use crate::State;
+use hpcc_common::handoff;
+use hpcc_common::launch::{Outcome, RefusedBy};
+use std::path::Path;
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// `user_init`: decides the step when it has a container. Never fails the
+/// callback itself: an error returned here is not shown to the srun user
+/// (SchedMD bug 7573), so a refusal is kept for `task_init`.
+pub fn user_init(spank: &Spank, state: &std::sync::Mutex<State>) {
+    // Jobs without a container are none of our business.
+    let Some(bundle) = spank.getenv("SLURM_CONTAINER").filter(|b| !b.is_empty()) else {
+        return;
+    };
+    let (args, options) = {
+        let st = crate::lock(state);
+        (st.args.clone().unwrap_or_default(), st.options)
+    };
+    let Some(ids) = spank.job_ids() else {
+        slurm::log(
+            Level::Error,
+            "hpcc: cannot read the job's ids and user from Slurm",
+        );
+        crate::lock(state).outcome = Some(Outcome::Refuse {
+            line: hpcc_common::text::escape(&format!(
+                "hpcc: refused to start container {bundle}: Slurm did not give the job's user"
+            )),
+            by: RefusedBy::Failure,
+        });
+        return;
+    };
+    // slurmstepd calls user_init with the job user as effective uid (root
+    // stays real and saved uid). The decision needs root for the per-boot
+    // fingerprint cache and the step's policy file under /run; the user's
+    // bundle is read in a child that drops to the user.
+    let _root = EffectiveRoot::take();
+    decide(&bundle, &ids, &args, &options, state);
+}
+
+fn decide(
+    bundle: &str,
+    ids: &slurm::JobIds,
+    args: &PluginArgs,
+    options: &UserOptions,
+    state: &std::sync::Mutex<State>,
+) {
+    if let Ok(p) = hpcc_config::Policy::load(&args.config) {
+        // tracing goes to journald only: slurmstepd's stderr reaches the
+        // srun user, who must see one line, and Slurm's log has the rest.
+        if p.log.journald && Path::new(JOURNAL_SOCKET).exists() {
+            hpcc_common::logging::init("hpcc-spank", &p.log.level, true);
+        }
+        crate::lock(state).on_error_allow = p.on_error == hpcc_config::OnError::Allow;
+    }
+    let user = Identity {
+        uid: ids.uid,
+        gid: ids.gid,
+        groups: ids.groups.clone(),
+    };
+    let decided = step::decide(&step::StepInput {
+        bundle: Path::new(bundle),
+        user: &user,
+        policy_path: &args.config,
+        request: options.request(args),
+    });
+    let summary = step::summary(&decided.outcome, decided.elapsed);
+    let step_name = format!("StepId={}.{}", ids.job, ids.step);
+    let ms = decided.elapsed.as_secs_f64() * 1e3;
+    match &decided.outcome {
+        Outcome::Start(plan) => {
+            slurm::log(Level::Info, &summary);
+            tracing::info!(step = %step_name, uid = ids.uid, bundle, score = plan.verdict.score().as_str(), ms, decision = "start", "{summary}");
+            if let Some(effective) = &decided.effective {
+                let dir = Path::new(handoff::DEFAULT_DIR);
+                match handoff::write(dir, ids.job, ids.step, effective) {
+                    Ok(_) => {
+                        crate::lock(state).handoff = Some((dir.to_owned(), ids.job, ids.step))
+                    }
+                    // hpcc-runtime then uses the admin's policy unchanged:
+                    // stricter, never looser, than what was decided here.
+                    Err(e) => slurm::log(
+                        Level::Error,
+                        &format!("hpcc: cannot write the step's policy under {}: {e}; hpcc-runtime will use {} unchanged", dir.display(), args.config.display()),
+                    ),
+                }
+            }
+        }
+        Outcome::StartUnchecked(error) => {
+            slurm::log(Level::Info, &summary);
+            tracing::warn!(step = %step_name, uid = ids.uid, bundle, error = %error, decision = "start-unchecked", "{summary}");
+        }
+        Outcome::Refuse { line, .. } => {
+            // Info, not error: slurmstepd forwards its errors to srun, and
+            // task_init prints the line the user must see exactly once.
+            slurm::log(Level::Info, &format!("{step_name} uid={}: {line}", ids.uid));
+            tracing::error!(step = %step_name, uid = ids.uid, bundle, ms, decision = "refuse", "{line}");
+        }
+    }
+    crate::lock(state).outcome = Some(decided.outcome);
+}
+
+/// `task_init` (in each task, as the user, before the container runtime
+/// is executed): the refusal line, where srun shows it. `None`: go on.
+pub fn task_init(state: &std::sync::Mutex<State>) -> Option<String> {
+    let line = crate::lock(state)
+        .outcome
+        .as_ref()
+        .and_then(|o| o.refusal().map(str::to_owned))?;
+    slurm::log(Level::Error, &line);
+    Some(line)
+}
+
+/// `exit`: removes the step's handoff file.
+pub fn exit(state: &std::sync::Mutex<State>) {
+    if let Some((dir, job, step)) = crate::lock(state).handoff.take() {
+        handoff::remove(&dir, job, step);
+    }
+}
