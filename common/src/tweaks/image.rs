@@ -7,15 +7,27 @@
 //! library may live only in a directory the cache names. Every read goes
 //! through [`Rootfs`], so an absolute symlink in the image resolves inside
 //! it, and every read is bounded.
+//!
+//! Both can also lie by excess, so the work is bounded too: the scan keeps
+//! at most [`MAX_SCANNED_NAMES`] library names, and a name yields at most
+//! [`MAX_CANDIDATES`] candidate files, resolved only once picked (each
+//! resolution is a system call, each candidate a mount for the planner).
+//! An image whose cache lists 60,000 paths for `libmpich.so.12` costs the
+//! same as one that lists one, and [`Found`] says what was left out.
+//! Planning is `n log n` in the image's size: sets and maps, no linear
+//! searches inside loops over the image's entries.
 
 use super::ldcache::{native_flags, LdCache, MAX_CACHE_BYTES};
 use super::soname::split_soname;
-use crate::elf::{ElfInfo, MAX_ELF_BYTES};
-use crate::rootfs::Rootfs;
+use crate::elf::{ElfError, ElfInfo};
+use crate::rootfs::{Rootfs, RootfsError};
 use crate::version::Version;
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Library directories searched whatever the cache says (the loader's
 /// defaults, Debian's multiarch ones, and the usual prefixes).
@@ -47,6 +59,55 @@ const MAX_CONF_FILES: usize = 64;
 const MAX_DIRS: usize = 128;
 /// Largest `ld.so.conf` file read.
 const MAX_CONF_BYTES: u64 = 64 << 10;
+/// Most candidate files considered for one library name: the first ones
+/// the loader would try. A real image has one or two (a merged `/usr` lists
+/// the same file under `/lib` and `/usr/lib`).
+pub const MAX_CANDIDATES: usize = 8;
+/// Most library file names kept from all the directories scanned. A full
+/// Debian image has a few thousand.
+pub const MAX_SCANNED_NAMES: usize = 65_536;
+/// Longest name looked at by [`ImageLibs::majors`]: a file name, or a
+/// soname a file could carry (`NAME_MAX`).
+const MAX_NAME_LEN: usize = 255;
+/// Most cache entries resolved to count stale ones, for messages only.
+const MAX_STALE_CHECKS: usize = 4096;
+
+/// Why a fact about the image's libraries is unknown.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ImageLibError {
+    /// Reading the image failed (the message names the path in the image).
+    #[error(transparent)]
+    Rootfs(#[from] Arc<RootfsError>),
+    /// The file is not an ELF object hpcc inspects.
+    #[error(transparent)]
+    Elf(#[from] Arc<ElfError>),
+    /// No `libc.so.6` anywhere the loader looks.
+    #[error("the image has no libc.so.6 ({searched})")]
+    NoLibc {
+        /// Where was looked ([`ImageLibs::searched`]).
+        searched: String,
+    },
+    /// A `libc.so.6` without glibc's symbol versions.
+    #[error("the image's {} defines no GLIBC_* symbol versions", .path.display())]
+    NoGlibcVersions {
+        /// The file, in the image.
+        path: PathBuf,
+    },
+}
+
+// Errors are shared (an `Arc`) so a remembered result can be handed out
+// again; these let `?` wrap the plain errors.
+impl From<RootfsError> for ImageLibError {
+    fn from(e: RootfsError) -> ImageLibError {
+        ImageLibError::Rootfs(Arc::new(e))
+    }
+}
+
+impl From<ElfError> for ImageLibError {
+    fn from(e: ElfError) -> ImageLibError {
+        ImageLibError::Elf(Arc::new(e))
+    }
+}
 
 /// One library of the image, as found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,15 +119,111 @@ pub struct ImageLib {
     pub path: PathBuf,
 }
 
+/// The image's copies of one library name: at most [`MAX_CANDIDATES`]
+/// files, and how many candidates there were. Derefs to the files, and
+/// iterates over them, like the `Vec` it replaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Distinct files, in the loader's order (cache first, then the
+    /// directories), symlinks resolved.
+    pub libs: Vec<ImageLib>,
+    /// Candidates the image lists for the name (cache entries and
+    /// directory hits, duplicates included).
+    pub listed: usize,
+    /// How many of those were looked at: the first ones, up to
+    /// [`MAX_CANDIDATES`] distinct paths.
+    pub considered: usize,
+}
+
+impl Found {
+    /// Whether candidates were left out.
+    pub fn truncated(&self) -> bool {
+        self.listed > self.considered
+    }
+
+    /// For messages, when candidates were left out: `the image lists 60000
+    /// candidates for libmpich.so.12 (linker cache and library directories);
+    /// the first 8 were used`.
+    pub fn note(&self, name: &str) -> Option<String> {
+        self.truncated().then(|| {
+            format!(
+                "the image lists {} candidates for {name} (linker cache and library directories); the first {} were used",
+                self.listed, self.considered
+            )
+        })
+    }
+}
+
+impl std::ops::Deref for Found {
+    type Target = [ImageLib];
+    fn deref(&self) -> &[ImageLib] {
+        &self.libs
+    }
+}
+
+impl IntoIterator for Found {
+    type Item = ImageLib;
+    type IntoIter = std::vec::IntoIter<ImageLib>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.libs.into_iter()
+    }
+}
+
+impl<'f> IntoIterator for &'f Found {
+    type Item = &'f ImageLib;
+    type IntoIter = std::slice::Iter<'f, ImageLib>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.libs.iter()
+    }
+}
+
+/// Raw candidate paths, deduplicated, at most [`MAX_CANDIDATES`].
+struct Picker<'s> {
+    taken: Vec<Cow<'s, Path>>,
+    considered: usize,
+}
+
+impl<'s> Picker<'s> {
+    fn new() -> Self {
+        Picker {
+            taken: Vec::new(),
+            considered: 0,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.taken.len() >= MAX_CANDIDATES
+    }
+
+    /// Takes `p` unless full or already taken. Many cache entries may share
+    /// one string: the same address compares in constant time.
+    fn offer(&mut self, p: Cow<'s, Path>) {
+        if self.full() {
+            return;
+        }
+        self.considered += 1;
+        let b = p.as_os_str().as_bytes();
+        let dup = self.taken.iter().any(|t| {
+            let t = t.as_os_str().as_bytes();
+            std::ptr::eq(t, b) || t == b
+        });
+        if !dup {
+            self.taken.push(p);
+        }
+    }
+}
+
 /// What the image offers its loader.
 pub struct ImageLibs<'a> {
     root: &'a Rootfs,
     cache: Option<LdCache>,
     cache_note: String,
     dirs: Vec<PathBuf>,
-    /// File name -> directories (resolved, in root) that contain it.
-    names: BTreeMap<String, Vec<PathBuf>>,
-    elves: RefCell<BTreeMap<PathBuf, Result<ElfInfo, String>>>,
+    /// File name -> indices in `dirs` of the directories that contain it.
+    names: BTreeMap<String, Vec<usize>>,
+    /// Library names the scan left out (over [`MAX_SCANNED_NAMES`]).
+    names_dropped: usize,
+    elves: RefCell<BTreeMap<PathBuf, Result<ElfInfo, ImageLibError>>>,
 }
 
 impl<'a> ImageLibs<'a> {
@@ -74,26 +231,20 @@ impl<'a> ImageLibs<'a> {
     /// (no cache, unreadable directory) are remembered for messages, never
     /// fatal: the image is only ever asked, never trusted to be well formed.
     pub fn scan(root: &'a Rootfs) -> ImageLibs<'a> {
-        let cache_path = Path::new("/etc/ld.so.cache");
-        let (cache, cache_note) = match root.read_bounded(cache_path, MAX_CACHE_BYTES) {
-            Ok(b) => match LdCache::parse(&b) {
-                Ok(c) => {
-                    let n = format!("{} entries", c.entries.len());
-                    (Some(c), n)
-                }
-                Err(e) => (None, format!("unreadable: {e}")),
-            },
-            Err(e) if root.kind(cache_path).ok().flatten().is_none() => {
-                tracing::debug!(error = %e, "image has no linker cache");
-                (None, "absent".to_owned())
-            }
-            Err(e) => (None, format!("unreadable: {e}")),
-        };
+        let (cache, cache_note) = read_cache(root);
         let mut wanted: Vec<PathBuf> = standard_dirs().into_iter().map(PathBuf::from).collect();
         wanted.extend(conf_dirs(root));
-        let mut dirs = Vec::new();
+        let mut libs = ImageLibs {
+            root,
+            cache,
+            cache_note,
+            dirs: Vec::new(),
+            names: BTreeMap::new(),
+            names_dropped: 0,
+            elves: RefCell::new(BTreeMap::new()),
+        };
         let mut seen = BTreeSet::new();
-        let mut names: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        let mut kept = 0usize;
         for d in wanted.into_iter().take(MAX_DIRS) {
             // Merged /usr makes /lib and /usr/lib one directory: resolve
             // first so each is scanned once.
@@ -105,52 +256,67 @@ impl<'a> ImageLibs<'a> {
             }
             match root.list_dir(&real) {
                 Ok(entries) => {
+                    let i = libs.dirs.len();
                     for n in entries.into_iter().filter(|n| n.contains(".so")) {
-                        names.entry(n).or_default().push(real.clone());
+                        if kept >= MAX_SCANNED_NAMES {
+                            libs.names_dropped += 1;
+                            continue;
+                        }
+                        kept += 1;
+                        libs.names.entry(n).or_default().push(i);
                     }
-                    dirs.push(real);
+                    libs.dirs.push(real);
                 }
                 Err(e) => {
                     tracing::debug!(dir = %d.display(), error = %e, "image library dir skipped")
                 }
             }
         }
-        ImageLibs {
-            root,
-            cache,
-            cache_note,
-            dirs,
-            names,
-            elves: RefCell::new(BTreeMap::new()),
-        }
+        libs
     }
 
-    /// Where `name` (an exact soname) resolves in the image: its cache
-    /// entries that still exist and the directories that hold a file of that
-    /// name; each resolved to the real file, without duplicates.
-    pub fn find(&self, name: &str) -> Vec<ImageLib> {
-        let mut out: Vec<ImageLib> = Vec::new();
-        let mut push = |p: &Path| {
-            if let Some(real) = self.root.resolve(p).ok().flatten() {
-                if !out.iter().any(|l| l.path == real) {
-                    out.push(ImageLib {
+    /// Resolves the picked paths (one system call each), without duplicate
+    /// files.
+    fn resolve(&self, name: &str, picked: Picker<'_>, listed: usize) -> Found {
+        let mut seen = HashSet::new();
+        let mut libs = Vec::new();
+        for p in picked.taken {
+            if let Some(real) = self.root.resolve(&p).ok().flatten() {
+                if seen.insert(real.clone()) {
+                    libs.push(ImageLib {
                         name: name.to_owned(),
                         path: real,
                     });
                 }
             }
-        };
+        }
+        Found {
+            libs,
+            listed,
+            considered: picked.considered,
+        }
+    }
+
+    /// Where `name` (an exact soname) resolves in the image: its cache
+    /// entries and the directories that hold a file of that name, the first
+    /// [`MAX_CANDIDATES`] distinct paths of them, each resolved to the real
+    /// file; those that do not exist are left out.
+    pub fn find(&self, name: &str) -> Found {
+        let mut pick = Picker::new();
+        let mut listed = 0;
         if let Some(c) = &self.cache {
             for e in c.lookup(name, native_flags()) {
-                push(&e.path);
+                listed += 1;
+                pick.offer(Cow::Borrowed(e.path));
             }
         }
         if let Some(dirs) = self.names.get(name) {
-            for d in dirs {
-                push(&d.join(name));
+            listed += dirs.len();
+            for &d in dirs.iter().take(MAX_CANDIDATES) {
+                pick.offer(Cow::Owned(self.dirs[d].join(name)));
             }
         }
-        out
+        self.resolve(name, pick, listed)
     }
 
     /// The majors under which the image has a library of this stem
@@ -161,8 +327,14 @@ impl<'a> ImageLibs<'a> {
         let cache_names = self
             .cache
             .iter()
-            .flat_map(|c| c.entries.iter().map(|e| e.soname.as_str()));
+            .flat_map(|c| c.entries().map(|e| e.soname));
+        let prefix = format!("{stem}.so.");
         for n in cache_names.chain(self.names.keys().map(String::as_str)) {
+            // The prefix test first: most names are another library's, and
+            // a name longer than a file name can be is no library's.
+            if n.len() > MAX_NAME_LEN || !n.starts_with(&prefix) {
+                continue;
+            }
             if let Some((s, v)) = split_soname(n) {
                 if s == stem {
                     if let Some(&m) = v.first() {
@@ -176,45 +348,46 @@ impl<'a> ImageLibs<'a> {
 
     /// The image's copies of `stem.so.MAJOR`: by that exact name first; when
     /// no such name exists (no soname link), the versioned files
-    /// `stem.so.MAJOR.x.y` in its directories.
-    pub fn find_major(&self, stem: &str, major: u64) -> Vec<ImageLib> {
+    /// `stem.so.MAJOR.x.y` in its directories. At most [`MAX_CANDIDATES`]
+    /// each way; the counts of both are in the result.
+    pub fn find_major(&self, stem: &str, major: u64) -> Found {
         let name = format!("{stem}.so.{major}");
         let found = self.find(&name);
         if !found.is_empty() {
             return found;
         }
         let prefix = format!("{name}.");
-        let mut out: Vec<ImageLib> = Vec::new();
+        let mut pick = Picker::new();
+        let mut listed = 0;
         for (n, dirs) in self.names.range(prefix.clone()..) {
             if !n.starts_with(&prefix) {
                 break;
             }
-            for d in dirs {
-                if let Some(real) = self.root.resolve(&d.join(n)).ok().flatten() {
-                    if !out.iter().any(|l| l.path == real) {
-                        out.push(ImageLib {
-                            name: name.clone(),
-                            path: real,
-                        });
-                    }
-                }
+            listed += dirs.len();
+            for &d in dirs {
+                pick.offer(Cow::Owned(self.dirs[d].join(n)));
             }
         }
-        out
+        let mut versioned = self.resolve(&name, pick, listed);
+        versioned.listed += found.listed;
+        versioned.considered += found.considered;
+        versioned
     }
 
-    /// ELF facts of an image file (bounded read through the rootfs).
-    pub fn elf(&self, path: &Path) -> Result<ElfInfo, String> {
+    /// ELF facts of an image file: only its headers, dynamic section,
+    /// strings and version sections are read, through the rootfs.
+    /// Remembered, failures included.
+    pub fn elf(&self, path: &Path) -> Result<ElfInfo, ImageLibError> {
         if let Some(r) = self.elves.borrow().get(path) {
             return r.clone();
         }
         let r = self
             .root
-            .read_bounded(path, MAX_ELF_BYTES)
-            .map_err(|e| e.to_string())
-            .and_then(|b| {
-                ElfInfo::parse(&b, &format!("{} in the image", path.display()))
-                    .map_err(|e| e.to_string())
+            .open_file(path)
+            .map_err(ImageLibError::from)
+            .and_then(|f| {
+                let name = format!("{} in the image", path.display());
+                ElfInfo::read_sparse(&f, &name).map_err(ImageLibError::from)
             });
         self.elves.borrow_mut().insert(path.to_owned(), r.clone());
         r
@@ -222,30 +395,27 @@ impl<'a> ImageLibs<'a> {
 
     /// The image's glibc release: the highest `GLIBC_x.y` its `libc.so.6`
     /// defines. An error says why it is unknown (no glibc, unreadable).
-    pub fn glibc(&self) -> Result<Version, String> {
+    pub fn glibc(&self) -> Result<Version, ImageLibError> {
         let Some(libc) = self.find("libc.so.6").into_iter().next() else {
-            return Err(format!("the image has no libc.so.6 ({})", self.searched()));
+            return Err(ImageLibError::NoLibc {
+                searched: self.searched(),
+            });
         };
         let info = self.elf(&libc.path)?;
-        info.max_glibc_defined().ok_or_else(|| {
-            format!(
-                "the image's {} defines no GLIBC_* symbol versions",
-                libc.path.display()
-            )
-        })
+        info.max_glibc_defined()
+            .ok_or(ImageLibError::NoGlibcVersions { path: libc.path })
     }
 
     /// Where was looked, for "not found" messages: the cache's state and
     /// the directories.
     pub fn searched(&self) -> String {
-        // Counted only for the message: resolving every entry of a large
-        // cache costs a system call each.
+        // Counted only for the message, and bounded: resolving an entry is
+        // a system call.
         let stale = self.cache.as_ref().map_or(0, |c| {
-            c.entries
-                .iter()
+            c.entries()
                 .filter(|e| e.flags == native_flags())
-                .take(4096)
-                .filter(|e| self.root.resolve(&e.path).ok().flatten().is_none())
+                .take(MAX_STALE_CHECKS)
+                .filter(|e| self.root.resolve(e.path).ok().flatten().is_none())
                 .count()
         });
         let cache = if stale > 0 {
@@ -256,8 +426,16 @@ impl<'a> ImageLibs<'a> {
         } else {
             format!("linker cache /etc/ld.so.cache: {}", self.cache_note)
         };
+        let dropped = if self.names_dropped > 0 {
+            format!(
+                " (only the first {MAX_SCANNED_NAMES} library names were kept, {} left out)",
+                self.names_dropped
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "searched the image's {cache}, and the directories {}",
+            "searched the image's {cache}, and the directories {}{dropped}",
             if self.dirs.is_empty() {
                 "(none exist)".to_owned()
             } else {
@@ -274,6 +452,33 @@ impl<'a> ImageLibs<'a> {
     #[cfg(test)]
     pub fn has_cache(&self) -> bool {
         self.cache.is_some()
+    }
+
+    /// The image's linker cache, when it has a usable one (to carry its
+    /// entries into the container's own cache: see
+    /// [`super::ldcache::merge`]).
+    pub fn cache(&self) -> Option<&LdCache> {
+        self.cache.as_ref()
+    }
+}
+
+/// The image's `/etc/ld.so.cache`, parsed, and a note on its state for
+/// messages.
+fn read_cache(root: &Rootfs) -> (Option<LdCache>, String) {
+    let cache_path = Path::new("/etc/ld.so.cache");
+    match root.read_bounded(cache_path, MAX_CACHE_BYTES) {
+        Ok(b) => match LdCache::parse(&b) {
+            Ok(c) => {
+                let n = format!("{} entries", c.len());
+                (Some(c), n)
+            }
+            Err(e) => (None, format!("unreadable: {e}")),
+        },
+        Err(e) if root.kind(cache_path).ok().flatten().is_none() => {
+            tracing::debug!(error = %e, "image has no linker cache");
+            (None, "absent".to_owned())
+        }
+        Err(e) => (None, format!("unreadable: {e}")),
     }
 }
 
@@ -366,7 +571,7 @@ pub fn wildcard(pat: &str, s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rootfs::tests::TempDir;
+    use crate::testutil::TempDir;
     use std::os::unix::fs::symlink;
 
     #[test]
@@ -428,7 +633,9 @@ mod tests {
             libs.find_major("libucp", 0)[0].path,
             PathBuf::from("/usr/lib/x86_64-linux-gnu/libucp.so.0.0.0")
         );
-        assert!(libs.glibc().unwrap_err().contains("no libc.so.6"));
+        let e = libs.glibc().unwrap_err();
+        assert!(matches!(e, ImageLibError::NoLibc { .. }), "{e}");
+        assert!(e.to_string().contains("no libc.so.6"), "{e}");
     }
 
     #[test]
@@ -469,5 +676,149 @@ mod tests {
         // Debian 12: glibc 2.36.
         assert_eq!(v.major(), 2);
         assert!(v.minor() >= 36, "{v}");
+    }
+}
+
+/// The review's quadratic planning input: an image whose linker cache lists
+/// N distinct existing paths for `libmpich.so.12`.
+#[cfg(test)]
+mod many_candidates {
+    use super::super::mpi::tests::policy_mpich;
+    use super::super::tests::ctx;
+    use super::super::{Inputs, Part};
+    use super::*;
+    use crate::elf::crafted::one_name_cache;
+    use crate::matcher::tests::{node, with_mpich};
+    use crate::matcher::Selection;
+    use crate::testutil::TempDir;
+    use crate::tweaks::ldcache::tests::DEBUG_BOUND;
+    use std::time::Instant;
+
+    const MPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12";
+    const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+
+    /// A rootfs with the host's libc, and `n` hard links to one copy of the
+    /// host's libmpich, each listed in the image's cache for
+    /// `libmpich.so.12`.
+    fn image_with_candidates(n: usize) -> TempDir {
+        let t = TempDir::new("manycands");
+        let r = &t.0;
+        for d in ["etc", "srv/mpi", "lib/x86_64-linux-gnu"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::copy(LIBC, r.join(&LIBC[1..])).unwrap();
+        let first = r.join("srv/mpi/c0");
+        std::fs::copy(MPICH, &first).unwrap();
+        let paths: Vec<PathBuf> = (0..n)
+            .map(|i| PathBuf::from(format!("/srv/mpi/c{i}")))
+            .collect();
+        for p in &paths[1..] {
+            std::fs::hard_link(&first, r.join(p.strip_prefix("/").unwrap())).unwrap();
+        }
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let cache = one_name_cache("libmpich.so.12", &refs, native_flags());
+        std::fs::write(r.join("etc/ld.so.cache"), cache).unwrap();
+        t
+    }
+
+    /// Plans host MPICH over the image, as `tweaks::plan` would.
+    fn plan_mpich(root: &Rootfs) -> Part {
+        let libs = ImageLibs::scan(root);
+        let c = ctx(&[], &[]);
+        let n = with_mpich(node("icelake"));
+        let policy = policy_mpich(&[MPICH]);
+        let sel = Selection {
+            mpi: Some("mpich".into()),
+            ..Default::default()
+        };
+        let host = super::super::host::RealHost::new(Path::new("/etc/ld.so.cache"));
+        let input = Inputs {
+            ctx: &c,
+            node: &n,
+            policy: &policy,
+            selection: &sel,
+            host: &host,
+            image: Some(&libs),
+        };
+        super::super::mpi::plan(&input, "mpich").unwrap()
+    }
+
+    #[test]
+    fn candidates_per_soname_are_capped_counted_and_cheap() {
+        let one = image_with_candidates(1);
+        let baseline = plan_mpich(&Rootfs::open(&one.0).unwrap());
+        assert!(!baseline.fatal(), "{:#?}", baseline.findings);
+        for n in [20_000, 60_000] {
+            let t = image_with_candidates(n);
+            let root = Rootfs::open(&t.0).unwrap();
+            let start = Instant::now();
+            let libs = ImageLibs::scan(&root);
+            let found = libs.find("libmpich.so.12");
+            let find_took = start.elapsed();
+            assert_eq!(found.len(), MAX_CANDIDATES);
+            assert_eq!((found.listed, found.considered), (n, MAX_CANDIDATES));
+            let note = found.note("libmpich.so.12").unwrap();
+            assert!(note.contains(&format!("lists {n} candidates")), "{note}");
+            assert!(note.contains("the first 8 were used"), "{note}");
+            // The whole planning of the component, as the hook does it.
+            let start = Instant::now();
+            let part = plan_mpich(&root);
+            let plan_took = start.elapsed();
+            assert!(!part.fatal(), "{:#?}", part.findings);
+            // At most MAX_CANDIDATES replacements: the baseline's mounts
+            // plus the other 7 candidates.
+            assert_eq!(
+                part.tweaks.mounts.len(),
+                baseline.tweaks.mounts.len() + MAX_CANDIDATES - 1,
+                "{:#?}",
+                part.tweaks.mounts
+            );
+            eprintln!(
+                "{n} candidates: scan+find {find_took:?}, plan {plan_took:?}, {} mounts",
+                part.tweaks.mounts.len()
+            );
+            // The review measured 18 s (20,000) and 258 s (60,000).
+            assert!(find_took < DEBUG_BOUND, "{find_took:?}");
+            assert!(plan_took < DEBUG_BOUND, "{plan_took:?}");
+        }
+    }
+
+    #[test]
+    fn duplicates_and_stale_paths_do_not_use_up_the_cap_unseen() {
+        let t = TempDir::new("dupcands");
+        let r = &t.0;
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::create_dir_all(r.join("srv")).unwrap();
+        std::fs::write(r.join("srv/real"), b"x").unwrap();
+        // 1000 copies of one path, then a real second file: duplicates are
+        // skipped, so the second is found.
+        let mut paths = vec![Path::new("/srv/real"); 1000];
+        std::fs::write(r.join("srv/other"), b"x").unwrap();
+        paths.push(Path::new("/srv/other"));
+        std::fs::write(
+            r.join("etc/ld.so.cache"),
+            one_name_cache("libx.so.1", &paths, native_flags()),
+        )
+        .unwrap();
+        let root = Rootfs::open(r).unwrap();
+        let libs = ImageLibs::scan(&root);
+        let f = libs.find("libx.so.1");
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(!f.truncated());
+        // Nine stale paths first: the real one is past the cap, and the
+        // result says so.
+        let stale: Vec<String> = (0..9).map(|i| format!("/gone/{i}")).collect();
+        let mut paths: Vec<&Path> = stale.iter().map(Path::new).collect();
+        paths.push(Path::new("/srv/real"));
+        std::fs::write(
+            r.join("etc/ld.so.cache"),
+            one_name_cache("libx.so.1", &paths, native_flags()),
+        )
+        .unwrap();
+        let libs = ImageLibs::scan(&root);
+        let f = libs.find("libx.so.1");
+        assert!(f.is_empty());
+        assert!(f.truncated());
+        assert!(f.note("libx.so.1").unwrap().contains("lists 10 candidates"));
     }
 }
