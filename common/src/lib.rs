@@ -20,4 +20,6 @@ pub(crate) mod rootfs;
 pub(crate) mod testutil;
 pub mod text;
 pub(crate) mod tweaks;
+/// glibc's linker cache format (read and written by hpcc; see `apply::ldcache_file`).
+pub use tweaks::ldcache;
 pub mod version;

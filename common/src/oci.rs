@@ -88,6 +88,10 @@ pub struct LaunchContext {
     /// The container process's environment, as `KEY=VALUE`. Read only for
     /// device selection (`NVIDIA_VISIBLE_DEVICES`); never applied on the host.
     pub process_env: Vec<String>,
+    /// Whether the config mounts a tmpfs at `/dev` (every engine's does):
+    /// hpcc then puts the mount targets it needs there, in the
+    /// container's own tmpfs, and never creates anything in the image.
+    pub dev_tmpfs: bool,
 }
 
 impl LaunchContext {
@@ -113,6 +117,27 @@ impl LaunchContext {
                 .as_ref()
                 .and_then(|p| p.env().clone())
                 .unwrap_or_default(),
+            dev_tmpfs: spec.mounts().as_ref().is_some_and(|ms| {
+                ms.iter().any(|m| {
+                    m.destination() == Path::new("/dev")
+                        && m.typ().as_deref() == Some("tmpfs")
+                })
+            }),
+        }
+    }
+
+    /// A context from annotations alone (`hpcc match --annotations`, an
+    /// image's manifest): no bundle, no rootfs to inspect, and the engine
+    /// assumed to give the container a `/dev` tmpfs as all do.
+    pub fn from_annotations(id: &str, annotations: BTreeMap<String, String>) -> LaunchContext {
+        LaunchContext {
+            id: id.to_owned(),
+            bundle: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            pid: None,
+            annotations,
+            process_env: vec![],
+            dev_tmpfs: true,
         }
     }
 
@@ -128,6 +153,19 @@ impl LaunchContext {
                 .unwrap_or_else(|| "bundle".into()),
         );
         LaunchContext::new(&state, spec)
+    }
+
+    /// Where hpcc mounts the host libraries that replace nothing in the
+    /// image (dependencies, driver libraries), one directory per component:
+    /// under the container's `/dev` tmpfs when there is one, so that no
+    /// target is ever created in the image (which another node may be
+    /// starting at the same time, or which may be read-only).
+    pub fn lib_root(&self) -> &'static Path {
+        Path::new(if self.dev_tmpfs {
+            "/dev/hpcc/lib"
+        } else {
+            "/opt/hpcc/lib"
+        })
     }
 
     /// A process environment variable of the container.

@@ -143,9 +143,22 @@ pub struct Tweaks {
     pub devices: Vec<Device>,
     /// Environment.
     pub env: Vec<EnvVar>,
-    /// Directories (in the container) to add to the linker configuration
-    /// before the container's cache is rebuilt; empty = no rebuild.
-    pub ld_paths: Vec<PathBuf>,
+    /// Entries hpcc puts in front of the image's own linker cache (the
+    /// libraries it mounts in its own directories); empty = the image's
+    /// cache is left alone. hpcc writes that cache itself (glibc's format)
+    /// and binds it over the container's `/etc/ld.so.cache`: no ldconfig.
+    pub ld_cache: Vec<CacheEntry>,
+}
+
+/// One entry hpcc adds to the container's linker cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The name the loader looks up (`libhwloc.so.15`).
+    pub soname: String,
+    /// Where it is in the container.
+    pub path: PathBuf,
+    /// glibc's entry flags (library type and architecture).
+    pub flags: i32,
 }
 
 impl Tweaks {
@@ -154,7 +167,7 @@ impl Tweaks {
         self.mounts.is_empty()
             && self.devices.is_empty()
             && self.env.is_empty()
-            && self.ld_paths.is_empty()
+            && self.ld_cache.is_empty()
     }
 }
 

@@ -107,8 +107,13 @@ pub fn plan(p: &Plan, color: bool) -> String {
         for e in &p.tweaks.env {
             let _ = writeln!(out, "  env    {}={}  ({})", e.name, e.value, e.reason);
         }
-        for l in &p.tweaks.ld_paths {
-            let _ = writeln!(out, "  ld.so  {}  (linker cache rebuilt)", l.display());
+        for c in &p.tweaks.ld_cache {
+            let _ = writeln!(
+                out,
+                "  ld.so  {} => {}  (container linker cache)",
+                c.soname,
+                c.path.display()
+            );
         }
     }
     out

@@ -555,24 +555,6 @@ impl Rootfs {
         drop(unsafe { OwnedFd::from_raw_fd(raw) });
         Ok(true)
     }
-
-    /// Removes one entry (an empty directory with `dir`), relative to its
-    /// parent opened inside the root. Used by rollback.
-    pub fn remove(&self, path: &Path, dir: bool) -> Result<(), RootfsError> {
-        let (parent, name) = split(path)?;
-        let pfd = self.open_dir(&parent)?;
-        let c = cstr(&name, path)?;
-        let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
-        // SAFETY: valid dir fd and NUL-terminated single name.
-        if unsafe { libc::unlinkat(pfd.as_raw_fd(), c.as_ptr(), flags) } != 0 {
-            return Err(RootfsError::io(
-                "remove",
-                path,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
-    }
 }
 
 fn is_absent(e: &RootfsError) -> bool {
@@ -807,8 +789,6 @@ pub(crate) mod tests {
             .unwrap());
         assert!(t.0.join("etc/made-by-hpcc").is_file());
         assert!(!Path::new("/etc/made-by-hpcc").exists());
-        r.remove(p("/abs-root/etc/made-by-hpcc"), false).unwrap();
-        assert!(!t.0.join("etc/made-by-hpcc").exists());
         assert!(r.create_file(p("/"), 0o644).is_err());
     }
 

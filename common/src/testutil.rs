@@ -140,5 +140,6 @@ pub(crate) fn ctx(env: &[&str], annotations: &[(&str, &str)]) -> LaunchContext {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         process_env: env.iter().map(|s| s.to_string()).collect(),
+        dev_tmpfs: true,
     }
 }

@@ -318,6 +318,65 @@ impl Default for Cache {
     }
 }
 
+/// Bounds of one launch (`[limits]`): an image must not be able to make
+/// hpcc wait, or mount, without end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Deadline of the apply helper of `hpcc-hook` (milliseconds): past it
+    /// the helper is killed, what it did dies with the container's mount
+    /// namespace, and `on_error` decides.
+    pub apply_timeout_ms: u64,
+    /// Most bind mounts one launch may add.
+    pub max_mounts: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            apply_timeout_ms: 5000,
+            max_mounts: 256,
+        }
+    }
+}
+
+/// `hpcc-runtime` (`[runtime]`): the OCI runtime it executes after editing
+/// the container's `config.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Absolute path of the real runtime (runc or crun); never looked up
+    /// in `PATH`.
+    pub path: PathBuf,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            path: PathBuf::from("/usr/sbin/runc"),
+        }
+    }
+}
+
+/// Slurm `--container` steps (`[slurm]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Slurm {
+    /// An MPI step's container shares the node's network namespace (the
+    /// interconnect and the PMI server must be reachable), as Sarus,
+    /// Pyxis/enroot and Apptainer do. `false` keeps the network namespace
+    /// the bundle asks for.
+    pub mpi_host_network: bool,
+}
+
+impl Default for Slurm {
+    fn default() -> Self {
+        Slurm {
+            mpi_host_network: true,
+        }
+    }
+}
+
 /// Logging (`[log]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -353,6 +412,12 @@ pub struct Policy {
     pub tweaks: Tweaks,
     /// Host MPIs offered to images, by name.
     pub mpi: BTreeMap<String, HostMpi>,
+    /// Bounds of one launch.
+    pub limits: Limits,
+    /// `hpcc-runtime`'s real runtime.
+    pub runtime: Runtime,
+    /// Slurm steps.
+    pub slurm: Slurm,
     /// Host libfabric.
     pub libfabric: Option<Libfabric>,
     /// Host UCX.
@@ -540,6 +605,21 @@ impl Policy {
             absolute("gpu.cdi_spec_dirs".into(), p)?;
         }
         absolute("cache.dir".into(), &self.cache.dir)?;
+        absolute("runtime.path".into(), &self.runtime.path)?;
+        if !(100..=600_000).contains(&self.limits.apply_timeout_ms) {
+            return Err(invalid(
+                "limits.apply_timeout_ms".into(),
+                self.limits.apply_timeout_ms.to_string(),
+                "must be between 100 and 600000 (milliseconds)",
+            ));
+        }
+        if !(1..=65_536).contains(&self.limits.max_mounts) {
+            return Err(invalid(
+                "limits.max_mounts".into(),
+                self.limits.max_mounts.to_string(),
+                "must be between 1 and 65536",
+            ));
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return Err(invalid(
                 "log.level".into(),

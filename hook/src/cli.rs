@@ -140,16 +140,11 @@ fn context(src: &Source) -> Result<LaunchContext, String> {
             let spec = oci::load_bundle_config(dir).map_err(|e| e.to_string())?;
             Ok(LaunchContext::from_bundle(dir, &spec))
         }
-        Source::File(f) => Ok(LaunchContext {
-            id: f
-                .file_stem()
+        Source::File(f) => Ok(LaunchContext::from_annotations(
+            &f.file_stem()
                 .map_or("image".into(), |s| s.to_string_lossy().into_owned()),
-            bundle: PathBuf::new(),
-            rootfs: PathBuf::new(),
-            pid: None,
-            annotations: read_annotations_file(f)?,
-            process_env: vec![],
-        }),
+            read_annotations_file(f)?,
+        )),
     }
 }
 

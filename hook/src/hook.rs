@@ -11,24 +11,33 @@
 //! fresh single-threaded process. A failed apply is rolled back and is an
 //! hpcc failure: `on_error` decides.
 
-use hpcc_common::apply::{self, child, Target};
+use hpcc_common::apply::{self, child, ldcache_file, Target};
 use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
 use hpcc_common::plan::{Tweaks, UserRequest};
+use hpcc_config::Policy;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The OCI hook stages hpcc acts in. `prestart` (runc, crun, podman) and
-/// `createRuntime` run in the runtime's namespaces before pivot_root; the
-/// others only log.
+/// `createRuntime` run in the runtime's namespaces before pivot_root: the
+/// launch is decided and its tweaks applied by entering the container's
+/// mount namespace. `createContainer` runs inside the container's
+/// namespaces: the launch is decided (a refusal still stops it), but no
+/// mount is made there (the apply layer cannot tell that namespace from
+/// the host's, and refuses). The argument only names the stage the admin
+/// meant: the apply layer checks the namespaces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// `prestart` (deprecated by the spec, what runtimes still run).
     Prestart,
     /// `createRuntime`.
     CreateRuntime,
-    /// `createContainer`, `startContainer`, `poststart`, `poststop`: nothing to decide.
+    /// `createContainer`.
+    CreateContainer,
+    /// `startContainer`, `poststart`, `poststop`: the container is already
+    /// set up or gone: nothing to decide.
     Other,
     /// Hidden: the apply helper (see `hpcc_common::apply::child`).
     ApplyHelper,
@@ -45,10 +54,9 @@ impl Stage {
         match arg {
             None | Some("prestart") => Ok(Stage::Prestart),
             Some("createRuntime") => Ok(Stage::CreateRuntime),
+            Some("createContainer") => Ok(Stage::CreateContainer),
             Some(child::CHILD_ARG) => Ok(Stage::ApplyHelper),
-            Some("createContainer" | "startContainer" | "poststart" | "poststop") => {
-                Ok(Stage::Other)
-            }
+            Some("startContainer" | "poststart" | "poststop") => Ok(Stage::Other),
             Some(o) => Err(UnknownStage(o.to_owned())),
         }
     }
@@ -152,7 +160,7 @@ pub fn run(
     let planned = launch::decide(&ctx, &node, &policy, &UserRequest::default());
     let mut outcome = launch::outcome(&policy, policy_path, Some(&ctx.id), here, planned);
     if let Outcome::Start(plan) = &outcome {
-        if let Err(e) = apply_tweaks(&ctx, &plan.tweaks) {
+        if let Err(e) = apply_tweaks(&ctx, &plan.tweaks, &policy) {
             outcome = launch::failed(&policy, policy_path, Some(&ctx.id), here, e);
         }
     }
@@ -175,20 +183,34 @@ fn read_input(stdin: impl Read) -> Result<LaunchContext, LaunchError> {
     Ok(LaunchContext::new(&state, &spec))
 }
 
-/// Applies the plan's tweaks through the helper and logs each effect.
-fn apply_tweaks(ctx: &LaunchContext, tweaks: &Tweaks) -> Result<(), LaunchError> {
+/// Applies the plan's tweaks through the helper and logs each effect. The
+/// container's linker cache is written here, on the host side (hpcc's own
+/// store, never the image), and bound by the helper.
+fn apply_tweaks(ctx: &LaunchContext, tweaks: &Tweaks, policy: &Policy) -> Result<(), LaunchError> {
     if tweaks.is_empty() {
         return Ok(());
     }
+    let pid = match ctx.pid {
+        Some(pid) => pid,
+        None if !apply::touches_container(tweaks) => 0,
+        None => return Err(apply::ApplyError::NoPid.into()),
+    };
+    let ld_cache = if tweaks.ld_cache.is_empty() {
+        None
+    } else {
+        let store = ldcache_file::store_dir(&policy.cache.dir);
+        Some(
+            ldcache_file::prepare(&ctx.rootfs, &tweaks.ld_cache, &store)
+                .map_err(apply::ApplyError::from)?,
+        )
+    };
     let target = Target {
         rootfs: ctx.rootfs.clone(),
-        pid: match ctx.pid {
-            Some(pid) => pid,
-            None if !apply::touches_container(tweaks) => 0,
-            None => return Err(apply::ApplyError::NoPid.into()),
-        },
+        pid,
+        ld_cache,
     };
-    let applied = child::apply_in_child(Path::new("/proc/self/exe"), tweaks, &target)?;
+    let timeout = std::time::Duration::from_millis(policy.limits.apply_timeout_ms);
+    let applied = child::apply_in_child(Path::new("/proc/self/exe"), tweaks, &target, timeout)?;
     let id = ctx.id.as_str();
     for m in &applied.mounts {
         tracing::info!(container = id, source = %m.source.display(), destination = %m.destination.display(), readonly = m.readonly, "mounted: {}", m.reason);
@@ -196,8 +218,8 @@ fn apply_tweaks(ctx: &LaunchContext, tweaks: &Tweaks) -> Result<(), LaunchError>
     for d in &applied.devices {
         tracing::info!(container = id, device = %d.path.display(), host = %d.host_path.display(), grant = ?d.grant, "device exposed: {}", d.reason);
     }
-    if !applied.ld_cache.is_empty() {
-        tracing::info!(container = id, dirs = ?applied.ld_cache, "container linker cache rebuilt with the host ldconfig");
+    if let Some(f) = &applied.ld_cache {
+        tracing::info!(container = id, file = %f.display(), entries = tweaks.ld_cache.len(), "container linker cache installed");
     }
     for n in &applied.env_not_applied {
         tracing::info!(container = id, "{n}");

@@ -3,7 +3,8 @@
 //! rootfs on behalf of a process in its own mount namespace
 //! (`unshare -m`), as runc's container init is at prestart. Proves the Linux
 //! system calls (openat2 in root, open_tree/mount_setattr/move_mount, the
-//! host ldconfig, rollback) independently of the planner.
+//! linker cache hpcc writes, rollback by handle) independently of the
+//! planner.
 //!
 //! Needs root and the fixtures; fails, never skips.
 
@@ -90,7 +91,12 @@ fn mount(src: &str, dst: &str) -> Value {
 
 /// Sends one request to the helper; returns its JSON reply.
 fn helper(tweaks: Value, rootfs: &Path, pid: i32) -> Value {
-    let req = json!({"tweaks": tweaks, "target": {"rootfs": rootfs, "pid": pid}});
+    helper_with_cache(tweaks, rootfs, pid, None)
+}
+
+/// The same, with a linker cache file to bind.
+fn helper_with_cache(tweaks: Value, rootfs: &Path, pid: i32, cache: Option<&Path>) -> Value {
+    let req = json!({"tweaks": tweaks, "target": {"rootfs": rootfs, "pid": pid, "ld_cache": cache}});
     let mut child = Command::new(bin("hpcc-hook"))
         .arg("--hpcc-apply-child")
         .env_clear()
@@ -115,8 +121,26 @@ fn helper(tweaks: Value, rootfs: &Path, pid: i32) -> Value {
     })
 }
 
-fn tweaks(mounts: Vec<Value>, ld_paths: &[&str]) -> Value {
-    json!({"mounts": mounts, "devices": [], "env": [], "ld_paths": ld_paths})
+fn tweaks(mounts: Vec<Value>, cache: &[(&str, &str)]) -> Value {
+    let ld_cache: Vec<Value> = cache
+        .iter()
+        .map(|(soname, path)| json!({"soname": soname, "path": path, "flags": 0x0303}))
+        .collect();
+    json!({"mounts": mounts, "devices": [], "env": [], "ld_cache": ld_cache})
+}
+
+/// The container's cache for `rootfs` with `cache` in front, as hpcc-hook
+/// writes it before the helper binds it.
+fn cache_file(rootfs: &Path, cache: &[(&str, &str)], store: &Path) -> PathBuf {
+    let entries: Vec<hpcc_common::plan::CacheEntry> = cache
+        .iter()
+        .map(|(soname, path)| hpcc_common::plan::CacheEntry {
+            soname: soname.to_string(),
+            path: path.into(),
+            flags: 0x0303,
+        })
+        .collect();
+    hpcc_common::apply::ldcache_file::prepare(rootfs, &entries, store).unwrap()
 }
 
 fn sha(path: &str) -> String {
@@ -142,16 +166,22 @@ fn helper_mounts_read_only_private_in_the_container_namespace_only() {
     let image_lib = rootfs.join("usr/lib/x86_64-linux-gnu/libmpich.so.12.0.0");
     let image_sha = sha(image_lib.to_str().unwrap());
     let ns = NsProcess::start();
-    let reply = helper(
+    let image_cache = rootfs.join("etc/ld.so.cache");
+    let image_cache_sha = sha(image_cache.to_str().unwrap());
+    let entries = [("libhwloc.so.15", "/opt/hpcc/lib/mpi/libhwloc.so.15")];
+    let store = scratch("apply-helper-store");
+    let cache = cache_file(&rootfs, &entries, &store);
+    let reply = helper_with_cache(
         tweaks(
             vec![
                 mount(HOST_MPICH, "/usr/lib/x86_64-linux-gnu/libmpich.so.12"),
                 mount(HOST_HWLOC, "/opt/hpcc/lib/mpi/libhwloc.so.15"),
             ],
-            &["/opt/hpcc/lib/mpi"],
+            &entries,
         ),
         &rootfs,
         ns.pid(),
+        Some(&cache),
     );
     let applied = &reply["Applied"];
     assert!(applied.is_object(), "{reply}");
@@ -165,7 +195,7 @@ fn helper_mounts_read_only_private_in_the_container_namespace_only() {
     assert!(!ok, "mount is writable: {out}");
     let (_, info) = ns.sh("cat /proc/self/mountinfo");
     let ours = lines_mentioning(&info, rootfs.to_str().unwrap());
-    assert_eq!(ours.len(), 2, "{ours:?}");
+    assert_eq!(ours.len(), 3, "{ours:?}");
     for l in &ours {
         let (before, after) = l.split_once(" - ").unwrap();
         assert!(
@@ -176,20 +206,21 @@ fn helper_mounts_read_only_private_in_the_container_namespace_only() {
         assert!(!before.contains("shared:"), "not private: {l}");
         assert!(!after.is_empty());
     }
-    // The host ldconfig put the dependency dir into the container's cache.
-    let out = Command::new("/sbin/ldconfig")
-        .args(["-p", "-r"])
-        .arg(&rootfs)
-        .output()
-        .unwrap();
-    let cache = String::from_utf8_lossy(&out.stdout);
+    // In the namespace the container's cache is hpcc's file: the
+    // dependency first, the image's own entries kept. Read with the host's
+    // ldconfig -p -C (it only reads the file it is given).
+    let (ok, listed) = ns.sh(&format!("/sbin/ldconfig -p -C {}", image_cache.display()));
+    assert!(ok, "{listed}");
     assert!(
-        cache.contains("libhwloc.so.15 (libc6,x86-64) => /opt/hpcc/lib/mpi/libhwloc.so.15"),
-        "{cache}"
+        listed.contains("libhwloc.so.15 (libc6,x86-64) => /opt/hpcc/lib/mpi/libhwloc.so.15"),
+        "{listed}"
     );
-    // The host: no mount, the image file on disk untouched.
+    assert!(listed.contains("libmpich.so.12"), "image entries lost: {listed}");
+    // The host: no mount, the image's files on disk untouched (its cache
+    // was never rewritten).
     assert!(lines_mentioning(&host_mountinfo(), rootfs.to_str().unwrap()).is_empty());
     assert_eq!(sha(image_lib.to_str().unwrap()), image_sha);
+    assert_eq!(sha(image_cache.to_str().unwrap()), image_cache_sha);
     // After the namespace dies, nothing anywhere.
     drop(ns);
     assert!(lines_mentioning(&host_mountinfo(), rootfs.to_str().unwrap()).is_empty());
@@ -254,7 +285,7 @@ fn helper_refuses_a_target_in_its_own_namespace() {
         &rootfs,
         std::process::id() as i32,
     );
-    let msg = reply["Failed"].as_str().unwrap_or_default();
+    let msg = reply["Failed"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("shares the hook's mount namespace"), "{reply}");
     assert!(!rootfs.join("opt/hpcc").exists());
     assert_eq!(before, host_mountinfo());
@@ -265,6 +296,8 @@ fn helper_rolls_back_a_failed_apply() {
     require_root();
     let rootfs = copy_rootfs("mpich-app", "apply-helper-rollback");
     let ns = NsProcess::start();
+    let image_lib = rootfs.join("usr/lib/x86_64-linux-gnu/libmpich.so.12.0.0");
+    let image_sha = sha(image_lib.to_str().unwrap());
     let reply = helper(
         tweaks(
             vec![
@@ -275,30 +308,30 @@ fn helper_rolls_back_a_failed_apply() {
                     "/opt/hpcc/lib/y/libnothing.so.1",
                 ),
             ],
-            &["/opt/hpcc/lib/x"],
+            &[],
         ),
         &rootfs,
         ns.pid(),
     );
-    let msg = reply["Failed"].as_str().unwrap_or_default();
+    let msg = reply["Failed"]["message"].as_str().unwrap_or_default();
     assert!(
         msg.contains("/nonexistent/hpcc/libnothing.so.1") && msg.contains("undone"),
         "{reply}"
     );
+    // Both mounts made before the failure are gone from the container's
+    // namespace (undone by their handles); the image's library is its own
+    // again there.
     let (_, info) = ns.sh("cat /proc/self/mountinfo");
     assert!(
         lines_mentioning(&info, rootfs.to_str().unwrap()).is_empty(),
         "{info}"
     );
-    // The fixture has no /opt: every directory hpcc made is gone again.
-    assert!(!rootfs.join("opt").exists(), "created dirs left behind");
-    // No ldconfig ran: the image cache does not know /opt/hpcc.
-    let out = Command::new("/sbin/ldconfig")
-        .args(["-p", "-r"])
-        .arg(&rootfs)
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("/opt/hpcc"));
+    let (ok, out) = ns.sh(&format!("sha256sum {}", image_lib.display()));
+    assert!(ok && out.starts_with(&image_sha), "{out}");
+    // Mount targets hpcc created stay, empty (another launch of the same
+    // image may be using them); nothing else in the image changed.
+    let made = rootfs.join("opt/hpcc/lib/x/libhwloc.so.15");
+    assert_eq!(std::fs::metadata(&made).map(|m| m.len()).ok(), Some(0));
 }
 
 /// A bundle whose prestart hook applies `tweaks` through hpcc-hook's apply
@@ -338,11 +371,10 @@ fn runtimes_at_prestart_see_mounts_and_granted_device() {
             "major": 10, "minor": 237, "access": "rw", "reason": "e2e"
         }],
         "env": [],
-        "ld_paths": ["/opt/hpcc/lib/mpi"],
+        "ld_cache": [],
     });
     let script = "sha256sum /usr/lib/x86_64-linux-gnu/libmpich.so.12; \
-        exec 3<>/dev/hpcc-test0 && echo device-open-ok; \
-        grep -c hpcc /etc/ld.so.cache";
+        exec 3<>/dev/hpcc-test0 && echo device-open-ok";
     for runtime in ["runc", "crun"] {
         let (b, reply) = bundle_applying(
             &format!("apply-rt-{runtime}"),
@@ -387,7 +419,7 @@ fn runc_denies_the_device_without_the_grant() {
     let (mut b, _) = bundle_applying(
         "apply-rt-nogrant",
         "mpich-app",
-        json!({"mounts": [], "devices": [], "env": [], "ld_paths": []}),
+        json!({"mounts": [], "devices": [], "env": [], "ld_cache": []}),
         "exec 3<>/dev/hpcc-test0 && echo device-open-ok",
     );
     // Bind the node by hand in the container's namespace, no cgroup write.

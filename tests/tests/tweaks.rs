@@ -75,6 +75,7 @@ fn run_clean(b: &Bundle, runtime: &str) -> Run {
             "libmpich",
             "libfabric",
             "/opt/hpcc",
+            "/dev/hpcc",
             ESCAPE_TARGET,
         ],
     );
@@ -290,19 +291,20 @@ fn hook_in_the_containers_namespace_refuses_to_mount() {
     b.config_mut()["hooks"] = serde_json::json!({ "createContainer": hooks });
     let r = run_clean(&b, "runc");
     assert!(!r.ok(), "started: {r:?}");
-    // runc runs createContainer hooks inside the container's pid namespace
-    // too, so the state's pid may not even be reachable: either way the
-    // apply is refused before anything is mounted.
+    // runc runs createContainer hooks inside the container's namespaces,
+    // where the state's pid may not even be visible: the shared-namespace
+    // guard must be what refuses (it runs before anything else of the
+    // apply layer), never another error on the way.
     assert!(
         r.stderr.contains("applying the launch tweaks failed")
-            && (r.stderr.contains("shares the hook's mount namespace")
-                || r.stderr
-                    .contains("cannot reach the container's root filesystem")),
+            && r.stderr.contains("shares the hook's mount namespace")
+            && r.stderr.contains("register hpcc-hook as a prestart or createRuntime hook"),
         "{}",
         r.stderr
     );
     assert!(r.stderr.contains("exit status 4"), "{}", r.stderr);
     assert!(!b.rootfs().join("opt/hpcc").exists(), "mount targets left");
+    assert!(!b.rootfs().join("dev/hpcc").exists(), "mount targets left");
 }
 
 /// Stretch goal: a two-rank MPI job inside the container on the replaced

@@ -1,29 +1,43 @@
-//! Running [`apply`](super::apply) in a fresh, single-threaded helper
-//! process.
+//! Running [`apply`](super::apply) in a fresh, single-threaded, bounded
+//! helper process.
 //!
 //! `setns(CLONE_NEWNS)` fails with EINVAL in a multi-threaded process, and
-//! the hook may have threads by the time it has a plan (NVML starts some);
-//! `fork()` of a multi-threaded Rust process may deadlock in the allocator.
-//! So the hook re-executes its own trusted binary (`/proc/self/exe`) with
+//! the hook may have threads by the time it has a plan; `fork()` of a
+//! multi-threaded Rust process may deadlock in the allocator. So the hook
+//! re-executes its own trusted binary (`/proc/self/exe`) with
 //! [`CHILD_ARG`], an empty environment and `/` as cwd, sends the request as
 //! JSON on stdin and reads the outcome as JSON on stdout. The child enters
-//! the container's namespace and dies with it; the hook's own namespace is
-//! never changed. The SPANK plugin does the same with the installed
-//! `hpcc-hook` path (slurmstepd's `/proc/self/exe` is not hpcc).
+//! the container's namespace; the hook's own namespace is never changed.
+//!
+//! The helper is bounded: it dies with the hook (`PR_SET_PDEATHSIG`), it
+//! has CPU, memory, file and core limits, and the hook waits for it until a
+//! deadline from the policy (`limits.apply_timeout_ms`), then kills it.
+//! What it mounted lives in the container's mount namespace, which the
+//! runtime tears down when the start fails: nothing stays on the host.
 
 use super::linux::LinuxSyscalls;
 use super::{apply, touches_container, Applied, ApplyError, Target};
 use crate::plan::Tweaks;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The hidden first argument that makes `hpcc-hook` the apply helper.
 pub const CHILD_ARG: &str = "--hpcc-apply-child";
 
 /// Largest request or reply accepted on the pipe.
 pub const MAX_MESSAGE_BYTES: u64 = 4 << 20;
+
+/// Bound of the helper's stderr kept for an error message.
+const MAX_STDERR: usize = 16 << 10;
+
+/// Address space of the helper: it parses one request and makes a few
+/// hundred system calls.
+const HELPER_MEMORY: libc::rlim_t = 512 << 20;
 
 /// What the hook sends.
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,75 +53,300 @@ pub struct Request {
 pub enum Reply {
     /// Done.
     Applied(Applied),
-    /// Failed (already rolled back), with the message.
-    Failed(String),
+    /// Failed (already rolled back).
+    Failed(RemoteError),
+}
+
+/// The helper's own failure, as it reported it over the pipe (the error
+/// value itself cannot cross a process boundary, its message can).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    /// The helper's error, one line.
+    pub message: String,
+}
+
+/// Talking to the helper failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    /// The request could not be encoded.
+    #[error("encoding the request: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The helper could not be started.
+    #[error("starting {exe}: {source}")]
+    Spawn {
+        /// The binary.
+        exe: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A pipe or wait failed.
+    #[error("talking to the helper: {0}")]
+    Pipe(#[from] std::io::Error),
+    /// The deadline passed.
+    #[error("the apply helper did not finish within {ms} ms (policy limits.apply_timeout_ms): it was killed; what it did dies with the container's mount namespace")]
+    Timeout {
+        /// The deadline.
+        ms: u64,
+    },
+    /// It ended without a valid answer.
+    #[error("helper {exe} exited ({status}) without a valid reply: {stderr}")]
+    NoReply {
+        /// The binary.
+        exe: String,
+        /// Its exit status.
+        status: String,
+        /// Its stderr, bounded and escaped.
+        stderr: String,
+    },
 }
 
 /// Applies the tweaks from a helper process running `exe` (the hook's own
-/// binary). Tweaks that do not touch the container (environment only) are
-/// answered here without a helper.
-pub fn apply_in_child(exe: &Path, tweaks: &Tweaks, target: &Target) -> Result<Applied, ApplyError> {
+/// binary), within `timeout`. Tweaks that do not touch the container
+/// (environment only) are answered here without a helper.
+pub fn apply_in_child(
+    exe: &Path,
+    tweaks: &Tweaks,
+    target: &Target,
+    timeout: Duration,
+) -> Result<Applied, ApplyError> {
     if !touches_container(tweaks) {
         return apply(tweaks, target, &LinuxSyscalls::new());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid != 0 {
+        return Err(ApplyError::Rootless { uid });
     }
     let req = serde_json::to_vec(&Request {
         tweaks: tweaks.clone(),
         target: target.clone(),
     })
-    .map_err(|e| ApplyError::Helper(format!("encoding the request: {e}")))?;
-    let mut child = Command::new(exe)
-        .arg(CHILD_ARG)
+    .map_err(HelperError::from)?;
+    let cpu_secs = timeout.as_secs() + 1;
+    let mut cmd = Command::new(exe);
+    cmd.arg(CHILD_ARG)
         .env_clear()
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| ApplyError::Helper(format!("starting {}: {e}", exe.display())))?;
-    {
-        let mut stdin = child.stdin.take().expect("piped");
-        stdin
-            .write_all(&req)
-            .map_err(|e| ApplyError::Helper(format!("writing the request: {e}")))?;
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe system calls (prctl, getppid, setrlimit, kill) on
+    // plain values.
+    unsafe {
+        let parent = libc::getpid();
+        cmd.pre_exec(move || bound_self(parent, cpu_secs));
     }
-    let mut out = Vec::new();
-    if let Some(s) = child.stdout.take() {
-        s.take(MAX_MESSAGE_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| ApplyError::Helper(format!("reading the reply: {e}")))?;
-    }
-    let mut err = Vec::new();
-    if let Some(s) = child.stderr.take() {
-        let _ = s.take(16 << 10).read_to_end(&mut err);
-    }
-    let status = child
-        .wait()
-        .map_err(|e| ApplyError::Helper(format!("waiting for the helper: {e}")))?;
+    let child = cmd.spawn().map_err(|source| HelperError::Spawn {
+        exe: exe.display().to_string(),
+        source,
+    })?;
+    let (out, err, status) = converse(child, &req, timeout)?;
     match serde_json::from_slice::<Reply>(&out) {
         Ok(Reply::Applied(a)) if status.success() => Ok(a),
-        Ok(Reply::Failed(msg)) => Err(ApplyError::Remote(msg)),
-        _ => Err(ApplyError::Helper(format!(
-            "helper {} exited with {status} without a valid reply: {}",
-            exe.display(),
-            String::from_utf8_lossy(&err).trim()
-        ))),
+        Ok(Reply::Failed(e)) => Err(e.into()),
+        _ => Err(HelperError::NoReply {
+            exe: exe.display().to_string(),
+            status: status.to_string(),
+            stderr: crate::text::escape(String::from_utf8_lossy(&err).trim()),
+        }
+        .into()),
+    }
+}
+
+/// In the forked child, before exec: die with the parent, and take limits.
+fn bound_self(parent: libc::pid_t, cpu_secs: u64) -> std::io::Result<()> {
+    let limit = |res: libc::__rlimit_resource_t, v: libc::rlim_t| {
+        let r = libc::rlimit {
+            rlim_cur: v,
+            rlim_max: v,
+        };
+        // SAFETY: a plain struct passed by pointer for the call's duration.
+        if unsafe { libc::setrlimit(res, &r) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The parent may have died before the death signal was armed.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent {
+        return Err(std::io::Error::other("the hook exited before its helper started"));
+    }
+    limit(libc::RLIMIT_CPU, cpu_secs)?;
+    limit(libc::RLIMIT_AS, HELPER_MEMORY)?;
+    limit(libc::RLIMIT_CORE, 0)?;
+    limit(libc::RLIMIT_NOFILE, 256)
+}
+
+/// Writes the request, reads stdout and stderr, waits for the exit; all
+/// within `timeout`, after which the helper is killed.
+fn converse(
+    mut child: Child,
+    req: &[u8],
+    timeout: Duration,
+) -> Result<(Vec<u8>, Vec<u8>, std::process::ExitStatus), HelperError> {
+    let deadline = Instant::now() + timeout;
+    let res = pump(&mut child, req, deadline);
+    let res = res.and_then(|(out, err)| {
+        let status = wait_until(&mut child, deadline)?;
+        Ok((out, err, status))
+    });
+    if res.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    match res {
+        Err(HelperError::Pipe(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(HelperError::Timeout {
+                ms: timeout.as_millis() as u64,
+            })
+        }
+        other => other,
+    }
+}
+
+fn timed_out() -> HelperError {
+    HelperError::Pipe(std::io::Error::from(std::io::ErrorKind::TimedOut))
+}
+
+/// The poll loop: request in, reply and stderr out, bounded in bytes and
+/// time.
+fn pump(child: &mut Child, req: &[u8], deadline: Instant) -> Result<(Vec<u8>, Vec<u8>), HelperError> {
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    for s in [
+        stdin.as_ref().map(|s| s.as_raw_fd()),
+        stdout.as_ref().map(|s| s.as_raw_fd()),
+        stderr.as_ref().map(|s| s.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        set_nonblocking(s)?;
+    }
+    let (mut written, mut out, mut err) = (0usize, Vec::new(), Vec::new());
+    let mut buf = [0u8; 64 << 10];
+    while stdout.is_some() || stderr.is_some() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        let mut fds = Vec::with_capacity(3);
+        if let Some(s) = &stdin {
+            fds.push(libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            });
+        }
+        for fd in [
+            stdout.as_ref().map(|s| s.as_raw_fd()),
+            stderr.as_ref().map(|s| s.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: fds is a valid array of its length for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        if let Some(s) = &mut stdin {
+            match s.write(&req[written..]) {
+                Ok(k) => written += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // The helper closed its stdin (it failed early): its
+                // reply or stderr says why.
+                Err(_) => written = req.len(),
+            }
+            if written >= req.len() {
+                stdin = None;
+            }
+        }
+        if let Some(s) = &mut stdout {
+            match s.read(&mut buf) {
+                Ok(0) => stdout = None,
+                Ok(k) => {
+                    out.extend_from_slice(&buf[..k]);
+                    if out.len() as u64 > MAX_MESSAGE_BYTES {
+                        return Err(std::io::Error::other("reply larger than the limit").into());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(s) = &mut stderr {
+            match s.read(&mut buf) {
+                Ok(0) => stderr = None,
+                Ok(k) => {
+                    let room = MAX_STDERR.saturating_sub(err.len());
+                    err.extend_from_slice(&buf[..k.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok((out, err))
+}
+
+fn set_nonblocking(fd: i32) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor this process owns.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits for the exit until the deadline.
+fn wait_until(child: &mut Child, deadline: Instant) -> Result<std::process::ExitStatus, HelperError> {
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if Instant::now() >= deadline {
+            return Err(timed_out());
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
 /// The helper's side: reads a [`Request`], applies it with the real system
 /// calls, writes a [`Reply`]. Returns the exit code (0 applied, 1 failed).
 pub fn child_main(stdin: impl Read, mut stdout: impl Write) -> i32 {
-    let mut buf = Vec::new();
-    let reply = match stdin.take(MAX_MESSAGE_BYTES + 1).read_to_end(&mut buf) {
-        Err(e) => Reply::Failed(format!("reading the request: {e}")),
-        Ok(_) if buf.len() as u64 > MAX_MESSAGE_BYTES => {
-            Reply::Failed("request larger than the limit".into())
-        }
-        Ok(_) => match serde_json::from_slice::<Request>(&buf) {
-            Err(e) => Reply::Failed(format!("invalid request: {e}")),
+    let reply = match crate::io::read_bounded(stdin, MAX_MESSAGE_BYTES) {
+        Err(e) => Reply::Failed(RemoteError {
+            message: format!("reading the request: {e}"),
+        }),
+        Ok(buf) => match serde_json::from_slice::<Request>(&buf) {
+            Err(e) => Reply::Failed(RemoteError {
+                message: format!("invalid request: {e}"),
+            }),
             Ok(req) => match apply(&req.tweaks, &req.target, &LinuxSyscalls::new()) {
                 Ok(a) => Reply::Applied(a),
-                Err(e) => Reply::Failed(e.to_string()),
+                Err(e) => Reply::Failed(RemoteError {
+                    message: e.to_string(),
+                }),
             },
         },
     };

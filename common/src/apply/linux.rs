@@ -1,22 +1,14 @@
 //! [`Syscalls`] for real, on Linux (kernel >= 5.12 for `mount_setattr`).
 
-use super::syscalls::{BindOptions, CgroupGrant, HostKind, NsId, SysError, Syscalls};
+use super::syscalls::{BindOptions, CgroupGrant, HostKind, MountHandle, NsId, SysError, Syscalls};
 use crate::rootfs::{self, EntryKind, Rootfs};
 use std::cell::RefCell;
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-/// The host's ldconfig: statically linked on Debian, so running it in the
-/// container's mount namespace loads nothing from the image.
-pub const HOST_LDCONFIG: &str = "/sbin/ldconfig";
-
-/// Bound of a helper's stderr kept for the error message.
-const MAX_HELPER_STDERR: u64 = 16 << 10;
 /// Bound of `/proc/PID/cgroup` and `devices.list`.
 const MAX_CGROUP_FILE: u64 = 1 << 20;
 
@@ -42,6 +34,9 @@ struct MountAttr {
 #[derive(Debug, Default)]
 pub struct LinuxSyscalls {
     root: RefCell<Option<Rootfs>>,
+    /// The attached mount of each bind, by handle: rollback detaches
+    /// exactly these.
+    mounts: RefCell<Vec<Option<OwnedFd>>>,
 }
 
 impl LinuxSyscalls {
@@ -222,11 +217,12 @@ impl Syscalls for LinuxSyscalls {
         self.with_root(|r| Ok(r.create_file(path, 0o644)?))
     }
 
-    fn remove(&self, path: &Path, dir: bool) -> Result<(), SysError> {
-        self.with_root(|r| Ok(r.remove(path, dir)?))
-    }
-
-    fn bind_mount(&self, source: &Path, target: &Path, opts: BindOptions) -> Result<(), SysError> {
+    fn bind_mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        opts: BindOptions,
+    ) -> Result<MountHandle, SysError> {
         self.with_root(|r| {
             let src = c_path(source)?;
             let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
@@ -287,21 +283,35 @@ impl Syscalls for LinuxSyscalls {
             if rc < 0 {
                 return Err(last_err("move_mount", target.display()));
             }
-            Ok(())
+            // After move_mount the tree's fd is the root of the attached
+            // mount: kept as the handle of this mount.
+            let mut mounts = self.mounts.borrow_mut();
+            mounts.push(Some(tree));
+            Ok(MountHandle(mounts.len() - 1))
         })
     }
 
-    fn unmount(&self, target: &Path) -> Result<(), SysError> {
-        self.with_root(|r| {
-            let fd = r.open_path(target, true)?;
-            let p = proc_fd(fd.as_fd());
-            // SAFETY: NUL-terminated path. The magic link names the mount
-            // found inside the root, not whatever the path says now.
-            if unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) } != 0 {
-                return Err(last_err("umount", target.display()));
-            }
-            Ok(())
-        })
+    fn unmount(&self, handle: MountHandle) -> Result<(), SysError> {
+        let fd = self
+            .mounts
+            .borrow_mut()
+            .get_mut(handle.0)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                SysError::io(
+                    "umount",
+                    format!("mount handle {}", handle.0),
+                    std::io::Error::from_raw_os_error(libc::EINVAL),
+                )
+            })?;
+        let p = proc_fd(fd.as_fd());
+        // SAFETY: NUL-terminated path. The magic link names the root of the
+        // mount this process attached, whatever the path in the image says
+        // now.
+        if unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(last_err("umount", format!("mount handle {}", handle.0)));
+        }
+        Ok(())
     }
 
     fn allow_device(
@@ -375,51 +385,6 @@ impl Syscalls for LinuxSyscalls {
         let deny = cgroup.join("devices.deny");
         std::fs::write(&deny, format!("{kind} {major}:{minor} {access}"))
             .map_err(|e| SysError::io("write", deny.display(), e))
-    }
-
-    fn run_ldconfig(&self, rootfs: &Path, dirs: &[PathBuf]) -> Result<(), SysError> {
-        let meta =
-            std::fs::metadata(HOST_LDCONFIG).map_err(|e| SysError::io("stat", HOST_LDCONFIG, e))?;
-        // Trust only a root-owned binary nobody else can write.
-        if meta.uid() != 0 || meta.mode() & 0o022 != 0 || !meta.is_file() {
-            return Err(SysError::io(
-                "trust",
-                HOST_LDCONFIG,
-                std::io::Error::other("not a root-owned regular file writable only by root"),
-            ));
-        }
-        // -X: never create soname links (a directory may be a bind of a host
-        // directory); -i: no aux cache written into the image; the extra
-        // directories are given on the command line, so no configuration
-        // file is written into the image.
-        let mut cmd = Command::new(HOST_LDCONFIG);
-        cmd.arg("-i").arg("-X").arg("-r").arg(rootfs);
-        cmd.args(dirs);
-        cmd.env_clear()
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SysError::io("spawn", HOST_LDCONFIG, e))?;
-        let mut err = Vec::new();
-        if let Some(mut s) = child.stderr.take() {
-            let _ = (&mut s).take(MAX_HELPER_STDERR).read_to_end(&mut err);
-            // Drain the rest so the child never blocks on a full pipe.
-            let _ = std::io::copy(&mut s, &mut std::io::sink());
-        }
-        let status = child
-            .wait()
-            .map_err(|e| SysError::io("wait", HOST_LDCONFIG, e))?;
-        if !status.success() {
-            return Err(SysError::Program {
-                program: format!("{HOST_LDCONFIG} -r {}", rootfs.display()),
-                status: status.to_string(),
-                stderr: String::from_utf8_lossy(&err).trim().replace('\n', "; "),
-            });
-        }
-        Ok(())
     }
 }
 

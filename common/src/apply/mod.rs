@@ -22,22 +22,24 @@
 //!    move it onto an fd of the target;
 //! 3. each device: bind the host node onto an empty file (no device node is
 //!    ever created in the image), then grant it in the device cgroup;
-//! 4. last, when `ld_paths` is not empty, the host's static ldconfig
-//!    rebuilds the container's cache (`ldconfig -i -X -r ROOTFS DIRS`).
+//! 4. last, the container's linker cache: a file hpcc wrote on the host
+//!    (glibc's format, the image's own cache with hpcc's libraries in
+//!    front, see [`ldcache_file`]) bound read-only over the image's
+//!    `/etc/ld.so.cache`. No ldconfig runs: a root process chrooted into a
+//!    rootfs whose `/etc` may point at `/proc/1/root/...` would write onto
+//!    the host.
 //!
-//! A failure at any step undoes every earlier step in reverse (unmount,
-//! revoke, remove what was created) so a refused or failed launch leaves
-//! nothing behind. The namespace work needs a single-threaded process
-//! (`setns` returns EINVAL otherwise): [`child`] runs it in a fresh helper
-//! process.
-//!
-//! What stays after a successful launch: the mount targets hpcc had to
-//! create in the rootfs (empty files and directories, as runc itself leaves
-//! for the mounts of `config.json`) and the container's rebuilt
-//! `/etc/ld.so.cache` when `ld_paths` asked for one. The mounts vanish with
-//! the container's namespace.
+//! A failure at any step undoes every earlier mount and grant in reverse,
+//! by the handles kept when they were made (never by looking a path up
+//! again). Mount targets hpcc had to create are left in place, as runc
+//! leaves those of `config.json`: they are created idempotently, normally
+//! inside the container's own `/dev` tmpfs, and another container started
+//! from the same image at the same time may be using them. The namespace
+//! work needs a single-threaded process (`setns` returns EINVAL otherwise):
+//! [`child`] runs it in a fresh, bounded helper process.
 
 pub mod child;
+pub mod ldcache_file;
 pub mod linux;
 #[cfg(test)]
 pub(crate) mod recording;
@@ -47,7 +49,7 @@ use crate::plan::Tweaks;
 use crate::rootfs::{normalize, EntryKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
-pub use syscalls::{BindOptions, CgroupGrant, HostKind, SysError, Syscalls};
+pub use syscalls::{BindOptions, CgroupGrant, HostKind, MountHandle, SysError, Syscalls};
 
 /// Where to apply: the container's rootfs on the host and its init pid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +58,14 @@ pub struct Target {
     pub rootfs: PathBuf,
     /// Container init pid (from the OCI state).
     pub pid: i32,
+    /// The container's linker cache, written by hpcc on the host
+    /// ([`ldcache_file`]), to bind over `/etc/ld.so.cache`.
+    #[serde(default)]
+    pub ld_cache: Option<PathBuf>,
 }
+
+/// Where the container sees its linker cache.
+pub const LD_CACHE: &str = "/etc/ld.so.cache";
 
 /// One mount made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,8 +100,8 @@ pub struct Applied {
     pub mounts: Vec<AppliedMount>,
     /// Devices, in order.
     pub devices: Vec<AppliedDevice>,
-    /// Directories added to the container's linker cache (empty: no rebuild).
-    pub ld_cache: Vec<PathBuf>,
+    /// The host file bound over the container's linker cache.
+    pub ld_cache: Option<PathBuf>,
     /// Entries created in the rootfs as mount targets.
     pub created: Vec<PathBuf>,
     /// Environment variables a prestart hook cannot set, with why (an
@@ -120,11 +129,15 @@ pub enum ApplyError {
     /// No pid in the OCI state.
     #[error("the OCI state has no container pid: cannot reach the container's mount namespace")]
     NoPid,
-    /// The container shares the caller's mount namespace.
-    #[error("container pid {pid} shares the hook's mount namespace (hook run as createContainer, or no mount namespace): mounts would stay on the host after it exits, so none are made; run hpcc-hook as a prestart or createRuntime hook")]
+    /// The container's mount namespace is the caller's own, or cannot be
+    /// told apart from it (the hook runs as `createContainer`, inside the
+    /// container's namespaces, or the container has no mount namespace).
+    #[error("container pid {pid} shares the hook's mount namespace, or its namespace cannot be told apart from the hook's ({why}): mounts made here could stay on the host after it exits, so none are made; register hpcc-hook as a prestart or createRuntime hook")]
     SharedNamespace {
         /// The container pid.
         pid: i32,
+        /// What was seen.
+        why: String,
     },
     /// Entering the namespace or opening the rootfs failed.
     #[error("cannot reach the container's root filesystem: {0}")]
@@ -142,10 +155,21 @@ pub enum ApplyError {
     },
     /// The helper process failed or answered nonsense.
     #[error("the apply helper failed: {0}")]
-    Helper(String),
-    /// The helper's own error, as its message (already rolled back there).
-    #[error("{0}")]
-    Remote(String),
+    Helper(#[from] child::HelperError),
+    /// The helper's own error, as it reported it (already rolled back
+    /// there).
+    #[error(transparent)]
+    Remote(#[from] child::RemoteError),
+    /// The container's linker cache could not be written.
+    #[error(transparent)]
+    LdCache(#[from] ldcache_file::LdCacheFileError),
+    /// The hook runs without root (a rootless runtime): it cannot enter
+    /// the container's mount namespace.
+    #[error("hpcc-hook runs as uid {uid} (rootless runtime): it cannot enter the container's mount namespace to mount the host libraries; use hpcc-runtime, which writes them into config.json for the runtime to mount")]
+    Rootless {
+        /// The hook's effective uid.
+        uid: u32,
+    },
 }
 
 fn rollback_note(r: &[String]) -> String {
@@ -159,11 +183,7 @@ fn rollback_note(r: &[String]) -> String {
 /// One step to undo.
 #[derive(Debug)]
 enum Undo {
-    Created {
-        path: PathBuf,
-        dir: bool,
-    },
-    Mount(PathBuf),
+    Mount(MountHandle),
     Device {
         cgroup: PathBuf,
         rule: (char, u64, u64, String),
@@ -177,7 +197,7 @@ pub fn env_notes(tweaks: &Tweaks) -> Vec<String> {
         .iter()
         .map(|e| {
             format!(
-                "environment {}={} not set: a prestart hook cannot change the container's environment; the Slurm runtime wrapper applies it ({})",
+                "environment {}={} not set: a prestart hook cannot change the container's environment; hpcc-runtime sets it ({})",
                 e.name, e.value, e.reason
             )
         })
@@ -186,7 +206,7 @@ pub fn env_notes(tweaks: &Tweaks) -> Vec<String> {
 
 /// Whether the tweaks need the container's namespace at all.
 pub fn touches_container(tweaks: &Tweaks) -> bool {
-    !(tweaks.mounts.is_empty() && tweaks.devices.is_empty() && tweaks.ld_paths.is_empty())
+    !(tweaks.mounts.is_empty() && tweaks.devices.is_empty() && tweaks.ld_cache.is_empty())
 }
 
 fn check_abs(field: String, p: &Path) -> Result<(), ApplyError> {
@@ -230,8 +250,8 @@ fn validate(t: &Tweaks) -> Result<(), ApplyError> {
             });
         }
     }
-    for (i, p) in t.ld_paths.iter().enumerate() {
-        check_abs(format!("ld_paths[{i}]"), p)?;
+    for (i, c) in t.ld_cache.iter().enumerate() {
+        check_abs(format!("ld_cache[{i}].path"), &c.path)?;
     }
     Ok(())
 }
@@ -248,12 +268,28 @@ pub fn apply(tweaks: &Tweaks, target: &Target, sys: &dyn Syscalls) -> Result<App
         return Ok(applied);
     }
     validate(tweaks)?;
+    if let Some(f) = &target.ld_cache {
+        check_abs("ld_cache file".into(), f)?;
+    }
+    // The guard comes first, before anything that could fail for another
+    // reason: at createContainer the state's pid may name nothing this
+    // process can see, and that must read as "wrong stage", not as some
+    // other error.
     let own = sys.mount_namespace(None).map_err(ApplyError::Setup)?;
-    let theirs = sys
-        .mount_namespace(Some(target.pid))
-        .map_err(ApplyError::Setup)?;
-    if own == theirs {
-        return Err(ApplyError::SharedNamespace { pid: target.pid });
+    match sys.mount_namespace(Some(target.pid)) {
+        Ok(theirs) if theirs != own => {}
+        Ok(_) => {
+            return Err(ApplyError::SharedNamespace {
+                pid: target.pid,
+                why: "the same namespace".into(),
+            })
+        }
+        Err(e) => {
+            return Err(ApplyError::SharedNamespace {
+                pid: target.pid,
+                why: e.to_string(),
+            })
+        }
     }
     sys.enter_mount_namespace(target.pid)
         .map_err(ApplyError::Setup)?;
@@ -300,18 +336,19 @@ fn apply_steps(
                 )))
             }
         };
-        ensure_target(sys, &m.destination, want, undo, applied).map_err(at)?;
-        sys.bind_mount(
-            &m.source,
-            &m.destination,
-            BindOptions {
-                readonly: m.readonly,
-                recursive: want == EntryKind::Dir,
-                device: false,
-            },
-        )
-        .map_err(at)?;
-        undo.push(Undo::Mount(m.destination.clone()));
+        ensure_target(sys, &m.destination, want, applied).map_err(at)?;
+        let h = sys
+            .bind_mount(
+                &m.source,
+                &m.destination,
+                BindOptions {
+                    readonly: m.readonly,
+                    recursive: want == EntryKind::Dir,
+                    device: false,
+                },
+            )
+            .map_err(at)?;
+        undo.push(Undo::Mount(h));
         applied.mounts.push(AppliedMount {
             source: m.source.clone(),
             destination: m.destination.clone(),
@@ -339,18 +376,19 @@ fn apply_steps(
                 ),
             )));
         }
-        ensure_target(sys, &d.path, EntryKind::File, undo, applied).map_err(at)?;
-        sys.bind_mount(
-            &d.host_path,
-            &d.path,
-            BindOptions {
-                readonly: false,
-                recursive: false,
-                device: true,
-            },
-        )
-        .map_err(at)?;
-        undo.push(Undo::Mount(d.path.clone()));
+        ensure_target(sys, &d.path, EntryKind::File, applied).map_err(at)?;
+        let h = sys
+            .bind_mount(
+                &d.host_path,
+                &d.path,
+                BindOptions {
+                    readonly: false,
+                    recursive: false,
+                    device: true,
+                },
+            )
+            .map_err(at)?;
+        undo.push(Undo::Mount(h));
         let grant = sys
             .allow_device(target.pid, d.kind, d.major, d.minor, &d.access)
             .map_err(at)?;
@@ -372,12 +410,28 @@ fn apply_steps(
             reason: d.reason.clone(),
         });
     }
-    if !tweaks.ld_paths.is_empty() {
-        // Last: the cache rewrite is the one step that cannot be undone, and
-        // it must see the mounts.
-        sys.run_ldconfig(&target.rootfs, &tweaks.ld_paths)
-            .map_err(|e| ("rebuilding the container's linker cache".to_owned(), e))?;
-        applied.ld_cache = tweaks.ld_paths.clone();
+    if let Some(file) = &target.ld_cache {
+        // Last: the container's programs load through it, and it names
+        // the libraries mounted above.
+        let step = format!(
+            "installing the container's linker cache {} on {LD_CACHE}",
+            file.display()
+        );
+        let at = |e: SysError| (step.clone(), e);
+        ensure_target(sys, Path::new(LD_CACHE), EntryKind::File, applied).map_err(at)?;
+        let h = sys
+            .bind_mount(
+                file,
+                Path::new(LD_CACHE),
+                BindOptions {
+                    readonly: true,
+                    recursive: false,
+                    device: false,
+                },
+            )
+            .map_err(at)?;
+        undo.push(Undo::Mount(h));
+        applied.ld_cache = Some(file.clone());
     }
     Ok(())
 }
@@ -391,12 +445,12 @@ fn mismatch(path: &Path, why: &str) -> SysError {
 }
 
 /// Makes sure a mount target of the right kind exists inside the root,
-/// creating it (and its parents) when absent.
+/// creating it (and its parents) when absent. What is created stays (see
+/// the module comment): it is recorded in `applied.created` for the log.
 fn ensure_target(
     sys: &dyn Syscalls,
     dest: &Path,
     want: EntryKind,
-    undo: &mut Vec<Undo>,
     applied: &mut Applied,
 ) -> Result<(), SysError> {
     match sys.target_kind(dest)? {
@@ -413,19 +467,11 @@ fn ensure_target(
         }
         None => {}
     }
-    let mut record = |created: Vec<PathBuf>, undo: &mut Vec<Undo>| {
-        for c in created {
-            applied.created.push(c.clone());
-            undo.push(Undo::Created { path: c, dir: true });
-        }
-    };
     if want == EntryKind::Dir {
-        let created = sys.mkdir_all(dest)?;
-        record(created, undo);
+        applied.created.extend(sys.mkdir_all(dest)?);
     } else {
         let parent = dest.parent().unwrap_or(Path::new("/"));
-        let created = sys.mkdir_all(parent)?;
-        record(created, undo);
+        applied.created.extend(sys.mkdir_all(parent)?);
         if !sys.create_file(dest)? {
             // Present but unresolvable: a dangling symlink (possibly aimed
             // at the host). Never create through it.
@@ -435,10 +481,6 @@ fn ensure_target(
             ));
         }
         applied.created.push(normalize(dest)?);
-        undo.push(Undo::Created {
-            path: dest.to_owned(),
-            dir: false,
-        });
     }
     // Whatever was created must now be what we wanted, resolved in root.
     match sys.target_kind(dest)? {
@@ -455,8 +497,7 @@ fn roll_back(sys: &dyn Syscalls, undo: Vec<Undo>) -> Vec<String> {
     let mut failed = Vec::new();
     for u in undo.into_iter().rev() {
         let r = match &u {
-            Undo::Mount(p) => sys.unmount(p),
-            Undo::Created { path, dir } => sys.remove(path, *dir),
+            Undo::Mount(h) => sys.unmount(*h),
             Undo::Device {
                 cgroup,
                 rule: (k, ma, mi, acc),

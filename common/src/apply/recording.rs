@@ -3,7 +3,7 @@
 //! Queries (`target_kind`, `host_kind`, namespaces) are answered from the
 //! model and not recorded, so tests assert on what would change the system.
 
-use super::syscalls::{BindOptions, CgroupGrant, HostKind, NsId, SysError, Syscalls};
+use super::syscalls::{BindOptions, CgroupGrant, HostKind, MountHandle, NsId, SysError, Syscalls};
 use crate::rootfs::{normalize, EntryKind};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,8 +22,6 @@ pub enum Call {
     Mkdir(PathBuf),
     /// One empty file created.
     CreateFile(PathBuf),
-    /// One entry removed.
-    Remove(PathBuf),
     /// A bind mount.
     BindMount {
         /// Host path.
@@ -33,19 +31,12 @@ pub enum Call {
         /// Options.
         opts: BindOptions,
     },
-    /// An unmount.
+    /// An unmount, by handle (the target it was mounted on, for reading).
     Unmount(PathBuf),
     /// A device cgroup grant.
     AllowDevice(String),
     /// A device cgroup revocation.
     DenyDevice(String),
-    /// The host ldconfig run on the rootfs.
-    Ldconfig {
-        /// Rootfs host path.
-        rootfs: PathBuf,
-        /// Directories added.
-        dirs: Vec<PathBuf>,
-    },
 }
 
 type FailPredicate = Box<dyn Fn(&Call) -> bool>;
@@ -55,11 +46,13 @@ pub struct RecordingSyscalls {
     calls: RefCell<Vec<Call>>,
     entries: RefCell<BTreeMap<PathBuf, EntryKind>>,
     mounted: RefCell<Vec<PathBuf>>,
+    handles: RefCell<Vec<Option<PathBuf>>>,
     host: BTreeMap<PathBuf, HostKind>,
     own_ns: NsId,
     container_ns: NsId,
     grant: CgroupGrant,
     fail: Option<FailPredicate>,
+    ns_unreadable: bool,
 }
 
 impl Default for RecordingSyscalls {
@@ -94,11 +87,13 @@ impl RecordingSyscalls {
             calls: RefCell::new(Vec::new()),
             entries: RefCell::new(entries),
             mounted: RefCell::new(Vec::new()),
+            handles: RefCell::new(Vec::new()),
             host: BTreeMap::new(),
             own_ns: NsId { dev: 4, ino: 1 },
             container_ns: NsId { dev: 4, ino: 2 },
             grant: CgroupGrant::Added(PathBuf::from("/sys/fs/cgroup/devices/test")),
             fail: None,
+            ns_unreadable: false,
         }
     }
 
@@ -124,6 +119,12 @@ impl RecordingSyscalls {
     /// The container shares this process's mount namespace.
     pub fn same_namespace(mut self) -> Self {
         self.container_ns = self.own_ns;
+        self
+    }
+
+    /// The container's namespace cannot be read (its pid is not visible).
+    pub fn unreadable_namespace(mut self) -> Self {
+        self.ns_unreadable = true;
         self
     }
 
@@ -171,6 +172,13 @@ impl RecordingSyscalls {
 
 impl Syscalls for RecordingSyscalls {
     fn mount_namespace(&self, pid: Option<i32>) -> Result<NsId, SysError> {
+        if pid.is_some() && self.ns_unreadable {
+            return Err(SysError::io(
+                "stat",
+                "/proc/PID/ns/mnt",
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            ));
+        }
         Ok(if pid.is_some() {
             self.container_ns
         } else {
@@ -242,28 +250,42 @@ impl Syscalls for RecordingSyscalls {
         Ok(true)
     }
 
-    fn remove(&self, path: &Path, _dir: bool) -> Result<(), SysError> {
-        let norm = Self::norm(path)?;
-        self.record(Call::Remove(norm.clone()))?;
-        self.entries.borrow_mut().remove(&norm);
-        Ok(())
-    }
-
-    fn bind_mount(&self, source: &Path, target: &Path, opts: BindOptions) -> Result<(), SysError> {
+    fn bind_mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        opts: BindOptions,
+    ) -> Result<MountHandle, SysError> {
         let norm = Self::norm(target)?;
         self.record(Call::BindMount {
             source: source.to_owned(),
             target: norm.clone(),
             opts,
         })?;
+        let mut handles = self.handles.borrow_mut();
+        handles.push(Some(norm.clone()));
         self.mounted.borrow_mut().push(norm);
-        Ok(())
+        Ok(MountHandle(handles.len() - 1))
     }
 
-    fn unmount(&self, target: &Path) -> Result<(), SysError> {
-        let norm = Self::norm(target)?;
-        self.record(Call::Unmount(norm.clone()))?;
-        self.mounted.borrow_mut().retain(|m| m != &norm);
+    fn unmount(&self, handle: MountHandle) -> Result<(), SysError> {
+        let target = self
+            .handles
+            .borrow_mut()
+            .get_mut(handle.0)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                SysError::io(
+                    "umount",
+                    format!("handle {}", handle.0),
+                    std::io::Error::from_raw_os_error(libc::EINVAL),
+                )
+            })?;
+        self.record(Call::Unmount(target.clone()))?;
+        let mut mounted = self.mounted.borrow_mut();
+        if let Some(i) = mounted.iter().rposition(|m| m == &target) {
+            mounted.remove(i);
+        }
         Ok(())
     }
 
@@ -292,10 +314,4 @@ impl Syscalls for RecordingSyscalls {
         self.record(Call::DenyDevice(format!("{kind} {major}:{minor} {access}")))
     }
 
-    fn run_ldconfig(&self, rootfs: &Path, dirs: &[PathBuf]) -> Result<(), SysError> {
-        self.record(Call::Ldconfig {
-            rootfs: rootfs.to_owned(),
-            dirs: dirs.to_vec(),
-        })
-    }
 }

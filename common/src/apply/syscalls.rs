@@ -63,16 +63,6 @@ pub enum SysError {
         /// Cause.
         source: std::io::Error,
     },
-    /// A helper program failed (the host's ldconfig).
-    #[error("{program} failed ({status}): {stderr}")]
-    Program {
-        /// Which.
-        program: String,
-        /// Exit status as text.
-        status: String,
-        /// Its stderr, bounded.
-        stderr: String,
-    },
 }
 
 impl SysError {
@@ -112,16 +102,22 @@ pub trait Syscalls {
     /// Creates an empty file at a container path (parent must exist);
     /// false when something is already there.
     fn create_file(&self, path: &Path) -> Result<bool, SysError>;
-    /// Removes an entry hpcc created (rollback).
-    fn remove(&self, path: &Path, dir: bool) -> Result<(), SysError>;
     /// Bind-mounts a host path onto a container path resolved inside the
     /// root: the mount is cloned detached, made private (recursively) and
     /// read-only / nosuid / nodev as asked *before* it is attached, then
     /// moved onto an fd of the target, so there is no window where it is
-    /// writable or shared and no path is looked up twice.
-    fn bind_mount(&self, source: &Path, target: &Path, opts: BindOptions) -> Result<(), SysError>;
-    /// Detaches the mount on a container path (rollback).
-    fn unmount(&self, target: &Path) -> Result<(), SysError>;
+    /// writable or shared and no path is looked up twice. Returns the
+    /// handle of that very mount.
+    fn bind_mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        opts: BindOptions,
+    ) -> Result<MountHandle, SysError>;
+    /// Detaches the mount made by [`Syscalls::bind_mount`] that `handle`
+    /// names (rollback): by the handle, never by looking a path up again,
+    /// so a symlink swapped in meanwhile cannot redirect it.
+    fn unmount(&self, handle: MountHandle) -> Result<(), SysError>;
     /// Grants a device in the container's device cgroup.
     fn allow_device(
         &self,
@@ -140,11 +136,11 @@ pub trait Syscalls {
         minor: u64,
         access: &str,
     ) -> Result<(), SysError>;
-    /// Runs the host's own static ldconfig on the rootfs (`-r`), adding
-    /// `dirs` (container paths) to the container's linker cache. Never a
-    /// binary from the image.
-    fn run_ldconfig(&self, rootfs: &Path, dirs: &[PathBuf]) -> Result<(), SysError>;
 }
+
+/// A mount made by [`Syscalls::bind_mount`], for its undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountHandle(pub usize);
 
 /// Options of one bind mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

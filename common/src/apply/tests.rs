@@ -10,11 +10,20 @@ const IMAGE_MPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12";
 const HOST_DEP: &str = "/usr/lib/x86_64-linux-gnu/libhwloc.so.15";
 const DEP_DEST: &str = "/usr/lib/hpcc/libhwloc.so.15";
 const PROVIDERS: &str = "/usr/lib/x86_64-linux-gnu/libfabric";
+const CACHE_FILE: &str = "/run/hpcc/ldcache/0123.cache";
 
 fn target() -> Target {
     Target {
         rootfs: "/b/rootfs".into(),
         pid: 42,
+        ld_cache: Some(CACHE_FILE.into()),
+    }
+}
+
+fn no_cache() -> Target {
+    Target {
+        ld_cache: None,
+        ..target()
     }
 }
 
@@ -34,7 +43,11 @@ fn mpi_tweaks() -> Tweaks {
             mount(HOST_DEP, DEP_DEST),
             mount(PROVIDERS, "/opt/hpcc/libfabric"),
         ],
-        ld_paths: vec!["/usr/lib/hpcc".into()],
+        ld_cache: vec![crate::plan::CacheEntry {
+            soname: "libhwloc.so.15".into(),
+            path: DEP_DEST.into(),
+            flags: 0x0303,
+        }],
         ..Tweaks::default()
     }
 }
@@ -46,6 +59,8 @@ fn sys() -> RecordingSyscalls {
         .with_host(HOST_MPICH, HostKind::File)
         .with_host(HOST_DEP, HostKind::File)
         .with_host(PROVIDERS, HostKind::Dir)
+        .with_host(CACHE_FILE, HostKind::File)
+        .with_entry(LD_CACHE, EntryKind::File)
         .with_host("/dev/hpcc-test0", HostKind::Device('c', 1, 3))
 }
 
@@ -78,7 +93,7 @@ fn device() -> Device {
 }
 
 #[test]
-fn mounts_in_order_targets_created_then_ldconfig_last() {
+fn mounts_in_order_targets_created_then_the_linker_cache_last() {
     let s = sys();
     let a = apply(&mpi_tweaks(), &target(), &s).unwrap();
     assert_eq!(
@@ -95,14 +110,11 @@ fn mounts_in_order_targets_created_then_ldconfig_last() {
             Call::Mkdir("/opt/hpcc".into()),
             Call::Mkdir("/opt/hpcc/libfabric".into()),
             bind(PROVIDERS, "/opt/hpcc/libfabric", ro(true)),
-            Call::Ldconfig {
-                rootfs: "/b/rootfs".into(),
-                dirs: vec!["/usr/lib/hpcc".into()],
-            },
+            bind(CACHE_FILE, LD_CACHE, ro(false)),
         ]
     );
     assert_eq!(a.mounts.len(), 3);
-    assert_eq!(a.ld_cache, vec![PathBuf::from("/usr/lib/hpcc")]);
+    assert_eq!(a.ld_cache, Some(PathBuf::from(CACHE_FILE)));
     assert_eq!(
         a.created,
         vec![
@@ -116,7 +128,7 @@ fn mounts_in_order_targets_created_then_ldconfig_last() {
 }
 
 #[test]
-fn writable_mount_stays_writable_and_no_ldconfig_without_ld_paths() {
+fn writable_mount_stays_writable_and_no_cache_without_one() {
     let s = sys();
     let mut m = mount(HOST_MPICH, IMAGE_MPICH);
     m.readonly = false;
@@ -124,7 +136,7 @@ fn writable_mount_stays_writable_and_no_ldconfig_without_ld_paths() {
         mounts: vec![m],
         ..Tweaks::default()
     };
-    apply(&t, &target(), &s).unwrap();
+    apply(&t, &no_cache(), &s).unwrap();
     let calls = s.calls();
     assert!(calls.contains(&bind(
         HOST_MPICH,
@@ -135,11 +147,13 @@ fn writable_mount_stays_writable_and_no_ldconfig_without_ld_paths() {
             device: false
         }
     )));
-    assert!(!calls.iter().any(|c| matches!(c, Call::Ldconfig { .. })));
+    assert!(!calls
+        .iter()
+        .any(|c| matches!(c, Call::BindMount { target, .. } if target == Path::new(LD_CACHE))));
 }
 
 #[test]
-fn failure_in_the_middle_undoes_everything_in_reverse() {
+fn failure_in_the_middle_undoes_every_mount_in_reverse_by_handle() {
     let s = sys().fail_on(|c| matches!(c, Call::BindMount { target, .. } if target == Path::new("/opt/hpcc/libfabric")));
     let before = s.entries();
     let e = apply(&mpi_tweaks(), &target(), &s).unwrap_err();
@@ -151,29 +165,33 @@ fn failure_in_the_middle_undoes_everything_in_reverse() {
     assert_eq!(
         calls[failed_at + 1..].to_vec(),
         vec![
-            Call::Remove("/opt/hpcc/libfabric".into()),
-            Call::Remove("/opt/hpcc".into()),
-            Call::Remove("/opt".into()),
             Call::Unmount(DEP_DEST.into()),
-            Call::Remove(DEP_DEST.into()),
-            Call::Remove("/usr/lib/hpcc".into()),
             Call::Unmount(IMAGE_MPICH.into()),
         ]
     );
     assert!(s.mounted().is_empty(), "{:?}", s.mounted());
-    assert_eq!(s.entries(), before);
+    // Created targets stay: created idempotently, another launch of the
+    // same image may use them (see the module comment).
+    let mut created = before.clone();
+    for p in ["/usr/lib/hpcc", DEP_DEST, "/opt", "/opt/hpcc", "/opt/hpcc/libfabric"] {
+        created.insert(PathBuf::from(p), if p == DEP_DEST { EntryKind::File } else { EntryKind::Dir });
+    }
+    assert_eq!(s.entries(), created);
     let msg = e.to_string();
     assert!(
         msg.contains("mounting /usr/lib/x86_64-linux-gnu/libfabric on /opt/hpcc/libfabric"),
         "{msg}"
     );
     assert!(msg.contains("everything done before was undone"), "{msg}");
-    assert!(!calls.iter().any(|c| matches!(c, Call::Ldconfig { .. })));
+}
+
+fn cache_bind(c: &Call) -> bool {
+    matches!(c, Call::BindMount { target, .. } if target == Path::new(LD_CACHE))
 }
 
 #[test]
-fn ldconfig_failure_rolls_back_mounts_and_device_grant() {
-    let s = sys().fail_on(|c| matches!(c, Call::Ldconfig { .. }));
+fn cache_failure_rolls_back_mounts_and_device_grant() {
+    let s = sys().fail_on(cache_bind);
     let mut t = mpi_tweaks();
     t.devices.push(device());
     let e = apply(&t, &target(), &s).unwrap_err();
@@ -181,13 +199,12 @@ fn ldconfig_failure_rolls_back_mounts_and_device_grant() {
     let calls = s.calls();
     let after: Vec<_> = calls
         .iter()
-        .skip_while(|c| !matches!(c, Call::Ldconfig { .. }))
+        .skip_while(|c| !cache_bind(c))
         .skip(1)
         .cloned()
         .collect();
     assert_eq!(after[0], Call::DenyDevice("c 1:3 rwm".into()));
     assert_eq!(after[1], Call::Unmount("/dev/hpcc-test0".into()));
-    assert_eq!(after[2], Call::Remove("/dev/hpcc-test0".into()));
     assert_eq!(after.last(), Some(&Call::Unmount(IMAGE_MPICH.into())));
     assert!(s.mounted().is_empty());
 }
@@ -195,8 +212,7 @@ fn ldconfig_failure_rolls_back_mounts_and_device_grant() {
 #[test]
 fn incomplete_rollback_is_reported() {
     let s = sys().fail_on(|c| {
-        matches!(c, Call::Ldconfig { .. })
-            || matches!(c, Call::Unmount(p) if p == Path::new(IMAGE_MPICH))
+        cache_bind(c) || matches!(c, Call::Unmount(p) if p == Path::new(IMAGE_MPICH))
     });
     let e = apply(&mpi_tweaks(), &target(), &s).unwrap_err();
     let ApplyError::Step { rollback, .. } = &e else {
@@ -236,11 +252,11 @@ fn shared_namespace_is_refused_before_any_change() {
     let s = sys().same_namespace();
     let e = apply(&mpi_tweaks(), &target(), &s).unwrap_err();
     assert!(
-        matches!(e, ApplyError::SharedNamespace { pid: 42 }),
+        matches!(e, ApplyError::SharedNamespace { pid: 42, .. }),
         "{e:?}"
     );
     assert!(s.calls().is_empty(), "{:?}", s.calls());
-    assert!(e.to_string().contains("would stay on the host"));
+    assert!(e.to_string().contains("could stay on the host"));
 }
 
 #[test]
@@ -250,7 +266,7 @@ fn device_is_bound_not_created_and_granted() {
         devices: vec![device()],
         ..Tweaks::default()
     };
-    let a = apply(&t, &target(), &s).unwrap();
+    let a = apply(&t, &no_cache(), &s).unwrap();
     assert_eq!(
         s.calls()[3..].to_vec(),
         vec![
@@ -374,10 +390,19 @@ fn malformed_tweaks_name_field_and_value() {
         .to_string()
         .contains("devices[0].access"));
     let t = Tweaks {
-        ld_paths: vec!["/".into()],
+        ld_cache: vec![crate::plan::CacheEntry {
+            soname: "libx.so.1".into(),
+            path: "/".into(),
+            flags: 0x0303,
+        }],
         ..Tweaks::default()
     };
     assert!(apply(&t, &target(), &s).is_err());
+    let relative_file = Target {
+        ld_cache: Some("run/hpcc/x.cache".into()),
+        ..target()
+    };
+    assert!(apply(&mpi_tweaks(), &relative_file, &s).is_err());
     assert!(s.calls().is_empty());
 }
 
@@ -387,4 +412,18 @@ fn setup_failure_changes_nothing() {
     let e = apply(&mpi_tweaks(), &target(), &s).unwrap_err();
     assert!(matches!(e, ApplyError::Setup(_)));
     assert_eq!(s.calls(), vec![Call::EnterMountNamespace(42)]);
+}
+
+#[test]
+fn a_namespace_that_cannot_be_read_is_refused_as_shared() {
+    // At createContainer the state's pid may name no process the hook can
+    // see: that must be the stage refusal, before anything is entered.
+    let s = sys().unreadable_namespace();
+    let e = apply(&mpi_tweaks(), &target(), &s).unwrap_err();
+    assert!(
+        matches!(e, ApplyError::SharedNamespace { pid: 42, .. }),
+        "{e:?}"
+    );
+    assert!(s.calls().is_empty(), "{:?}", s.calls());
+    assert!(e.to_string().contains("prestart or createRuntime"), "{e}");
 }

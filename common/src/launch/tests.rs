@@ -96,7 +96,7 @@ fn mpi_replace_plans_host_mpich_over_the_image_library() {
         m.destination,
         std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/libmpich.so.12")
     );
-    assert!(!p.tweaks.ld_paths.is_empty());
+    assert!(!p.tweaks.ld_cache.is_empty());
     let text = crate::report::plan(&p, false);
     assert!(
         text.contains("tweaks:") && text.contains("libhwloc.so.15"),
@@ -194,7 +194,7 @@ fn without_rootfs_the_host_side_is_planned_and_the_gap_said() {
         .tweaks
         .mounts
         .iter()
-        .any(|m| m.destination == std::path::Path::new("/opt/hpcc/lib/mpich/libmpich.so.12")));
+        .any(|m| m.destination == std::path::Path::new("/dev/hpcc/lib/mpich/libmpich.so.12")));
 }
 
 #[test]

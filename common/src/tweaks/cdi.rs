@@ -484,6 +484,7 @@ mod tests {
     use super::super::host::fake::FakeHost;
     use super::super::host::{DeviceId, RealHost};
     use super::*;
+    use std::path::PathBuf;
     use crate::matcher::Selection;
     use crate::testutil::ctx;
     use crate::testutil::node;

@@ -12,7 +12,7 @@
 //! enforced by the runtime and Slurm, not widened here: hpcc only adds
 //! cgroup rules for the devices it exposes.
 
-use super::{device, Inputs, Part, DEPS_ROOT};
+use super::{device, Inputs, Part};
 use crate::fingerprint::NvidiaDevice;
 use crate::matcher::{Check, Level};
 use std::path::{Path, PathBuf};
@@ -182,7 +182,7 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
             ),
         );
     }
-    let dir = PathBuf::from(DEPS_ROOT).join("nvidia");
+    let dir = input.ctx.lib_root().join("nvidia");
     let versioned = [
         format!("libnvidia-gpucomp.so.{}", nv.driver_version),
         format!("libnvidia-pkcs11-openssl3.so.{}", nv.driver_version),
@@ -224,6 +224,7 @@ mod tests {
     use super::super::host::fake::{lib, FakeHost};
     use super::super::host::DeviceId;
     use super::*;
+    use std::path::PathBuf;
     use crate::fingerprint::NvidiaFingerprint;
     use crate::matcher::Selection;
     use crate::testutil::ctx;
@@ -363,15 +364,15 @@ mod tests {
         assert_eq!(
             dests,
             [
-                "/opt/hpcc/lib/nvidia/libcuda.so.1",
-                "/opt/hpcc/lib/nvidia/libnvidia-ml.so.1",
-                "/opt/hpcc/lib/nvidia/libnvidia-gpucomp.so.535.104.05",
+                "/dev/hpcc/lib/nvidia/libcuda.so.1",
+                "/dev/hpcc/lib/nvidia/libnvidia-ml.so.1",
+                "/dev/hpcc/lib/nvidia/libnvidia-gpucomp.so.535.104.05",
                 "/usr/bin/nvidia-smi",
             ]
         );
         assert_eq!(
-            part.tweaks.ld_paths,
-            [PathBuf::from("/opt/hpcc/lib/nvidia")]
+            part.lib_dirs,
+            [PathBuf::from("/dev/hpcc/lib/nvidia")]
         );
     }
 

@@ -454,12 +454,6 @@ impl<'a> ImageLibs<'a> {
         self.cache.is_some()
     }
 
-    /// The image's linker cache, when it has a usable one (to carry its
-    /// entries into the container's own cache: see
-    /// [`super::ldcache::merge`]).
-    pub fn cache(&self) -> Option<&LdCache> {
-        self.cache.as_ref()
-    }
 }
 
 /// The image's `/etc/ld.so.cache`, parsed, and a note on its state for
@@ -683,8 +677,8 @@ mod tests {
 /// N distinct existing paths for `libmpich.so.12`.
 #[cfg(test)]
 mod many_candidates {
-    use super::super::mpi::tests::policy_mpich;
-    use super::super::tests::ctx;
+    use crate::testutil::policy_mpich;
+    use crate::testutil::ctx;
     use super::super::{Inputs, Part};
     use super::*;
     use crate::elf::crafted::one_name_cache;

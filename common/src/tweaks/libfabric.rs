@@ -4,11 +4,10 @@
 //! `FABRIC_1.x` symbol version the MPI in the container needs.
 
 use super::replace::{self, Component, LibSpec};
-use super::{Inputs, Part, TweakError, DEPS_ROOT};
+use super::{Inputs, Part, TweakError};
 use crate::elf::ElfInfo;
 use crate::matcher::{Check, Level};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 /// The soname MPI libraries need libfabric under.
 pub const LIBFABRIC: &str = "libfabric.so.1";
@@ -75,7 +74,7 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
             reason: "libfabric injection was selected but the policy has no [libfabric] table"
                 .into(),
         })?;
-    let deps_dir = PathBuf::from(DEPS_ROOT).join("libfabric");
+    let deps_dir = input.ctx.lib_root().join("libfabric");
     let comp = Component {
         what: "host libfabric".into(),
         check: Check::Mpi,
@@ -163,6 +162,7 @@ mod tests {
     use super::super::host::RealHost;
     use super::super::image::ImageLibs;
     use super::*;
+    use std::path::PathBuf;
     use crate::matcher::Selection;
     use crate::rootfs::Rootfs;
     use crate::testutil::ctx;
@@ -256,7 +256,7 @@ mod tests {
             .tweaks
             .mounts
             .iter()
-            .any(|m| m.destination == Path::new("/opt/hpcc/lib/libfabric/libibverbs.so.1")));
+            .any(|m| m.destination == Path::new("/dev/hpcc/lib/libfabric/libibverbs.so.1")));
     }
 
     #[test]
@@ -321,7 +321,7 @@ mod tests {
             .tweaks
             .mounts
             .iter()
-            .any(|m| m.destination == Path::new("/opt/hpcc/lib/libfabric/libefa.so.1")));
+            .any(|m| m.destination == Path::new("/dev/hpcc/lib/libfabric/libefa.so.1")));
         // The real host libfabric defines FABRIC_1.5: accepted.
         let part = run(
             &policy(None),

@@ -28,17 +28,12 @@ pub mod ucx;
 use crate::fingerprint::NodeFingerprint;
 use crate::matcher::{Check, Finding, Level, Selection};
 use crate::oci::LaunchContext;
-use crate::plan::{Device, EnvVar, Mount, Tweaks};
+use crate::plan::{CacheEntry, Device, EnvVar, Mount, Tweaks};
 use crate::rootfs::Rootfs;
 use host::Host;
 use hpcc_config::Policy;
 use image::ImageLibs;
 use std::path::{Path, PathBuf};
-
-/// Where host libraries that replace nothing in the image (dependencies,
-/// driver libraries) are mounted, one directory per component, each listed
-/// in the container's linker configuration.
-pub const DEPS_ROOT: &str = "/opt/hpcc/lib";
 
 /// hpcc's own failure while planning (not the image's fault).
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +88,9 @@ pub struct Planned {
 pub(crate) struct Part {
     pub tweaks: Tweaks,
     pub findings: Vec<Finding>,
+    /// hpcc's own library directories in the container: what is mounted in
+    /// them goes into the container's linker cache.
+    pub lib_dirs: Vec<PathBuf>,
 }
 
 impl Part {
@@ -118,8 +116,8 @@ impl Part {
     }
 
     pub(crate) fn ld_path(&mut self, dir: PathBuf) {
-        if !self.tweaks.ld_paths.contains(&dir) {
-            self.tweaks.ld_paths.push(dir);
+        if !self.lib_dirs.contains(&dir) {
+            self.lib_dirs.push(dir);
         }
     }
 
@@ -177,7 +175,7 @@ pub fn plan(
     host: &dyn Host,
     rootfs: Option<&Rootfs>,
 ) -> Result<Planned, TweakError> {
-    let needs_image = selection.mpi.is_some() || selection.libfabric || selection.ucx;
+    let needs_image = selection.needs_image();
     let libs = match rootfs {
         Some(r) if needs_image => Some(ImageLibs::scan(r)),
         _ => None,
@@ -203,10 +201,16 @@ pub fn plan(
             node: None,
         });
     }
-    let merge = |part: Part, what: &str, out: &mut Planned| -> bool {
+    let mut lib_dirs: Vec<PathBuf> = Vec::new();
+    let mut merge = |part: Part, what: &str, out: &mut Planned| -> bool {
         let ok = !part.fatal();
         if ok {
             merge_tweaks(&mut out.tweaks, part.tweaks);
+            for d in part.lib_dirs {
+                if !lib_dirs.contains(&d) {
+                    lib_dirs.push(d);
+                }
+            }
         } else {
             tracing::warn!(component = what, "tweak dropped: its checks failed");
         }
@@ -239,6 +243,20 @@ pub fn plan(
     }
     let part = cdi::plan(&input);
     merge(part, "cdi", &mut out);
+    out.tweaks.ld_cache = cache_entries(&out.tweaks, &lib_dirs, host);
+    if out.tweaks.mounts.len() > policy.limits.max_mounts {
+        out.findings.push(Finding::new(
+            Check::Mpi,
+            Level::Fatal,
+            format!(
+                "the launch would add {} mounts, more than this site allows (limits.max_mounts = {}): no tweak is applied",
+                out.tweaks.mounts.len(),
+                policy.limits.max_mounts
+            ),
+        ));
+        out.tweaks = Tweaks::default();
+        out.selection = Selection::default();
+    }
     for m in &out.tweaks.mounts {
         tracing::info!(container = %ctx.id, source = %m.source.display(), destination = %m.destination.display(), "planned mount: {}", m.reason);
     }
@@ -261,11 +279,26 @@ fn merge_tweaks(into: &mut Tweaks, from: Tweaks) {
         into.env.retain(|x| x.name != e.name);
         into.env.push(e);
     }
-    for l in from.ld_paths {
-        if !into.ld_paths.contains(&l) {
-            into.ld_paths.push(l);
-        }
-    }
+}
+
+/// The container's linker cache entries for what hpcc mounts in its own
+/// library directories: the loader finds those libraries through the cache
+/// hpcc writes (glibc's format), with no `LD_LIBRARY_PATH` and no ldconfig.
+/// The flags come from the host file's ELF header, so a 32-bit library is
+/// never offered to 64-bit programs.
+fn cache_entries(t: &Tweaks, lib_dirs: &[PathBuf], host: &dyn Host) -> Vec<CacheEntry> {
+    t.mounts
+        .iter()
+        .filter(|m| m.destination.parent().is_some_and(|d| lib_dirs.iter().any(|l| l == d)))
+        .filter_map(|m| {
+            let info = host.elf(&m.source).ok()?;
+            Some(CacheEntry {
+                soname: m.destination.file_name()?.to_string_lossy().into_owned(),
+                path: m.destination.clone(),
+                flags: ldcache::flags_for(info.machine, info.is_64)?,
+            })
+        })
+        .collect()
 }
 
 /// A device entry from the host's node (`stat`), `None` when absent.

@@ -12,10 +12,10 @@
 
 use super::replace::{self, Component, LibSpec};
 use super::soname::split_soname;
-use super::{policy_mounts, Inputs, Part, TweakError, DEPS_ROOT};
+use super::{policy_mounts, Inputs, Part, TweakError};
 use crate::matcher::Check;
 use hpcc_config::MpiAbi;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Stems that name one library of a family; the first group is the main
 /// library.
@@ -84,7 +84,7 @@ pub(crate) fn plan(input: &Inputs<'_>, name: &str) -> Result<Part, TweakError> {
             value: name.to_owned(),
             reason: "the matcher selected a host MPI the policy does not define".into(),
         })?;
-    let dir = PathBuf::from(DEPS_ROOT).join(dir_name(&key, name)?);
+    let dir = input.ctx.lib_root().join(dir_name(&key, name)?);
     let mut libs = Vec::new();
     for p in &m.libraries {
         let soname = input.host.elf(p).ok().and_then(|i| i.soname);
@@ -119,6 +119,7 @@ pub(crate) mod tests {
     use super::super::image::ImageLibs;
     use super::super::{Inputs, Part};
     use super::*;
+    use std::path::PathBuf;
     use crate::matcher::{Level, Selection};
     use crate::rootfs::Rootfs;
     use crate::testutil::ctx;
@@ -227,15 +228,15 @@ pub(crate) mod tests {
         assert!(m.readonly && m.reason.contains("mpich"), "{m:?}");
         let dests = part.mount_destinations();
         assert!(
-            dests.contains(&"/opt/hpcc/lib/mpich/libhwloc.so.15".to_string()),
+            dests.contains(&"/dev/hpcc/lib/mpich/libhwloc.so.15".to_string()),
             "{dests:?}"
         );
         assert!(
-            dests.contains(&"/opt/hpcc/lib/mpich/libucp.so.0".to_string()),
+            dests.contains(&"/dev/hpcc/lib/mpich/libucp.so.0".to_string()),
             "{dests:?}"
         );
         assert!(!dests.iter().any(|d| d.ends_with("libc.so.6")), "{dests:?}");
-        assert_eq!(part.tweaks.ld_paths, [PathBuf::from("/opt/hpcc/lib/mpich")]);
+        assert_eq!(part.lib_dirs, [PathBuf::from("/dev/hpcc/lib/mpich")]);
         assert_eq!(part.tweaks.env[0].name, "MPICH_TEST");
         // Host 12.2.2 is newer than the image's 12.1.0: no minor warning.
         assert!(
@@ -268,7 +269,7 @@ pub(crate) mod tests {
         // The copied file's soname is libmpich.so.12, found as libmpi.so.12:
         // the host library is also provided under the image's name.
         assert!(
-            dests.contains(&"/opt/hpcc/lib/mpich/libmpi.so.12".to_string()),
+            dests.contains(&"/dev/hpcc/lib/mpich/libmpi.so.12".to_string()),
             "{dests:?}"
         );
         // Host 12.2.2 older than the image's 12.5.0: a warning, not a refusal.
@@ -419,7 +420,7 @@ pub(crate) mod tests {
         assert!(!part.fatal());
         assert_eq!(
             part.tweaks.mounts[0].destination,
-            PathBuf::from("/opt/hpcc/lib/mpich/libmpich.so.12")
+            PathBuf::from("/dev/hpcc/lib/mpich/libmpich.so.12")
         );
         assert!(part.tweaks.mounts.len() > 2);
     }

@@ -6,10 +6,9 @@
 
 use super::replace::{self, Component, LibSpec};
 use super::soname::split_soname;
-use super::{Inputs, Part, TweakError, DEPS_ROOT};
+use super::{Inputs, Part, TweakError};
 use crate::matcher::{Check, Level};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 /// Most module libraries inspected in the modules directory.
 const MAX_MODULES: usize = 128;
@@ -25,7 +24,7 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
             value: String::new(),
             reason: "UCX replacement was selected but the policy has no [ucx] table".into(),
         })?;
-    let deps_dir = PathBuf::from(DEPS_ROOT).join("ucx");
+    let deps_dir = input.ctx.lib_root().join("ucx");
     let mut libs = Vec::new();
     for p in &ucx.libraries {
         let name = p
@@ -95,6 +94,7 @@ mod tests {
     use super::super::host::RealHost;
     use super::super::image::ImageLibs;
     use super::*;
+    use std::path::PathBuf;
     use crate::matcher::Selection;
     use crate::rootfs::Rootfs;
     use crate::testutil::ctx;
@@ -157,7 +157,7 @@ mod tests {
         assert!(dests.contains(&format!("{lib}/libucp.so.0")), "{dests:?}");
         assert!(dests.contains(&format!("{lib}/libucs.so.0")), "{dests:?}");
         assert!(
-            dests.contains(&"/opt/hpcc/lib/ucx/libuct.so.0".to_string()),
+            dests.contains(&"/dev/hpcc/lib/ucx/libuct.so.0".to_string()),
             "{dests:?}"
         );
         assert!(dests.contains(&format!("{lib}/ucx")), "{dests:?}");
@@ -168,7 +168,7 @@ mod tests {
             .any(|e| e.name == "UCX_MODULE_DIR" && e.value == format!("{lib}/ucx")));
         // libuct_ib needs libibverbs: the module's dependency comes along.
         assert!(
-            dests.contains(&"/opt/hpcc/lib/ucx/libibverbs.so.1".to_string()),
+            dests.contains(&"/dev/hpcc/lib/ucx/libibverbs.so.1".to_string()),
             "{dests:?}"
         );
     }

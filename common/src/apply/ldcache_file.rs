@@ -1,0 +1,247 @@
+//! The container's linker cache, written by hpcc itself.
+//!
+//! The libraries hpcc mounts in its own directories must be found by the
+//! container's loader. Running `ldconfig -r ROOTFS` for that, as root, in a
+//! rootfs whose `/etc` may be a symlink to `/proc/1/root/<host dir>`, wrote
+//! onto the host; it also scanned whatever `ld.so.conf` the image named
+//! (FIFOs, `/dev/zero`, host directories). Instead hpcc:
+//! 1. reads the image's own `/etc/ld.so.cache` in-root and bounded, and
+//!    parses it with a budget (a broken or absent cache is simply empty:
+//!    the loader still searches its default directories);
+//! 2. puts its own entries in front (glibc's loader takes the first entry
+//!    of a name whose flags fit, so hpcc's libraries win for the names they
+//!    provide), and writes glibc's format;
+//! 3. stores the bytes on the host, content-addressed (SHA-256), in a
+//!    directory only the writer owns: root's `/run/hpcc/ldcache/`, or a
+//!    rootless user's runtime directory. The same image gets the same file
+//!    at every launch, on every node, and nothing is written into the image
+//!    (which other nodes may be starting at the same time, or which may be
+//!    read-only).
+//!
+//! The hook then binds the file over the container's `/etc/ld.so.cache`;
+//! `hpcc-runtime` adds the same bind to `config.json`. The store is bounded
+//! ([`MAX_FILES`]): the oldest files go first.
+
+use crate::io::{write_atomic, FileMode};
+use crate::plan::CacheEntry;
+use crate::rootfs::{Rootfs, RootfsError};
+use crate::tweaks::ldcache::{self, LdCache, LdCacheError, MAX_CACHE_BYTES};
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Most cache files kept in one store.
+pub const MAX_FILES: usize = 512;
+
+/// Why the container's linker cache could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum LdCacheFileError {
+    /// The image's rootfs could not be opened.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// The cache could not be written in glibc's format.
+    #[error("writing the container's linker cache: {0}")]
+    Format(#[from] LdCacheError),
+    /// The store directory is unusable or the file could not be written.
+    #[error("linker cache store {dir}: {reason}")]
+    Store {
+        /// The store.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The store of the current user: root's under `cache_dir` (the policy's
+/// `cache.dir`, `/run/hpcc`), a rootless user's in their runtime directory
+/// (`/run/user/UID` when it is theirs, else `/tmp/hpcc-UID`).
+pub fn store_dir(cache_dir: &Path) -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return cache_dir.join("ldcache");
+    }
+    let run = PathBuf::from(format!("/run/user/{uid}"));
+    let mine = std::fs::symlink_metadata(&run)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0);
+    if mine {
+        run.join("hpcc/ldcache")
+    } else {
+        PathBuf::from(format!("/tmp/hpcc-{uid}/ldcache"))
+    }
+}
+
+/// Builds the container's linker cache for the rootfs at `rootfs` (host
+/// path) with `injected` in front, and stores it under `store`; returns the
+/// file to bind over `/etc/ld.so.cache`.
+pub fn prepare(
+    rootfs: &Path,
+    injected: &[CacheEntry],
+    store: &Path,
+) -> Result<PathBuf, LdCacheFileError> {
+    let root = Rootfs::open(rootfs)?;
+    let bytes = build(&root, injected)?;
+    save(store, &bytes)
+}
+
+/// The merged cache's bytes.
+pub(crate) fn build(root: &Rootfs, injected: &[CacheEntry]) -> Result<Vec<u8>, LdCacheFileError> {
+    let image = match root.read_bounded(Path::new(crate::apply::LD_CACHE), MAX_CACHE_BYTES) {
+        Ok(b) => match LdCache::parse(&b) {
+            Ok(c) if c.is_empty() => None,
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::info!(error = %e, "the image's linker cache is unusable: only hpcc's entries are written");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "the image has no readable linker cache");
+            None
+        }
+    };
+    let ours: Vec<ldcache::CacheEntry> = injected
+        .iter()
+        .map(|e| ldcache::CacheEntry {
+            soname: e.soname.clone(),
+            path: e.path.clone(),
+            flags: e.flags,
+        })
+        .collect();
+    let merged = ldcache::merge(&ours, image.as_ref());
+    Ok(ldcache::write_cache(&merged)?)
+}
+
+/// Stores `bytes` content-addressed under `store` (created when missing,
+/// and trusted only when this user owns it and nobody else may write it).
+pub(crate) fn save(store: &Path, bytes: &[u8]) -> Result<PathBuf, LdCacheFileError> {
+    let bad = |reason: String| LdCacheFileError::Store {
+        dir: store.to_owned(),
+        reason,
+    };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(if uid == 0 { 0o755 } else { 0o700 })
+        .create(store)
+        .map_err(|e| bad(e.to_string()))?;
+    let meta = std::fs::symlink_metadata(store).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(bad(format!(
+            "not a directory owned by uid {uid} and writable only by it"
+        )));
+    }
+    let name: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = store.join(format!("{name}.cache"));
+    if let Ok(m) = std::fs::symlink_metadata(&path) {
+        if m.is_file() && m.uid() == uid && m.len() == bytes.len() as u64 {
+            return Ok(path);
+        }
+    }
+    prune(store);
+    write_atomic(
+        &path,
+        bytes,
+        FileMode {
+            mode: 0o644,
+            owner: None,
+        },
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(path)
+}
+
+/// Keeps the store under [`MAX_FILES`]: the least recently written go.
+fn prune(store: &Path) {
+    let Ok(rd) = std::fs::read_dir(store) else {
+        return;
+    };
+    let mut files: Vec<(i64, PathBuf)> = rd
+        .flatten()
+        .take(4 * MAX_FILES)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cache"))
+        .filter_map(|e| Some((e.metadata().ok()?.mtime(), e.path())))
+        .collect();
+    if files.len() < MAX_FILES {
+        return;
+    }
+    files.sort();
+    for (_, p) in files.iter().take(files.len() + 1 - MAX_FILES) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    fn entry(soname: &str, path: &str) -> CacheEntry {
+        CacheEntry {
+            soname: soname.into(),
+            path: path.into(),
+            flags: ldcache::native_flags(),
+        }
+    }
+
+    #[test]
+    fn image_cache_is_kept_behind_ours_and_the_file_is_content_addressed() {
+        let img = TempDir::new("ldfile-img");
+        std::fs::create_dir_all(img.0.join("etc")).unwrap();
+        let theirs = ldcache::write_cache(&[
+            ldcache::CacheEntry {
+                soname: "libhwloc.so.15".into(),
+                path: "/usr/lib/x86_64-linux-gnu/libhwloc.so.15".into(),
+                flags: ldcache::native_flags(),
+            },
+            ldcache::CacheEntry {
+                soname: "libz.so.1".into(),
+                path: "/lib/x86_64-linux-gnu/libz.so.1".into(),
+                flags: ldcache::native_flags(),
+            },
+        ])
+        .unwrap();
+        std::fs::write(img.0.join("etc/ld.so.cache"), theirs).unwrap();
+        let store = TempDir::new("ldfile-store");
+        let ours = [entry("libhwloc.so.15", "/dev/hpcc/lib/mpich/libhwloc.so.15")];
+        let f = prepare(&img.0, &ours, &store.0).unwrap();
+        let c = LdCache::parse(&std::fs::read(&f).unwrap()).unwrap();
+        assert_eq!(
+            c.find("libhwloc.so.15", ldcache::native_flags()),
+            Some(PathBuf::from("/dev/hpcc/lib/mpich/libhwloc.so.15"))
+        );
+        assert_eq!(
+            c.find("libz.so.1", ldcache::native_flags()),
+            Some(PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1"))
+        );
+        // The same inputs give the same file; the image is untouched.
+        assert_eq!(prepare(&img.0, &ours, &store.0).unwrap(), f);
+        assert_eq!(std::fs::read_dir(&store.0).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_image_without_a_cache_gets_ours_alone() {
+        let img = TempDir::new("ldfile-none");
+        let store = TempDir::new("ldfile-store2");
+        let f = prepare(&img.0, &[entry("libx.so.1", "/dev/hpcc/lib/x/libx.so.1")], &store.0)
+            .unwrap();
+        let c = LdCache::parse(&std::fs::read(f).unwrap()).unwrap();
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_store_others_can_write_is_refused() {
+        let store = TempDir::new("ldfile-open");
+        std::fs::set_permissions(
+            &store.0,
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let e = save(&store.0, b"x").unwrap_err();
+        assert!(e.to_string().contains("writable only"), "{e}");
+    }
+}
