@@ -476,13 +476,41 @@ fn read_cache(root: &Rootfs) -> (Option<LdCache>, String) {
     }
 }
 
+/// What reading the image's `ld.so.conf` files may cost: they are the
+/// image's, and one `include` line lists a directory and matches a pattern
+/// against every name in it.
+struct ConfBudget {
+    /// `include` lines still followed, all files together.
+    includes: usize,
+    /// Glob matching steps left ([`MAX_GLOB_STEPS`]).
+    glob_steps: usize,
+    /// Directory entries still listed for patterns ([`MAX_SCANNED_NAMES`]):
+    /// each listing is a system call per few dozen names.
+    listed: usize,
+}
+
+/// Most `include` lines followed, all `ld.so.conf` files together.
+const MAX_INCLUDES: usize = 64;
+/// Most glob matching steps for one image: a crafted pattern (`*a*a*a…b`)
+/// costs |pattern| x |name| steps per name; `*.conf` costs about |name|.
+const MAX_GLOB_STEPS: usize = 1 << 22;
+/// Longest pattern component: a file name is at most this long, so a
+/// longer pattern matches nothing.
+const MAX_PATTERN_LEN: usize = 255;
+
 /// Library directories named by the image's `/etc/ld.so.conf` and the
 /// files it includes (glob in the last component only, as Debian and
-/// Red Hat write them), bounded.
+/// Red Hat write them), bounded: [`MAX_CONF_FILES`] files,
+/// [`MAX_INCLUDES`] includes, [`MAX_DIRS`] directories, [`MAX_GLOB_STEPS`].
 fn conf_dirs(root: &Rootfs) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     let mut queue = vec![PathBuf::from("/etc/ld.so.conf")];
     let mut read = BTreeSet::new();
+    let mut budget = ConfBudget {
+        includes: MAX_INCLUDES,
+        glob_steps: MAX_GLOB_STEPS,
+        listed: MAX_SCANNED_NAMES,
+    };
     while let Some(f) = queue.pop() {
         if read.len() >= MAX_CONF_FILES || !read.insert(f.clone()) {
             continue;
@@ -497,14 +525,18 @@ fn conf_dirs(root: &Rootfs) -> Vec<PathBuf> {
                 continue;
             }
             if let Some(pat) = line.strip_prefix("include") {
+                if budget.includes == 0 {
+                    continue;
+                }
+                budget.includes -= 1;
                 let pat = pat.trim();
                 let pat = if pat.starts_with('/') {
                     PathBuf::from(pat)
                 } else {
                     f.parent().unwrap_or(Path::new("/")).join(pat)
                 };
-                queue.extend(expand(root, &pat));
-            } else if line.starts_with('/') {
+                queue.extend(expand(root, &pat, &mut budget));
+            } else if line.starts_with('/') && dirs.len() < MAX_DIRS {
                 // `dir=type` (libc5 era) is still accepted by ldconfig.
                 let d = line.split('=').next().unwrap_or(line).trim();
                 dirs.push(PathBuf::from(d));
@@ -514,8 +546,9 @@ fn conf_dirs(root: &Rootfs) -> Vec<PathBuf> {
     dirs
 }
 
-/// Expands a pattern whose last component may hold `*` and `?`.
-fn expand(root: &Rootfs, pat: &Path) -> Vec<PathBuf> {
+/// Expands a pattern whose last component may hold `*` and `?`, within
+/// the budget (what is left when it runs out is not expanded).
+fn expand(root: &Rootfs, pat: &Path, budget: &mut ConfBudget) -> Vec<PathBuf> {
     let (Some(dir), Some(last)) = (pat.parent(), pat.file_name()) else {
         return vec![];
     };
@@ -523,14 +556,27 @@ fn expand(root: &Rootfs, pat: &Path) -> Vec<PathBuf> {
     if !last.contains(['*', '?']) {
         return vec![pat.to_owned()];
     }
-    let mut v: Vec<PathBuf> = root
-        .list_dir(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| wildcard(&last, n))
-        .map(|n| dir.join(n))
-        .take(MAX_CONF_FILES)
-        .collect();
+    if last.len() > MAX_PATTERN_LEN || budget.glob_steps == 0 || budget.listed == 0 {
+        return vec![];
+    }
+    let p: Vec<char> = last.chars().collect();
+    let names = root.list_dir(dir).unwrap_or_default();
+    budget.listed = budget.listed.saturating_sub(names.len());
+    let mut v = Vec::new();
+    for n in names {
+        let s: Vec<char> = n.chars().collect();
+        match glob(&p, &s, &mut budget.glob_steps) {
+            Some(true) => v.push(dir.join(n)),
+            Some(false) => {}
+            None => {
+                tracing::debug!(pattern = %pat.display(), "ld.so.conf glob budget spent");
+                break;
+            }
+        }
+        if v.len() >= MAX_CONF_FILES {
+            break;
+        }
+    }
     // The queue pops from the end: reverse so files are read in order.
     v.reverse();
     v
@@ -539,8 +585,17 @@ fn expand(root: &Rootfs, pat: &Path) -> Vec<PathBuf> {
 /// Shell-style `*` and `?` matching (no classes), iterative.
 pub fn wildcard(pat: &str, s: &str) -> bool {
     let (p, s): (Vec<char>, Vec<char>) = (pat.chars().collect(), s.chars().collect());
+    let mut unbounded = usize::MAX;
+    glob(&p, &s, &mut unbounded).unwrap_or(false)
+}
+
+/// [`wildcard`] on characters, one step of `steps` per comparison; `None`
+/// when they run out. Backtracks to the last `*` only: at most
+/// |pattern| x |name| steps.
+fn glob(p: &[char], s: &[char], steps: &mut usize) -> Option<bool> {
     let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
     while si < s.len() {
+        *steps = steps.checked_sub(1)?;
         if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
             pi += 1;
             si += 1;
@@ -553,13 +608,13 @@ pub fn wildcard(pat: &str, s: &str) -> bool {
             mark += 1;
             si = mark;
         } else {
-            return false;
+            return Some(false);
         }
     }
     while pi < p.len() && p[pi] == '*' {
         pi += 1;
     }
-    pi == p.len()
+    Some(pi == p.len())
 }
 
 #[cfg(test)]
@@ -575,6 +630,49 @@ mod tests {
         assert!(!wildcard("*.conf", "libc.conf.bak"));
         assert!(wildcard("a?c*", "abcdef"));
         assert!(!wildcard("a?c", "ac"));
+    }
+
+    #[test]
+    fn hostile_ld_so_conf_is_bounded() {
+        let t = TempDir::new("confbomb");
+        let r = &t.0;
+        std::fs::create_dir_all(r.join("etc/d")).unwrap();
+        // 2000 long names, and a pattern that backtracks on each of them:
+        // |pattern| x |name| = 50,000 steps a name, 100 million a listing,
+        // included 150 times (1.5e10 steps unbounded), in a 61 KB file.
+        let name = "a".repeat(200);
+        for i in 0..2000 {
+            std::fs::write(r.join(format!("etc/d/{i:04}{name}")), b"").unwrap();
+        }
+        let pat = format!("{}b", "*a".repeat(120));
+        let mut conf = String::new();
+        for _ in 0..150 {
+            conf.push_str(&format!("include /etc/d/{pat}\n"));
+        }
+        for i in 0..2000 {
+            conf.push_str(&format!("/opt/lib{i}\n"));
+        }
+        std::fs::write(r.join("etc/ld.so.conf"), &conf).unwrap();
+        let root = Rootfs::open(r).unwrap();
+        let t0 = std::time::Instant::now();
+        let dirs = conf_dirs(&root);
+        let took = t0.elapsed();
+        assert!(conf.len() as u64 <= MAX_CONF_BYTES);
+        assert_eq!(dirs.len(), MAX_DIRS);
+        assert!(
+            took < crate::tweaks::ldcache::tests::DEBUG_BOUND,
+            "{took:?}"
+        );
+        // The budget does not get in the way of real patterns.
+        let mut budget = ConfBudget {
+            includes: MAX_INCLUDES,
+            glob_steps: MAX_GLOB_STEPS,
+            listed: MAX_SCANNED_NAMES,
+        };
+        let one = expand(&root, Path::new("/etc/d/0001*"), &mut budget);
+        assert_eq!(one, [PathBuf::from(format!("/etc/d/0001{name}"))]);
+        let long = PathBuf::from(format!("/etc/d/{}*", "y".repeat(300)));
+        assert!(expand(&root, &long, &mut budget).is_empty());
     }
 
     #[test]
