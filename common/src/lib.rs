@@ -1,7 +1,10 @@
 //! hpcc core: what an image asks ([`annotations`]), what the node has
 //! ([`fingerprint`]), whether the two fit ([`matcher`]), and what a launch
-//! will do about it ([`plan`]). Decision and effect are kept apart: everything
-//! up to the plan is plain data; only [`apply`] touches the system.
+//! will do about it ([`launch`], which makes a [`plan`]). Decision and
+//! effect are kept apart: everything up to the plan is plain data. The
+//! container is changed only by [`apply`] (hook mode) or by the spec edit
+//! of `hpcc-runtime` (`apply::spec`); the other writes on the host are
+//! hpcc's own files, listed in the README ("Where things happen").
 
 pub mod annotations;
 pub mod apply;
@@ -20,6 +23,18 @@ pub(crate) mod rootfs;
 pub(crate) mod testutil;
 pub mod text;
 pub(crate) mod tweaks;
-/// glibc's linker cache format (read and written by hpcc; see `apply::ldcache_file`).
-pub use tweaks::ldcache;
 pub mod version;
+
+/// glibc's linker cache format (read and written by hpcc; see
+/// `apply::ldcache_file`).
+pub use tweaks::ldcache;
+
+/// What the budget tests (`common/tests/budgets.rs`, a process of their
+/// own so that its peak memory is theirs alone) reach inside the crate.
+/// Not an API.
+#[doc(hidden)]
+pub mod budget_probe {
+    pub use crate::elf::{ElfError, ElfInfo};
+    pub use crate::rootfs::Rootfs;
+    pub use crate::tweaks::image::{ImageLibs, MAX_CANDIDATES};
+}

@@ -119,8 +119,7 @@ impl LaunchContext {
                 .unwrap_or_default(),
             dev_tmpfs: spec.mounts().as_ref().is_some_and(|ms| {
                 ms.iter().any(|m| {
-                    m.destination() == Path::new("/dev")
-                        && m.typ().as_deref() == Some("tmpfs")
+                    m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs")
                 })
             }),
         }

@@ -7,10 +7,10 @@
 
 mod crafted;
 
-use hpcc_common::elf::{ElfError, ElfInfo};
-use hpcc_common::rootfs::Rootfs;
-use hpcc_common::tweaks::image::{ImageLibs, MAX_CANDIDATES};
-use hpcc_common::tweaks::ldcache::{
+use hpcc_common::budget_probe::Rootfs;
+use hpcc_common::budget_probe::{ElfError, ElfInfo};
+use hpcc_common::budget_probe::{ImageLibs, MAX_CANDIDATES};
+use hpcc_common::ldcache::{
     merge, native_flags, write_cache, LdCache, LdCacheError, MAX_CACHE_BYTES,
 };
 use std::path::{Path, PathBuf};

@@ -12,9 +12,7 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
-use hpcc_common::ldcache::{
-    flags_for, merge, native_flags, write_cache, CacheEntry, LdCache,
-};
+use hpcc_common::ldcache::{flags_for, merge, native_flags, write_cache, CacheEntry, LdCache};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};

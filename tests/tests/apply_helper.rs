@@ -96,7 +96,8 @@ fn helper(tweaks: Value, rootfs: &Path, pid: i32) -> Value {
 
 /// The same, with a linker cache file to bind.
 fn helper_with_cache(tweaks: Value, rootfs: &Path, pid: i32, cache: Option<&Path>) -> Value {
-    let req = json!({"tweaks": tweaks, "target": {"rootfs": rootfs, "pid": pid, "ld_cache": cache}});
+    let req =
+        json!({"tweaks": tweaks, "target": {"rootfs": rootfs, "pid": pid, "ld_cache": cache}});
     let mut child = Command::new(bin("hpcc-hook"))
         .arg("--hpcc-apply-child")
         .env_clear()
@@ -215,7 +216,10 @@ fn helper_mounts_read_only_private_in_the_container_namespace_only() {
         listed.contains("libhwloc.so.15 (libc6,x86-64) => /opt/hpcc/lib/mpi/libhwloc.so.15"),
         "{listed}"
     );
-    assert!(listed.contains("libmpich.so.12"), "image entries lost: {listed}");
+    assert!(
+        listed.contains("libmpich.so.12"),
+        "image entries lost: {listed}"
+    );
     // The host: no mount, the image's files on disk untouched (its cache
     // was never rewritten).
     assert!(lines_mentioning(&host_mountinfo(), rootfs.to_str().unwrap()).is_empty());

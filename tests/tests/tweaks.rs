@@ -298,7 +298,8 @@ fn hook_in_the_containers_namespace_refuses_to_mount() {
     assert!(
         r.stderr.contains("applying the launch tweaks failed")
             && r.stderr.contains("shares the hook's mount namespace")
-            && r.stderr.contains("register hpcc-hook as a prestart or createRuntime hook"),
+            && r.stderr
+                .contains("register hpcc-hook as a prestart or createRuntime hook"),
         "{}",
         r.stderr
     );

@@ -175,7 +175,9 @@ fn bound_self(parent: libc::pid_t, cpu_secs: u64) -> std::io::Result<()> {
     // The parent may have died before the death signal was armed.
     // SAFETY: getppid has no preconditions.
     if unsafe { libc::getppid() } != parent {
-        return Err(std::io::Error::other("the hook exited before its helper started"));
+        return Err(std::io::Error::other(
+            "the hook exited before its helper started",
+        ));
     }
     limit(libc::RLIMIT_CPU, cpu_secs)?;
     limit(libc::RLIMIT_AS, HELPER_MEMORY)?;
@@ -216,7 +218,11 @@ fn timed_out() -> HelperError {
 
 /// The poll loop: request in, reply and stderr out, bounded in bytes and
 /// time.
-fn pump(child: &mut Child, req: &[u8], deadline: Instant) -> Result<(Vec<u8>, Vec<u8>), HelperError> {
+fn pump(
+    child: &mut Child,
+    req: &[u8],
+    deadline: Instant,
+) -> Result<(Vec<u8>, Vec<u8>), HelperError> {
     let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -319,7 +325,10 @@ fn set_nonblocking(fd: i32) -> std::io::Result<()> {
 }
 
 /// Waits for the exit until the deadline.
-fn wait_until(child: &mut Child, deadline: Instant) -> Result<std::process::ExitStatus, HelperError> {
+fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+) -> Result<std::process::ExitStatus, HelperError> {
     loop {
         if let Some(s) = child.try_wait()? {
             return Ok(s);

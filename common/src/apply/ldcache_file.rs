@@ -207,7 +207,10 @@ mod tests {
         .unwrap();
         std::fs::write(img.0.join("etc/ld.so.cache"), theirs).unwrap();
         let store = TempDir::new("ldfile-store");
-        let ours = [entry("libhwloc.so.15", "/dev/hpcc/lib/mpich/libhwloc.so.15")];
+        let ours = [entry(
+            "libhwloc.so.15",
+            "/dev/hpcc/lib/mpich/libhwloc.so.15",
+        )];
         let f = prepare(&img.0, &ours, &store.0).unwrap();
         let c = LdCache::parse(&std::fs::read(&f).unwrap()).unwrap();
         assert_eq!(
@@ -227,8 +230,12 @@ mod tests {
     fn an_image_without_a_cache_gets_ours_alone() {
         let img = TempDir::new("ldfile-none");
         let store = TempDir::new("ldfile-store2");
-        let f = prepare(&img.0, &[entry("libx.so.1", "/dev/hpcc/lib/x/libx.so.1")], &store.0)
-            .unwrap();
+        let f = prepare(
+            &img.0,
+            &[entry("libx.so.1", "/dev/hpcc/lib/x/libx.so.1")],
+            &store.0,
+        )
+        .unwrap();
         let c = LdCache::parse(&std::fs::read(f).unwrap()).unwrap();
         assert_eq!(c.len(), 1);
     }

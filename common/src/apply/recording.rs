@@ -313,5 +313,4 @@ impl Syscalls for RecordingSyscalls {
     ) -> Result<(), SysError> {
         self.record(Call::DenyDevice(format!("{kind} {major}:{minor} {access}")))
     }
-
 }

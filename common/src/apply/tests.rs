@@ -173,8 +173,21 @@ fn failure_in_the_middle_undoes_every_mount_in_reverse_by_handle() {
     // Created targets stay: created idempotently, another launch of the
     // same image may use them (see the module comment).
     let mut created = before.clone();
-    for p in ["/usr/lib/hpcc", DEP_DEST, "/opt", "/opt/hpcc", "/opt/hpcc/libfabric"] {
-        created.insert(PathBuf::from(p), if p == DEP_DEST { EntryKind::File } else { EntryKind::Dir });
+    for p in [
+        "/usr/lib/hpcc",
+        DEP_DEST,
+        "/opt",
+        "/opt/hpcc",
+        "/opt/hpcc/libfabric",
+    ] {
+        created.insert(
+            PathBuf::from(p),
+            if p == DEP_DEST {
+                EntryKind::File
+            } else {
+                EntryKind::Dir
+            },
+        );
     }
     assert_eq!(s.entries(), created);
     let msg = e.to_string();
@@ -211,9 +224,8 @@ fn cache_failure_rolls_back_mounts_and_device_grant() {
 
 #[test]
 fn incomplete_rollback_is_reported() {
-    let s = sys().fail_on(|c| {
-        cache_bind(c) || matches!(c, Call::Unmount(p) if p == Path::new(IMAGE_MPICH))
-    });
+    let s = sys()
+        .fail_on(|c| cache_bind(c) || matches!(c, Call::Unmount(p) if p == Path::new(IMAGE_MPICH)));
     let e = apply(&mpi_tweaks(), &target(), &s).unwrap_err();
     let ApplyError::Step { rollback, .. } = &e else {
         panic!("{e:?}")

@@ -484,12 +484,12 @@ mod tests {
     use super::super::host::fake::FakeHost;
     use super::super::host::{DeviceId, RealHost};
     use super::*;
-    use std::path::PathBuf;
     use crate::matcher::Selection;
     use crate::testutil::ctx;
     use crate::testutil::node;
     use hpcc_config::Policy;
     use std::path::Path;
+    use std::path::PathBuf;
 
     const SPEC: &str = r#"{
       "cdiVersion": "0.6.0",

@@ -224,13 +224,13 @@ mod tests {
     use super::super::host::fake::{lib, FakeHost};
     use super::super::host::DeviceId;
     use super::*;
-    use std::path::PathBuf;
     use crate::fingerprint::NvidiaFingerprint;
     use crate::matcher::Selection;
     use crate::testutil::ctx;
     use crate::testutil::node;
     use crate::version::Version;
     use hpcc_config::Policy;
+    use std::path::PathBuf;
 
     fn gpus(n: u32) -> Vec<NvidiaDevice> {
         (0..n)
@@ -370,10 +370,7 @@ mod tests {
                 "/usr/bin/nvidia-smi",
             ]
         );
-        assert_eq!(
-            part.lib_dirs,
-            [PathBuf::from("/dev/hpcc/lib/nvidia")]
-        );
+        assert_eq!(part.lib_dirs, [PathBuf::from("/dev/hpcc/lib/nvidia")]);
     }
 
     #[test]

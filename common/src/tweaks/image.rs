@@ -453,7 +453,6 @@ impl<'a> ImageLibs<'a> {
     pub fn has_cache(&self) -> bool {
         self.cache.is_some()
     }
-
 }
 
 /// The image's `/etc/ld.so.cache`, parsed, and a note on its state for
@@ -775,13 +774,13 @@ mod tests {
 /// N distinct existing paths for `libmpich.so.12`.
 #[cfg(test)]
 mod many_candidates {
-    use crate::testutil::policy_mpich;
-    use crate::testutil::ctx;
     use super::super::{Inputs, Part};
     use super::*;
     use crate::elf::crafted::one_name_cache;
     use crate::matcher::tests::{node, with_mpich};
     use crate::matcher::Selection;
+    use crate::testutil::ctx;
+    use crate::testutil::policy_mpich;
     use crate::testutil::TempDir;
     use crate::tweaks::ldcache::tests::DEBUG_BOUND;
     use std::time::Instant;

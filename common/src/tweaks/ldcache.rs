@@ -438,7 +438,6 @@ impl LdCache {
 
     /// Bytes of strings kept (the string table, once): what parsing costs
     /// beyond 32 bytes per entry.
-    #[cfg(test)]
     pub fn string_bytes(&self) -> usize {
         self.strings.len()
     }

@@ -162,7 +162,6 @@ mod tests {
     use super::super::host::RealHost;
     use super::super::image::ImageLibs;
     use super::*;
-    use std::path::PathBuf;
     use crate::matcher::Selection;
     use crate::rootfs::Rootfs;
     use crate::testutil::ctx;
@@ -170,6 +169,7 @@ mod tests {
     use crate::testutil::rootfs_with;
     use hpcc_config::{Libfabric, Policy};
     use std::path::Path;
+    use std::path::PathBuf;
 
     fn policy(providers: Option<&str>) -> Policy {
         Policy {

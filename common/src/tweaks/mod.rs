@@ -289,7 +289,11 @@ fn merge_tweaks(into: &mut Tweaks, from: Tweaks) {
 fn cache_entries(t: &Tweaks, lib_dirs: &[PathBuf], host: &dyn Host) -> Vec<CacheEntry> {
     t.mounts
         .iter()
-        .filter(|m| m.destination.parent().is_some_and(|d| lib_dirs.iter().any(|l| l == d)))
+        .filter(|m| {
+            m.destination
+                .parent()
+                .is_some_and(|d| lib_dirs.iter().any(|l| l == d))
+        })
         .filter_map(|m| {
             let info = host.elf(&m.source).ok()?;
             Some(CacheEntry {

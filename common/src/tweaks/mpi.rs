@@ -119,12 +119,12 @@ pub(crate) mod tests {
     use super::super::image::ImageLibs;
     use super::super::{Inputs, Part};
     use super::*;
-    use std::path::PathBuf;
     use crate::matcher::{Level, Selection};
     use crate::rootfs::Rootfs;
     use crate::testutil::ctx;
     use crate::testutil::{node, policy_mpich, rootfs_with, with_mpich};
     use hpcc_config::Policy;
+    use std::path::PathBuf;
 
     const HOSTLIB: &str = "/usr/lib/x86_64-linux-gnu";
 

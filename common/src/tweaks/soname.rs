@@ -83,6 +83,9 @@ pub struct Closure {
     pub missing: Vec<(String, String)>,
     /// Stopped at [`MAX_DEPENDENCIES`] or [`MAX_DEPTH`].
     pub truncated: bool,
+    /// glibc's own libraries the tree needs (`(soname, needed by)`): never
+    /// taken from the host, so the image must have them.
+    pub glibc: Vec<(String, String)>,
 }
 
 /// Follows `DT_NEEDED` of `roots` through the host linker cache,
@@ -101,7 +104,13 @@ pub fn closure(host: &dyn Host, roots: &[(String, ElfInfo)], skip: &BTreeSet<Str
         }
     }
     while let Some((soname, by, depth)) = queue.pop_front() {
-        if is_glibc_library(&soname) || !seen.insert(soname.clone()) {
+        if is_glibc_library(&soname) {
+            if !out.glibc.iter().any(|(s, _)| *s == soname) {
+                out.glibc.push((soname, by));
+            }
+            continue;
+        }
+        if !seen.insert(soname.clone()) {
             continue;
         }
         if depth > MAX_DEPTH || out.deps.len() >= MAX_DEPENDENCIES {

@@ -94,7 +94,6 @@ mod tests {
     use super::super::host::RealHost;
     use super::super::image::ImageLibs;
     use super::*;
-    use std::path::PathBuf;
     use crate::matcher::Selection;
     use crate::rootfs::Rootfs;
     use crate::testutil::ctx;
@@ -102,6 +101,7 @@ mod tests {
     use crate::testutil::rootfs_with;
     use hpcc_config::{Policy, Ucx};
     use std::path::Path;
+    use std::path::PathBuf;
 
     #[test]
     fn host_ucx_over_image_copies_and_modules() {
