@@ -187,6 +187,8 @@ EOF
 # --------------------------------------------------------------- nodes ------
 # slurmd of node n$1 in netns hn$1 and a new private mount namespace with
 # its own tmpfs at /run/hpcc and $DIR/tmp, and optionally a /proc/cpuinfo.
+# A clean environment (as under systemd): what the OCI runtime inherits from
+# slurmd is then what a production node gives it.
 start_node() {
   local i=$1 cpu var
   var=SLURM2_N${i}_CPUINFO; cpu=${!var:-}
@@ -194,12 +196,12 @@ start_node() {
   mkdir -p "$DIR/spool/n$i" /run/hpcc "$DIR/tmp"
   log "starting slurmd n$i (netns hn$i, own mount ns${cpu:+, /proc/cpuinfo <- $cpu})"
   nsenter --net="/run/netns/hn$i" unshare --mount --propagation private \
-    env CPU="$cpu" DIR="$DIR" N="n$i" CONF="$CONF" sh -ec '
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CPU="$cpu" DIR="$DIR" N="n$i" CONF="$CONF" sh -ec '
       mount -t tmpfs -o mode=0755,size=64m "hpcc-run-$N" /run/hpcc
       mount -t tmpfs -o mode=1777,size=512m "hpcc-tmp-$N" "$DIR/tmp"
       [ -z "$CPU" ] || mount --bind "$CPU" /proc/cpuinfo
       readlink /proc/self/ns/mnt >"$DIR/mntns-$N"
-      exec slurmd -f "$CONF" -N "$N"' </dev/null
+      exec env -u CPU -u DIR -u N -u CONF slurmd -f "$CONF" -N "$N"' </dev/null
 }
 
 # Pids whose mount namespace is node n$1's (slurmd, slurmstepd, runtimes, tasks).
