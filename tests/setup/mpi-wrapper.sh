@@ -23,11 +23,13 @@
 #   WRAP_CPUINFO=0|1    bind the node's /proc/cpuinfo into the container
 #   WRAP_KEEPNET=0|1    keep the container's network namespace even with a fix
 #   WRAP_PMIX_NOSPOOL=1, WRAP_PMIX_NOTMPFS=1   pmix: leave out the spool / TmpFS bind
+#   WRAP_PMIX_DERIVE=1  pmix without the SPANK capture: derive the PMIX_* vars
+#                       (server URI from the parent slurmstepd's loopback listener)
 set -u
 ctl=${HPCC_WRAP_CTL:-/tmp/hpcc-slurm2/wrapper.env}
 WRAP_LOG=/tmp/hpcc-mpirig-out/wrap WRAP_FIX=none WRAP_HOSTNET=0 WRAP_INJECT=none
 WRAP_FAIL_NODE= WRAP_FAIL_SLEEP=0 WRAP_FAIL_KILL=0 WRAP_CPUINFO=0 WRAP_KEEPNET=0
-WRAP_PMIX_NOSPOOL=0 WRAP_PMIX_NOTMPFS=0
+WRAP_PMIX_NOSPOOL=0 WRAP_PMIX_NOTMPFS=0 WRAP_PMIX_DERIVE=0
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck disable=SC1090
 [ -r "$ctl" ] && . "$ctl"
@@ -51,9 +53,10 @@ mkdir -p "$WRAP_LOG"
 L=$WRAP_LOG/$id.log
 exec 19>>"$L"
 log() { printf '%s\n' "$*" >&19; }
-log "=== $(date +%T.%N) node=$node pid=$$ argv: $0 $*"
+log "=== $(date +%T.%N) node=$node pid=$$ ppid=$PPID ($(cat /proc/$PPID/comm), its cmdline: $(tr '\0' ' ' </proc/$PPID/cmdline)) argv: $0 $*"
 log "--- env:"; env | sort >&19
 log "--- fds:"; ls -l /proc/$$/fd >&19 2>&1
+log "--- /proc/cpuinfo: $(grep -m1 "model name" /proc/cpuinfo), avx512f flag: $(grep -m1 -c -w avx512f /proc/cpuinfo)"
 log "--- mnt ns $(readlink /proc/$$/ns/mnt) net ns $(readlink /proc/$$/ns/net) cwd $(pwd)"
 log "--- bundle $bundle: $(ls -la "$bundle" 2>&1 | tr '\n' ' ')"
 dump_cfg() {
@@ -137,12 +140,13 @@ log "--- derived: mpi=$mpi fix=$fix node=$node index=$ni of [$(echo $nodes)] job
 
 if [ -n "$WRAP_FAIL_NODE" ] && [ "$node" = "$WRAP_FAIL_NODE" ]; then
   sleep "$WRAP_FAIL_SLEEP"
+  # The message first: the kill below also ends this process.
+  echo "mpi-wrapper: refusing on $node (test)" >&2
+  log "$(date +%T.%N) failing on purpose (WRAP_FAIL_NODE=$node)"
   if [ "$WRAP_FAIL_KILL" = 1 ]; then
     log "$(date +%T.%N) failing: scancel --signal=KILL $jobid.$stepid"
-    SLURM_CONF=${SLURM_CONF:-/tmp/hpcc-slurm2/etc/slurm.conf} timeout 10 scancel --signal=KILL "$jobid.$stepid" >&19 2>&1
+    timeout 10 scancel --signal=KILL "$jobid.$stepid" >&19 2>&1
   fi
-  log "$(date +%T.%N) failing on purpose (WRAP_FAIL_NODE=$node)"
-  echo "mpi-wrapper: refusing on $node (test)" >&2
   exit 1
 fi
 
@@ -163,7 +167,10 @@ case $fix in
     [ -n "$sfd" ] || { log "no socket fd: cannot wire PMI-2"; echo "mpi-wrapper: no PMI-2 socket" >&2; exit 98; }
     map=$(penv SLURM_PMI2_PROC_MAPPING)
     rank=$(pmi_rank "$map" "$ni" 0 "$ntasks")
-    log "--- pmi2: socket fd $sfd -> 3; mapping $map -> rank $rank"
+    # The task's own PMI_RANK, when a SPANK plugin setenv()s it in task_init
+    # (exact; the mapping is wrong for -m arbitrary), else the mapping.
+    log "--- pmi2: socket fd $sfd -> 3; mapping $map -> rank $rank; PMI_RANK in our env: ${PMI_RANK:-none}"
+    rank=${PMI_RANK:-$rank}
     eval "exec 3<&$sfd $sfd<&-"
     preserve=(--preserve-fds=1)
     setenv PMI_FD 3; setenv PMI_RANK "$rank"; setenv PMI_SIZE "$ntasks"; setenv PMI_JOBID "$jobid.$stepid"
@@ -182,6 +189,29 @@ case $fix in
     elif [ -n "$capf" ]; then
       log "--- pmix: per-task vars from $capf"
       while IFS= read -r kv; do setenv "${kv%%=*}" "${kv#*=}"; done < <(grep -E '^(PMIX_|SLURM_PMIXP_)' "$capf")
+    elif [ "$WRAP_PMIX_DERIVE" = 1 ]; then
+      # No SPANK: derive them. The PMIx server is our parent slurmstepd; its
+      # URI is pmix-server.<stepd pid>;tcp4://127.0.0.1:<port of its loopback listener>.
+      # RunTimeRun runs as `sh -c "..."` in the forked task: walk up to slurmstepd.
+      sp=$PPID ports= inos=" "
+      while [ "$sp" -gt 1 ] && [ "$(cat /proc/$sp/comm)" != slurmstepd ]; do sp=$(awk '{print $4}' /proc/$sp/stat); done
+      for f in /proc/$sp/fd/*; do l=$(readlink "$f"); case $l in socket:*) l=${l#socket:[}; inos+="${l%]} " ;; esac; done
+      while read -r _ loc _ st _ _ _ _ _ ino _; do
+        [ "$st" = 0A ] && [ "${loc%:*}" = 0100007F ] && [[ $inos == *" $ino "* ]] && ports+="$((16#${loc#*:})) "
+      done < <(tail -n +2 /proc/net/tcp)
+      port=${ports%% *}
+      uri="pmix-server.$sp;tcp4://127.0.0.1:$port"
+      tmpd=$PMIX_SERVER_TMPDIR   # in the runtime's own env (slurmstepd's)
+      log "--- pmix: derived: stepd pid $sp, loopback listeners [$ports] -> $uri"
+      for v in 2 3 4 21 41; do setenv PMIX_SERVER_URI$v "$uri"; done
+      setenv PMIX_NAMESPACE "slurm.pmix.$jobid.$stepid"
+      setenv PMIX_SERVER_TMPDIR "$tmpd"
+      setenv PMIX_DSTORE_21_BASE_PATH "$tmpd/pmix_dstor_ds21_$sp"
+      setenv PMIX_DSTORE_ESH_BASE_PATH "$tmpd/pmix_dstor_ds12_$sp"
+      setenv PMIX_SECURITY_MODE munge,native
+      setenv PMIX_GDS_MODULE ds21,ds12,hash
+      setenv PMIX_BFROP_BUFFER_TYPE PMIX_BFROP_BUFFER_NON_DESC
+      setenv PMIX_SYSTEM_TMPDIR /tmp
     else
       log "--- pmix: no per-task vars (no SPANK capture): only the rank (from $map: $rank)"
     fi

@@ -22,6 +22,8 @@
 #                                   "--root=/run/hpcc-slurm2-oci run %n.%u.%j.%s.%t -b %b"
 #                                   (may itself contain Slurm % patterns, e.g.
 #                                   "/path/wrapper --hpcc-node=%n")
+#   SLURM2_OCI_KILL_SIGNAL=KILL     signal argument of RunTimeKill (default: none, i.e.
+#                                   runc's SIGTERM, which a container's pid 1 may ignore)
 #   SLURM2_PLUGSTACK=FILE           PlugStackConfig (default: an empty $SLURM2_DIR/etc/plugstack.conf)
 #   SLURM2_N2_CPUINFO=FILE          bound over /proc/cpuinfo in n2's mount namespace only
 #   SLURM2_N1_CPUINFO=FILE          same for n1
@@ -130,6 +132,7 @@ net_down() {
 # -------------------------------------------------------------- config ------
 # Everything that start depends on; a change restarts the daemons.
 params() {
+  printf 'killsig=%s\n' "${SLURM2_OCI_KILL_SIGNAL:-}"
   printf 'runtime=%s\nplugstack=%s\nn1cpu=%s\nn2cpu=%s\ndebug=%s\nextra=%s\n' \
     "${SLURM2_OCI_RUNTIME:-runc}" "${SLURM2_PLUGSTACK:-$ETC/plugstack.conf}" \
     "${SLURM2_N1_CPUINFO:-}" "${SLURM2_N2_CPUINFO:-}" "${SLURM2_DEBUG:-info}" \
@@ -177,7 +180,7 @@ EOF
   cat >"$ETC/oci.conf" <<EOF
 # written by hpcc tests/setup/slurm2.sh
 RunTimeQuery="runc --root=$OCI_ROOT state %n.%u.%j.%s.%t"
-RunTimeKill="runc --root=$OCI_ROOT kill -a %n.%u.%j.%s.%t"
+RunTimeKill="runc --root=$OCI_ROOT kill -a %n.%u.%j.%s.%t${SLURM2_OCI_KILL_SIGNAL:+ $SLURM2_OCI_KILL_SIGNAL}"
 RunTimeDelete="runc --root=$OCI_ROOT delete --force %n.%u.%j.%s.%t"
 RunTimeRun="$rt --root=$OCI_ROOT run %n.%u.%j.%s.%t -b %b"
 EOF
