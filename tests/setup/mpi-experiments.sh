@@ -85,7 +85,7 @@ pmi2)
   wrapper pmi2-fix WRAP_FIX=pmi2 WRAP_INJECT=mpich
   run ctr-pmi2-fix 30 $N2 --mpi=pmi2 $(ring mpich)
   two_ok ctr-pmi2-fix "MPICH Version"; result ctr-pmi2-fix $? "$dt" "$(first ctr-pmi2-fix 'rank 1')"
-  run ctr-pmi2-fix-pingpong 60 $N2 --mpi=pmi2 --container="$B/mpich-ring" /usr/bin/pingpong
+  run ctr-pmi2-fix-pingpong 30 $N2 --mpi=pmi2 --container="$B/mpich-ring" /usr/bin/pingpong
   has ctr-pmi2-fix-pingpong 'bytes=4194304'; result ctr-pmi2-pingpong $? "$dt" "$(grep pingpong "$OUT/ctr-pmi2-fix-pingpong.out" | tr '\n' ' ')"
   wrapper pmi2-keepnet WRAP_FIX=pmi2 WRAP_INJECT=mpich WRAP_KEEPNET=1
   run ctr-pmi2-keepnet 30 $N2 --mpi=pmi2 $(ring mpich)
@@ -102,7 +102,7 @@ pmix)
   wrapper pmix-fix WRAP_FIX=pmix WRAP_INJECT=ompi
   run ctr-pmix-fix 60 $N2 --mpi=pmix $(ring ompi)
   two_ok ctr-pmix-fix "Open MPI v4"; result ctr-pmix-fix-spank $? "$dt" "$(first ctr-pmix-fix 'rank 1')"
-  run ctr-pmix-fix-pingpong 60 $N2 --mpi=pmix --container="$B/ompi-ring" /usr/bin/pingpong
+  run ctr-pmix-fix-pingpong 30 $N2 --mpi=pmix --container="$B/ompi-ring" /usr/bin/pingpong
   has ctr-pmix-fix-pingpong 'bytes=4194304'; result ctr-pmix-pingpong $? "$dt" "$(grep pingpong "$OUT/ctr-pmix-fix-pingpong.out" | tr '\n' ' ')"
   wrapper pmix-keepnet WRAP_FIX=pmix WRAP_INJECT=ompi WRAP_KEEPNET=1
   run ctr-pmix-keepnet 60 $N2 --mpi=pmix $(ring ompi)

@@ -196,7 +196,8 @@ start_node() {
   local i=$1 cpu var
   var=SLURM2_N${i}_CPUINFO; cpu=${!var:-}
   [ -z "$cpu" ] || [ -f "$cpu" ] || die "$var=$cpu: no such file"
-  mkdir -p "$DIR/spool/n$i" /run/hpcc "$DIR/tmp"
+  [ -d /run/hpcc ] || { mkdir -p /run/hpcc; echo runhpcc >>"$DIR/started"; }
+  mkdir -p "$DIR/spool/n$i" "$DIR/tmp"
   log "starting slurmd n$i (netns hn$i, own mount ns${cpu:+, /proc/cpuinfo <- $cpu})"
   nsenter --net="/run/netns/hn$i" unshare --mount --propagation private \
     env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CPU="$cpu" DIR="$DIR" N="n$i" CONF="$CONF" sh -ec '
@@ -298,8 +299,8 @@ do_stop() {
   fi
   drop_lock
   rm -rf "$OCI_ROOT"
-  # /run/hpcc on the host: remove only if empty (the nodes had their own tmpfs there).
-  rmdir /run/hpcc 2>/dev/null || true
+  # /run/hpcc on the host: only if we created it, and only if empty (the nodes had their own tmpfs there).
+  if [ -f "$DIR/started" ] && grep -qx runhpcc "$DIR/started"; then rmdir /run/hpcc 2>/dev/null || true; fi
   if [ -d "$DIR" ]; then log "removing $DIR"; rm -rf "${DIR:?}"; fi
 }
 
