@@ -1,20 +1,34 @@
 //! What the SPANK plugin (`hpcc_spank.so`) leaves for `hpcc-runtime` in the
-//! same Slurm step: the policy with the user's `--hpcc`/`--hpcc-mpi`
-//! choices folded in (`/run/hpcc/slurm/<job>.<step>.toml`, root-owned), so
-//! that the runtime decides with the same rules as the plugin did. Here,
-//! not in the plugin's crate, because the runtime builds without Slurm.
+//! same Slurm step (`/run/hpcc/slurm/<job>.<step>.json`, root-owned): its
+//! decision (the plan, with the user's `--hpcc`/`--hpcc-mpi` choices
+//! applied) and the policy it was taken under, so that the runtime applies
+//! that plan instead of deciding again. Here, not in the plugin's crate,
+//! because the runtime builds without Slurm.
 
-use crate::plan::{MpiChoice, UserRequest};
+use crate::plan::{MpiChoice, Plan, UserRequest};
 use hpcc_config::Policy;
+use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Where the per-step files live (tmpfs, cleared at boot).
 pub const DEFAULT_DIR: &str = "/run/hpcc/slurm";
 
+/// Largest step file read.
+const MAX_BYTES: u64 = 4 << 20;
+
 /// The file of one step.
 pub fn path(dir: &Path, job: u32, step: u32) -> PathBuf {
-    dir.join(format!("{job}.{step}.toml"))
+    dir.join(format!("{job}.{step}.json"))
+}
+
+/// One step's decision, as the plugin took it on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepDecision {
+    /// The admin's policy with the user's request applied.
+    pub policy: Policy,
+    /// The plan (a start: a refused step never reaches the runtime).
+    pub plan: Plan,
 }
 
 /// The admin's policy with the user's request applied: every check at its
@@ -39,26 +53,33 @@ pub fn effective_policy(policy: &Policy, request: &UserRequest) -> Policy {
     p
 }
 
-/// Writes the effective policy of one step atomically, root-owned, 0644
-/// (the wrapper runs as the job user for non-root jobs and must read it).
-pub fn write(dir: &Path, job: u32, step: u32, policy: &Policy) -> std::io::Result<PathBuf> {
-    let text = toml::to_string(policy).map_err(std::io::Error::other)?;
+/// Writes one step's decision atomically, root-owned, 0644 (the runtime
+/// runs as the job user for non-root jobs and must read it).
+pub fn write(dir: &Path, job: u32, step: u32, decision: &StepDecision) -> std::io::Result<PathBuf> {
+    let body = serde_json::to_vec(decision).map_err(std::io::Error::other)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(dir)?;
     let target = path(dir, job, step);
-    let body =
-        format!("# hpcc: effective policy of one Slurm step, written by hpcc_spank.so\n{text}");
     crate::io::write_atomic(
         &target,
-        body.as_bytes(),
+        &body,
         crate::io::FileMode {
             mode: 0o644,
             owner: None,
         },
     )?;
     Ok(target)
+}
+
+/// The decision of one step when its file can be trusted (see
+/// [`trusted`]) and reads back; `None` otherwise (the runtime then decides
+/// itself with the admin's policy: never looser than the plugin).
+pub fn read(dir: &Path, job: u32, step: u32, owner: u32) -> Option<StepDecision> {
+    let p = trusted(dir, job, step, owner)?;
+    let bytes = crate::io::read_file_bounded(&p, MAX_BYTES).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Removes the file of one step (end of step). Missing is fine.
@@ -102,9 +123,20 @@ mod tests {
 
         let dir = std::env::temp_dir().join(format!("hpcc-handoff-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let p = write(&dir, 7, 0, &eff).unwrap();
-        let back = Policy::load(&p).unwrap();
-        assert_eq!(back, eff);
+        let decision = StepDecision {
+            policy: eff.clone(),
+            plan: Plan {
+                container: "c".into(),
+                node: "n1".into(),
+                verdict: Default::default(),
+                decision: crate::plan::Decision::Start { warnings: vec![] },
+                tweaks: Default::default(),
+            },
+        };
+        let p = write(&dir, 7, 0, &decision).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let me0 = unsafe { libc::geteuid() };
+        assert_eq!(read(&dir, 7, 0, me0), Some(decision));
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         assert_eq!(trusted(&dir, 7, 0, me), Some(p.clone()));

@@ -362,17 +362,18 @@ impl Default for Runtime {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Slurm {
-    /// An MPI step's container shares the node's network namespace (the
-    /// interconnect and the PMI server must be reachable), as Sarus,
-    /// Pyxis/enroot and Apptainer do. `false` keeps the network namespace
-    /// the bundle asks for.
-    pub mpi_host_network: bool,
+    /// An MPI step's container shares the node's network and IPC
+    /// namespaces and its `/dev/shm` (the interconnect, the PMI server on
+    /// the node's loopback and shared memory must be reachable), as Sarus,
+    /// Pyxis/enroot and Apptainer do. `false` keeps the namespaces the
+    /// bundle asks for.
+    pub mpi_node_namespaces: bool,
 }
 
 impl Default for Slurm {
     fn default() -> Self {
         Slurm {
-            mpi_host_network: true,
+            mpi_node_namespaces: true,
         }
     }
 }

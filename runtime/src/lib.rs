@@ -1,7 +1,254 @@
-//! `hpcc-runtime`: the launch decision as edits of `config.json`, before the
-//! real OCI runtime runs it.
+//! `hpcc-runtime`: an OCI runtime shim. On `create` and `run` it takes the
+//! launch decision with the same core as `hpcc-hook` and the SPANK plugin
+//! (`hpcc_common::launch`), writes the plan into the bundle's
+//! `config.json` (`hpcc_common::apply::spec`: mounts, devices with their
+//! cgroup rules, environment, the container's linker cache) and executes
+//! the real runtime (runc or crun, by absolute path: `--hpcc-runtime` or
+//! the policy's `[runtime] path`). Every other command goes to the real
+//! runtime unchanged. A refusal exits with the one line on stderr, which
+//! podman, docker and srun show as the runtime's error.
 //!
-//! - [`slurm`]: the Slurm mode (oci.conf `RunTimeRun`): only slurmstepd's
-//!   spooled, root-written config is edited.
+//! Engines name it instead of runc: podman (`--runtime`,
+//! `containers.conf` `[engine.runtimes]`), docker (`daemon.json`
+//! `runtimes`), containerd, CRI-O, plain users, and Slurm (oci.conf
+//! `RunTimeRun` with `--hpcc-slurm`: see [`slurm`]). It works as a normal
+//! user with rootless runc: it reads only what the user can read and
+//! writes only the bundle's config and the user's own linker cache store.
+//!
+//! - [`args`]: the command line;
+//! - [`bundle`]: reading and writing `config.json`;
+//! - [`slurm`]: the Slurm mode (spool checks, the plugin's decision, MPI);
+//! - [`pmi`]: PMI-2 ranks from Slurm's step variables.
 
+pub mod args;
+pub mod bundle;
+pub mod pmi;
 pub mod slurm;
+
+use args::{Args, Launch};
+use bundle::Config;
+use hpcc_common::apply::{ldcache_file, spec};
+use hpcc_common::fingerprint::NodeFingerprint;
+use hpcc_common::launch::{self, exit, LaunchError, Outcome};
+use hpcc_common::oci::{self, LaunchContext};
+use hpcc_common::plan::{Plan, UserRequest};
+use hpcc_config::Policy;
+use serde_json::Value;
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+/// The real runtime when neither the command line nor a readable policy
+/// names one.
+pub const DEFAULT_RUNTIME: &str = "/usr/sbin/runc";
+
+/// What `main` does once the config is edited (or not).
+#[derive(Debug)]
+pub enum Next {
+    /// Execute the real runtime with these arguments; `pmi_fd`, when set,
+    /// is moved to fd 3 first (the runtime passes it on with
+    /// `--preserve-fds`).
+    Exec {
+        /// The real runtime.
+        runtime: PathBuf,
+        /// Its arguments.
+        args: Vec<OsString>,
+        /// An fd to hand to the container as fd 3.
+        pmi_fd: Option<RawFd>,
+    },
+    /// Stop with this code (the line was printed).
+    Exit(i32),
+}
+
+/// `hpcc-runtime`'s whole life: arguments in, exit code out (or an exec).
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
+    let args = match Args::parse(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hpcc-runtime: {e}");
+            return exit::USAGE;
+        }
+    };
+    let policy_path = args
+        .options
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(hpcc_config::DEFAULT_PATH));
+    let next = match args.launch() {
+        // state, kill, delete...: never blocked by hpcc, even when its
+        // policy is broken (a container must always be deletable).
+        None => Next::Exec {
+            runtime: passthrough_runtime(&args, &policy_path),
+            args: args.runtime.clone(),
+            pmi_fd: None,
+        },
+        Some(l) if args.options.slurm => slurm::prepare(&args, &l, &policy_path),
+        Some(l) => prepare(&args, &l, &policy_path),
+    };
+    run(next)
+}
+
+/// Executes the runtime (or returns the exit code).
+fn run(next: Next) -> i32 {
+    match next {
+        Next::Exit(code) => code,
+        Next::Exec {
+            runtime,
+            args,
+            pmi_fd,
+        } => {
+            if let Some(fd) = pmi_fd {
+                if let Err(e) = move_to_fd3(fd) {
+                    eprintln!("hpcc-runtime: cannot pass the PMI socket to the container: {e}");
+                    return exit::ERROR;
+                }
+            }
+            let err = std::process::Command::new(&runtime).args(args).exec();
+            eprintln!(
+                "hpcc-runtime: cannot execute the runtime {}: {err}",
+                runtime.display()
+            );
+            exit::ERROR
+        }
+    }
+}
+
+/// Puts `fd` at 3 (without close-on-exec) and closes the original.
+fn move_to_fd3(fd: RawFd) -> std::io::Result<()> {
+    if fd == 3 {
+        // SAFETY: fcntl on a descriptor this process holds.
+        let flags = unsafe { libc::fcntl(3, libc::F_GETFD) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(());
+    }
+    // SAFETY: dup2 onto 3 (whatever was there is closed by the kernel;
+    // every fd of ours is close-on-exec anyway), then the original closed.
+    unsafe {
+        if libc::dup2(fd, 3) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+    }
+    Ok(())
+}
+
+/// The real runtime for a command hpcc does not act on.
+fn passthrough_runtime(args: &Args, policy_path: &Path) -> PathBuf {
+    args.options.runtime.clone().unwrap_or_else(|| {
+        Policy::load(policy_path)
+            .map(|p| p.runtime.path)
+            .unwrap_or_else(|_| PathBuf::from(DEFAULT_RUNTIME))
+    })
+}
+
+/// The real runtime for a launch.
+pub fn runtime_path(args: &Args, policy: &Policy) -> PathBuf {
+    args.options
+        .runtime
+        .clone()
+        .unwrap_or_else(|| policy.runtime.path.clone())
+}
+
+/// Prints a refusal and stops.
+pub fn refuse(outcome: &Outcome) -> Next {
+    if let Some(line) = outcome.refusal() {
+        eprintln!("{line}");
+    }
+    Next::Exit(outcome.exit_code())
+}
+
+/// The generic mode: any engine's bundle.
+fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
+    let policy = match launch::load_policy(policy_path, Some(&l.id)) {
+        Ok(p) => p,
+        Err(refused) => return refuse(&refused),
+    };
+    hpcc_common::logging::init("hpcc-runtime", &policy.log.level, policy.log.journald);
+    let node = NodeFingerprint::cached(&policy);
+    let here = Some(node.hostname.as_str());
+    let read = Config::read(&l.bundle)
+        .map_err(LaunchError::input)
+        .and_then(|c| {
+            let spec = oci::read_config(&c.bytes[..], &c.path.display().to_string())?;
+            let mut ctx = LaunchContext::from_bundle(&l.bundle, &spec);
+            ctx.id = l.id.clone();
+            Ok((c, ctx))
+        });
+    let (config, ctx) = match read {
+        Ok(x) => x,
+        Err(e) => {
+            return finish(
+                args,
+                &policy,
+                launch::failed(&policy, policy_path, Some(&l.id), here, e),
+                &l.id,
+            )
+        }
+    };
+    let planned = launch::decide(&ctx, &node, &policy, &UserRequest::default());
+    let mut outcome = launch::outcome(&policy, policy_path, Some(&l.id), here, planned);
+    if let Outcome::Start(plan) = &outcome {
+        let edited = config.json().map_err(LaunchError::input).and_then(|mut v| {
+            write_plan(&mut v, plan, &ctx.rootfs, &policy, "hpcc-runtime")?;
+            config.write(&v).map_err(LaunchError::input)
+        });
+        if let Err(e) = edited {
+            outcome = launch::failed(&policy, policy_path, Some(&l.id), here, e);
+        }
+    }
+    finish(args, &policy, outcome, &l.id)
+}
+
+/// Logs the outcome and says what to do.
+fn finish(args: &Args, policy: &Policy, outcome: Outcome, id: &str) -> Next {
+    launch::log(&outcome, id);
+    match outcome {
+        Outcome::Refuse { .. } => refuse(&outcome),
+        _ => Next::Exec {
+            runtime: runtime_path(args, policy),
+            args: args.runtime.clone(),
+            pmi_fd: None,
+        },
+    }
+}
+
+/// The annotation that says which part of hpcc took the decision written
+/// into a config (`hpcc-runtime`, or `hpcc_spank.so` for a Slurm step whose
+/// plugin decided): `runc state` shows it to an admin.
+pub const DECIDED_BY: &str = "run.hpcc.decided-by";
+
+/// Writes a start's plan into the config: the container's linker cache
+/// (built from the image's own at `rootfs`, stored in this user's store),
+/// every mount, device and variable of the plan, and who decided.
+pub fn write_plan(
+    config: &mut Value,
+    plan: &Plan,
+    rootfs: &Path,
+    policy: &Policy,
+    decided_by: &str,
+) -> Result<spec::Edited, LaunchError> {
+    let cache = if plan.tweaks.ld_cache.is_empty() {
+        None
+    } else {
+        let store = ldcache_file::store_dir(&policy.cache.dir);
+        Some(
+            ldcache_file::prepare(rootfs, &plan.tweaks.ld_cache, &store)
+                .map_err(hpcc_common::apply::ApplyError::from)?,
+        )
+    };
+    let edited = spec::edit(config, &plan.tweaks, cache.as_deref()).map_err(LaunchError::input)?;
+    if let Some(obj) = config.as_object_mut() {
+        let ann = obj
+            .entry("annotations")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(a) = ann.as_object_mut() {
+            a.insert(DECIDED_BY.into(), decided_by.into());
+        }
+    }
+    tracing::info!(container = %plan.container, mounts = edited.mounts, devices = edited.devices, env = edited.env, "plan written into config.json");
+    Ok(edited)
+}

@@ -1,162 +1,481 @@
-//! `hpcc-runc-wrapper`: the OCI runtime named in Slurm's `oci.conf`
-//! `RunTimeRun`, so that `hpcc-hook` runs for every `--container` step.
+//! The Slurm mode of `hpcc-runtime` (oci.conf `RunTimeRun`, with
+//! `--hpcc-slurm`).
 //!
 //! Slurm has no admin hooks directory: slurmstepd copies the user's
 //! `config.json` into its spool (`<SlurmdSpoolDir>/oci-job<J>-<S>/`) and runs
-//! the runtime on that copy. The wrapper, in that order:
-//! 1. checks that the bundle it was given is such a spool directory and that
-//!    its `config.json` was written by root (slurmstepd), not by the user;
-//! 2. picks the policy: the step's effective policy left by `hpcc_spank.so`
-//!    (the user's `--hpcc`/`--hpcc-mpi` folded in) or the admin's file;
-//! 3. decides with the same core; a refusal stops here with its one line
-//!    (the plugin normally refused earlier: this covers a node without it);
-//! 4. adds `hpcc-hook` as the first `prestart` hook (`HPCC_CONFIG` = that
-//!    policy) and the plan's environment to `process.env` (a hook cannot
-//!    change the environment: the runtime has read it already);
-//! 5. replaces the spooled `config.json` atomically and executes runc.
-//!
-//! Everything but `run`/`create` goes to runc unchanged.
+//! the runtime on that copy, as the job user for non-root jobs (rootless
+//! runc). Here, in that order:
+//! 1. the bundle must be such a spool directory, and its `config.json` must
+//!    be root's (slurmstepd's), not the user's;
+//! 2. the step's decision is the one `hpcc_spank.so` took on this node and
+//!    left in its root-owned step file: it is applied, not taken again; a
+//!    node without the plugin decides here with the admin's policy;
+//! 3. a refusal prints its line, then ends the whole step (`scancel`), so
+//!    the ranks on the healthy nodes do not wait in `MPI_Init` for a peer
+//!    that never comes;
+//! 4. the plan is written into the spooled config, and an MPI step is
+//!    wired ([`wire_mpi`]): PMI-2's socket passed as fd 3 with `PMI_*`, or
+//!    PMIx's variables and directories, and the node's network and IPC
+//!    namespaces shared (policy `[slurm] mpi_node_namespaces`);
+//! 5. the real runtime is executed.
 
+use crate::args::{Args, Launch};
+use crate::bundle::Config;
+use crate::{pmi, refuse, runtime_path, write_plan, Next};
 use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::handoff;
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
-use hpcc_common::plan::{EnvVar, UserRequest};
-use serde_json::{json, Value};
-use std::ffi::OsString;
+use hpcc_common::plan::{EnvVar, Mount, Tweaks, UserRequest};
+use hpcc_config::Policy;
+use serde_json::Value;
+use std::os::fd::RawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// Exit code: the wrapper could not do its job (bad bundle, bad policy).
-pub const EXIT_ERROR: i32 = launch::exit::ERROR;
-/// Exit code: bad command line.
-pub const EXIT_USAGE: i32 = launch::exit::USAGE;
-
-/// Where `hpcc-hook` is installed by the packages.
-pub const DEFAULT_HOOK: &str = "/usr/libexec/hpcc/hpcc-hook";
-/// runc, by absolute path (the environment is not trusted to find it).
-pub const DEFAULT_RUNC: &str = "/usr/sbin/runc";
-/// Where Slurm's configuration lives.
+/// Where Slurm's configuration lives unless slurmstepd says otherwise.
 pub const SLURM_CONF: &str = "/etc/slurm/slurm.conf";
+/// Largest slurm.conf read.
+const MAX_CONF_BYTES: u64 = 4 << 20;
+/// How long `scancel` may take.
+const SCANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why the wrapper refuses to go on.
+/// Why the Slurm mode refuses to go on.
 #[derive(Debug, thiserror::Error)]
-pub enum WrapperError {
-    /// Bad command line.
-    #[error("hpcc-runc-wrapper: {0}")]
-    Usage(String),
+pub enum SlurmError {
     /// The bundle is not a Slurm spool directory or its config is not
     /// slurmstepd's.
-    #[error("hpcc-runc-wrapper: refusing bundle {bundle}: {reason}")]
+    #[error("hpcc-runtime: refusing bundle {bundle}: {reason}")]
     Bundle {
         /// The bundle argument.
         bundle: String,
         /// What is wrong.
         reason: String,
     },
-    /// Any other failure.
-    #[error("hpcc-runc-wrapper: {0}")]
-    Failed(String),
+    /// An MPI step cannot be wired.
+    #[error("the MPI step cannot be wired into the container: {0}")]
+    Mpi(String),
+    /// The PMI rank could not be computed.
+    #[error(transparent)]
+    Pmi(#[from] pmi::PmiError),
 }
 
-/// The wrapper's own options (`--hpcc-*`, before the runtime's arguments)
-/// and the runtime's arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrapperArgs {
-    /// `--hpcc-hook=PATH`.
-    pub hook: PathBuf,
-    /// `--hpcc-config=PATH`: the admin policy when the plugin left none.
-    pub config: PathBuf,
-    /// `--hpcc-runc=PATH`.
-    pub runc: PathBuf,
-    /// `--hpcc-spool=DIR`: SlurmdSpoolDir (default: read from slurm.conf).
-    pub spool: Option<PathBuf>,
-    /// `--hpcc-state=DIR`: where the plugin leaves the step policies.
-    pub state: PathBuf,
-    /// Everything else, for runc.
-    pub runtime: Vec<OsString>,
+/// The runtime's own environment (slurmstepd's, with what the plugin set
+/// in `task_init`): never the user's job environment.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-impl WrapperArgs {
-    /// Parses `argv[1..]`.
-    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<WrapperArgs, WrapperError> {
-        let mut out = WrapperArgs {
-            hook: DEFAULT_HOOK.into(),
-            config: hpcc_config::DEFAULT_PATH.into(),
-            runc: DEFAULT_RUNC.into(),
-            spool: None,
-            state: handoff::DEFAULT_DIR.into(),
-            runtime: Vec::new(),
-        };
-        for a in args {
-            let s = a.to_string_lossy();
-            if !s.starts_with("--hpcc-") || !out.runtime.is_empty() {
-                out.runtime.push(a);
-                continue;
+/// slurm.conf: `SLURM_CONF` (slurmstepd passes it) when root owns that
+/// file, else the default path.
+fn slurm_conf() -> String {
+    let path = env("SLURM_CONF")
+        .map(PathBuf::from)
+        .filter(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0)
+        })
+        .unwrap_or_else(|| PathBuf::from(SLURM_CONF));
+    hpcc_common::io::read_text_bounded(&path, MAX_CONF_BYTES).unwrap_or_default()
+}
+
+/// This node's Slurm name: `--hpcc-node=%n`, `SLURMD_NODENAME`, else the
+/// host name (several nodes may share one host name: prefer the first two).
+fn node_name(args: &Args) -> String {
+    args.options
+        .node
+        .clone()
+        .or_else(|| env("SLURMD_NODENAME").filter(|n| !n.contains('/')))
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default()
+        })
+}
+
+/// The Slurm mode's launch.
+pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
+    let conf = slurm_conf();
+    let node = node_name(args);
+    let spool = args
+        .options
+        .spool
+        .clone()
+        .unwrap_or_else(|| spool_dir(&conf, &node));
+    let (bundle, job, step) = match validate_bundle(&l.bundle, &spool) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return Next::Exit(launch::exit::ERROR);
+        }
+    };
+    let (config, meta) = match read_spooled(&bundle) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return Next::Exit(launch::exit::ERROR);
+        }
+    };
+    let state = args
+        .options
+        .state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(handoff::DEFAULT_DIR));
+    let step_file = handoff::read(&state, job, step, 0);
+    let policy = match &step_file {
+        Some(d) => d.policy.clone(),
+        None => match launch::load_policy(policy_path, Some(&l.id)) {
+            Ok(p) => p,
+            Err(refused) => return refused_step(&refused, job, step),
+        },
+    };
+    hpcc_common::logging::init("hpcc-runtime", &policy.log.level, policy.log.journald);
+    let config = Config {
+        path: bundle.join("config.json"),
+        bytes: config,
+        meta,
+    };
+    let spec = match oci::read_config(&config.bytes[..], "the spooled config.json") {
+        Ok(s) => s,
+        Err(e) => {
+            let o = launch::failed(&policy, policy_path, Some(&l.id), Some(&node), e.into());
+            return after_decision(args, l, &policy, o, None, job, step);
+        }
+    };
+    let ctx = LaunchContext::from_bundle(&bundle, &spec);
+    let decided_by = if step_file.is_some() {
+        "hpcc_spank.so"
+    } else {
+        "hpcc-runtime"
+    };
+    let outcome = match step_file {
+        Some(d) => {
+            tracing::info!(container = %l.id, "applying the decision hpcc_spank.so took for this step");
+            Outcome::Start(Box::new(d.plan))
+        }
+        None => {
+            let fp = NodeFingerprint::cached(&policy);
+            let planned = launch::decide(&ctx, &fp, &policy, &UserRequest::default());
+            launch::outcome(&policy, policy_path, Some(&l.id), Some(&node), planned)
+        }
+    };
+    let edit = |outcome: &Outcome| -> Result<Option<RawFd>, LaunchError> {
+        let mut v = config.json().map_err(LaunchError::input)?;
+        if let Outcome::Start(plan) = outcome {
+            write_plan(&mut v, plan, &ctx.rootfs, &policy, decided_by)?;
+        }
+        let fd = wire_mpi(
+            &mut v,
+            &policy,
+            &Step {
+                conf: &conf,
+                node: &node,
+                spool: &spool,
+                job,
+                step,
+            },
+        )
+        .map_err(LaunchError::input)?;
+        config.write(&v).map_err(LaunchError::input)?;
+        Ok(fd)
+    };
+    let (outcome, fd) = match &outcome {
+        Outcome::Refuse { .. } => (outcome, None),
+        _ => match edit(&outcome) {
+            Ok(fd) => (outcome, fd),
+            Err(e) => (
+                launch::failed(&policy, policy_path, Some(&l.id), Some(&node), e),
+                None,
+            ),
+        },
+    };
+    after_decision(args, l, &policy, outcome, fd, job, step)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn after_decision(
+    args: &Args,
+    l: &Launch,
+    policy: &Policy,
+    outcome: Outcome,
+    pmi_fd: Option<RawFd>,
+    job: u32,
+    step: u32,
+) -> Next {
+    launch::log(&outcome, &l.id);
+    match outcome {
+        Outcome::Refuse { .. } => refused_step(&outcome, job, step),
+        _ => Next::Exec {
+            runtime: runtime_path(args, policy),
+            args: match pmi_fd {
+                Some(_) => args.with_preserved_fds(l, 1),
+                None => args.runtime.clone(),
+            },
+            pmi_fd,
+        },
+    }
+}
+
+/// Prints the refusal, then ends the whole step: the ranks of the other
+/// nodes would otherwise wait in `MPI_Init` for this one until a timeout
+/// (Slurm's default `KillOnBadExit=0` leaves them running). The line goes
+/// out first: a step killed before it is printed loses it.
+fn refused_step(outcome: &Outcome, job: u32, step: u32) -> Next {
+    let next = refuse(outcome);
+    kill_step(job, step);
+    next
+}
+
+/// `scancel --signal=KILL J.S`, bounded in time.
+fn kill_step(job: u32, step: u32) {
+    let Some(scancel) = ["/usr/bin/scancel", "/usr/local/bin/scancel"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+    else {
+        tracing::warn!("scancel not found: the step's other tasks end at their own pace");
+        return;
+    };
+    let mut cmd = std::process::Command::new(scancel);
+    cmd.arg("--signal=KILL")
+        .arg(format!("{job}.{step}"))
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(c) = env("SLURM_CONF") {
+        cmd.env("SLURM_CONF", c);
+    }
+    let Ok(mut child) = cmd.spawn() else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + SCANCEL_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A variable of the container's `process.env` (the step's environment).
+fn step_var(config: &Value, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    config["process"]["env"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find_map(|e| e.as_str()?.strip_prefix(&prefix).map(str::to_owned))
+}
+
+/// What identifies one step on one node.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    /// slurm.conf's text.
+    pub conf: &'a str,
+    /// This node's Slurm name.
+    pub node: &'a str,
+    /// SlurmdSpoolDir.
+    pub spool: &'a Path,
+    /// Job id.
+    pub job: u32,
+    /// Step id.
+    pub step: u32,
+}
+
+/// A directory Slurm made for this step, to bind read-write: it must be
+/// what its name says, under the directory it belongs to, and no symlink
+/// may lead it elsewhere (a runtime running as root must never bind an
+/// arbitrary host directory into a user's container).
+fn step_dir(path: &Path, parent: &Path, name: &str) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let want = std::fs::canonicalize(parent).ok()?.join(name);
+    (real == want && real.is_dir()).then_some(real)
+}
+
+/// Wires an MPI step into the container (tests/setup/MPI-RIG.md): the PMI
+/// variables, the PMI-2 socket (returned, to become fd 3), PMIx's
+/// directories, and the node's network and IPC namespaces. Steps without
+/// `--mpi` (or `--mpi=none`) are left alone.
+pub fn wire_mpi(
+    config: &mut Value,
+    policy: &Policy,
+    s: &Step<'_>,
+) -> Result<Option<RawFd>, SlurmError> {
+    let (node, job, step) = (s.node, s.job, s.step);
+    let mpi = step_var(config, "SLURM_MPI_TYPE").or_else(|| env("SLURM_MPI_TYPE"));
+    let mut tw = Tweaks::default();
+    let mut fd = None;
+    let var = |name: &str, value: String, tw: &mut Tweaks| {
+        tw.env.push(EnvVar {
+            name: name.into(),
+            value,
+            reason: "Slurm MPI step".into(),
+        })
+    };
+    match mpi.as_deref() {
+        Some(t) if t.starts_with("pmi2") => {
+            let ntasks = step_var(config, "SLURM_NTASKS")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| SlurmError::Mpi("SLURM_NTASKS is missing from the step".into()))?;
+            let rank = match env("PMI_RANK").and_then(|r| r.parse::<usize>().ok()) {
+                Some(r) => r,
+                None => {
+                    let list = step_var(config, "SLURM_STEP_NODELIST").unwrap_or_default();
+                    let map = step_var(config, "SLURM_PMI2_PROC_MAPPING").unwrap_or_default();
+                    pmi::pmi2_rank(node, &list, &map, ntasks)?
+                }
+            };
+            fd = Some(pmi2_socket()?);
+            var("PMI_FD", "3".into(), &mut tw);
+            var("PMI_RANK", rank.to_string(), &mut tw);
+            var(
+                "PMI_SIZE",
+                env("PMI_SIZE").unwrap_or_else(|| ntasks.to_string()),
+                &mut tw,
+            );
+            var(
+                "PMI_JOBID",
+                env("PMI_JOBID").unwrap_or_else(|| format!("{job}.{step}")),
+                &mut tw,
+            );
+            var("SLURM_PROCID", rank.to_string(), &mut tw);
+        }
+        Some(t) if t.starts_with("pmix") => {
+            let pmix: Vec<(String, String)> = std::env::vars()
+                .filter(|(k, _)| k.starts_with("PMIX_"))
+                .take(256)
+                .collect();
+            if !pmix.iter().any(|(k, _)| k == "PMIX_RANK") {
+                return Err(SlurmError::Mpi(
+                    "the task's PMIX_* variables were not given: load hpcc_spank.so as `required` in plugstack.conf (it passes them in task_init)".into(),
+                ));
             }
-            let (k, v) = s
-                .split_once('=')
-                .ok_or_else(|| WrapperError::Usage(format!("{s}: expected --hpcc-KEY=VALUE")))?;
-            let p = PathBuf::from(v);
-            if !p.is_absolute() {
-                return Err(WrapperError::Usage(format!(
-                    "{k}={v}: must be an absolute path"
-                )));
+            for (k, v) in &pmix {
+                var(k, v.clone(), &mut tw);
+                if k == "PMIX_RANK" {
+                    var("SLURM_PROCID", v.clone(), &mut tw);
+                }
             }
-            match k {
-                "--hpcc-hook" => out.hook = p,
-                "--hpcc-config" => out.config = p,
-                "--hpcc-runc" => out.runc = p,
-                "--hpcc-spool" => out.spool = Some(p),
-                "--hpcc-state" => out.state = p,
-                _ => {
-                    return Err(WrapperError::Usage(format!(
-                        "unknown option {k} (expected --hpcc-hook, --hpcc-config, --hpcc-runc, --hpcc-spool, --hpcc-state)"
-                    )))
+            // The PMIx server's directory (in the spool) and Open MPI's
+            // session directory (in TmpFS), read-write at the same paths.
+            let uid = unsafe_uid();
+            let tmpfs = tmpfs_dir(s.conf, node);
+            let dirs = [
+                env("PMIX_SERVER_TMPDIR")
+                    .and_then(|d| step_dir(Path::new(&d), s.spool, &format!("pmix.{job}.{step}"))),
+                step_dir(
+                    &tmpfs.join(format!("spmix_appdir_{uid}_{job}.{step}")),
+                    &tmpfs,
+                    &format!("spmix_appdir_{uid}_{job}.{step}"),
+                ),
+            ];
+            for d in dirs.into_iter().flatten() {
+                {
+                    tw.mounts.push(Mount {
+                        source: d.clone(),
+                        destination: d,
+                        readonly: false,
+                        reason: "PMIx".into(),
+                    });
                 }
             }
         }
-        Ok(out)
+        _ => return Ok(None),
     }
+    var("SLURMD_NODENAME", node.into(), &mut tw);
+    if policy.slurm.mpi_node_namespaces {
+        share_node_namespaces(config);
+        tw.mounts.push(Mount {
+            source: "/dev/shm".into(),
+            destination: "/dev/shm".into(),
+            readonly: false,
+            reason: "the node's shared memory, for MPI".into(),
+        });
+    }
+    hpcc_common::apply::spec::edit(config, &tw, None)
+        .map_err(|e| SlurmError::Mpi(e.to_string()))?;
+    Ok(fd)
+}
 
-    /// The bundle of a `run`/`create` command, `None` for other commands.
-    pub fn bundle(&self) -> Option<PathBuf> {
-        let args: Vec<String> = self
-            .runtime
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let cmd = args.iter().position(|a| a == "run" || a == "create")?;
-        let mut it = args[cmd + 1..].iter();
-        while let Some(a) = it.next() {
-            if a == "-b" || a == "--bundle" {
-                return it.next().map(PathBuf::from);
-            }
-            if let Some(v) = a
-                .strip_prefix("--bundle=")
-                .or_else(|| a.strip_prefix("-b="))
-            {
-                return Some(PathBuf::from(v));
-            }
-        }
-        // runc's default bundle is the current directory.
-        std::env::current_dir().ok()
+fn unsafe_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The container joins the node's network and IPC namespaces: the
+/// interconnect, the PMI server on the node's loopback and shared memory
+/// must be reachable, as with Sarus, Pyxis/enroot and Apptainer.
+fn share_node_namespaces(config: &mut Value) {
+    if let Some(ns) = config["linux"]["namespaces"].as_array_mut() {
+        ns.retain(|n| !matches!(n["type"].as_str(), Some("network" | "ipc")));
     }
 }
 
-/// `SlurmdSpoolDir` from slurm.conf text (last one wins, `%n`/`%h` replaced
-/// by the host name), Slurm's default otherwise.
-pub fn spool_dir(slurm_conf: &str, hostname: &str) -> PathBuf {
-    let mut dir = "/var/spool/slurmd".to_owned();
+/// The PMI-2 socket slurmstepd left open: `PMI_FD` when the plugin gave
+/// it, else the only socket among the fds above 2.
+fn pmi2_socket() -> Result<RawFd, SlurmError> {
+    let is_socket = |fd: RawFd| {
+        // SAFETY: fstat on an integer fd with a zeroed stat buffer; an fd
+        // that is not open just fails.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        (unsafe { libc::fstat(fd, &mut st) } == 0) && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    };
+    if let Some(fd) = env("PMI_FD").and_then(|v| v.parse::<RawFd>().ok()) {
+        if fd > 2 && is_socket(fd) {
+            return Ok(fd);
+        }
+    }
+    let socks: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| SlurmError::Mpi(format!("cannot list /proc/self/fd: {e}")))?
+        .flatten()
+        .take(4096)
+        .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter(|&fd| fd > 2 && is_socket(fd))
+        .collect();
+    match socks[..] {
+        [fd] => Ok(fd),
+        [] => Err(SlurmError::Mpi(
+            "no PMI-2 socket was given to the runtime (is the step started with --mpi=pmi2?)"
+                .into(),
+        )),
+        _ => Err(SlurmError::Mpi(format!(
+            "{} sockets are open and PMI_FD does not say which is PMI-2's",
+            socks.len()
+        ))),
+    }
+}
+
+/// The last value of a slurm.conf key (case-insensitive), comments
+/// stripped.
+pub fn conf_value(slurm_conf: &str, key: &str) -> Option<String> {
+    let mut found = None;
     for line in slurm_conf.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some((k, v)) = line.split_once('=') {
-            if k.trim().eq_ignore_ascii_case("SlurmdSpoolDir") {
-                dir = v.trim().to_owned();
+            if k.trim().eq_ignore_ascii_case(key) {
+                found = Some(v.trim().to_owned());
             }
         }
     }
-    PathBuf::from(dir.replace("%n", hostname).replace("%h", hostname))
+    found
+}
+
+/// `SlurmdSpoolDir` from slurm.conf text (last one wins, `%n`/`%h` replaced
+/// by the node name), Slurm's default otherwise.
+pub fn spool_dir(slurm_conf: &str, node: &str) -> PathBuf {
+    let dir =
+        conf_value(slurm_conf, "SlurmdSpoolDir").unwrap_or_else(|| "/var/spool/slurmd".into());
+    PathBuf::from(dir.replace("%n", node).replace("%h", node))
+}
+
+/// `TmpFS` from slurm.conf (`%n` replaced), `/tmp` otherwise.
+pub fn tmpfs_dir(slurm_conf: &str, node: &str) -> PathBuf {
+    let dir = conf_value(slurm_conf, "TmpFS").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(dir.replace("%n", node).replace("%h", node))
 }
 
 /// The step id of a spool directory name's step part: a number, or the
@@ -173,8 +492,8 @@ fn step_id(s: &str) -> Option<u32> {
 
 /// Checks that `bundle` is `<spool>/oci-job<J>-<S>` and returns its
 /// canonical path, job and step.
-pub fn validate_bundle(bundle: &Path, spool: &Path) -> Result<(PathBuf, u32, u32), WrapperError> {
-    let bad = |reason: String| WrapperError::Bundle {
+pub fn validate_bundle(bundle: &Path, spool: &Path) -> Result<(PathBuf, u32, u32), SlurmError> {
+    let bad = |reason: String| SlurmError::Bundle {
         bundle: bundle.display().to_string(),
         reason,
     };
@@ -207,9 +526,9 @@ pub fn validate_bundle(bundle: &Path, spool: &Path) -> Result<(PathBuf, u32, u32
 
 /// Reads the spooled config; it must be a regular file that root wrote
 /// (slurmstepd), since the spool directory itself belongs to the user.
-pub fn read_spooled(bundle: &Path) -> Result<(Vec<u8>, std::fs::Metadata), WrapperError> {
+pub fn read_spooled(bundle: &Path) -> Result<(Vec<u8>, std::fs::Metadata), SlurmError> {
     let path = bundle.join("config.json");
-    let bad = |reason: String| WrapperError::Bundle {
+    let bad = |reason: String| SlurmError::Bundle {
         bundle: bundle.display().to_string(),
         reason,
     };
@@ -229,192 +548,14 @@ pub fn read_spooled(bundle: &Path) -> Result<(Vec<u8>, std::fs::Metadata), Wrapp
     Ok((buf, meta))
 }
 
-/// Adds the hook (first in `prestart`, once) and the environment to a
-/// config. Pure: the unit tests check it on JSON.
-pub fn edit_config(config: &mut Value, hook: &Path, policy: &Path, env: &[EnvVar]) {
-    if !config.is_object() {
-        *config = json!({});
-    }
-    let entry = json!({
-        "path": hook,
-        "args": ["hpcc-hook", "prestart", format!("--config={}", policy.display())],
-        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-    });
-    let hooks = config
-        .as_object_mut()
-        .unwrap()
-        .entry("hooks")
-        .or_insert_with(|| json!({}));
-    if !hooks.is_object() {
-        *hooks = json!({});
-    }
-    let pre = hooks
-        .as_object_mut()
-        .unwrap()
-        .entry("prestart")
-        .or_insert_with(|| json!([]));
-    if !pre.is_array() {
-        *pre = json!([]);
-    }
-    let list = pre.as_array_mut().unwrap();
-    list.retain(|h| h.get("path").and_then(Value::as_str) != hook.to_str());
-    list.insert(0, entry);
-    if env.is_empty() {
-        return;
-    }
-    let process = config
-        .as_object_mut()
-        .unwrap()
-        .entry("process")
-        .or_insert_with(|| json!({}));
-    if !process.is_object() {
-        return;
-    }
-    let penv = process
-        .as_object_mut()
-        .unwrap()
-        .entry("env")
-        .or_insert_with(|| json!([]));
-    if !penv.is_array() {
-        *penv = json!([]);
-    }
-    let list = penv.as_array_mut().unwrap();
-    for v in env {
-        let prefix = format!("{}=", v.name);
-        list.retain(|e| !e.as_str().is_some_and(|s| s.starts_with(&prefix)));
-        list.push(json!(format!("{}={}", v.name, v.value)));
-    }
-}
-
-/// Writes the new config next to the old one and renames it over, keeping
-/// owner (when root) and mode.
-fn replace_config(bundle: &Path, config: &Value, meta: &std::fs::Metadata) -> std::io::Result<()> {
-    let body = serde_json::to_vec(config).map_err(std::io::Error::other)?;
-    hpcc_common::io::write_atomic(
-        &bundle.join("config.json"),
-        &body,
-        hpcc_common::io::FileMode {
-            mode: meta.mode() & 0o7777,
-            owner: nix_is_root().then(|| (meta.uid(), meta.gid())),
-        },
-    )
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// What `main` should do after [`prepare`].
-#[derive(Debug)]
-pub enum Next {
-    /// Execute the runtime with these arguments.
-    Exec(PathBuf, Vec<OsString>),
-    /// Refused: print the line, exit with the code.
-    Exit(i32, String),
-}
-
-/// Everything but the final exec.
-pub fn prepare(args: &WrapperArgs, slurm_conf: &str, hostname: &str) -> Next {
-    let Some(bundle) = args.bundle() else {
-        return Next::Exec(args.runc.clone(), args.runtime.clone());
-    };
-    match prepare_run(args, &bundle, slurm_conf, hostname) {
-        Ok(None) => Next::Exec(args.runc.clone(), args.runtime.clone()),
-        Ok(Some(refused)) => Next::Exit(
-            refused.exit_code(),
-            refused.refusal().unwrap_or_default().to_owned(),
-        ),
-        Err(e) => Next::Exit(EXIT_ERROR, e.to_string()),
-    }
-}
-
-/// `Ok(None)`: the config is edited, run it. `Ok(Some(outcome))`: refused.
-fn prepare_run(
-    args: &WrapperArgs,
-    bundle: &Path,
-    slurm_conf: &str,
-    hostname: &str,
-) -> Result<Option<Outcome>, WrapperError> {
-    let spool = args
-        .spool
-        .clone()
-        .unwrap_or_else(|| spool_dir(slurm_conf, hostname));
-    let (bundle, job, step) = validate_bundle(bundle, &spool)?;
-    let (bytes, meta) = read_spooled(&bundle)?;
-    // The plugin's per-step policy must be root's; anything else is ignored
-    // and the admin's policy applies (never looser than the plugin's).
-    let policy_path =
-        handoff::trusted(&args.state, job, step, 0).unwrap_or_else(|| args.config.clone());
-    let policy = match launch::load_policy(&policy_path, None) {
-        Ok(p) => p,
-        Err(refused) => return Ok(Some(refused)),
-    };
-    let mut config: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            let e = LaunchError::input(e);
-            return Ok(match launch::failed(&policy, &policy_path, None, None, e) {
-                Outcome::StartUnchecked(_) => None,
-                refused => Some(refused),
-            });
-        }
-    };
-    let node = NodeFingerprint::cached(&policy);
-    let planned = oci::read_config(&bytes[..], "the spooled config.json")
-        .map_err(LaunchError::from)
-        .and_then(|spec| {
-            let ctx = LaunchContext::from_bundle(&bundle, &spec);
-            launch::decide(&ctx, &node, &policy, &UserRequest::default())
-        });
-    let env = match launch::outcome(&policy, &policy_path, None, Some(&node.hostname), planned) {
-        Outcome::Start(plan) => plan.tweaks.env,
-        Outcome::StartUnchecked(_) => Vec::new(),
-        refused => return Ok(Some(refused)),
-    };
-    edit_config(&mut config, &args.hook, &policy_path, &env);
-    replace_config(&bundle, &config, &meta).map_err(|e| {
-        WrapperError::Failed(format!(
-            "cannot write {}/config.json: {e}",
-            bundle.display()
-        ))
-    })?;
-    Ok(None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn parses_own_options_then_passes_the_rest() {
-        let a = WrapperArgs::parse(os(&[
-            "--hpcc-hook=/h",
-            "--hpcc-runc=/usr/bin/runc",
-            "--root=/run/slurm-oci",
-            "run",
-            "n.u.1.0.0",
-            "-b",
-            "/spool/oci-job00001-00000/",
-        ]))
-        .unwrap();
-        assert_eq!(a.hook, PathBuf::from("/h"));
-        assert_eq!(a.runc, PathBuf::from("/usr/bin/runc"));
-        assert_eq!(a.runtime.len(), 5);
-        assert_eq!(
-            a.bundle(),
-            Some(PathBuf::from("/spool/oci-job00001-00000/"))
-        );
-        let k = WrapperArgs::parse(os(&["--root=/x", "kill", "-a", "id"])).unwrap();
-        assert_eq!(k.bundle(), None);
-        assert!(WrapperArgs::parse(os(&["--hpcc-hook=rel"])).is_err());
-        assert!(WrapperArgs::parse(os(&["--hpcc-bogus=/x"])).is_err());
-        let b = WrapperArgs::parse(os(&["run", "--bundle=/b", "id"])).unwrap();
-        assert_eq!(b.bundle(), Some(PathBuf::from("/b")));
+    fn nix_is_root() -> bool {
+        // SAFETY: no preconditions.
+        unsafe { libc::geteuid() == 0 }
     }
 
     #[test]
@@ -460,38 +601,58 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    fn step() -> Step<'static> {
+        Step {
+            conf: "",
+            node: "n1",
+            spool: Path::new("/nonexistent-spool"),
+            job: 1,
+            step: 0,
+        }
+    }
+
     #[test]
-    fn hook_goes_first_once_and_env_is_merged() {
-        let mut c = json!({
-            "process": {"env": ["PATH=/bin", "FI_PROVIDER_PATH=/old"]},
-            "hooks": {"prestart": [{"path": "/user/hook"}, {"path": "/usr/libexec/hpcc/hpcc-hook"}]}
-        });
-        let env = vec![EnvVar {
-            name: "FI_PROVIDER_PATH".into(),
-            value: "/usr/lib/x86_64-linux-gnu/libfabric".into(),
-            reason: "test".into(),
-        }];
-        edit_config(
-            &mut c,
-            Path::new(DEFAULT_HOOK),
-            Path::new("/run/hpcc/slurm/1.0.toml"),
-            &env,
-        );
-        let pre = c["hooks"]["prestart"].as_array().unwrap();
-        assert_eq!(pre.len(), 2);
-        assert_eq!(pre[0]["path"], DEFAULT_HOOK);
-        assert_eq!(pre[0]["args"][2], "--config=/run/hpcc/slurm/1.0.toml");
-        assert_eq!(pre[1]["path"], "/user/hook");
-        let penv = c["process"]["env"].as_array().unwrap();
-        assert_eq!(
-            penv,
-            &vec![
-                json!("PATH=/bin"),
-                json!("FI_PROVIDER_PATH=/usr/lib/x86_64-linux-gnu/libfabric")
-            ]
-        );
-        let mut empty = json!({});
-        edit_config(&mut empty, Path::new("/h"), Path::new("/p"), &[]);
-        assert_eq!(empty["hooks"]["prestart"][0]["path"], "/h");
+    fn a_step_dir_must_be_where_slurm_puts_it() {
+        let root = std::env::temp_dir().join(format!("hpcc-stepdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("spool/pmix.7.0")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(root.join("etc"), root.join("spool/pmix.8.0")).unwrap();
+        let spool = root.join("spool");
+        assert!(step_dir(&spool.join("pmix.7.0/"), &spool, "pmix.7.0").is_some());
+        // Another step's, a symlink out, or anything else: refused.
+        assert!(step_dir(&spool.join("pmix.7.0"), &spool, "pmix.7.1").is_none());
+        assert!(step_dir(&spool.join("pmix.8.0"), &spool, "pmix.8.0").is_none());
+        assert!(step_dir(&root.join("etc"), &spool, "pmix.7.0").is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn steps_without_mpi_are_left_alone_and_namespaces_are_shared_for_mpi() {
+        let mut c = json!({"process": {"env": ["SLURM_MPI_TYPE=none"]}, "linux": {"namespaces": [{"type": "network"}, {"type": "mount"}]}});
+        let before = c.clone();
+        assert_eq!(wire_mpi(&mut c, &Policy::default(), &step()).unwrap(), None);
+        assert_eq!(c, before);
+        let mut c = json!({"linux": {"namespaces": [{"type": "network"}, {"type": "ipc"}, {"type": "mount"}]}});
+        share_node_namespaces(&mut c);
+        assert_eq!(c["linux"]["namespaces"], json!([{"type": "mount"}]));
+    }
+
+    #[test]
+    fn pmix_without_the_plugins_variables_is_a_clear_error() {
+        if std::env::var_os("PMIX_RANK").is_some() {
+            return;
+        }
+        let mut c = json!({"process": {"env": ["SLURM_MPI_TYPE=pmix"]}});
+        let e = wire_mpi(&mut c, &Policy::default(), &step()).unwrap_err();
+        assert!(e.to_string().contains("hpcc_spank.so"), "{e}");
+    }
+
+    #[test]
+    fn slurm_conf_values() {
+        let conf = "SlurmdSpoolDir=/s/%n\nTmpFS=/t/%n # tmp\n";
+        assert_eq!(tmpfs_dir(conf, "n2"), PathBuf::from("/t/n2"));
+        assert_eq!(tmpfs_dir("", "n2"), PathBuf::from("/tmp"));
+        assert_eq!(spool_dir(conf, "n2"), PathBuf::from("/s/n2"));
     }
 }

@@ -60,6 +60,8 @@ pub struct State {
     outcome: Option<Outcome>,
     /// The step's handoff file, removed at exit.
     handoff: Option<(PathBuf, u32, u32)>,
+    /// Job and step ids of a container step (remote context).
+    step: Option<(u32, u32)>,
     on_error_allow: bool,
 }
 
@@ -71,6 +73,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     },
     outcome: None,
     handoff: None,
+    step: None,
     on_error_allow: false,
 });
 
@@ -201,6 +204,35 @@ unsafe extern "C" fn option_cb(val: c_int, optarg: *const c_char, _remote: c_int
     })
 }
 
+/// Slurm's `slurm_spank_local_user_init` (srun, once the job has its
+/// nodes, before the step is launched): a `--container` step with more
+/// than one task on a node fails here, with a line that says why and what
+/// to do, instead of Slurm 22.05's "Unspecified error" from every node.
+///
+/// # Safety
+/// Called by Slurm with a valid handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_local_user_init(
+    sp: ffi::spank_t,
+    _ac: c_int,
+    _av: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: the handle of this callback.
+    let spank = unsafe { Spank::from_raw(sp) };
+    guard("local_user_init", move || {
+        if slurm::context() != Context::Local {
+            return OK;
+        }
+        match local::one_task_per_node(&spank) {
+            Ok(()) => OK,
+            Err(line) => {
+                slurm::log(Level::Error, &line);
+                FAIL
+            }
+        }
+    })
+}
+
 /// Slurm's `slurm_spank_user_init` (remote, before the tasks fork):
 /// decide the step.
 ///
@@ -230,15 +262,17 @@ pub unsafe extern "C" fn slurm_spank_user_init(
 /// Called by Slurm with a valid handle.
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_task_init(
-    _sp: ffi::spank_t,
+    sp: ffi::spank_t,
     _ac: c_int,
     _av: *mut *mut c_char,
 ) -> c_int {
-    guard("task_init", || {
+    // SAFETY: the handle of this callback.
+    let spank = unsafe { Spank::from_raw(sp) };
+    guard("task_init", move || {
         if slurm::context() != Context::Remote {
             return OK;
         }
-        match remote::task_init(&STATE) {
+        match remote::task_init(&spank, &STATE) {
             Some(_) => FAIL,
             None => OK,
         }

@@ -27,6 +27,33 @@ static OPTIONS: [OptionSpec; 2] = [
     },
 ];
 
+/// Slurm 22.05 runs one task per node in a `--container` step (its
+/// container code fails the step on any node with more: "unexpected
+/// number of tasks"). Checked in srun once the job has its nodes.
+pub fn one_task_per_node(spank: &Spank) -> Result<(), String> {
+    let container = std::env::var("SLURM_CONTAINER").is_ok_and(|c| !c.is_empty());
+    if !container {
+        return Ok(());
+    }
+    let (Some(tasks), Some(nodes)) = (
+        spank.count(crate::ffi::S_JOB_TOTAL_TASK_COUNT),
+        spank.count(crate::ffi::S_JOB_NNODES),
+    ) else {
+        return Ok(());
+    };
+    check_tasks_per_node(tasks, nodes)
+}
+
+/// The rule itself.
+pub fn check_tasks_per_node(tasks: u32, nodes: u32) -> Result<(), String> {
+    if nodes == 0 || tasks <= nodes {
+        return Ok(());
+    }
+    Err(format!(
+        "hpcc: --container runs one task per node with this Slurm (22.05 fails the step otherwise): {tasks} tasks on {nodes} node(s); use --ntasks-per-node=1 (e.g. srun -N{tasks} --ntasks-per-node=1 ...)"
+    ))
+}
+
 /// Registers the options (every context that parses them: srun, sbatch,
 /// salloc, and slurmstepd, which receives their values).
 pub fn register(spank: &Spank) -> Result<(), String> {
@@ -49,5 +76,21 @@ pub fn option(options: &mut UserOptions, val: c_int, value: &str) -> bool {
             slurm::log(Level::Error, &format!("hpcc: {e}"));
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_tasks_than_nodes_is_refused_with_the_fix() {
+        assert!(check_tasks_per_node(2, 2).is_ok());
+        assert!(check_tasks_per_node(1, 2).is_ok());
+        let e = check_tasks_per_node(4, 2).unwrap_err();
+        assert!(
+            e.contains("--ntasks-per-node=1") && e.contains("4 tasks on 2 node"),
+            "{e}"
+        );
     }
 }

@@ -81,15 +81,20 @@ fn decide(
             tracing::info!(step = %step_name, uid = ids.uid, bundle, score = plan.verdict.score().as_str(), ms, decision = "start", "{summary}");
             if let Some(effective) = &decided.effective {
                 let dir = Path::new(handoff::DEFAULT_DIR);
-                match handoff::write(dir, ids.job, ids.step, effective) {
+                let decision = handoff::StepDecision {
+                    policy: effective.clone(),
+                    plan: (**plan).clone(),
+                };
+                match handoff::write(dir, ids.job, ids.step, &decision) {
                     Ok(_) => {
                         crate::lock(state).handoff = Some((dir.to_owned(), ids.job, ids.step))
                     }
-                    // hpcc-runtime then uses the admin's policy unchanged:
-                    // stricter, never looser, than what was decided here.
+                    // hpcc-runtime then decides itself with the admin's
+                    // policy: stricter, never looser, than what was decided
+                    // here.
                     Err(e) => slurm::log(
                         Level::Error,
-                        &format!("hpcc: cannot write the step's policy under {}: {e}; hpcc-runtime will use {} unchanged", dir.display(), args.config.display()),
+                        &format!("hpcc: cannot write the step's decision under {}: {e}; hpcc-runtime will decide with {}", dir.display(), args.config.display()),
                     ),
                 }
             }
@@ -105,18 +110,70 @@ fn decide(
             tracing::error!(step = %step_name, uid = ids.uid, bundle, ms, decision = "refuse", "{line}");
         }
     }
-    crate::lock(state).outcome = Some(decided.outcome);
+    let mut st = crate::lock(state);
+    st.outcome = Some(decided.outcome);
+    st.step = Some((ids.job, ids.step));
 }
 
 /// `task_init` (in each task, as the user, before the container runtime
-/// is executed): the refusal line, where srun shows it. `None`: go on.
-pub fn task_init(state: &std::sync::Mutex<State>) -> Option<String> {
-    let line = crate::lock(state)
-        .outcome
-        .as_ref()
-        .and_then(|o| o.refusal().map(str::to_owned))?;
-    slurm::log(Level::Error, &line);
-    Some(line)
+/// is executed). A refused step: the line, where srun shows it, then the
+/// whole step ended on every node (`slurm_kill_job_step`), so that the
+/// ranks of the healthy nodes do not wait in `MPI_Init` for this one until
+/// a timeout, whatever `KillOnBadExit` is. Returns the line; `None`: go on.
+///
+/// A started step: the per-task PMI variables that slurmstepd set for this
+/// task (`PMI_*`, `PMIX_*`, `SLURM_PROCID`, `SLURM_LOCALID`) are copied
+/// into this process's environment, which slurmstepd passes to the
+/// runtime: `hpcc-runtime` puts them in the container (a `--container`
+/// step's `process.env` lacks them).
+pub fn task_init(spank: &Spank, state: &std::sync::Mutex<State>) -> Option<String> {
+    let (refusal, step, container) = {
+        let st = crate::lock(state);
+        (
+            st.outcome
+                .as_ref()
+                .and_then(|o| o.refusal().map(str::to_owned)),
+            st.step,
+            st.outcome.is_some(),
+        )
+    };
+    if let Some(line) = refusal {
+        slurm::log(Level::Error, &line);
+        if let Some((job, step)) = step {
+            if !slurm::kill_job_step(job, step) {
+                slurm::log(
+                    Level::Info,
+                    "hpcc: could not end the step on the other nodes (slurm_kill_job_step unavailable)",
+                );
+            }
+        }
+        return Some(line);
+    }
+    if container {
+        pass_pmi_env(spank);
+    }
+    None
+}
+
+/// The per-task MPI variables, from the task's environment into this
+/// process's (only these names: nothing else of the job's environment).
+fn pass_pmi_env(spank: &Spank) {
+    for kv in spank.job_env(4096) {
+        let Some((k, v)) = kv.split_once('=') else {
+            continue;
+        };
+        let wanted = k.starts_with("PMIX_")
+            || matches!(
+                k,
+                "PMI_FD" | "PMI_RANK" | "PMI_SIZE" | "PMI_JOBID" | "SLURM_PROCID" | "SLURM_LOCALID"
+            );
+        if wanted && !v.contains('\0') {
+            // The task process has one thread (slurmstepd forked it) and
+            // execs the runtime next: nothing reads the environment
+            // concurrently.
+            std::env::set_var(k, v);
+        }
+    }
 }
 
 /// `exit`: removes the step's handoff file.

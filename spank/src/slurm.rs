@@ -124,6 +124,38 @@ impl Spank {
         })
     }
 
+    /// A count item (`S_JOB_TOTAL_TASK_COUNT`, `S_JOB_NNODES`), where the
+    /// context has it.
+    pub fn count(&self, item: ffi::spank_item_t) -> Option<u32> {
+        self.item_u32(item)
+    }
+
+    /// The job's environment (`S_JOB_ENV`: in a task, the task's, with
+    /// what the MPI plugin set), as `NAME=value`, at most `limit` entries.
+    pub fn job_env(&self, limit: usize) -> Vec<String> {
+        let mut env: *mut *mut c_char = std::ptr::null_mut();
+        // SAFETY: S_JOB_ENV takes one char *** and gives Slurm's array,
+        // which it keeps owning; it is read at once.
+        let rc = unsafe {
+            ffi::spank_get_item(self.0, ffi::S_JOB_ENV, &mut env as *mut *mut *mut c_char)
+        };
+        if rc != ffi::ESPANK_SUCCESS || env.is_null() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for i in 0..limit {
+            // SAFETY: a NULL-terminated array of C strings (Slurm's
+            // contract); i stops at the first NULL.
+            let p = unsafe { *env.add(i) };
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: a non-null entry is a NUL-terminated string.
+            out.push(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned());
+        }
+        out
+    }
+
     /// Registers one option (`srun --help` lists it).
     pub fn register_option(&self, opt: &'static OptionSpec) -> Result<(), String> {
         let mut raw = ffi::spank_option {
@@ -171,6 +203,26 @@ pub struct OptionSpec {
     pub val: c_int,
     /// Called by Slurm with the value, in every context that registered it.
     pub cb: unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int,
+}
+
+/// Ends a whole job step on every node (libslurm's `slurm_kill_job_step`,
+/// found at run time in the slurmstepd that loaded the plugin). Returns
+/// false when the symbol is not there or the call failed.
+pub fn kill_job_step(job: u32, step: u32) -> bool {
+    type KillStep = unsafe extern "C" fn(u32, u32, u16) -> c_int;
+    let name = c"slurm_kill_job_step";
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks
+    // the symbol up.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    if sym.is_null() {
+        return false;
+    }
+    // SAFETY: Slurm 22.05 declares `int slurm_kill_job_step(uint32_t
+    // job_id, uint32_t step_id, uint16_t signal)` in slurm.h; the pointer
+    // is that function.
+    let kill: KillStep = unsafe { std::mem::transmute::<*mut libc::c_void, KillStep>(sym) };
+    // SAFETY: plain integers.
+    unsafe { kill(job, step, libc::SIGKILL as u16) == 0 }
 }
 
 /// Severity of a line sent to Slurm's log.

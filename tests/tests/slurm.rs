@@ -1,13 +1,15 @@
-//! End-to-end tests of the SPANK plugin (`hpcc_spank.so`) and the runtime
-//! wrapper (`hpcc-runc-wrapper`) against a real one-node Slurm 22.05 with
+//! End-to-end tests of the SPANK plugin (`hpcc_spank.so`) and
+//! `hpcc-runtime --hpcc-slurm` against a real one-node Slurm 22.05 with
 //! runc (`tests/setup/slurm.sh`). They fail, never skip, when Slurm, runc
 //! or root is missing.
 //!
 //! One configuration serves every test: plugstack.conf loads the freshly
-//! built plugin with this suite's policy, and oci.conf names the wrapper,
-//! whose hook is a spy script that records its call and then execs the real
-//! `hpcc-hook` (proof that the hook runs for Slurm's containers, with the
-//! step's effective policy).
+//! built plugin with this suite's policy, and oci.conf names a spy script
+//! that runs `hpcc-runtime` (rootless runc options, as Slurm's guide sets
+//! them for non-root jobs; they work for root's jobs too), then keeps a
+//! copy of the config the runtime edited. So each test sees which layer
+//! acted: the plugin's refusal (the runtime never ran), or the runtime
+//! applying the plugin's decision (`run.hpcc.decided-by`).
 
 use hpcc_e2e::{ensure_fixtures, fixture_rootfs, repo_root, require, require_root, Bundle};
 use std::os::unix::fs::PermissionsExt;
@@ -17,8 +19,10 @@ use std::sync::OnceLock;
 
 /// slurmd's log as tests/setup/slurm.sh configures it.
 const SLURMD_LOG: &str = "/tmp/slurm/log/slurmd.log";
-/// Where the plugin leaves per-step policies (hpcc_spank::handoff).
+/// Where the plugin leaves per-step decisions (hpcc_common::handoff).
 const HANDOFF_DIR: &str = "/run/hpcc/slurm";
+/// runc's state of the steps' containers (per user, as oci.conf says).
+const OCI_ROOT: &str = "/run/user-oci";
 
 struct Env {
     dir: PathBuf,
@@ -63,23 +67,22 @@ fn env() -> &'static Env {
             require(tool);
         }
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "hpcc-spank", "-p", "hpcc-hook", "-p", "hpcc-runtime"])
+            .args(["build", "-q", "-p", "hpcc-spank", "-p", "hpcc-runtime"])
             .current_dir(repo_root())
             .status()
             .expect("cargo build runs");
-        assert!(status.success(), "building hpcc-spank and hpcc-hook failed");
+        assert!(status.success(), "building hpcc-spank and hpcc-runtime failed");
         ensure_fixtures();
         let t = target_debug();
-        let (so, wrapper, hook) = (
-            t.join("libhpcc_spank.so"),
-            t.join("hpcc-runc-wrapper"),
-            t.join("hpcc-hook"),
-        );
-        for p in [&so, &wrapper, &hook] {
+        let (so, runtime) = (t.join("libhpcc_spank.so"), t.join("hpcc-runtime"));
+        for p in [&so, &runtime] {
             assert!(p.exists(), "{} was not built", p.display());
         }
         let dir = repo_root().join("tests/work/slurm");
         std::fs::create_dir_all(&dir).unwrap();
+        // Job users (root and hpcctest) run the runtime; the spy's log and
+        // the kept configs must be writable by both.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let policy = dir.join("hook.toml");
         std::fs::write(
             &policy,
@@ -89,16 +92,22 @@ fn env() -> &'static Env {
              [log]\njournald = false\n",
         )
         .unwrap();
-        let spy_log = dir.join("hook-calls.log");
-        let spy = dir.join("hook-spy.sh");
+        let spy_log = dir.join("runtime-calls.log");
+        let spy = dir.join("runtime-spy.sh");
         std::fs::write(
             &spy,
             format!(
-                "#!/bin/sh\n# Records one hpcc-hook call (its policy argument and state), then runs it.\n\
-                 state=$(cat)\nprintf '%s %s\\n' \"$2\" \"$state\" >> {log}\n\
-                 printf '%s' \"$state\" | exec {hook} \"$@\"\n",
+                "#!/bin/sh\n# Records one hpcc-runtime call (user, the bundle's test tag), runs it,\n\
+                 # and keeps the config it edited (slurmstepd removes the spool after the step).\n\
+                 b=; prev=; for a; do [ \"$prev\" = -b ] && b=$a; prev=$a; done\n\
+                 tag=$(jq -r '.annotations[\"org.example.hpcc-test\"] // empty' \"$b/config.json\")\n\
+                 printf '%s %s\\n' \"$(id -un)\" \"$tag\" >> {log}\n\
+                 {runtime} \"$@\"; rc=$?\n\
+                 [ -n \"$tag\" ] && cp \"$b/config.json\" {dir}/edited-$tag.json 2>/dev/null\n\
+                 exit $rc\n",
                 log = spy_log.display(),
-                hook = hook.display()
+                runtime = runtime.display(),
+                dir = dir.display(),
             ),
         )
         .unwrap();
@@ -113,14 +122,23 @@ fn env() -> &'static Env {
             ),
         )
         .unwrap();
+        // Slurm's rootless settings (its containers guide): runc runs as
+        // the job user, with its state under /run/user-oci/<user>.
+        ensure_user("hpcctest");
+        for (user, uid) in [("root", 0), ("hpcctest", uid_of("hpcctest"))] {
+            let d = PathBuf::from(OCI_ROOT).join(user);
+            std::fs::create_dir_all(&d).unwrap();
+            std::os::unix::fs::chown(&d, Some(uid), Some(uid)).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let rt = format!("--rootless=true --root={OCI_ROOT}/%u");
         std::fs::write(
             "/etc/slurm/oci.conf",
             format!(
-                "RunTimeQuery=\"runc --root=/run/slurm-oci state %n.%u.%j.%s.%t\"\n\
-                 RunTimeKill=\"runc --root=/run/slurm-oci kill -a %n.%u.%j.%s.%t\"\n\
-                 RunTimeDelete=\"runc --root=/run/slurm-oci delete --force %n.%u.%j.%s.%t\"\n\
-                 RunTimeRun=\"{} --hpcc-hook={} --hpcc-config={} --root=/run/slurm-oci run %n.%u.%j.%s.%t -b %b\"\n",
-                wrapper.display(),
+                "RunTimeQuery=\"runc {rt} state %n.%u.%j.%s.%t\"\n\
+                 RunTimeKill=\"runc {rt} kill -a %n.%u.%j.%s.%t KILL\"\n\
+                 RunTimeDelete=\"runc {rt} delete --force %n.%u.%j.%s.%t\"\n\
+                 RunTimeRun=\"{} --hpcc-slurm --hpcc-config={} --hpcc-node=%n {rt} run %n.%u.%j.%s.%t -b %b\"\n",
                 spy.display(),
                 policy.display()
             ),
@@ -148,6 +166,11 @@ fn env() -> &'static Env {
             spy_log,
         }
     })
+}
+
+fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 /// A bundle from a fixture rootfs with annotations and a unique tag the
@@ -191,13 +214,21 @@ fn slurmd_log() -> String {
     std::fs::read_to_string(SLURMD_LOG).unwrap_or_default()
 }
 
+/// The runtime's calls for a bundle's tag (`USER TAG` lines).
 fn spy_calls(tag: &str) -> Vec<String> {
     std::fs::read_to_string(&env().spy_log)
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains(tag))
+        .filter(|l| l.ends_with(&format!(" {tag}")))
         .map(str::to_owned)
         .collect()
+}
+
+/// The config the runtime edited for a bundle's tag.
+fn edited(tag: &str) -> serde_json::Value {
+    let p = env().dir.join(format!("edited-{tag}.json"));
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 const CPU: &str = "org.supercontainers.hardware.cpu.optimized.version";
@@ -250,12 +281,13 @@ fn impossible_cpu_is_refused_with_the_reason_in_srun_stderr() {
             .any(|l| l.contains("uid=0: hpcc: refused") && l.contains(&*b.dir.to_string_lossy())),
         "refusal not in {SLURMD_LOG}"
     );
-    // No container was started: the hook never ran.
-    assert!(spy_calls(&tag).is_empty());
+    // The plugin refused: the runtime was never even called (a refusal by
+    // the runtime instead would not satisfy this test).
+    assert!(spy_calls(&tag).is_empty(), "{:?}", spy_calls(&tag));
 }
 
 #[test]
-fn compatible_bundle_runs_with_the_hook() {
+fn compatible_bundle_runs_with_the_plugins_decision() {
     let (b, tag) = bundle("x86", "busybox", &[(CPU, "x86_64")]);
     let out = srun(&[
         &format!("--container={}", b.dir.display()),
@@ -264,26 +296,23 @@ fn compatible_bundle_runs_with_the_hook() {
     ]);
     assert!(out.status.success());
     assert_eq!(text(&out.stdout).trim(), "ok");
-    // The wrapper added hpcc-hook to slurmstepd's spooled config, with the
-    // step's effective policy written by the plugin.
+    // hpcc-runtime ran once, applying the decision the plugin took for
+    // this step (not taking one of its own).
     let calls = spy_calls(&tag);
-    assert_eq!(calls.len(), 1, "hpcc-hook should have run once: {calls:?}");
-    assert!(
-        calls[0].starts_with(&format!("--config={HANDOFF_DIR}/")),
-        "{}",
-        calls[0]
+    assert_eq!(
+        calls.len(),
+        1,
+        "hpcc-runtime should have run once: {calls:?}"
     );
-    assert!(calls[0].contains("/oci-job"), "{}", calls[0]);
-    // ... and removed it at the end of the step.
-    let leftover: Vec<_> = std::fs::read_dir(HANDOFF_DIR)
+    assert_eq!(
+        edited(&tag)["annotations"]["run.hpcc.decided-by"],
+        "hpcc_spank.so"
+    );
+    // The plugin's step file is removed at the end of the step.
+    let job_files: Vec<_> = std::fs::read_dir(HANDOFF_DIR)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    let cfg = calls[0]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_start_matches("--config=");
-    assert!(!leftover.contains(&PathBuf::from(cfg)), "{cfg} left behind");
+    assert!(job_files.is_empty(), "{job_files:?} left behind");
 }
 
 #[test]
@@ -304,13 +333,18 @@ fn user_may_relax_only_as_far_as_the_policy_allows() {
             && l.contains("user asked \"off\"")),
         "warning not logged"
     );
-    // The hook got the relaxed policy too (otherwise it would have refused).
+    // The runtime applied the plugin's relaxed decision (deciding again
+    // with the admin's policy would have refused).
     assert_eq!(spy_calls(&tag).len(), 1);
+    assert_eq!(
+        edited(&tag)["annotations"]["run.hpcc.decided-by"],
+        "hpcc_spank.so"
+    );
 }
 
 #[test]
 fn mpi_replace_shows_the_host_mpich_inside_the_container() {
-    let (b, _) = bundle(
+    let (b, tag) = bundle(
         "mpi",
         "mpich-app",
         &[
@@ -328,6 +362,28 @@ fn mpi_replace_shows_the_host_mpich_inside_the_container() {
         "the host MPICH 4.0.2 was not injected: {stdout}"
     );
     assert!(!stdout.contains("stand-in"), "{stdout}");
+    // As spec edits: the host library over the image's, read-only, and the
+    // container's linker cache from hpcc's store; no hook.
+    let cfg = edited(&tag);
+    let mounts = cfg["mounts"].as_array().unwrap();
+    assert!(
+        mounts.iter().any(
+            |m| m["source"] == "/usr/lib/x86_64-linux-gnu/libmpich.so.12"
+                && m["options"].as_array().unwrap().iter().any(|o| o == "ro")
+        ),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts.iter().any(|m| m["destination"] == "/etc/ld.so.cache"
+            && m["source"]
+                .as_str()
+                .unwrap()
+                .starts_with("/run/hpcc/ldcache/")),
+        "{mounts:?}"
+    );
+    assert!(cfg["hooks"]["prestart"]
+        .as_array()
+        .is_none_or(|h| h.is_empty()));
     // --hpcc-mpi=none keeps the image's own library.
     let (b2, _) = bundle(
         "mpi-none",
@@ -377,7 +433,7 @@ fn sbatch_container_behaves_the_same() {
     assert!(ok, "sbatch --container of a compatible bundle failed");
     assert!(file.contains("batch-ok"), "{file}");
 
-    let (bad, _) = bundle("sbatch-bad", "busybox", &[(CPU, "a64fx")]);
+    let (bad, bad_tag) = bundle("sbatch-bad", "busybox", &[(CPU, "a64fx")]);
     let out_file = env()
         .dir
         .join(format!("sbatch-bad-{}.out", std::process::id()));
@@ -391,6 +447,8 @@ fn sbatch_container_behaves_the_same() {
     );
     assert!(!ok, "sbatch --wait must report the refused job as failed");
     assert!(!file.contains("must-not-run"), "{file}");
+    // The plugin refused it; the runtime never ran.
+    assert!(spy_calls(&bad_tag).is_empty(), "{:?}", spy_calls(&bad_tag));
     assert!(
         file.lines().filter(|l| l.contains("hpcc: refused")).count() == 1 && file.contains("a64fx"),
         "the refusal should be the job's one error line: {file}"
@@ -494,5 +552,5 @@ fn jobs_without_container_are_untouched() {
         !slurmd_log().contains(&tag),
         "the plugin acted on a step without a container"
     );
-    assert!(!Path::new(&format!("{HANDOFF_DIR}/{job}.0.toml")).exists());
+    assert!(!Path::new(&format!("{HANDOFF_DIR}/{job}.0.json")).exists());
 }

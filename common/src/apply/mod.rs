@@ -43,6 +43,7 @@ pub mod ldcache_file;
 pub mod linux;
 #[cfg(test)]
 pub(crate) mod recording;
+pub mod spec;
 pub mod syscalls;
 
 use crate::plan::Tweaks;

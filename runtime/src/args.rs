@@ -1,0 +1,341 @@
+//! `hpcc-runtime`'s command line: its own `--hpcc-*` options first, then
+//! the real runtime's arguments, passed on unchanged except where a launch
+//! needs an fd preserved (`--preserve-fds`).
+//!
+//! Only `create` and `run` are acted on; the rest (`start`, `state`,
+//! `kill`, `delete`, `exec`, `features`, ...) goes to the real runtime as
+//! is. The command word is found after the runtime's global options (runc
+//! and crun: `--root DIR`, `--log FILE`, `--log-format F`, `--log-level L`,
+//! `--criu PATH`, `--rootless BOOL`, `--cgroup-manager M`, flags).
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+/// A command line `hpcc-runtime` does not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// An `--hpcc-*` option that needs a value has none.
+    #[error("{0}: expected --hpcc-KEY=VALUE")]
+    NoValue(String),
+    /// An unknown `--hpcc-*` option.
+    #[error("unknown option {0} (expected --hpcc-config, --hpcc-runtime, --hpcc-slurm, --hpcc-spool, --hpcc-state, --hpcc-node)")]
+    Unknown(String),
+    /// A path that must be absolute.
+    #[error("{option}={value}: must be an absolute path")]
+    Relative {
+        /// The option.
+        option: String,
+        /// Its value.
+        value: String,
+    },
+    /// A node name with characters Slurm's never has.
+    #[error("--hpcc-node={0}: not a node name")]
+    Node(String),
+}
+
+/// `hpcc-runtime`'s own options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `--hpcc-config=PATH`: the policy (default `/etc/hpcc/hook.toml`).
+    pub config: Option<PathBuf>,
+    /// `--hpcc-runtime=PATH`: the real runtime (default: the policy's
+    /// `[runtime] path`).
+    pub runtime: Option<PathBuf>,
+    /// `--hpcc-slurm`: the Slurm mode (oci.conf `RunTimeRun`): only
+    /// slurmstepd's spooled configs are edited, MPI steps are wired.
+    pub slurm: bool,
+    /// `--hpcc-spool=DIR`: SlurmdSpoolDir (default: from slurm.conf).
+    pub spool: Option<PathBuf>,
+    /// `--hpcc-state=DIR`: where the SPANK plugin leaves its step files.
+    pub state: Option<PathBuf>,
+    /// `--hpcc-node=NAME`: this node's Slurm name (oci.conf `%n`).
+    pub node: Option<String>,
+}
+
+/// The runtime command hpcc acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// `create` or `run`.
+    pub command: String,
+    /// Index of the command word in the runtime arguments.
+    pub at: usize,
+    /// The bundle (`--bundle`/`-b`, else the current directory).
+    pub bundle: PathBuf,
+    /// The container id (the last argument).
+    pub id: String,
+    /// `--preserve-fds` already given.
+    pub preserve_fds: u32,
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// Ours.
+    pub options: Options,
+    /// The real runtime's.
+    pub runtime: Vec<OsString>,
+}
+
+/// Global options of runc and crun that take a separate value.
+const VALUED_GLOBALS: &[&str] = &[
+    "--root",
+    "--log",
+    "--log-format",
+    "--log-level",
+    "--criu",
+    "--rootless",
+    "--cgroup-manager",
+];
+
+/// `create`/`run` options that take a separate value.
+const VALUED_LAUNCH: &[&str] = &[
+    "--bundle",
+    "-b",
+    "--pid-file",
+    "--console-socket",
+    "--preserve-fds",
+];
+
+fn absolute(option: &str, value: &str) -> Result<PathBuf, UsageError> {
+    let p = PathBuf::from(value);
+    if !p.is_absolute() {
+        return Err(UsageError::Relative {
+            option: option.into(),
+            value: value.into(),
+        });
+    }
+    Ok(p)
+}
+
+impl Args {
+    /// Parses `argv[1..]`: `--hpcc-*` options first, the rest is the
+    /// runtime's.
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, UsageError> {
+        let mut options = Options::default();
+        let mut runtime = Vec::new();
+        for a in args {
+            let s = a.to_string_lossy().into_owned();
+            if !runtime.is_empty() || !s.starts_with("--hpcc-") {
+                runtime.push(a);
+                continue;
+            }
+            if s == "--hpcc-slurm" {
+                options.slurm = true;
+                continue;
+            }
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| UsageError::NoValue(s.clone()))?;
+            match k {
+                "--hpcc-config" => options.config = Some(absolute(k, v)?),
+                "--hpcc-runtime" => options.runtime = Some(absolute(k, v)?),
+                "--hpcc-spool" => options.spool = Some(absolute(k, v)?),
+                "--hpcc-state" => options.state = Some(absolute(k, v)?),
+                "--hpcc-node" => {
+                    if v.is_empty()
+                        || v.len() > 255
+                        || !v
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    {
+                        return Err(UsageError::Node(v.into()));
+                    }
+                    options.node = Some(v.into());
+                }
+                _ => return Err(UsageError::Unknown(k.into())),
+            }
+        }
+        Ok(Args { options, runtime })
+    }
+
+    /// The `create`/`run` command of these arguments, `None` for any other.
+    pub fn launch(&self) -> Option<Launch> {
+        let args: Vec<String> = self
+            .runtime
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut i = 0;
+        while i < args.len() {
+            let a = &args[i];
+            if VALUED_GLOBALS.contains(&a.as_str()) {
+                i += 2;
+                continue;
+            }
+            if a.starts_with('-') {
+                i += 1;
+                continue;
+            }
+            break;
+        }
+        let at = i;
+        let command = args.get(at)?;
+        if command != "create" && command != "run" {
+            return None;
+        }
+        let mut bundle = None;
+        let mut id = None;
+        let mut preserve_fds = 0;
+        let mut j = at + 1;
+        while j < args.len() {
+            let a = &args[j];
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) if f.starts_with('-') => (f, Some(v.to_owned())),
+                _ => (a.as_str(), None),
+            };
+            if VALUED_LAUNCH.contains(&flag) {
+                let v = match inline {
+                    Some(v) => v,
+                    None => {
+                        j += 1;
+                        args.get(j).cloned().unwrap_or_default()
+                    }
+                };
+                match flag {
+                    "--bundle" | "-b" => bundle = Some(PathBuf::from(v)),
+                    "--preserve-fds" => preserve_fds = v.parse().unwrap_or(0),
+                    _ => {}
+                }
+            } else if !a.starts_with('-') {
+                id = Some(a.clone());
+            }
+            j += 1;
+        }
+        Some(Launch {
+            command: command.clone(),
+            at,
+            // runc's default bundle is the current directory.
+            bundle: bundle.or_else(|| std::env::current_dir().ok())?,
+            id: id?,
+            preserve_fds,
+        })
+    }
+
+    /// The runtime arguments with `--preserve-fds=N` set on the launch
+    /// command (fds 3..3+N-1 pass into the container).
+    pub fn with_preserved_fds(&self, launch: &Launch, n: u32) -> Vec<OsString> {
+        let mut out = Vec::with_capacity(self.runtime.len() + 1);
+        let mut skip_next = false;
+        for (i, a) in self.runtime.iter().enumerate() {
+            if skip_next {
+                skip_next = false;
+                continue;
+            }
+            if i > launch.at {
+                let s = a.to_string_lossy();
+                if s == "--preserve-fds" {
+                    skip_next = true;
+                    continue;
+                }
+                if s.starts_with("--preserve-fds=") {
+                    continue;
+                }
+            }
+            out.push(a.clone());
+            if i == launch.at {
+                out.push(OsString::from(format!("--preserve-fds={n}")));
+            }
+        }
+        out
+    }
+}
+
+/// Whether an argument is this literal (for tests and callers).
+pub fn is(a: &OsStr, lit: &str) -> bool {
+    a == OsStr::new(lit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn own_options_first_then_the_runtime_unchanged() {
+        let a = Args::parse(os(&[
+            "--hpcc-config=/etc/hpcc/hook.toml",
+            "--hpcc-slurm",
+            "--hpcc-node=n2",
+            "--root=/run/slurm-oci",
+            "run",
+            "n2.u.1.0.0",
+            "-b",
+            "/spool/oci-job00001-00000/",
+        ]))
+        .unwrap();
+        assert!(a.options.slurm);
+        assert_eq!(a.options.node.as_deref(), Some("n2"));
+        assert_eq!(a.runtime.len(), 5);
+        let l = a.launch().unwrap();
+        assert_eq!(l.command, "run");
+        assert_eq!(l.id, "n2.u.1.0.0");
+        assert_eq!(l.bundle, PathBuf::from("/spool/oci-job00001-00000/"));
+        // An --hpcc- lookalike after the runtime's arguments is theirs.
+        let b = Args::parse(os(&["state", "--hpcc-x"])).unwrap();
+        assert_eq!(b.runtime.len(), 2);
+        assert!(Args::parse(os(&["--hpcc-config=rel"])).is_err());
+        assert!(Args::parse(os(&["--hpcc-bogus=/x"])).is_err());
+        assert!(Args::parse(os(&["--hpcc-node=a/b"])).is_err());
+        assert!(Args::parse(os(&["--hpcc-config"])).is_err());
+    }
+
+    #[test]
+    fn podman_and_crun_command_lines() {
+        // conmon's create: global options with separate values.
+        let a = Args::parse(os(&[
+            "--root",
+            "/run/runc",
+            "--log",
+            "/x/log.json",
+            "--log-format",
+            "json",
+            "--systemd-cgroup",
+            "create",
+            "--bundle",
+            "/var/lib/c/b",
+            "--pid-file",
+            "/x/pid",
+            "--console-socket=/x/s",
+            "abc123",
+        ]))
+        .unwrap();
+        let l = a.launch().unwrap();
+        assert_eq!((l.command.as_str(), l.id.as_str()), ("create", "abc123"));
+        assert_eq!(l.bundle, PathBuf::from("/var/lib/c/b"));
+        for other in [
+            &["--root=/x", "kill", "abc", "KILL"][..],
+            &["state", "abc"],
+            &["features"],
+        ] {
+            assert_eq!(Args::parse(os(other)).unwrap().launch(), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn preserved_fds_are_set_once_on_the_launch_command() {
+        let a = Args::parse(os(&[
+            "--root=/r",
+            "run",
+            "--preserve-fds",
+            "2",
+            "-b",
+            "/b",
+            "id",
+        ]))
+        .unwrap();
+        let l = a.launch().unwrap();
+        assert_eq!(l.preserve_fds, 2);
+        let v: Vec<String> = a
+            .with_preserved_fds(&l, 3)
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            v,
+            ["--root=/r", "run", "--preserve-fds=3", "-b", "/b", "id"]
+        );
+    }
+}
