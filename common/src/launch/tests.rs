@@ -11,7 +11,7 @@ fn ctx(pairs: &[(&str, &str)]) -> LaunchContext {
 }
 
 fn spec(pairs: &[(&str, &str)]) -> ImageSpec {
-    ImageSpec::from_annotations(pairs.iter().copied()).unwrap()
+    ImageSpec::read(pairs.iter().copied(), std::iter::empty())
 }
 
 fn line(p: &Plan) -> String {
