@@ -112,9 +112,14 @@ fn cpu_target(target: &CpuTarget, node: &NodeFingerprint) -> Finding {
         Finding::new(Check::Cpu, level, reason).evidence(target.to_string(), node_desc.clone())
     };
     if family != node_platform {
+        let what = if target.is_platform() {
+            family.clone()
+        } else {
+            format!("{family} ({target})")
+        };
         return finding(
             Level::Fatal,
-            format!("the image is built for {family} ({target}), the node is {node_platform}: its binaries cannot execute here"),
+            format!("the image is built for {what}, the node is {node_platform}: its binaries cannot execute here"),
         );
     }
     let (missing, hidden): (Vec<String>, Vec<String>) = target

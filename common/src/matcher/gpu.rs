@@ -70,7 +70,11 @@ pub(super) fn check(image: &ImageSpec, node: &NodeFingerprint, policy: &Policy, 
                 Finding::new(
                     Check::Gpu,
                     Level::Fatal,
-                    format!("the image needs a GPU ({need}), the node has no NVIDIA GPU"),
+                    if need == "a GPU" {
+                        "the image needs a GPU, the node has no NVIDIA GPU".to_owned()
+                    } else {
+                        format!("the image needs a GPU ({need}), the node has no NVIDIA GPU")
+                    },
                 )
                 .evidence(need, node_says),
             );
