@@ -374,9 +374,10 @@ fn user_mpi_choices() {
 }
 
 fn refuse_unannotated() -> Policy {
-    let mut p = Policy::default();
-    p.unannotated = UnannotatedAction::Refuse;
-    p
+    Policy {
+        unannotated: UnannotatedAction::Refuse,
+        ..Policy::default()
+    }
 }
 
 #[test]

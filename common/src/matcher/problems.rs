@@ -109,3 +109,73 @@ fn cost(
         _ => (Level::Ok, ""),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{image, node, verdict};
+    use super::super::{evaluate, Check, Level, Score};
+    use hpcc_config::{Enforcement, Policy};
+
+    #[test]
+    fn every_problem_is_a_finding_and_only_undecidable_ones_are_fatal() {
+        let img = image(&[
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
+            (
+                "org.supercontainers.hardware.cpu.optimized.mode",
+                "Microarch1tecture",
+            ),
+            ("org.supercontainers.python.version", "three"),
+            (
+                "org.supercontainers.mpi.portability.mode",
+                "mpi_system,magic",
+            ),
+            ("org.supercontainers.host.kernel.version.min", "five"),
+        ]);
+        let v = verdict(&img, &node("icelake"));
+        assert_eq!(img.problems.len(), 5, "{:#?}", img.problems);
+        let fatal: Vec<_> = v.with_level(Level::Fatal).collect();
+        assert_eq!(fatal.len(), 1, "{v:#?}");
+        assert_eq!(fatal[0].check, Check::Kernel);
+        assert!(fatal[0].reason.contains("five"));
+        let mut p = Policy::default();
+        p.checks.kernel = Enforcement::Warn;
+        let v = evaluate(&img, &node("icelake"), &p);
+        assert_eq!(v.score(), Score::Orange, "{v:#?}");
+    }
+
+    #[test]
+    fn gpu_values_matter_where_there_is_a_gpu() {
+        let img = image(&[
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
+            (
+                "org.supercontainers.hardware.gpu.nvidia.cuda.version",
+                "twelve",
+            ),
+        ]);
+        // No GPU: the GPU need alone refuses; the unreadable value is noted.
+        let v = verdict(&img, &node("icelake"));
+        assert!(v
+            .with_level(Level::Fatal)
+            .any(|f| f.check == Check::Gpu && f.reason.contains("no NVIDIA GPU")));
+        assert!(v
+            .with_level(Level::Degraded)
+            .any(|f| f.reason.contains("twelve")));
+    }
+
+    #[test]
+    fn two_platforms_refuse_where_cpu_is_enforced() {
+        let img = image(&[
+            ("org.supercontainers.hardware.cpu.optimized.version", "zen3"),
+            ("io.archspec.cpu.target", "arm64"),
+        ]);
+        let v = verdict(&img, &node("zen3"));
+        let f = v.with_level(Level::Fatal).next().expect("fatal");
+        assert!(f.reason.contains("two platforms"), "{}", f.reason);
+    }
+}
