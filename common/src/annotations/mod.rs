@@ -37,6 +37,8 @@ pub const PREFIX: &str = "org.supercontainers.";
 pub const MAX_VALUE_BYTES: usize = 4096;
 /// Largest accepted value of a `docs.*` annotation (base64 markdown).
 pub const MAX_DOC_BYTES: usize = 256 * 1024;
+/// Largest accepted `NVIDIA_REQUIRE_CUDA`.
+pub const MAX_ENV_BYTES: usize = 16 * 1024;
 /// Most keys of hpcc's namespaces (and look-alikes) read from one image.
 pub const MAX_KEYS: usize = 256;
 /// Most annotations looked at in all (most belong to others).
