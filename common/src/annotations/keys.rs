@@ -488,7 +488,9 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .into_iter()
         .map(|c| (edit_distance(&w, &normalize(c)), c))
         .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
+        // Ties go to the first name in order, so the suggestion does not
+        // depend on a hash map's iteration order.
+        .min()
         .map(|(_, c)| c)
 }
 
