@@ -234,26 +234,17 @@ pub fn log(outcome: &Outcome, container: &str) {
     }
 }
 
-/// Parses the image's annotations; invalid ones give a red verdict naming key
-/// and value (the image is refused, not hpcc).
-pub fn image_spec(ctx: &LaunchContext) -> Result<ImageSpec, Verdict> {
-    ImageSpec::from_annotations(
+/// What the image says about itself: its annotations, and the environment
+/// its process gets (NVIDIA images carry `NVIDIA_REQUIRE_CUDA` there).
+/// Never fails: a value hpcc cannot read is a problem on its key, and the
+/// matcher decides what it costs.
+pub fn image_spec(ctx: &LaunchContext) -> ImageSpec {
+    ImageSpec::read(
         ctx.annotations
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str())),
+        ctx.process_env.iter().map(String::as_str),
     )
-    .map_err(|e| {
-        let mut v = Verdict::default();
-        v.push(
-            Finding::new(
-                Check::Annotations,
-                Level::Fatal,
-                format!("the image's annotations are invalid: {e}"),
-            )
-            .image_evidence(format!("{}={:?}", e.key, e.value)),
-        );
-        v
-    })
 }
 
 /// The host linker cache the tweak planner resolves host libraries with.
@@ -285,10 +276,7 @@ pub fn decide_with(
     request: &UserRequest,
     host: &dyn Host,
 ) -> Result<Plan, LaunchError> {
-    let verdict = match image_spec(ctx) {
-        Ok(spec) => matcher::evaluate(&spec, node, policy),
-        Err(v) => v,
-    };
+    let verdict = matcher::evaluate(&image_spec(ctx), node, policy);
     let (mut verdict, mut decision) = apply_policy(verdict, policy, request);
     let mut tweaks = Tweaks::default();
     if decision.allows_start() {
@@ -359,17 +347,16 @@ fn apply_policy(
     apply_mpi_choice(&mut verdict, request.mpi);
     let mut warnings = Vec::new();
     let mut reasons = Vec::new();
-    let unannotated = verdict.findings().len() == 1
-        && verdict.findings()[0].check == Check::Annotations
-        && verdict.findings()[0].level == Level::Degraded;
-    if unannotated {
+    // The matcher says so; counting findings would let a look-alike key's
+    // finding turn an unannotated image into an annotated one.
+    if verdict.unannotated {
         match policy.unannotated {
             UnannotatedAction::Allow => warnings.push(
-                "image carries no org.supercontainers.* annotations: started unchecked (policy unannotated = \"allow\")".into(),
+                "image carries no annotation hpcc knows: started unchecked (policy unannotated = \"allow\")".into(),
             ),
             UnannotatedAction::Refuse => reasons.push(Refusal {
                 check: Check::Annotations,
-                reason: "the image carries no org.supercontainers.* annotations and this site runs only annotated images".into(),
+                reason: "the image carries no annotation hpcc knows and this site runs only annotated images".into(),
                 image: Some("no annotations".into()),
                 node: None,
                 policy: "unannotated = \"refuse\"".into(),

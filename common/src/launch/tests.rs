@@ -11,7 +11,7 @@ fn ctx(pairs: &[(&str, &str)]) -> LaunchContext {
 }
 
 fn spec(pairs: &[(&str, &str)]) -> ImageSpec {
-    ImageSpec::from_annotations(pairs.iter().copied()).unwrap()
+    ImageSpec::read(pairs.iter().copied(), std::iter::empty())
 }
 
 fn line(p: &Plan) -> String {
@@ -371,4 +371,122 @@ fn user_mpi_choices() {
     let (v3, d) = apply_policy(v.clone(), &p, &req);
     assert_eq!(v3.score(), Score::Red);
     assert!(!d.allows_start());
+}
+
+fn refuse_unannotated() -> Policy {
+    Policy {
+        unannotated: UnannotatedAction::Refuse,
+        ..Policy::default()
+    }
+}
+
+#[test]
+fn unknown_or_look_alike_keys_do_not_pass_unannotated_refuse() {
+    let cyr = "\u{43e}rg.supercontainers.hardware.cpu.optimized.version";
+    for pairs in [
+        vec![("org.supercontainers.future.thing", "1")],
+        vec![(cyr, "zen3")],
+        vec![("org.supercontainers.python.version", "3.11")],
+        vec![
+            (cyr, "zen3"),
+            ("org.supercontainers.docs.x.link", "https://x.org"),
+        ],
+    ] {
+        let p = decide(
+            &ctx(&pairs),
+            &node("icelake"),
+            &refuse_unannotated(),
+            &UserRequest::default(),
+        )
+        .unwrap();
+        assert!(!p.decision.allows_start(), "{pairs:?}: {:#?}", p.verdict);
+        assert!(p.verdict.unannotated);
+        let l = line(&p);
+        assert!(
+            l.contains("unannotated = \\\"refuse\\\"") || l.contains("unannotated"),
+            "{l}"
+        );
+    }
+    // The look-alike is named, escaped, among the findings.
+    let p = decide(
+        &ctx(&[(cyr, "zen3\nhpcc: ok")]),
+        &node("icelake"),
+        &refuse_unannotated(),
+        &UserRequest::default(),
+    )
+    .unwrap();
+    let text = crate::report::verdict(&p.verdict, false);
+    assert!(
+        text.contains("looks like org.supercontainers.hardware.cpu.optimized.version"),
+        "{text}"
+    );
+    assert!(!text.contains("zen3\nhpcc"), "{text}");
+}
+
+#[test]
+fn a_known_key_passes_unannotated_refuse() {
+    let p = decide(
+        &ctx(&[("io.archspec.cpu.target", "amd64")]),
+        &node("icelake"),
+        &refuse_unannotated(),
+        &UserRequest::default(),
+    )
+    .unwrap();
+    assert!(p.decision.allows_start(), "{:#?}", p.verdict);
+}
+
+#[test]
+fn unreadable_values_cost_only_where_a_check_needs_them() {
+    // An unreadable advisory value: starts, green.
+    let c = ctx(&[
+        (
+            "org.supercontainers.hardware.cpu.optimized.version",
+            "icelake",
+        ),
+        (
+            "org.supercontainers.hardware.cpu.optimized.mode",
+            "generic-ish",
+        ),
+        ("org.supercontainers.python.version", "three"),
+        ("org.supercontainers.mpi.portability.mode", "mpi_system"),
+    ]);
+    let p = decide(
+        &c,
+        &node("icelake"),
+        &Policy::default(),
+        &UserRequest::default(),
+    )
+    .unwrap();
+    assert!(p.decision.allows_start());
+    assert_eq!(p.verdict.score(), Score::Green, "{:#?}", p.verdict);
+    assert_eq!(
+        p.verdict
+            .with_level(Level::Ok)
+            .filter(|f| f.check == Check::Annotations
+                || f.check == Check::Cpu
+                || f.check == Check::Mpi)
+            .count(),
+        4
+    );
+    // An unreadable CPU target: refused under checks.cpu = "enforce",
+    // started with a warning under "warn".
+    let c = ctx(&[(
+        "org.supercontainers.hardware.cpu.optimized.version",
+        "znver9",
+    )]);
+    let p = decide(
+        &c,
+        &node("zen3"),
+        &Policy::default(),
+        &UserRequest::default(),
+    )
+    .unwrap();
+    assert!(!p.decision.allows_start());
+    let l = line(&p);
+    assert!(l.contains("znver9") && l.contains("checks.cpu"), "{l}");
+    let mut warn = Policy::default();
+    warn.checks.cpu = Enforcement::Warn;
+    let p = decide(&c, &node("zen3"), &warn, &UserRequest::default()).unwrap();
+    assert!(p.decision.allows_start());
+    assert_eq!(p.verdict.score(), Score::Orange, "{:#?}", p.verdict);
 }

@@ -1,121 +1,181 @@
-//! CPU rules: platform, microarchitecture, and the instruction-set
-//! features the image's target needs that the node lacks.
+//! CPU rules: platform, then the instruction-set extensions the image's
+//! target makes the compiler emit that the node lacks, then how well the
+//! build fits the node.
+//!
+//! What refuses a start is a missing extension a compiler emits for the
+//! target: archspec's features of the target minus [`NOT_EMITTED`], the
+//! features no compiler emits on its own (random numbers, protection keys,
+//! cache and state management, speculation controls). Hypervisors hide
+//! those often (a KVM guest without `rdseed` or `pku`), and code built for
+//! the target runs without them. archspec's name for the node is only used
+//! to say how well the build fits: a node detected as a generic level
+//! because its hypervisor hides one such feature still runs the image.
 
 use super::{Check, Finding, Level, Verdict};
-use crate::annotations::{CpuTarget, ImageSpec};
+use crate::annotations::{CpuTarget, Field, ImageSpec};
 use crate::fingerprint::NodeFingerprint;
 
+/// archspec features that no compiler emits for a `-march`/`-mcpu` on its
+/// own, so their absence does not refuse a start. Everything else archspec
+/// lists for a target is taken as emitted: vector extensions (SSE..AVX-512,
+/// AMX, NEON/ASIMD, SVE), FMA, bit manipulation, atomics, and the crypto
+/// extensions that code selects at compile time through `__AES__`-style
+/// macros.
+pub const NOT_EMITTED: &[&str] = &[
+    // x86: random numbers, protection keys, speculation, state and cache
+    // management, user-mode waits, serialisation, segment bases, TSC.
+    "rdrand",
+    "rdseed",
+    "pku",
+    "ospke",
+    "flush_l1d",
+    "xsave",
+    "xsavec",
+    "xsaveopt",
+    "xsaves",
+    "clflushopt",
+    "clwb",
+    "clzero",
+    "cldemote",
+    "movdiri",
+    "movdir64b",
+    "waitpkg",
+    "serialize",
+    "fsgsbase",
+    "rdpid",
+    "tsc_adjust",
+    "sse4a",
+    // aarch64: facts about the system rather than instructions (event
+    // stream, ID register emulation), cache maintenance, random numbers,
+    // hints and PSTATE bits compilers only use when asked.
+    "evtstrm",
+    "cpuid",
+    "dcpop",
+    "dcpodp",
+    "rng",
+    "dgh",
+    "ssbs",
+    "sb",
+    "bti",
+    "paca",
+    "pacg",
+    "dit",
+    "ecv",
+];
+
+/// Whether a compiler emits `feature` for a target that has it.
+pub fn emitted(feature: &str) -> bool {
+    !NOT_EMITTED.contains(&feature)
+}
+
 pub(super) fn check(image: &ImageSpec, node: &NodeFingerprint, out: &mut Verdict) {
-    let Some(target) = &image.cpu_target else {
+    if image.cpu_targets.is_empty() {
+        if image.value_lost(Field::CpuTarget) {
+            // The key's own finding says the CPU cannot be checked.
+            return;
+        }
         out.push(Finding::new(
             Check::Cpu,
             Level::Degraded,
             "the image does not declare its CPU target (org.supercontainers.hardware.cpu.optimized.version): it may still fail with SIGILL",
         ).evidence("unknown", node.cpu.microarchitecture.clone()));
         return;
-    };
-    out.push(cpu_target(target, node));
+    }
+    for target in &image.cpu_targets {
+        out.push(cpu_target(target, node));
+    }
+}
+
+/// The node's vendor as archspec names it (aarch64 nodes report the
+/// implementer code, `0x41`).
+fn node_vendor(node: &NodeFingerprint) -> String {
+    let v = node.cpu.vendor.trim();
+    archspec::schema::MicroarchitecturesSchema::schema()
+        .conversions
+        .arm_vendors
+        .get(v)
+        .cloned()
+        .unwrap_or_else(|| v.to_owned())
 }
 
 fn cpu_target(target: &CpuTarget, node: &NodeFingerprint) -> Finding {
-    let want = target.microarchitecture();
     let family = target.family();
-    let node_desc = format!(
-        "{} ({}, {})",
-        node.cpu.microarchitecture, node.cpu.vendor, node.cpu.platform
-    );
+    let vendor = node_vendor(node);
+    let micro = &node.cpu.microarchitecture;
+    let node_desc = format!("{micro} ({vendor}, {})", node.cpu.platform);
     let node_platform = match node.cpu.platform.as_str() {
         "amd64" => "x86_64",
         "arm64" => "aarch64",
         p => p,
     };
+    let finding = |level, reason: String| {
+        Finding::new(Check::Cpu, level, reason).evidence(target.to_string(), node_desc.clone())
+    };
     if family != node_platform {
-        return Finding::new(
-            Check::Cpu,
+        let what = if target.is_platform() {
+            family.clone()
+        } else {
+            format!("{family} ({target})")
+        };
+        return finding(
             Level::Fatal,
-            format!("the image is built for {family} ({target}), the node is {node_platform}: its binaries cannot execute here"),
-        )
-        .evidence(target.to_string(), node_desc);
+            format!("the image is built for {what}, the node is {node_platform}: its binaries cannot execute here"),
+        );
     }
-    let known = archspec::cpu::Microarchitecture::known_targets();
-    let host = known.get(&node.cpu.microarchitecture).cloned();
-    let is_self_or_descendant = host
-        .as_ref()
-        .is_some_and(|h| h.name() == want.name() || h.decendent_of(&want));
-    let mut missing: Vec<String> = want
-        .all_features()
+    let (missing, hidden): (Vec<String>, Vec<String>) = target
+        .features()
         .into_iter()
         .filter(|f| !node_has_feature(node, f))
-        .collect();
-    missing.sort();
-    if !is_self_or_descendant {
-        let why = if want.vendor() != "generic"
-            && host.as_ref().is_some_and(|h| h.vendor() != want.vendor())
-        {
-            format!(
-                "the image is optimised for {target} ({}), the node's CPU is {} ({})",
-                want.vendor(),
-                node.cpu.vendor,
-                node.cpu.microarchitecture
-            )
-        } else {
-            format!(
-                "the image is optimised for {target}, the node is {} which is not {target} or a descendant of it",
-                node.cpu.microarchitecture
-            )
-        };
-        let lacks = if missing.is_empty() {
-            String::new()
-        } else {
-            format!("; the node lacks {}", missing.join(", "))
-        };
-        return Finding::new(
-            Check::Cpu,
-            Level::Fatal,
-            format!("{why}{lacks}: it would die with SIGILL"),
-        )
-        .evidence(target.to_string(), node_desc);
-    }
+        .partition(|f| emitted(f));
     if !missing.is_empty() {
-        // archspec says compatible but the flags disagree (a hypervisor
-        // masking a feature): trust the flags, they are what executes.
-        return Finding::new(
-            Check::Cpu,
+        return finding(
             Level::Fatal,
             format!(
-                "the node is detected as {} but its CPU does not report {} which {target} requires: it would die with SIGILL",
-                node.cpu.microarchitecture,
+                "the image is built for {target}, whose code uses {}, which this node's CPU ({micro}) does not have: it would die with SIGILL",
                 missing.join(", ")
             ),
-        )
-        .evidence(target.to_string(), node_desc);
+        );
     }
-    let exact = host.as_ref().is_some_and(|h| h.name() == want.name());
-    if exact || want.vendor() != "generic" {
-        Finding::new(
-            Check::Cpu,
-            Level::Ok,
-            if exact {
-                format!("the image is optimised for this node's microarchitecture ({target})")
-            } else {
-                format!(
-                    "the image is optimised for {target}; the node ({}) is a compatible descendant",
-                    node.cpu.microarchitecture
-                )
-            },
-        )
-        .evidence(target.to_string(), node_desc)
+    let note = if hidden.is_empty() {
+        String::new()
     } else {
-        Finding::new(
-            Check::Cpu,
+        format!(
+            "; the node does not report {} (a hypervisor may hide them), which no compiler emits on its own",
+            hidden.join(", ")
+        )
+    };
+    let exact = micro == target.name();
+    if exact {
+        return finding(
+            Level::Ok,
+            format!("the image is optimised for this node's microarchitecture ({target}){note}"),
+        );
+    }
+    if target.is_generic() {
+        return finding(
+            Level::Degraded,
+            format!("the image is a generic {target} build: it runs on {micro}, but without that CPU's newer instructions{note}"),
+        );
+    }
+    if target.is_ancestor_of(micro) {
+        return finding(
+            Level::Ok,
+            format!("the image is optimised for {target}; the node ({micro}) is a compatible descendant{note}"),
+        );
+    }
+    if target.vendor() != vendor {
+        return finding(
             Level::Degraded,
             format!(
-                "the image is a generic {target} build: it runs on {}, but without that CPU's newer instructions",
-                node.cpu.microarchitecture
+                "the image is optimised for {target} ({}), the node's CPU is {vendor} ({micro}): it has every instruction-set extension the build uses, but the code is tuned for another CPU{note}",
+                target.vendor()
             ),
-        )
-        .evidence(target.to_string(), node_desc)
+        );
     }
+    finding(
+        Level::Ok,
+        format!("the node ({micro} as detected) has every instruction-set extension {target} code uses{note}"),
+    )
 }
 
 /// Whether the node has an archspec feature, honouring archspec's feature
@@ -179,10 +239,76 @@ mod tests {
         assert!(cpu_finding(&v).reason.contains("avx512f"), "{v:#?}");
     }
     #[test]
-    fn other_vendor_is_red() {
+    fn other_vendor_without_the_instructions_is_red() {
         let v = verdict(&cpu_image("zen4"), &node("icelake"));
         assert_eq!(v.score(), Score::Red);
-        assert!(cpu_finding(&v).reason.contains("AuthenticAMD"), "{v:#?}");
+        assert!(cpu_finding(&v).reason.contains("avx512_bf16"), "{v:#?}");
+    }
+    #[test]
+    fn other_vendor_with_the_instructions_is_orange() {
+        // An AVX-512 AMD EPYC guest that hides rdseed (archspec then only
+        // sees a generic level): a skylake_avx512 build runs there.
+        let mut n = node("zen4");
+        n.cpu.flags.remove("rdseed");
+        n.cpu.flags.insert("adx".into());
+        n.cpu.microarchitecture = "x86_64_v4".into();
+        let v = verdict(&cpu_image("skylake_avx512"), &n);
+        assert_eq!(v.score(), Score::Orange, "{v:#?}");
+        let f = cpu_finding(&v);
+        assert!(f.reason.contains("tuned for another CPU"), "{}", f.reason);
+        assert!(!f.reason.contains("SIGILL"), "{}", f.reason);
+    }
+    #[test]
+    fn hypervisor_hidden_features_do_not_refuse() {
+        // A zen3 KVM guest hiding rdseed and pku: archspec detects only
+        // x86_64_v3, and a zen3 build runs.
+        let mut n = node("zen3");
+        n.cpu.flags.remove("rdseed");
+        n.cpu.flags.remove("pku");
+        n.cpu.microarchitecture = "x86_64_v3".into();
+        let v = verdict(&cpu_image("zen3"), &n);
+        assert_eq!(v.score(), Score::Green, "{v:#?}");
+        let f = cpu_finding(&v);
+        assert!(
+            f.reason.contains("pku, rdseed") && f.reason.contains("hypervisor"),
+            "{}",
+            f.reason
+        );
+        // A real zen2 lacks vaes/vpclmulqdq, which the compiler emits.
+        let v = verdict(&cpu_image("zen3"), &node("zen2"));
+        assert_eq!(v.score(), Score::Red);
+        assert!(cpu_finding(&v).reason.contains("vaes"), "{v:#?}");
+    }
+    #[test]
+    fn march_names_are_checked_like_archspec_names() {
+        let v = verdict(&cpu_image("znver3"), &node("zen3"));
+        assert_eq!(v.score(), Score::Green, "{v:#?}");
+        assert!(cpu_finding(&v).image.as_deref().unwrap().contains("znver3"));
+        // btver2 (Jaguar): AVX without AVX2; runs on a haswell, tuned for AMD.
+        let v = verdict(&cpu_image("btver2"), &node("haswell"));
+        assert_eq!(v.score(), Score::Orange, "{v:#?}");
+        let mut n = node("x86_64_v2");
+        n.cpu.vendor = "AuthenticAMD".into();
+        let v = verdict(&cpu_image("btver2"), &n);
+        assert_eq!(v.score(), Score::Red, "{v:#?}");
+    }
+    #[test]
+    fn messages_use_display_forms() {
+        let v = verdict(&cpu_image("x86_64_v4"), &node("haswell"));
+        let f = cpu_finding(&v);
+        assert!(
+            !f.reason.contains("CpuTarget(") && !f.reason.contains('"'),
+            "{}",
+            f.reason
+        );
+        assert!(f.reason.contains("avx512bw"), "{}", f.reason);
+    }
+    #[test]
+    fn aarch64_vendor_code_is_read() {
+        let mut n = node("neoverse_v1");
+        n.cpu.vendor = "0x41".into();
+        let v = verdict(&cpu_image("neoverse_n1"), &n);
+        assert_eq!(v.score(), Score::Green, "{v:#?}");
     }
     #[test]
     fn other_platform_is_red() {

@@ -11,6 +11,7 @@
 mod cpu;
 mod gpu;
 mod mpi;
+mod problems;
 mod system;
 
 use crate::annotations::ImageSpec;
@@ -216,6 +217,10 @@ pub struct Verdict {
     findings: Vec<Finding>,
     /// Tweaks that can be honoured.
     pub selection: Selection,
+    /// The image carries no key hpcc knows that feeds a check: the policy's
+    /// `unannotated` rule decides about it.
+    #[serde(default)]
+    pub unannotated: bool,
 }
 
 impl Verdict {
@@ -253,16 +258,19 @@ impl Verdict {
 /// Matches an image against a node under a policy.
 pub fn evaluate(image: &ImageSpec, node: &NodeFingerprint, policy: &Policy) -> Verdict {
     let mut v = Verdict::default();
+    problems::check(image, node, policy, &mut v);
     if !image.is_annotated() {
-        v.push(Finding::new(
-            Check::Annotations,
-            Level::Degraded,
-            "the image carries no org.supercontainers.* annotations: nothing could be checked",
-        ));
+        v.unannotated = true;
+        let reason = if image.has_env_facts() {
+            "the image carries no annotation hpcc knows: only what its environment says (NVIDIA_REQUIRE_CUDA) was checked"
+        } else {
+            "the image carries no annotation hpcc knows (org.supercontainers.*, io.archspec.cpu.target, com.nvidia.cuda.version): nothing could be checked"
+        };
+        v.push(Finding::new(Check::Annotations, Level::Degraded, reason));
+        if image.has_env_facts() {
+            gpu::check(image, node, policy, &mut v);
+        }
         return v;
-    }
-    for w in &image.warnings {
-        v.push(Finding::new(Check::Annotations, Level::Ok, w.clone()));
     }
     cpu::check(image, node, &mut v);
     gpu::check(image, node, policy, &mut v);
@@ -270,6 +278,46 @@ pub fn evaluate(image: &ImageSpec, node: &NodeFingerprint, policy: &Policy) -> V
     system::libc(image, node, &mut v);
     system::kernel(image, node, &mut v);
     v
+}
+
+/// `Fatal` when the check is enforced, `Degraded` otherwise: for a finding
+/// that cannot be decided safely, which refuses only where the site asks
+/// for that check to refuse.
+fn undecided(check: Check, policy: &Policy) -> Level {
+    if check.enforcement(policy) == hpcc_config::Enforcement::Enforce {
+        Level::Fatal
+    } else {
+        Level::Degraded
+    }
+}
+
+/// Why hpcc could not produce a verdict at all (bad input to `hpcc match`
+/// or `hpcc check`), as the JSON a `--json` caller reads on stdout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    /// What went wrong, escaped.
+    pub error: String,
+    /// The exit status the command ends with ([`ErrorReport::EXIT_INPUT`]).
+    pub exit_code: i32,
+}
+
+impl ErrorReport {
+    /// Exit status for bad input (unreadable file, invalid JSON, unknown
+    /// flag), the same for every command.
+    pub const EXIT_INPUT: i32 = 3;
+
+    /// A bad-input report.
+    pub fn input(e: &dyn std::fmt::Display) -> ErrorReport {
+        ErrorReport {
+            error: crate::text::escape(&e.to_string()),
+            exit_code: Self::EXIT_INPUT,
+        }
+    }
+
+    /// The JSON object (`{"error": "...", "exit_code": 3}`).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "error": self.error, "exit_code": self.exit_code }).to_string()
+    }
 }
 
 /// Items joined with `, ` for messages.
@@ -287,7 +335,7 @@ pub(crate) mod tests {
     pub(crate) use crate::testutil::{lib, node, with_mpich};
 
     pub(crate) fn image(pairs: &[(&str, &str)]) -> ImageSpec {
-        ImageSpec::from_annotations(pairs.iter().copied()).unwrap()
+        ImageSpec::read(pairs.iter().copied(), std::iter::empty())
     }
 
     pub(crate) fn cpu_image(target: &str) -> ImageSpec {

@@ -6,32 +6,51 @@ use crate::annotations::{ImageSpec, LibcImplementation};
 use crate::fingerprint::NodeFingerprint;
 
 pub(super) fn libc(image: &ImageSpec, node: &NodeFingerprint, out: &mut Verdict) {
-    let injects = out.selection.injects();
-    if image.libc == Some(LibcImplementation::Musl) && injects {
+    let host = format!(
+        "{} {}",
+        node.libc.implementation,
+        node.libc
+            .version
+            .as_ref()
+            .map_or(String::new(), |v| v.to_string())
+    );
+    if image.libc == Some(LibcImplementation::Musl) && out.selection.nvidia_gpus {
         out.push(
             Finding::new(
                 Check::Libc,
                 Level::Fatal,
-                "the image uses musl, and the host libraries it asks for are built against glibc: they cannot load",
+                "the image uses musl, and the NVIDIA driver libraries put into it for its GPUs are built against glibc: they cannot load",
             )
-            .evidence("musl", format!("{} {}", node.libc.implementation, node.libc.version.as_ref().map_or(String::new(), |v| v.to_string()))),
+            .evidence("musl", host),
         );
         return;
     }
-    if let (Some(img), Some(host), true) = (&image.glibc, &node.libc.version, injects) {
-        if host > img {
+    if let (Some(img), Some(have), true) =
+        (&image.glibc, &node.libc.version, out.selection.injects())
+    {
+        if have > img {
+            // Informational: the tweak planner checks every injected
+            // library's GLIBC_x.y needs against the image's glibc and
+            // reports what does not fit; an older glibc alone costs nothing.
             out.push(
                 Finding::new(
                     Check::Libc,
-                    Level::Degraded,
-                    format!("the image's glibc {img} is older than the host's {host}: injected host libraries are checked symbol by symbol at launch"),
+                    Level::Ok,
+                    format!("the image's glibc {img} is older than the host's {have}: injected host libraries are checked symbol by symbol at launch"),
                 )
-                .evidence(format!("glibc {img}"), format!("glibc {host}")),
+                .evidence(format!("glibc {img}"), format!("glibc {have}")),
             );
             return;
         }
     }
-    if image.libc.is_some() || image.glibc.is_some() {
+    if let Some(l) = image.libc {
+        let reason = if l == LibcImplementation::Musl {
+            "the image uses musl: no host library is put into it".to_owned()
+        } else {
+            "the image's libc is compatible with what hpcc injects".to_owned()
+        };
+        out.push(Finding::new(Check::Libc, Level::Ok, reason).evidence(l.to_string(), host));
+    } else if image.glibc.is_some() {
         out.push(Finding::new(
             Check::Libc,
             Level::Ok,
@@ -64,7 +83,10 @@ pub(super) fn kernel(image: &ImageSpec, node: &NodeFingerprint, out: &mut Verdic
                 Finding::new(
                     Check::Kernel,
                     Level::Degraded,
-                    format!("the host kernel release {have:?} could not be compared with {min}"),
+                    format!(
+                        "the host kernel release {:?} could not be compared with {min}",
+                        crate::text::escape(&have)
+                    ),
                 )
                 .evidence(format!("kernel >= {min}"), have.clone()),
             ),
@@ -115,7 +137,26 @@ mod tests {
             ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
         ]);
         let v = verdict(&img, &with_mpich(node("icelake")));
-        assert!(v.with_level(Level::Fatal).any(|f| f.check == Check::Libc));
+        // The host MPI is not chosen for a musl image: its own MPI runs.
+        assert!(v.selection.mpi.is_none());
+        assert_eq!(v.score(), Score::Orange, "{v:#?}");
+        assert!(v
+            .findings()
+            .iter()
+            .any(|f| f.check == Check::Mpi && f.reason.contains("musl")));
+        // The 2022 draft's key says the same.
+        let img = image(&[
+            (
+                "org.supercontainers.hardware.cpu.optimized.version",
+                "icelake",
+            ),
+            ("org.supercontainers.libc.provider", "musl"),
+            ("org.supercontainers.mpi.provider", "mpich"),
+            ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
+        ]);
+        let v = verdict(&img, &with_mpich(node("icelake")));
+        assert!(v.selection.mpi.is_none(), "{v:#?}");
+        assert!(!v.with_level(Level::Fatal).any(|f| f.check == Check::Libc));
     }
     #[test]
     fn host_kernel_minimum_and_expectations() {
