@@ -8,6 +8,7 @@ pub mod apply;
 pub(crate) mod elf;
 pub mod fingerprint;
 pub mod handoff;
+pub mod image;
 pub mod io;
 pub mod launch;
 pub mod logging;
