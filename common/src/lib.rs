@@ -5,6 +5,7 @@
 
 pub mod annotations;
 pub mod apply;
+pub mod collections;
 pub(crate) mod elf;
 pub mod fingerprint;
 pub mod handoff;
