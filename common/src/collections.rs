@@ -143,7 +143,12 @@ fn invalid(file: &str, n: &Node, reason: impl Into<String>) -> CollectionError {
     }
 }
 
-fn entry(file: &str, n: &Node, name: Option<&str>, tag: Option<&str>) -> Result<Entry, CollectionError> {
+fn entry(
+    file: &str,
+    n: &Node,
+    name: Option<&str>,
+    tag: Option<&str>,
+) -> Result<Entry, CollectionError> {
     let image = n
         .get("image")
         .and_then(Node::as_str)
@@ -153,7 +158,11 @@ fn entry(file: &str, n: &Node, name: Option<&str>, tag: Option<&str>) -> Result<
     let mut annotations = BTreeMap::new();
     if let Some(a) = n.get("annotations") {
         if !matches!(a, Node::Map(..)) && !a.is_null() {
-            return Err(invalid(file, a, "annotations must be a mapping of key: value"));
+            return Err(invalid(
+                file,
+                a,
+                "annotations must be a mapping of key: value",
+            ));
         }
         for (k, v) in a.entries() {
             let v = v
@@ -172,7 +181,12 @@ fn entry(file: &str, n: &Node, name: Option<&str>, tag: Option<&str>) -> Result<
             .map(str::to_owned),
         features: platform
             .and_then(|p| p.get("features"))
-            .map(|f| f.items().iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+            .map(|f| {
+                f.items()
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default(),
         annotations,
         origin: format!("{file}:{}", n.line()),
@@ -217,7 +231,10 @@ fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), Collection
         return Err(bad(format!("it belongs to uid {}", meta.uid())));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(bad(format!("its mode {:o} lets others write it", meta.mode() & 0o7777)));
+        return Err(bad(format!(
+            "its mode {:o} lets others write it",
+            meta.mode() & 0o7777
+        )));
     }
     Ok(())
 }
@@ -269,7 +286,10 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Entry>, CollectionError> {
                 reason: format!("larger than {limit} bytes"),
             },
         })?;
-        out.extend(parse(&String::from_utf8_lossy(&bytes), &f.display().to_string())?);
+        out.extend(parse(
+            &String::from_utf8_lossy(&bytes),
+            &f.display().to_string(),
+        )?);
     }
     Ok(out)
 }
@@ -307,7 +327,8 @@ pub fn normalize(reference: &str) -> Reference {
         _ => (rest, None),
     };
     let first = name.split('/').next().unwrap_or_default();
-    let has_registry = name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let name = if has_registry {
         name.to_owned()
     } else if name.contains('/') {
@@ -373,7 +394,8 @@ pub struct Applied {
 fn entry_annotations(e: &Entry) -> BTreeMap<String, String> {
     let mut a = e.annotations.clone();
     let key = "org.supercontainers.hardware.cpu.optimized.version";
-    let has_target = a.contains_key(key) || a.contains_key("org.supercontainers.hardware.cpu.optimized.architecture");
+    let has_target = a.contains_key(key)
+        || a.contains_key("org.supercontainers.hardware.cpu.optimized.architecture");
     if !has_target {
         if let Some(cpu) = e.features.iter().find_map(|f| f.strip_prefix("cpu:")) {
             a.insert(key.to_owned(), cpu.to_owned());
@@ -384,7 +406,11 @@ fn entry_annotations(e: &Entry) -> BTreeMap<String, String> {
 
 /// Merges `entries`' annotations for the image `annotations` name into
 /// `annotations` itself.
-pub fn merge(annotations: &mut BTreeMap<String, String>, entries: &[Entry], image_wins: bool) -> Applied {
+pub fn merge(
+    annotations: &mut BTreeMap<String, String>,
+    entries: &[Entry],
+    image_wins: bool,
+) -> Applied {
     let refs = identity(annotations);
     let mut applied = Applied::default();
     if refs.is_empty() {
@@ -403,7 +429,11 @@ pub fn merge(annotations: &mut BTreeMap<String, String>, entries: &[Entry], imag
             "{} collection entries match; using the first ({}), ignoring {}",
             found.len(),
             e.origin,
-            found[1..].iter().map(|x| x.origin.clone()).collect::<Vec<_>>().join(", ")
+            found[1..]
+                .iter()
+                .map(|x| x.origin.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     applied.entry = Some(format!("{} {}", e.origin, e.image));
@@ -426,7 +456,11 @@ pub fn apply(ctx: &mut LaunchContext, policy: &Policy) -> Result<Applied, Collec
         return Ok(Applied::default());
     };
     let entries = load_dir(dir)?;
-    let applied = merge(&mut ctx.annotations, &entries, policy.collections.image_wins);
+    let applied = merge(
+        &mut ctx.annotations,
+        &entries,
+        policy.collections.image_wins,
+    );
     if let Some(e) = &applied.entry {
         tracing::info!(
             container = ctx.id.as_str(),
@@ -475,7 +509,10 @@ manifests:
     fn metahub_format_keeps_scalar_text() {
         let e = parse(METAHUB, "gromacs.yaml").unwrap();
         assert_eq!(e.len(), 3);
-        assert_eq!(e[0].annotations["org.supercontainers.mpich.abi.version"], "12.0");
+        assert_eq!(
+            e[0].annotations["org.supercontainers.mpich.abi.version"],
+            "12.0"
+        );
         assert_eq!(e[0].tag.as_deref(), Some("2021.5"));
         assert_eq!(e[1].features, ["cpu:zen3"]);
         assert!(e[0].origin.starts_with("gromacs.yaml:"));
@@ -488,15 +525,24 @@ manifests:
         assert_eq!(normalize("localhost:5000/a/b:1").name, "localhost:5000/a/b");
         assert_eq!(normalize("localhost:5000/a/b:1").tag.as_deref(), Some("1"));
         let d = normalize("quay.io/x/y@sha256:abc");
-        assert_eq!((d.name.as_str(), d.tag, d.digest.as_deref()), ("quay.io/x/y", None, Some("sha256:abc")));
+        assert_eq!(
+            (d.name.as_str(), d.tag, d.digest.as_deref()),
+            ("quay.io/x/y", None, Some("sha256:abc"))
+        );
     }
 
     #[test]
     fn cri_o_name_selects_the_entry_and_the_image_wins() {
         let entries = parse(METAHUB, "g.yaml").unwrap();
         let mut ann = BTreeMap::from([
-            ("io.kubernetes.cri-o.ImageName".to_owned(), "quay.io/cqnib/gromacs/gcc-7.3.1/2021.5/mpich:x86_64_v4".to_owned()),
-            ("org.supercontainers.mpi.provider".to_owned(), "openmpi".to_owned()),
+            (
+                "io.kubernetes.cri-o.ImageName".to_owned(),
+                "quay.io/cqnib/gromacs/gcc-7.3.1/2021.5/mpich:x86_64_v4".to_owned(),
+            ),
+            (
+                "org.supercontainers.mpi.provider".to_owned(),
+                "openmpi".to_owned(),
+            ),
         ]);
         let a = merge(&mut ann, &entries, true);
         assert!(a.entry.is_some(), "{a:?}");
@@ -504,8 +550,14 @@ manifests:
         assert_eq!(ann["org.supercontainers.mpich.abi.version"], "12.0");
         assert_eq!(a.kept, ["org.supercontainers.mpi.provider"]);
         let mut ann2 = BTreeMap::from([
-            ("io.kubernetes.cri.image-name".to_owned(), "quay.io/cqnib/gromacs/gcc-7.3.1/2021.5/mpich:x86_64_v4".to_owned()),
-            ("org.supercontainers.mpi.provider".to_owned(), "openmpi".to_owned()),
+            (
+                "io.kubernetes.cri.image-name".to_owned(),
+                "quay.io/cqnib/gromacs/gcc-7.3.1/2021.5/mpich:x86_64_v4".to_owned(),
+            ),
+            (
+                "org.supercontainers.mpi.provider".to_owned(),
+                "openmpi".to_owned(),
+            ),
         ]);
         merge(&mut ann2, &entries, false);
         assert_eq!(ann2["org.supercontainers.mpi.provider"], "mpich");
@@ -514,10 +566,19 @@ manifests:
     #[test]
     fn features_give_a_cpu_target_and_other_arches_are_skipped() {
         let entries = parse(METAHUB, "g.yaml").unwrap();
-        let mut ann = BTreeMap::from([(HPCC_IMAGE_NAME.to_owned(), "quay.io/cqnib/gromacs-2021.5_gcc-11.3.0:zen3".to_owned())]);
+        let mut ann = BTreeMap::from([(
+            HPCC_IMAGE_NAME.to_owned(),
+            "quay.io/cqnib/gromacs-2021.5_gcc-11.3.0:zen3".to_owned(),
+        )]);
         merge(&mut ann, &entries, true);
-        assert_eq!(ann["org.supercontainers.hardware.cpu.optimized.version"], "zen3");
-        let mut ann = BTreeMap::from([(HPCC_IMAGE_NAME.to_owned(), "quay.io/cqnib/gromacs-2021.5_gcc-7.3.1:aarch64".to_owned())]);
+        assert_eq!(
+            ann["org.supercontainers.hardware.cpu.optimized.version"],
+            "zen3"
+        );
+        let mut ann = BTreeMap::from([(
+            HPCC_IMAGE_NAME.to_owned(),
+            "quay.io/cqnib/gromacs-2021.5_gcc-7.3.1:aarch64".to_owned(),
+        )]);
         let a = merge(&mut ann, &entries, true);
         assert!(a.entry.is_none() || host_goarch() == "arm64");
         let mut ann = BTreeMap::new();
@@ -527,10 +588,16 @@ manifests:
     #[test]
     fn logical_name_matches_a_group() {
         let entries = parse(METAHUB, "g.yaml").unwrap();
-        let mut ann = BTreeMap::from([(HPCC_IMAGE_NAME.to_owned(), "gromacs/mpich:2021.5".to_owned())]);
+        let mut ann = BTreeMap::from([(
+            HPCC_IMAGE_NAME.to_owned(),
+            "gromacs/mpich:2021.5".to_owned(),
+        )]);
         let a = merge(&mut ann, &entries, true);
         assert!(a.entry.is_some());
-        assert!(a.notes.iter().any(|n| n.contains("match")), "two amd64 entries: {a:?}");
+        assert!(
+            a.notes.iter().any(|n| n.contains("match")),
+            "two amd64 entries: {a:?}"
+        );
     }
 
     #[test]
@@ -541,16 +608,32 @@ manifests:
         let mut policy = Policy::default();
         policy.collections.dir = Some(t.0.clone());
         let mut ctx = crate::testutil::ctx(&[], &[]);
-        ctx.annotations.insert(HPCC_IMAGE_NAME.into(), "quay.io/cqnib/gromacs/gcc-7.3.1/2021.5/mpich:x86_64_v4".into());
+        ctx.annotations.insert(
+            HPCC_IMAGE_NAME.into(),
+            "quay.io/cqnib/gromacs/gcc-7.3.1/2021.5/mpich:x86_64_v4".into(),
+        );
         let a = apply(&mut ctx, &policy).unwrap();
         assert_eq!(a.set.len(), 3, "{a:?}");
-        assert_eq!(ctx.annotations["org.supercontainers.mpi.portability.mode"], "mpich_replace");
+        assert_eq!(
+            ctx.annotations["org.supercontainers.mpi.portability.mode"],
+            "mpich_replace"
+        );
         // A collection others can write is refused.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(t.0.join("10-gromacs.yaml"), std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert!(matches!(apply(&mut ctx, &policy), Err(CollectionError::Untrusted { .. })));
+        std::fs::set_permissions(
+            t.0.join("10-gromacs.yaml"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        assert!(matches!(
+            apply(&mut ctx, &policy),
+            Err(CollectionError::Untrusted { .. })
+        ));
         // No directory configured: nothing happens.
-        assert_eq!(apply(&mut ctx, &Policy::default()).unwrap(), Applied::default());
+        assert_eq!(
+            apply(&mut ctx, &Policy::default()).unwrap(),
+            Applied::default()
+        );
     }
 
     #[test]

@@ -660,11 +660,17 @@ mod tests {
 
     #[test]
     fn collections_table() {
-        let p = parse("[collections]\ndir = \"/etc/hpcc/collections.d\"\nimage_wins = false\n").unwrap();
-        assert_eq!(p.collections.dir.as_deref(), Some(Path::new("/etc/hpcc/collections.d")));
+        let p = parse("[collections]\ndir = \"/etc/hpcc/collections.d\"\nimage_wins = false\n")
+            .unwrap();
+        assert_eq!(
+            p.collections.dir.as_deref(),
+            Some(Path::new("/etc/hpcc/collections.d"))
+        );
         assert!(!p.collections.image_wins);
         assert!(Policy::default().collections.image_wins);
-        let msg = parse("[collections]\ndir = \"collections.d\"\n").unwrap_err().to_string();
+        let msg = parse("[collections]\ndir = \"collections.d\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("collections.dir"), "{msg}");
     }
 

@@ -82,7 +82,11 @@ impl Proposals {
 }
 
 /// Files read whole when present.
-const CAPTURE: &[&str] = &["var/lib/dpkg/status", "etc/os-release", "usr/lib/os-release"];
+const CAPTURE: &[&str] = &[
+    "var/lib/dpkg/status",
+    "etc/os-release",
+    "usr/lib/os-release",
+];
 
 /// Tools reported in `tools.includes` when found in `PATH`.
 const TOOLS: &[&str] = &[
@@ -91,7 +95,9 @@ const TOOLS: &[&str] = &[
 ];
 
 /// Shells looked for.
-const SHELLS: &[&str] = &["bash", "sh", "zsh", "dash", "ash", "ksh", "tcsh", "csh", "fish"];
+const SHELLS: &[&str] = &[
+    "bash", "sh", "zsh", "dash", "ash", "ksh", "tcsh", "csh", "fish",
+];
 
 /// Installed package versions from a dpkg status file.
 pub fn dpkg_versions(status: &[u8]) -> BTreeMap<String, String> {
@@ -115,7 +121,9 @@ pub fn dpkg_versions(status: &[u8]) -> BTreeMap<String, String> {
 
 /// `4.0.2-3+b1` -> `4.0.2`, `1:2.36-9` -> `2.36`.
 fn upstream(debian_version: &str) -> Option<Version> {
-    let v = debian_version.split_once(':').map_or(debian_version, |(_, v)| v);
+    let v = debian_version
+        .split_once(':')
+        .map_or(debian_version, |(_, v)| v);
     Version::parse_prefix(v)
 }
 
@@ -162,7 +170,8 @@ pub fn from_scan(image: &Image, scan: &Scan, limits: &Limits) -> Proposals {
     cpu(image, scan, limits, &mut p);
     kernel(scan, &mut p);
     if !dpkg.is_empty() {
-        p.notes.push(format!("{} packages in /var/lib/dpkg/status", dpkg.len()));
+        p.notes
+            .push(format!("{} packages in /var/lib/dpkg/status", dpkg.len()));
     }
     if let Some(v) = deb("libucx0") {
         p.notes.push(v);
@@ -177,7 +186,11 @@ fn libc(scan: &Scan, dpkg: &BTreeMap<String, String>, p: &mut Proposals) {
         .iter()
         .find(|(k, e)| basename(k).starts_with("ld-musl-") && e.kind != Kind::Dir)
     {
-        p.add("libc.implementation", "musl", vec![format!("/{path} is musl's dynamic loader")]);
+        p.add(
+            "libc.implementation",
+            "musl",
+            vec![format!("/{path} is musl's dynamic loader")],
+        );
         return;
     }
     let libc = scan
@@ -221,7 +234,10 @@ fn mpich_family(f: &ElfFacts) -> &'static str {
 /// A version from standalone version strings: the `vX.Y.Z` form first, else
 /// the only three-part version with a non-zero major.
 fn version_from_strings(strings: &[String]) -> Option<(Version, String)> {
-    if let Some(s) = strings.iter().find(|s| s.starts_with('v') && s.matches('.').count() == 2) {
+    if let Some(s) = strings
+        .iter()
+        .find(|s| s.starts_with('v') && s.matches('.').count() == 2)
+    {
         return Version::parse(s).ok().map(|v| (v, s.clone()));
     }
     let three: Vec<&String> = strings
@@ -301,14 +317,19 @@ fn mpi(scan: &Scan, dpkg: &BTreeMap<String, String>, p: &mut Proposals) {
     };
     if let Some((v, s)) = version_from_strings(&strings) {
         let mut ev = vec![format!("/{path} contains the version string {s:?}")];
-        ev.extend(pkg.iter().filter_map(|k| dpkg.get(*k).map(|d| format!("dpkg: {k} {d}"))));
+        ev.extend(
+            pkg.iter()
+                .filter_map(|k| dpkg.get(*k).map(|d| format!("dpkg: {k} {d}"))),
+        );
         p.add("mpi.version", v.to_string(), ev);
     } else if let Some((k, d)) = pkg.iter().find_map(|k| dpkg.get(*k).map(|d| (k, d))) {
         if let Some(v) = upstream(d) {
             p.add("mpi.version", v.to_string(), vec![format!("dpkg: {k} {d}")]);
         }
     } else {
-        p.notes.push(format!("the version of {so} could not be read from its strings"));
+        p.notes.push(format!(
+            "the version of {so} could not be read from its strings"
+        ));
     }
 }
 
@@ -333,7 +354,10 @@ fn fabric(scan: &Scan, dpkg: &BTreeMap<String, String>, p: &mut Proposals) {
         for (k, f) in &scan.elf {
             for (l, v) in &f.version_needs {
                 if l == "libfabric.so.1" {
-                    if let Some(ver) = v.strip_prefix("FABRIC_").and_then(|x| Version::parse(x).ok()) {
+                    if let Some(ver) = v
+                        .strip_prefix("FABRIC_")
+                        .and_then(|x| Version::parse(x).ok())
+                    {
                         needs.entry(ver).or_default().push(k);
                     }
                 }
@@ -417,7 +441,7 @@ pub fn which(scan: &Scan, dirs: &[String], name: &str) -> Option<(String, String
     dirs.iter().find_map(|d| {
         let p = format!("{}/{name}", d.trim_end_matches('/'));
         let (resolved, e) = scan.tree.lookup(&p)?;
-        e.is_executable_file().then(|| (p, resolved))
+        e.is_executable_file().then_some((p, resolved))
     })
 }
 
@@ -453,21 +477,47 @@ fn shells_and_tools(image: &Image, scan: &Scan, p: &mut Proposals) {
     }
 }
 
-/// One object's level and how it was found.
+/// One object's level and how it was found. An ISA note above the
+/// baseline is believed; a baseline-only note is not evidence (GCC records a
+/// level only with `-mneeded`, and the startup files mark every program
+/// "baseline"), so the object's instructions decide when they were sampled.
 fn object_level(f: &ElfFacts) -> Option<(u8, String)> {
-    if let Some(bits) = f.isa_needed {
-        let l = elfscan::level_of_bits(bits);
-        return Some((l, format!("ISA note GNU_PROPERTY_X86_ISA_1_NEEDED = {}", elfscan::level_name(l))));
+    let note = f.isa_needed.map(elfscan::level_of_bits);
+    if let Some(l) = note.filter(|l| *l > 1) {
+        return Some((
+            l,
+            format!(
+                "ISA note GNU_PROPERTY_X86_ISA_1_NEEDED = {}",
+                elfscan::level_name(l)
+            ),
+        ));
     }
-    let s = f.sample.as_ref()?;
+    let Some(s) = f.sample.as_ref() else {
+        return note.map(|l| {
+            (
+                l,
+                format!(
+                    "ISA note GNU_PROPERTY_X86_ISA_1_NEEDED = {}",
+                    elfscan::level_name(l)
+                ),
+            )
+        });
+    };
     Some((
         s.level,
         format!(
-            "{} instructions in {} KiB of .text sampled, highest {}{}",
+            "{} instructions in {} KiB of .text sampled, highest {}{}{}",
             s.instructions,
             s.bytes / 1024,
             elfscan::level_name(s.level),
-            s.witness.as_ref().map_or(String::new(), |w| format!(" at {w}"))
+            s.witness
+                .as_ref()
+                .map_or(String::new(), |w| format!(" at {w}")),
+            if note.is_some() {
+                " (its ISA note says only baseline)"
+            } else {
+                ""
+            }
         ),
     ))
 }
@@ -488,8 +538,22 @@ fn cpu(image: &Image, scan: &Scan, limits: &Limits, p: &mut Proposals) {
     };
     p.cpu.platform = platform.clone();
     if platform != "x86_64" {
-        p.add("hardware.cpu.optimized.mode", "architecture", vec![format!("image config architecture {}", image.platform.architecture)]);
-        p.add("hardware.cpu.optimized.version", platform, vec![format!("image config architecture {}", image.platform.architecture)]);
+        p.add(
+            "hardware.cpu.optimized.mode",
+            "architecture",
+            vec![format!(
+                "image config architecture {}",
+                image.platform.architecture
+            )],
+        );
+        p.add(
+            "hardware.cpu.optimized.version",
+            platform,
+            vec![format!(
+                "image config architecture {}",
+                image.platform.architecture
+            )],
+        );
         return;
     }
     let x86: Vec<(&String, &ElfFacts, u64)> = scan
@@ -498,25 +562,39 @@ fn cpu(image: &Image, scan: &Scan, limits: &Limits, p: &mut Proposals) {
         .filter(|(_, f)| f.machine == elfscan::EM_X86_64)
         .map(|(k, f)| (k, f, scan.tree.get(k).map_or(0, |e| e.size)))
         .collect();
-    // Objects with an ISA note count whatever their size; the largest
-    // sampled objects count for the rest.
-    let mut considered: Vec<(&String, &ElfFacts, u64)> =
-        x86.iter().filter(|(_, f, _)| f.isa_needed.is_some()).cloned().collect();
-    let mut sampled: Vec<(&String, &ElfFacts, u64)> = x86
+    // The hot objects: the application's own (outside the system
+    // directories) and the largest of the distribution's, each judged by
+    // its ISA note when it has one, else by its sampled instructions.
+    let judged =
+        |(_, f, _): &&(&String, &ElfFacts, u64)| f.isa_needed.is_some() || f.sample.is_some();
+    let mut app: Vec<(&String, &ElfFacts, u64)> = x86
         .iter()
-        .filter(|(_, f, _)| f.isa_needed.is_none() && f.sample.is_some())
+        .filter(|o| layers::is_app_path(o.0))
+        .filter(judged)
         .cloned()
         .collect();
-    sampled.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
-    sampled.truncate(limits.hot_objects);
-    considered.extend(sampled);
+    let mut system: Vec<(&String, &ElfFacts, u64)> = x86
+        .iter()
+        .filter(|o| !layers::is_app_path(o.0))
+        .filter(judged)
+        .cloned()
+        .collect();
+    for v in [&mut app, &mut system] {
+        v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+        v.truncate(limits.hot_objects);
+    }
+    let mut considered = app;
+    considered.extend(system);
     let mut level = 1u8;
     let mut ev = Vec::new();
     let mut ignored = Vec::new();
     let mut extra = BTreeSet::new();
     for (path, f, size) in &considered {
-        let Some((l, how)) = object_level(f) else { continue };
-        let dispatch = f.isa_needed.is_none() && (f.ifunc || f.sample.as_ref().is_some_and(|s| s.dispatches));
+        let Some((l, how)) = object_level(f) else {
+            continue;
+        };
+        let noted = f.isa_needed.is_some_and(|b| elfscan::level_of_bits(b) > 1);
+        let dispatch = !noted && (f.ifunc || f.sample.as_ref().is_some_and(|s| s.dispatches));
         if dispatch && l > 1 {
             ignored.push(format!("/{path}: {how}, but it checks CPUID or uses IFUNCs: run-time dispatch, not counted"));
             continue;
@@ -535,14 +613,23 @@ fn cpu(image: &Image, scan: &Scan, limits: &Limits, p: &mut Proposals) {
         ev.push((l, format!("/{path} ({} KiB): {how}", size / 1024)));
     }
     if ev.is_empty() {
-        p.notes.push("no x86-64 object could be sampled: the CPU level is left to the author".into());
-        p.add("hardware.cpu.optimized.mode", "architecture", vec!["no ELF object to sample; image config architecture amd64".into()]);
-        p.add("hardware.cpu.optimized.version", "x86_64", vec!["image config architecture amd64".into()]);
+        p.notes
+            .push("no x86-64 object could be sampled: the CPU level is left to the author".into());
+        p.add(
+            "hardware.cpu.optimized.mode",
+            "architecture",
+            vec!["no ELF object to sample; image config architecture amd64".into()],
+        );
+        p.add(
+            "hardware.cpu.optimized.version",
+            "x86_64",
+            vec!["image config architecture amd64".into()],
+        );
         p.cpu.level = Some(1);
         return;
     }
     // The objects that set the level first, then the rest.
-    ev.sort_by(|a, b| b.0.cmp(&a.0));
+    ev.sort_by_key(|e| std::cmp::Reverse(e.0));
     let mut evidence: Vec<String> = ev.into_iter().map(|(_, e)| e).collect();
     evidence.extend(ignored);
     if !extra.is_empty() {
@@ -553,9 +640,17 @@ fn cpu(image: &Image, scan: &Scan, limits: &Limits, p: &mut Proposals) {
     }
     p.cpu.level = Some(level);
     p.cpu.extra_features = extra;
-    let mode = if level > 1 { "genericMicro" } else { "architecture" };
+    let mode = if level > 1 {
+        "genericMicro"
+    } else {
+        "architecture"
+    };
     p.add("hardware.cpu.optimized.mode", mode, evidence.clone());
-    p.add("hardware.cpu.optimized.version", elfscan::level_name(level), evidence);
+    p.add(
+        "hardware.cpu.optimized.version",
+        elfscan::level_name(level),
+        evidence,
+    );
 }
 
 /// `feature_level` by iced-x86 feature name (what samples store).
@@ -615,7 +710,11 @@ impl std::str::FromStr for Format {
             "dockerfile" | "label" => Format::Dockerfile,
             "json" => Format::Json,
             "nfd" => Format::Nfd,
-            o => return Err(format!("unknown format {o:?} (expected text, plain, dockerfile, json or nfd)")),
+            o => {
+                return Err(format!(
+                    "unknown format {o:?} (expected text, plain, dockerfile, json or nfd)"
+                ))
+            }
         })
     }
 }
@@ -654,8 +753,17 @@ pub fn render(p: &Proposals, format: Format) -> Result<String, serde_json::Error
         Format::Dockerfile => {
             for (i, pr) in p.proposals.iter().enumerate() {
                 let lead = if i == 0 { "LABEL " } else { "      " };
-                let tail = if i + 1 == p.proposals.len() { "" } else { " \\" };
-                let _ = writeln!(out, "{lead}{}=\"{}\"{tail}", pr.key, pr.value.replace('"', "\\\""));
+                let tail = if i + 1 == p.proposals.len() {
+                    ""
+                } else {
+                    " \\"
+                };
+                let _ = writeln!(
+                    out,
+                    "{lead}{}=\"{}\"{tail}",
+                    pr.key,
+                    pr.value.replace('"', "\\\"")
+                );
             }
         }
         Format::Json => {
@@ -684,20 +792,41 @@ mod tests {
     #[test]
     fn versions_from_strings() {
         let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
-        assert_eq!(version_from_strings(&s(&["4.1.4", "v4.1.4"])).unwrap().0.to_string(), "4.1.4");
-        assert_eq!(version_from_strings(&s(&["0.13.99", "4.0.2", "4.1"])).unwrap().0.to_string(), "4.0.2");
+        assert_eq!(
+            version_from_strings(&s(&["4.1.4", "v4.1.4"]))
+                .unwrap()
+                .0
+                .to_string(),
+            "4.1.4"
+        );
+        assert_eq!(
+            version_from_strings(&s(&["0.13.99", "4.0.2", "4.1"]))
+                .unwrap()
+                .0
+                .to_string(),
+            "4.0.2"
+        );
         assert!(version_from_strings(&s(&["1.2.3", "4.5.6"])).is_none());
     }
 
     #[test]
     fn formats() {
         let mut p = Proposals::default();
-        p.add("glibc.version", "2.36", vec!["/lib/libc.so.6\nforged".into()]);
+        p.add(
+            "glibc.version",
+            "2.36",
+            vec!["/lib/libc.so.6\nforged".into()],
+        );
         let t = render(&p, Format::Text).unwrap();
         assert!(t.contains("org.supercontainers.glibc.version=2.36\n"));
         assert!(!t.contains("\nforged"), "evidence is escaped: {t}");
-        assert_eq!(render(&p, Format::Plain).unwrap(), "org.supercontainers.glibc.version=2.36\n");
-        assert!(render(&p, Format::Dockerfile).unwrap().starts_with("LABEL org.supercontainers.glibc.version=\"2.36\""));
+        assert_eq!(
+            render(&p, Format::Plain).unwrap(),
+            "org.supercontainers.glibc.version=2.36\n"
+        );
+        assert!(render(&p, Format::Dockerfile)
+            .unwrap()
+            .starts_with("LABEL org.supercontainers.glibc.version=\"2.36\""));
         assert!("yaml".parse::<Format>().is_err());
     }
 }

@@ -102,7 +102,9 @@ pub const OPTIONAL: &[(&str, &[&str])] = &[
 ];
 
 /// Shells a user can be dropped into.
-const SHELLS: &[&str] = &["bash", "sh", "zsh", "dash", "ash", "ksh", "tcsh", "csh", "fish"];
+const SHELLS: &[&str] = &[
+    "bash", "sh", "zsh", "dash", "ash", "ksh", "tcsh", "csh", "fish",
+];
 /// Wrappers that pass their arguments through.
 const INIT_WRAPPERS: &[&str] = &["tini", "tini-static", "dumb-init", "catatonit", "env"];
 
@@ -139,13 +141,24 @@ impl CheckReport {
         };
         let mut out = format!("hpcc check {}: {verdict}\n", esc(&self.image));
         for f in &self.findings {
-            let _ = writeln!(out, "  {}  {:<11} {:<34} {}", f.status.label(), f.group, esc(&f.item), esc(&f.message));
+            let _ = writeln!(
+                out,
+                "  {}  {:<11} {:<34} {}",
+                f.status.label(),
+                f.group,
+                esc(&f.item),
+                esc(&f.message)
+            );
         }
         out
     }
 }
 
-fn present<'a>(m: &'a MergedAnnotations, key: &str, aliases: &[&str]) -> Option<(String, &'a super::layout::Sourced)> {
+fn present<'a>(
+    m: &'a MergedAnnotations,
+    key: &str,
+    aliases: &[&str],
+) -> Option<(String, &'a super::layout::Sourced)> {
     std::iter::once(key)
         .chain(aliases.iter().copied())
         .find_map(|k| {
@@ -174,7 +187,10 @@ pub fn check(image: &Image, limits: &Limits) -> Result<CheckReport, ImageError> 
             "annotations",
             "valid",
             Status::Pass,
-            format!("{} org.supercontainers.* annotations parse", s.annotated_keys),
+            format!(
+                "{} org.supercontainers.* annotations parse",
+                s.annotated_keys
+            ),
         ),
         Err(e) => {
             r.valid = false;
@@ -217,8 +233,18 @@ pub fn check(image: &Image, limits: &Limits) -> Result<CheckReport, ImageError> 
     }
     for (key, aliases) in OPTIONAL {
         match present(&merged, key, aliases) {
-            Some((k, s)) => r.push("optional", k.as_str(), Status::Pass, format!("{:?} ({})", s.value, s.source)),
-            None => r.push("optional", &format!("{PREFIX}{key}"), Status::Warn, "missing"),
+            Some((k, s)) => r.push(
+                "optional",
+                k.as_str(),
+                Status::Pass,
+                format!("{:?} ({})", s.value, s.source),
+            ),
+            None => r.push(
+                "optional",
+                &format!("{PREFIX}{key}"),
+                Status::Warn,
+                "missing",
+            ),
         }
     }
     let scan = if image.has_layers() {
@@ -272,30 +298,60 @@ fn behaviour(
     let show = |v: &[String]| format!("{v:?}");
     // ENTRYPOINT
     match ep.first() {
-        None => r.push("behaviour", "entrypoint", Status::Pass, "no ENTRYPOINT: the command given (or CMD) runs as is"),
+        None => r.push(
+            "behaviour",
+            "entrypoint",
+            Status::Pass,
+            "no ENTRYPOINT: the command given (or CMD) runs as is",
+        ),
         Some(first) if INIT_WRAPPERS.contains(&basename(first)) => r.push(
             "behaviour",
             "entrypoint",
             Status::Pass,
-            format!("{} is an init wrapper that hands its arguments on", show(&ep)),
+            format!(
+                "{} is an init wrapper that hands its arguments on",
+                show(&ep)
+            ),
         ),
-        Some(first) if SHELLS.contains(&basename(first)) && ep.get(1).is_some_and(|a| a == "-c") => {
+        Some(first)
+            if SHELLS.contains(&basename(first)) && ep.get(1).is_some_and(|a| a == "-c") =>
+        {
             let script = ep.get(2).map_or("", String::as_str);
             if script.contains("$@") || script.contains("${@}") {
-                r.push("behaviour", "entrypoint", Status::Pass, format!("{} prepares the environment and hands its arguments on", show(&ep)));
+                r.push(
+                    "behaviour",
+                    "entrypoint",
+                    Status::Pass,
+                    format!(
+                        "{} prepares the environment and hands its arguments on",
+                        show(&ep)
+                    ),
+                );
             } else {
-                r.push("behaviour", "entrypoint", Status::Fail, format!("{} ignores its arguments: CMD and the user's command never run", show(&ep)));
+                r.push(
+                    "behaviour",
+                    "entrypoint",
+                    Status::Fail,
+                    format!(
+                        "{} ignores its arguments: CMD and the user's command never run",
+                        show(&ep)
+                    ),
+                );
             }
         }
         Some(first) if SHELLS.contains(&basename(first)) => r.push(
             "behaviour",
             "entrypoint",
             Status::Warn,
-            format!("{} makes every command a script for the shell: `IMAGE gmx` runs a file named gmx", show(&ep)),
+            format!(
+                "{} makes every command a script for the shell: `IMAGE gmx` runs a file named gmx",
+                show(&ep)
+            ),
         ),
         Some(first) => match scan {
             None => {
-                let looks_prep = first.ends_with(".sh") || first.contains("entrypoint") || first.contains("env");
+                let looks_prep =
+                    first.ends_with(".sh") || first.contains("entrypoint") || first.contains("env");
                 r.push(
                     "behaviour",
                     "entrypoint",
@@ -303,14 +359,29 @@ fn behaviour(
                     format!(
                         "{} cannot be inspected without the layers{}",
                         show(&ep),
-                        if looks_prep { "" } else { "; it looks like the application aliased" }
+                        if looks_prep {
+                            ""
+                        } else {
+                            "; it looks like the application aliased"
+                        }
                     ),
                 );
             }
             Some(scan) => match find_command(scan, &dirs, first) {
-                None => r.push("behaviour", "entrypoint", Status::Fail, format!("{} does not exist in the image", show(&ep))),
+                None => r.push(
+                    "behaviour",
+                    "entrypoint",
+                    Status::Fail,
+                    format!("{} does not exist in the image", show(&ep)),
+                ),
                 Some((_, resolved)) => {
-                    let files = layers::read_files(image, &scan.tree, &[resolved.as_str()], 64 << 10, limits)?;
+                    let files = layers::read_files(
+                        image,
+                        &scan.tree,
+                        &[resolved.as_str()],
+                        64 << 10,
+                        limits,
+                    )?;
                     let size = scan.tree.get(&resolved).map_or(0, |e| e.size);
                     match files.get(&resolved) {
                         Some(body) if body.starts_with(b"#!") => {
@@ -345,7 +416,12 @@ fn behaviour(
         .find(|f| f.item == "entrypoint")
         .is_some_and(|f| f.status == Status::Pass);
     match cmd.first() {
-        None => r.push("behaviour", "cmd", Status::Fail, "no CMD: set it to a shell, a usage message or an example run"),
+        None => r.push(
+            "behaviour",
+            "cmd",
+            Status::Fail,
+            "no CMD: set it to a shell, a usage message or an example run",
+        ),
         Some(c) => {
             let found = scan.map(|s| find_command(s, &dirs, c));
             match found {
@@ -353,19 +429,41 @@ fn behaviour(
                     "behaviour",
                     "cmd",
                     Status::Fail,
-                    format!("CMD {} runs {c}, which is not in the image (PATH {})", show(&cmd), dirs.join(":")),
+                    format!(
+                        "CMD {} runs {c}, which is not in the image (PATH {})",
+                        show(&cmd),
+                        dirs.join(":")
+                    ),
                 ),
-                _ => r.push("behaviour", "cmd", Status::Pass, format!("CMD {}", show(&cmd))),
+                _ => r.push(
+                    "behaviour",
+                    "cmd",
+                    Status::Pass,
+                    format!("CMD {}", show(&cmd)),
+                ),
             }
         }
     }
     // A shell to drop into.
     match scan {
-        None => r.push("behaviour", "shell", Status::Warn, "cannot be checked without the layers"),
+        None => r.push(
+            "behaviour",
+            "shell",
+            Status::Warn,
+            "cannot be checked without the layers",
+        ),
         Some(s) => {
-            let shells: Vec<(String, String)> = SHELLS.iter().filter_map(|sh| which(s, &dirs_with_bin(&dirs), sh)).collect();
+            let shells: Vec<(String, String)> = SHELLS
+                .iter()
+                .filter_map(|sh| which(s, &dirs_with_bin(&dirs), sh))
+                .collect();
             match shells.first() {
-                None => r.push("behaviour", "shell", Status::Fail, "no shell in the image (bash, sh, ...): users cannot be dropped into one"),
+                None => r.push(
+                    "behaviour",
+                    "shell",
+                    Status::Fail,
+                    "no shell in the image (bash, sh, ...): users cannot be dropped into one",
+                ),
                 Some((p, res)) => {
                     let default = cmd.first().is_some_and(|c| SHELLS.contains(&basename(c)));
                     r.push(
@@ -374,7 +472,11 @@ fn behaviour(
                         Status::Pass,
                         format!(
                             "{p} (-> /{res}){}",
-                            if default { "; CMD drops into it" } else { "; run the image with a shell as command to get one" }
+                            if default {
+                                "; CMD drops into it"
+                            } else {
+                                "; run the image with a shell as command to get one"
+                            }
                         ),
                     );
                 }
@@ -382,7 +484,12 @@ fn behaviour(
             if let Ok(spec) = spec {
                 for sh in &spec.shells {
                     if which(s, &dirs_with_bin(&dirs), sh).is_none() {
-                        r.push("annotations", "shell.implementation", Status::Warn, format!("declares {sh}, which is not in the image"));
+                        r.push(
+                            "annotations",
+                            "shell.implementation",
+                            Status::Warn,
+                            format!("declares {sh}, which is not in the image"),
+                        );
                     }
                 }
             }
@@ -409,7 +516,11 @@ mod tests {
     fn config_image(dir: &std::path::Path, config: &str) -> Image {
         let p = dir.join("config.json");
         std::fs::write(&p, config).unwrap();
-        Image::open(&super::super::layout::ImageRef::Config(p), &Limits::default()).unwrap()
+        Image::open(
+            &super::super::layout::ImageRef::Config(p),
+            &Limits::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -438,10 +549,19 @@ mod tests {
         );
         let r = check(&img, &Limits::default()).unwrap();
         assert_eq!(r.exit_code(), 2);
-        let img = config_image(&t.0, r#"{"config":{"Cmd":["/bin/bash"],"Entrypoint":["/bin/sh","-c","exec \"$@\"","--"]}}"#);
+        let img = config_image(
+            &t.0,
+            r#"{"config":{"Cmd":["/bin/bash"],"Entrypoint":["/bin/sh","-c","exec \"$@\"","--"]}}"#,
+        );
         let r = check(&img, &Limits::default()).unwrap();
         assert_eq!(r.exit_code(), 1);
-        assert!(r.findings.iter().any(|f| f.group == "mandatory" && f.status == Status::Fail));
-        assert!(r.findings.iter().any(|f| f.item == "entrypoint" && f.status == Status::Pass));
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.group == "mandatory" && f.status == Status::Fail));
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.item == "entrypoint" && f.status == Status::Pass));
     }
 }

@@ -50,7 +50,10 @@ pub fn level_name(level: u8) -> &'static str {
 /// The highest level set in an `ISA_1_*` bit mask (bit 0 baseline, bit 1
 /// v2, bit 2 v3, bit 3 v4).
 pub fn level_of_bits(bits: u32) -> u8 {
-    (0..4u8).rev().find(|i| bits & (1 << i) != 0).map_or(1, |i| i + 1)
+    (0..4u8)
+        .rev()
+        .find(|i| bits & (1 << i) != 0)
+        .map_or(1, |i| i + 1)
 }
 
 /// Instructions seen in a sample of `.text`.
@@ -263,8 +266,8 @@ fn properties(desc: &[u8], is_64: bool) -> Vec<(u32, &[u8])> {
     let mut off = 0usize;
     while off + 8 <= desc.len() && out.len() < 64 {
         let ty = u32::from_le_bytes([desc[off], desc[off + 1], desc[off + 2], desc[off + 3]]);
-        let size =
-            u32::from_le_bytes([desc[off + 4], desc[off + 5], desc[off + 6], desc[off + 7]]) as usize;
+        let size = u32::from_le_bytes([desc[off + 4], desc[off + 5], desc[off + 6], desc[off + 7]])
+            as usize;
         let start = off + 8;
         let Some(end) = start.checked_add(size).filter(|e| *e <= desc.len()) else {
             break;
@@ -282,7 +285,15 @@ pub fn feature_level(f: CpuidFeature) -> Option<u8> {
     use CpuidFeature as F;
     Some(match f {
         F::AVX512F | F::AVX512BW | F::AVX512CD | F::AVX512DQ | F::AVX512VL => 4,
-        F::AVX | F::AVX2 | F::BMI1 | F::BMI2 | F::F16C | F::FMA | F::LZCNT | F::MOVBE | F::XSAVE => 3,
+        F::AVX
+        | F::AVX2
+        | F::BMI1
+        | F::BMI2
+        | F::F16C
+        | F::FMA
+        | F::LZCNT
+        | F::MOVBE
+        | F::XSAVE => 3,
         F::CMPXCHG16B | F::POPCNT | F::SSE3 | F::SSSE3 | F::SSE4_1 | F::SSE4_2 => 2,
         F::INTEL8086
         | F::INTEL8086_ONLY
@@ -344,6 +355,11 @@ pub fn sample_x86(text: &[u8], addr: u64, bitness: u32) -> IsaSample {
             continue;
         }
         s.instructions += 1;
+        // TZCNT is encoded as REP BSF, which older CPUs execute as BSF:
+        // compilers emit it for baseline targets, so it proves nothing.
+        if instr.mnemonic() == iced_x86::Mnemonic::Tzcnt {
+            continue;
+        }
         for f in instr.cpuid_features() {
             if *f == CpuidFeature::CPUID {
                 s.dispatches = true;
@@ -355,11 +371,7 @@ pub fn sample_x86(text: &[u8], addr: u64, bitness: u32) -> IsaSample {
             if let Some(l) = lvl {
                 if l > s.level {
                     s.level = l;
-                    s.witness = Some(format!(
-                        "{:#x} {:?} ({f:?})",
-                        instr.ip(),
-                        instr.mnemonic()
-                    ));
+                    s.witness = Some(format!("{:#x} {:?} ({f:?})", instr.ip(), instr.mnemonic()));
                 }
             }
         }
@@ -417,6 +429,8 @@ mod tests {
         // vaddps ymm0, ymm1, ymm2 (VEX): AVX.
         let s = sample_x86(&[0xc5, 0xf4, 0x58, 0xc2], 0, 64);
         assert_eq!(s.level, 3);
+        // tzcnt eax, ebx (rep bsf): baseline.
+        assert_eq!(sample_x86(&[0xf3, 0x0f, 0xbc, 0xc3], 0, 64).level, 1);
         // popcnt rax, rbx: v2.
         let s = sample_x86(&[0xf3, 0x48, 0x0f, 0xb8, 0xc3], 0, 64);
         assert_eq!(s.level, 2);
@@ -452,7 +466,10 @@ mod tests {
         let p = properties(&d, true);
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].0, ISA_1_NEEDED);
-        assert_eq!(level_of_bits(u32::from_le_bytes(p[0].1.try_into().unwrap())), 4);
+        assert_eq!(
+            level_of_bits(u32::from_le_bytes(p[0].1.try_into().unwrap())),
+            4
+        );
         // Truncated: no panic, nothing read past the end.
         assert!(properties(&d[..10], true).is_empty());
     }
@@ -464,7 +481,14 @@ mod tests {
             return;
         }
         let bytes = std::fs::read(libc).unwrap();
-        let f = scan(&bytes, ScanOptions { sample_bytes: Some(64 << 10), strings: false }).unwrap();
+        let f = scan(
+            &bytes,
+            ScanOptions {
+                sample_bytes: Some(64 << 10),
+                strings: false,
+            },
+        )
+        .unwrap();
         assert_eq!(f.kind, ElfKind::SharedObject);
         assert!(f.ifunc, "glibc dispatches memcpy & co through IFUNCs");
         assert!(f.version_defs.iter().any(|v| v.starts_with("GLIBC_2.")));

@@ -117,7 +117,10 @@ impl Tree {
     }
 
     /// Paths strictly under `dir` (`""` for all).
-    pub fn children_of<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a String, &'a Entry)> {
+    pub fn children_of<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Entry)> {
         let prefix = if dir.is_empty() {
             String::new()
         } else {
@@ -193,7 +196,13 @@ impl Tree {
                 if target.starts_with('/') {
                     done.clear();
                 }
-                todo.extend(target.split('/').filter(|c| !c.is_empty()).rev().map(str::to_owned));
+                todo.extend(
+                    target
+                        .split('/')
+                        .filter(|c| !c.is_empty())
+                        .rev()
+                        .map(str::to_owned),
+                );
             }
         }
         let p = done.join("/");
@@ -265,8 +274,17 @@ pub struct Scan {
 /// needs; they are not sampled.
 fn is_runtime_library(name: &str) -> bool {
     [
-        "libc.so", "libc-", "ld-linux", "ld64.so", "libm.so", "libm-", "libmvec", "libstdc++",
-        "libgcc_s", "ld-musl", "libc.musl",
+        "libc.so",
+        "libc-",
+        "ld-linux",
+        "ld64.so",
+        "libm.so",
+        "libm-",
+        "libmvec",
+        "libstdc++",
+        "libgcc_s",
+        "ld-musl",
+        "libc.musl",
     ]
     .iter()
     .any(|p| name.starts_with(p))
@@ -274,9 +292,18 @@ fn is_runtime_library(name: &str) -> bool {
 
 /// Libraries whose version strings and product markers are read.
 pub fn wants_strings(name: &str) -> bool {
-    ["libmpi", "libmpich", "libfabric.so", "libucs.so", "libucp.so", "libopen-pal", "libopen-rte", "libmpifort"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    [
+        "libmpi",
+        "libmpich",
+        "libfabric.so",
+        "libucs.so",
+        "libucp.so",
+        "libopen-pal",
+        "libopen-rte",
+        "libmpifort",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// A reader that hashes and counts what passes through it.
@@ -297,11 +324,17 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// One zstd frame read from the magic already taken plus the rest.
+type Frame<R> = ruzstd::decoding::StreamingDecoder<
+    std::io::Chain<std::io::Cursor<[u8; 4]>, R>,
+    ruzstd::decoding::FrameDecoder,
+>;
+
 /// Zstandard frames one after another, skippable frames skipped (the
 /// layout of `zstd:chunked` layers).
 struct ZstdFrames<R: Read> {
     src: Option<R>,
-    cur: Option<ruzstd::decoding::StreamingDecoder<std::io::Chain<std::io::Cursor<[u8; 4]>, R>, ruzstd::decoding::FrameDecoder>>,
+    cur: Option<Frame<R>>,
 }
 
 impl<R: Read> Read for ZstdFrames<R> {
@@ -312,7 +345,9 @@ impl<R: Read> Read for ZstdFrames<R> {
                 if n > 0 || buf.is_empty() {
                     return Ok(n);
                 }
-                let Some(d) = self.cur.take() else { return Ok(0) };
+                let Some(d) = self.cur.take() else {
+                    return Ok(0);
+                };
                 self.src = Some(d.into_inner().into_inner().1);
             }
             let Some(mut src) = self.src.take() else {
@@ -330,8 +365,12 @@ impl<R: Read> Read for ZstdFrames<R> {
             match (got, u32::from_le_bytes(magic)) {
                 (0, _) => return Ok(0),
                 (4, 0xFD2F_B528) => {
-                    let d = ruzstd::decoding::StreamingDecoder::new(std::io::Cursor::new(magic).chain(src))
-                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+                    let d = ruzstd::decoding::StreamingDecoder::new(
+                        std::io::Cursor::new(magic).chain(src),
+                    )
+                    .map_err(|e| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                    })?;
                     self.cur = Some(d);
                 }
                 (4, m) if m & 0xFFFF_FFF0 == 0x184D_2A50 => {
@@ -340,7 +379,10 @@ impl<R: Read> Read for ZstdFrames<R> {
                     let len = u32::from_le_bytes(len) as u64;
                     let skipped = std::io::copy(&mut (&mut src).take(len), &mut std::io::sink())?;
                     if skipped != len {
-                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated skippable frame"));
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "truncated skippable frame",
+                        ));
                     }
                     self.src = Some(src);
                 }
@@ -368,6 +410,8 @@ struct Guard<'a, R> {
     limits: &'a Limits,
     layer_out: u64,
     compressed: Rc<Cell<u64>>,
+    /// Zeros still to hand out after the real end of the stream.
+    padding: Option<u64>,
 }
 
 fn limit_error(what: String, limit: String, hint: &'static str) -> std::io::Error {
@@ -376,7 +420,22 @@ fn limit_error(what: String, limit: String, hint: &'static str) -> std::io::Erro
 
 impl<R: Read> Read for Guard<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(left) = self.padding.as_mut() {
+            let n = buf.len().min(*left as usize);
+            buf[..n].fill(0);
+            *left -= n as u64;
+            return Ok(n);
+        }
         let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            // Some writers (umoci 0.4.7, Debian 12's) end a layer right after
+            // the last file's data: no block padding, no end-of-archive
+            // blocks. Zeros after the real end complete the archive; they
+            // cannot stand for data that was not there.
+            let pad = (512 - self.layer_out % 512) % 512 + 1024;
+            self.padding = Some(pad);
+            return self.read(buf);
+        }
         self.layer_out += n as u64;
         let total = self.budget.total_out.get() + n as u64;
         self.budget.total_out.set(total);
@@ -388,7 +447,12 @@ impl<R: Read> Read for Guard<'_, R> {
             ));
         }
         if self.layer_out > self.limits.ratio_grace_bytes
-            && self.layer_out > self.compressed.get().max(1).saturating_mul(self.limits.max_ratio)
+            && self.layer_out
+                > self
+                    .compressed
+                    .get()
+                    .max(1)
+                    .saturating_mul(self.limits.max_ratio)
         {
             return Err(limit_error(
                 "decompression ratio".into(),
@@ -422,7 +486,9 @@ fn layer_error(layer: &Descriptor, e: std::io::Error) -> ImageError {
             };
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            cur = io.get_ref().map(|r| r as &(dyn std::error::Error + 'static));
+            cur = io
+                .get_ref()
+                .map(|r| r as &(dyn std::error::Error + 'static));
             continue;
         }
         cur = err.source();
@@ -440,10 +506,39 @@ struct Sampler {
     count: usize,
 }
 
+/// Whether a path belongs to the application rather than to the
+/// distribution: anything outside the system directories (`/usr/local`,
+/// `/opt`, `/app`, a home directory...).
+pub fn is_app_path(path: &str) -> bool {
+    ![
+        "usr/lib/",
+        "usr/lib64/",
+        "usr/lib32/",
+        "usr/bin/",
+        "usr/sbin/",
+        "usr/libexec/",
+        "usr/share/",
+        "lib/",
+        "lib64/",
+        "lib32/",
+        "bin/",
+        "sbin/",
+        "etc/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+}
+
 impl Sampler {
-    fn wants(&mut self, size: u64, limits: &Limits) -> bool {
+    fn wants(&mut self, size: u64, app: bool, limits: &Limits) -> bool {
         if self.count >= limits.max_sampled {
             return false;
+        }
+        // The application's own objects are what the image is for: always
+        // sampled (within the cap), however small.
+        if app {
+            self.count += 1;
+            return true;
         }
         let k = limits.hot_objects.max(1);
         if self.sizes.len() < k || self.sizes.last().is_some_and(|s| size > *s) {
@@ -471,10 +566,9 @@ fn elf_candidate(path: &str, mode: u32) -> bool {
 
 /// Walks the layers of `image`.
 pub fn scan(image: &Image, req: &ScanRequest, limits: &Limits) -> Result<Scan, ImageError> {
-    let store = image
-        .store
-        .as_ref()
-        .ok_or_else(|| ImageError::layout(&image.reference, "an image config alone has no layers"))?;
+    let store = image.store.as_ref().ok_or_else(|| {
+        ImageError::layout(&image.reference, "an image config alone has no layers")
+    })?;
     let budget = Budget {
         start: Instant::now(),
         total_out: Cell::new(0),
@@ -485,7 +579,11 @@ pub fn scan(image: &Image, req: &ScanRequest, limits: &Limits) -> Result<Scan, I
         count: 0,
     };
     for (idx, layer) in image.layers.iter().enumerate() {
-        if req.only_layers.as_ref().is_some_and(|only| !only.contains(&idx)) {
+        if req
+            .only_layers
+            .as_ref()
+            .is_some_and(|only| !only.contains(&idx))
+        {
             continue;
         }
         out.stats.layers += 1;
@@ -522,17 +620,35 @@ pub fn scan(image: &Image, req: &ScanRequest, limits: &Limits) -> Result<Scan, I
             limits,
             layer_out: 0,
             compressed: compressed.clone(),
+            padding: None,
         };
-        walk_layer(tar::Archive::new(guard), idx, layer, req, limits, &budget, &mut sampler, &mut out)?;
+        walk_layer(
+            tar::Archive::new(guard),
+            idx,
+            layer,
+            req,
+            limits,
+            &budget,
+            &mut sampler,
+            &mut out,
+        )?;
         // Hash the rest of the blob (tar padding, the compressor's trailer)
         // so the digest covers every byte that was trusted.
         std::io::copy(&mut raw, &mut std::io::sink()).map_err(|e| layer_error(layer, e))?;
         let HashingReader { hasher, .. } = raw.into_inner();
         let got = hasher.map(Hasher::finish_hex).unwrap_or_default();
-        if compressed.get() != layer.size || got.is_empty() || !layer.digest.to_string().ends_with(&format!(":{got}")) {
+        if compressed.get() != layer.size
+            || got.is_empty()
+            || !layer.digest.to_string().ends_with(&format!(":{got}"))
+        {
             return Err(ImageError::Mismatch {
                 what: format!("layer {}", layer.digest.short()),
-                reason: format!("{} bytes hashing to {got}, descriptor says {} bytes, {}", compressed.get(), layer.size, layer.digest),
+                reason: format!(
+                    "{} bytes hashing to {got}, descriptor says {} bytes, {}",
+                    compressed.get(),
+                    layer.size,
+                    layer.digest
+                ),
             });
         }
         out.stats.compressed_bytes += compressed.get();
@@ -618,7 +734,8 @@ fn walk_layer<R: Read>(
                 tar::EntryType::Link => {
                     // A hard link copies what its target is (in this tar).
                     let target = entry.link_name_bytes().and_then(|b| normalize_entry(&b));
-                    let Some(src) = target.and_then(|t| out.tree.get(&t).cloned().map(|e| (t, e))) else {
+                    let Some(src) = target.and_then(|t| out.tree.get(&t).cloned().map(|e| (t, e)))
+                    else {
                         out.stats.unsafe_names += 1;
                         continue;
                     };
@@ -638,8 +755,10 @@ fn walk_layer<R: Read>(
                     e.size = size;
                     out.elf.remove(&path);
                     out.captured.remove(&path);
-                    read_file(&mut entry, &path, &name, size, mode, req, limits, sampler, out)
-                        .map_err(|e| layer_error(layer, e))?;
+                    read_file(
+                        &mut entry, &path, &name, size, mode, req, limits, sampler, out,
+                    )
+                    .map_err(|e| layer_error(layer, e))?;
                 }
                 _ => {}
             }
@@ -694,7 +813,9 @@ fn read_file(
     bytes.extend_from_slice(&head[..got]);
     entry.take(size - got as u64).read_to_end(&mut bytes)?;
     if elf && elfscan::is_elf(&bytes) {
-        let sample = req.sample && !is_runtime_library(name) && sampler.wants(size, limits);
+        let sample = req.sample
+            && !is_runtime_library(name)
+            && sampler.wants(size, is_app_path(path), limits);
         let opts = ScanOptions {
             sample_bytes: sample.then_some(limits.sample_bytes),
             strings: wants_strings(name),
@@ -758,8 +879,14 @@ mod tests {
 
     #[test]
     fn names_that_leave_the_root_are_refused() {
-        assert_eq!(normalize_entry(b"./usr/bin/sh").as_deref(), Some("usr/bin/sh"));
-        assert_eq!(normalize_entry(b"/etc//passwd").as_deref(), Some("etc/passwd"));
+        assert_eq!(
+            normalize_entry(b"./usr/bin/sh").as_deref(),
+            Some("usr/bin/sh")
+        );
+        assert_eq!(
+            normalize_entry(b"/etc//passwd").as_deref(),
+            Some("etc/passwd")
+        );
         assert!(normalize_entry(b"../../etc/shadow").is_none());
         assert!(normalize_entry(b"a/../../b").is_none());
         assert!(normalize_entry(b"a\0b").is_none());
@@ -771,8 +898,16 @@ mod tests {
         let mut r = vec![];
         t.insert("usr/bin/busybox".into(), e(Kind::File, 0), &mut r);
         t.insert("bin".into(), e(Kind::Symlink("usr/bin".into()), 0), &mut r);
-        t.insert("usr/bin/sh".into(), e(Kind::Symlink("/bin/busybox".into()), 0), &mut r);
-        t.insert("escape".into(), e(Kind::Symlink("../../../../usr/bin/busybox".into()), 0), &mut r);
+        t.insert(
+            "usr/bin/sh".into(),
+            e(Kind::Symlink("/bin/busybox".into()), 0),
+            &mut r,
+        );
+        t.insert(
+            "escape".into(),
+            e(Kind::Symlink("../../../../usr/bin/busybox".into()), 0),
+            &mut r,
+        );
         t.insert("loop".into(), e(Kind::Symlink("loop".into()), 0), &mut r);
         assert_eq!(t.resolve("/bin/sh").as_deref(), Some("usr/bin/busybox"));
         assert_eq!(t.resolve("escape").as_deref(), Some("usr/bin/busybox"));
@@ -804,11 +939,16 @@ mod tests {
             max_sampled: 3,
             ..Limits::default()
         };
-        let mut s = Sampler { sizes: vec![], count: 0 };
-        assert!(s.wants(10, &limits));
-        assert!(s.wants(5, &limits));
-        assert!(!s.wants(4, &limits));
-        assert!(s.wants(20, &limits));
-        assert!(!s.wants(30, &limits), "the hard cap wins");
+        let mut s = Sampler {
+            sizes: vec![],
+            count: 0,
+        };
+        assert!(s.wants(10, false, &limits));
+        assert!(s.wants(5, false, &limits));
+        assert!(!s.wants(4, false, &limits));
+        assert!(s.wants(20, false, &limits));
+        assert!(!s.wants(30, true, &limits), "the hard cap wins");
+        assert!(is_app_path("usr/local/bin/gmx") && is_app_path("opt/app/lib/libx.so"));
+        assert!(!is_app_path("usr/lib/x86_64-linux-gnu/libmpich.so.12"));
     }
 }

@@ -199,7 +199,12 @@ pub struct Digest {
 impl Digest {
     /// Parses and validates a digest string.
     pub fn parse(s: &str) -> Result<Digest, ImageError> {
-        let bad = || ImageError::layout(format!("digest {s:?}"), "not sha256:<64 hex> or sha512:<128 hex>");
+        let bad = || {
+            ImageError::layout(
+                format!("digest {s:?}"),
+                "not sha256:<64 hex> or sha512:<128 hex>",
+            )
+        };
         let (alg, hex) = s.split_once(':').ok_or_else(bad)?;
         let (algorithm, len) = match alg {
             "sha256" => ("sha256", 64),
@@ -290,7 +295,10 @@ fn verify(what: &str, d: &Descriptor, bytes: &[u8]) -> Result<(), ImageError> {
     if got != d.digest.hex {
         return Err(ImageError::Mismatch {
             what: what.to_owned(),
-            reason: format!("digest is {}:{got}, descriptor says {}", d.digest.algorithm, d.digest),
+            reason: format!(
+                "digest is {}:{got}, descriptor says {}",
+                d.digest.algorithm, d.digest
+            ),
         });
     }
     Ok(())
@@ -521,14 +529,21 @@ impl Store {
                 let path = dir.join(rel);
                 let what = path.display().to_string();
                 let mut parent = dir.clone();
-                for comp in Path::new(rel).parent().into_iter().flat_map(|p| p.components()) {
+                for comp in Path::new(rel)
+                    .parent()
+                    .into_iter()
+                    .flat_map(|p| p.components())
+                {
                     parent.push(comp);
                     let meta =
                         std::fs::symlink_metadata(&parent).map_err(|e| ImageError::io(&what, e))?;
                     if !meta.is_dir() {
                         return Err(ImageError::layout(
                             &what,
-                            format!("{} is not a directory (symlinks are not followed)", parent.display()),
+                            format!(
+                                "{} is not a directory (symlinks are not followed)",
+                                parent.display()
+                            ),
                         ));
                     }
                 }
@@ -679,7 +694,8 @@ impl MergedAnnotations {
         let mut out = MergedAnnotations::default();
         for (key, mut vals) in all {
             let Some(used) = vals.pop() else { continue };
-            let overridden: Vec<Sourced> = vals.into_iter().filter(|s| s.value != used.value).collect();
+            let overridden: Vec<Sourced> =
+                vals.into_iter().filter(|s| s.value != used.value).collect();
             if !overridden.is_empty() && key.starts_with(crate::annotations::PREFIX) {
                 out.conflicts.push(Conflict {
                     key: key.clone(),
@@ -793,7 +809,11 @@ impl Image {
         }
     }
 
-    fn read_index(store: &Store, d: Option<&Descriptor>, limits: &Limits) -> Result<Index, ImageError> {
+    fn read_index(
+        store: &Store,
+        d: Option<&Descriptor>,
+        limits: &Limits,
+    ) -> Result<Index, ImageError> {
         let (what, bytes) = match d {
             None => (
                 store.describe("index.json"),
@@ -832,7 +852,10 @@ impl Image {
             .iter()
             .filter(|d| d.artifact_type.is_none())
             .collect();
-        let tags: Vec<&str> = images.iter().filter_map(|d| d.annotation(REF_NAME)).collect();
+        let tags: Vec<&str> = images
+            .iter()
+            .filter_map(|d| d.annotation(REF_NAME))
+            .collect();
         let chosen: Vec<&Descriptor> = match tag {
             Some(t) => images
                 .iter()
@@ -947,7 +970,11 @@ impl Image {
         let index = Self::read_index(store, None, limits)?;
         let mut out = Vec::new();
         for d in index.manifests.iter().take(256) {
-            if d.is_index() || d.artifact_type.as_deref().is_some_and(|t| t != artifact_type) {
+            if d.is_index()
+                || d.artifact_type
+                    .as_deref()
+                    .is_some_and(|t| t != artifact_type)
+            {
                 continue;
             }
             let m = Self::read_manifest(store, d, limits)?;
@@ -989,9 +1016,9 @@ fn pick_platform<'a>(cands: &[&'a Descriptor]) -> Option<&'a Descriptor> {
     let fits: Vec<&&Descriptor> = cands
         .iter()
         .filter(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.architecture == host_goarch() && (p.os.is_empty() || p.os == "linux"))
+            d.platform.as_ref().is_some_and(|p| {
+                p.architecture == host_goarch() && (p.os.is_empty() || p.os == "linux")
+            })
         })
         .collect();
     match fits.as_slice() {
@@ -1020,10 +1047,19 @@ mod tests {
     }
 
     /// A layout with one image tagged `t` (no layers).
-    pub(crate) fn layout(dir: &Path, labels: serde_json::Value, manifest_ann: serde_json::Value, desc_ann: serde_json::Value) {
+    pub(crate) fn layout(
+        dir: &Path,
+        labels: serde_json::Value,
+        manifest_ann: serde_json::Value,
+        desc_ann: serde_json::Value,
+    ) {
         let cfg = serde_json::json!({"architecture": "amd64", "os": "linux",
             "config": {"Labels": labels, "Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": []}});
-        let cfg_d = put_blob(dir, "application/vnd.oci.image.config.v1+json", cfg.to_string().as_bytes());
+        let cfg_d = put_blob(
+            dir,
+            "application/vnd.oci.image.config.v1+json",
+            cfg.to_string().as_bytes(),
+        );
         let m = serde_json::json!({"schemaVersion": 2, "mediaType": media::MANIFEST, "config": cfg_d, "layers": [], "annotations": manifest_ann});
         let mut m_d = put_blob(dir, media::MANIFEST, m.to_string().as_bytes());
         let mut ann = desc_ann.as_object().cloned().unwrap_or_default();
@@ -1044,11 +1080,18 @@ mod tests {
             serde_json::json!({k: "openmpi"}),
             serde_json::json!({}),
         );
-        let img = Image::open(&ImageRef::parse(&format!("{}:t", t.0.display())).unwrap(), &Limits::default()).unwrap();
+        let img = Image::open(
+            &ImageRef::parse(&format!("{}:t", t.0.display())).unwrap(),
+            &Limits::default(),
+        )
+        .unwrap();
         let a = img.annotations();
         assert_eq!(a.values[k].value, "openmpi");
         assert_eq!(a.values[k].source, Source::ManifestAnnotation);
-        assert_eq!(a.values["org.supercontainers.glibc.version"].source, Source::ConfigLabel);
+        assert_eq!(
+            a.values["org.supercontainers.glibc.version"].source,
+            Source::ConfigLabel
+        );
         assert_eq!(a.conflicts.len(), 1);
         assert_eq!(a.conflicts[0].overridden[0].value, "mpich");
         assert_eq!(img.config.cmd.as_deref(), Some(&["/bin/sh".to_owned()][..]));
@@ -1057,7 +1100,12 @@ mod tests {
     #[test]
     fn tampered_blob_is_refused() {
         let t = TempDir::new("layout-tamper");
-        layout(&t.0, serde_json::json!({}), serde_json::json!({}), serde_json::json!({}));
+        layout(
+            &t.0,
+            serde_json::json!({}),
+            serde_json::json!({}),
+            serde_json::json!({}),
+        );
         // Rewrite every blob with a same-size different content.
         for e in std::fs::read_dir(t.0.join("blobs/sha256")).unwrap() {
             let p = e.unwrap().path();
@@ -1065,29 +1113,60 @@ mod tests {
             b[0] = b' ';
             std::fs::write(&p, b).unwrap();
         }
-        let e = Image::open(&ImageRef::parse(&format!("{}:t", t.0.display())).unwrap(), &Limits::default()).unwrap_err();
+        let e = Image::open(
+            &ImageRef::parse(&format!("{}:t", t.0.display())).unwrap(),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, ImageError::Mismatch { .. }), "{e}");
     }
 
     #[test]
     fn symlinked_blob_is_refused() {
         let t = TempDir::new("layout-link");
-        layout(&t.0, serde_json::json!({}), serde_json::json!({}), serde_json::json!({}));
-        let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(t.0.join("index.json")).unwrap()).unwrap();
-        let hex = idx["manifests"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_owned();
+        layout(
+            &t.0,
+            serde_json::json!({}),
+            serde_json::json!({}),
+            serde_json::json!({}),
+        );
+        let idx: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(t.0.join("index.json")).unwrap()).unwrap();
+        let hex = idx["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap()
+            .to_owned();
         let p = t.0.join("blobs/sha256").join(&hex);
         let real = t.0.join("real");
         std::fs::rename(&p, &real).unwrap();
         std::os::unix::fs::symlink(&real, &p).unwrap();
-        let e = Image::open(&ImageRef::parse(&format!("{}:t", t.0.display())).unwrap(), &Limits::default()).unwrap_err();
+        let e = Image::open(
+            &ImageRef::parse(&format!("{}:t", t.0.display())).unwrap(),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, ImageError::Io { .. }), "{e}");
     }
 
     #[test]
     fn unknown_tag_lists_tags() {
         let t = TempDir::new("layout-tag");
-        layout(&t.0, serde_json::json!({}), serde_json::json!({}), serde_json::json!({}));
-        let e = Image::open(&ImageRef::Layout { dir: t.0.clone(), tag: Some("nope".into()) }, &Limits::default()).unwrap_err();
+        layout(
+            &t.0,
+            serde_json::json!({}),
+            serde_json::json!({}),
+            serde_json::json!({}),
+        );
+        let e = Image::open(
+            &ImageRef::Layout {
+                dir: t.0.clone(),
+                tag: Some("nope".into()),
+            },
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("tags: t"), "{e}");
     }
 
@@ -1105,9 +1184,16 @@ mod tests {
         let t = TempDir::new("layout-inspect");
         let p = t.0.join("inspect.json");
         std::fs::write(&p, r#"[{"Architecture":"amd64","Os":"linux","Config":{"Entrypoint":["/e.sh"],"Cmd":["bash"],"Labels":{"a":"b"}}}]"#).unwrap();
-        let img = Image::open(&ImageRef::parse(p.to_str().unwrap()).unwrap(), &Limits::default()).unwrap();
+        let img = Image::open(
+            &ImageRef::parse(p.to_str().unwrap()).unwrap(),
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(img.labels["a"], "b");
-        assert_eq!(img.config.entrypoint.as_deref(), Some(&["/e.sh".to_owned()][..]));
+        assert_eq!(
+            img.config.entrypoint.as_deref(),
+            Some(&["/e.sh".to_owned()][..])
+        );
         assert_eq!(img.platform.architecture, "amd64");
         assert!(!img.has_layers());
     }

@@ -134,7 +134,10 @@ fn err(what: &str, n: &Node, reason: impl Into<String>) -> ImageError {
 }
 
 fn parse_expr(what: &str, n: &Node) -> Result<Expr, ImageError> {
-    let op = n.get("op").and_then(Node::as_str).ok_or_else(|| err(what, n, "expression without op"))?;
+    let op = n
+        .get("op")
+        .and_then(Node::as_str)
+        .ok_or_else(|| err(what, n, "expression without op"))?;
     let op = match op {
         "In" => Op::In,
         "NotIn" => Op::NotIn,
@@ -154,7 +157,11 @@ fn parse_expr(what: &str, n: &Node) -> Result<Expr, ImageError> {
     let value: Vec<String> = match n.get("value") {
         None => vec![],
         Some(v) if v.as_str().is_some() => vec![v.as_str().unwrap_or_default().to_owned()],
-        Some(v) => v.items().iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
+        Some(v) => v
+            .items()
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
     };
     let need = match op {
         Op::Exists | Op::DoesNotExist | Op::IsTrue | Op::IsFalse => 0..=0,
@@ -163,7 +170,11 @@ fn parse_expr(what: &str, n: &Node) -> Result<Expr, ImageError> {
         _ => 1..=256,
     };
     if !need.contains(&value.len()) {
-        return Err(err(what, n, format!("{op:?} takes {need:?} values, {} given", value.len())));
+        return Err(err(
+            what,
+            n,
+            format!("{op:?} takes {need:?} values, {} given", value.len()),
+        ));
     }
     Ok(Expr {
         op,
@@ -191,7 +202,10 @@ fn parse_terms(what: &str, n: &Node) -> Result<Vec<Term>, ImageError> {
                 })
                 .transpose()?
                 .unwrap_or_default();
-            let name = t.get("matchName").map(|m| parse_expr(what, m)).transpose()?;
+            let name = t
+                .get("matchName")
+                .map(|m| parse_expr(what, m))
+                .transpose()?;
             Ok(Term {
                 feature,
                 expressions,
@@ -205,9 +219,17 @@ impl Spec {
     /// Parses a spec (YAML or JSON, which is YAML).
     pub fn parse(text: &str, what: &str) -> Result<Spec, ImageError> {
         let root = yaml::parse_one(text, what)?;
-        let version = root.get("version").and_then(Node::as_str).unwrap_or_default().to_owned();
+        let version = root
+            .get("version")
+            .and_then(Node::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if version != "v1alpha1" {
-            return Err(err(what, &root, format!("version {version:?} is not v1alpha1")));
+            return Err(err(
+                what,
+                &root,
+                format!("version {version:?} is not v1alpha1"),
+            ));
         }
         let sets = root
             .get("compatibilities")
@@ -215,28 +237,52 @@ impl Spec {
         let mut compatibilities = Vec::new();
         for c in sets.items().iter().take(256) {
             let mut rules = Vec::new();
-            for r in c.get("rules").map(Node::items).unwrap_or_default().iter().take(256) {
+            for r in c
+                .get("rules")
+                .map(Node::items)
+                .unwrap_or_default()
+                .iter()
+                .take(256)
+            {
                 rules.push(Rule {
-                    name: r.get("name").and_then(Node::as_str).unwrap_or("unnamed").to_owned(),
-                    match_features: r.get("matchFeatures").map(|m| parse_terms(what, m)).transpose()?.unwrap_or_default(),
+                    name: r
+                        .get("name")
+                        .and_then(Node::as_str)
+                        .unwrap_or("unnamed")
+                        .to_owned(),
+                    match_features: r
+                        .get("matchFeatures")
+                        .map(|m| parse_terms(what, m))
+                        .transpose()?
+                        .unwrap_or_default(),
                     match_any: r
                         .get("matchAny")
                         .map(Node::items)
                         .unwrap_or_default()
                         .iter()
-                        .map(|g| g.get("matchFeatures").map(|m| parse_terms(what, m)).transpose().map(Option::unwrap_or_default))
+                        .map(|g| {
+                            g.get("matchFeatures")
+                                .map(|m| parse_terms(what, m))
+                                .transpose()
+                                .map(Option::unwrap_or_default)
+                        })
                         .collect::<Result<_, _>>()?,
                 });
             }
             let weight = match c.get("weight").and_then(Node::as_str) {
                 None => 0,
-                Some(w) => w.parse().map_err(|_| err(what, c, format!("weight {w:?} is not an integer")))?,
+                Some(w) => w
+                    .parse()
+                    .map_err(|_| err(what, c, format!("weight {w:?} is not an integer")))?,
             };
             compatibilities.push(Compatibility {
                 rules,
                 weight,
                 tag: c.get("tag").and_then(Node::as_str).map(str::to_owned),
-                description: c.get("description").and_then(Node::as_str).map(str::to_owned),
+                description: c
+                    .get("description")
+                    .and_then(Node::as_str)
+                    .map(str::to_owned),
             });
         }
         Ok(Spec {
@@ -311,7 +357,9 @@ pub fn nfd_from_iced(iced: &str) -> String {
 /// The NFD flags that define each x86-64 level (v2, v3, v4).
 pub const LEVEL_FLAGS: [&[&str]; 3] = [
     &["CX16", "LAHF", "POPCNT", "SSE3", "SSE4", "SSE42", "SSSE3"],
-    &["AVX", "AVX2", "BMI1", "BMI2", "F16C", "FMA3", "LZCNT", "MOVBE", "XSAVE"],
+    &[
+        "AVX", "AVX2", "BMI1", "BMI2", "F16C", "FMA3", "LZCNT", "MOVBE", "XSAVE",
+    ],
     &["AVX512BW", "AVX512CD", "AVX512DQ", "AVX512F", "AVX512VL"],
 ];
 
@@ -353,8 +401,10 @@ impl NodeFeatures {
             }
         }
         nf.attributes.insert("kernel.version".into(), kv);
-        nf.flags.insert("kernel.loadedmodule".into(), fp.kernel.modules.clone());
-        nf.flags.insert("kernel.enabledmodule".into(), fp.kernel.modules.clone());
+        nf.flags
+            .insert("kernel.loadedmodule".into(), fp.kernel.modules.clone());
+        nf.flags
+            .insert("kernel.enabledmodule".into(), fp.kernel.modules.clone());
         nf
     }
 
@@ -365,11 +415,21 @@ impl NodeFeatures {
         if let Ok(rd) = std::fs::read_dir("/sys/bus/pci/devices") {
             for d in rd.flatten().take(4096) {
                 let mut attrs = BTreeMap::new();
-                for a in ["class", "vendor", "device", "subsystem_vendor", "subsystem_device"] {
+                for a in [
+                    "class",
+                    "vendor",
+                    "device",
+                    "subsystem_vendor",
+                    "subsystem_device",
+                ] {
                     if let Ok(v) = crate::io::read_text_bounded(&d.path().join(a), 64) {
                         let v = v.trim().trim_start_matches("0x");
                         // NFD keeps the class's base class and subclass only.
-                        let v = if a == "class" && v.len() > 4 { &v[..4] } else { v };
+                        let v = if a == "class" && v.len() > 4 {
+                            &v[..4]
+                        } else {
+                            v
+                        };
                         attrs.insert(a.to_owned(), v.to_owned());
                     }
                 }
@@ -417,7 +477,12 @@ fn cmp_num(a: &str, b: &str, version: bool) -> Option<std::cmp::Ordering> {
         let b = crate::version::Version::parse_prefix(b)?;
         return Some(a.cmp(&b));
     }
-    Some(a.trim().parse::<i64>().ok()?.cmp(&b.trim().parse::<i64>().ok()?))
+    Some(
+        a.trim()
+            .parse::<i64>()
+            .ok()?
+            .cmp(&b.trim().parse::<i64>().ok()?),
+    )
 }
 
 /// Evaluates an expression on an element's value (`None`: absent).
@@ -548,7 +613,14 @@ pub fn score(spec: &Spec, what: &str, node: &NodeFeatures, tags: &[String]) -> V
         return vec![Finding::new(
             Check::Annotations,
             Level::Degraded,
-            format!("{what}: no compatibility set{} to score", if tags.is_empty() { "" } else { " with the selected tags" }),
+            format!(
+                "{what}: no compatibility set{} to score",
+                if tags.is_empty() {
+                    ""
+                } else {
+                    " with the selected tags"
+                }
+            ),
         )];
     }
     let results: Vec<(Tri, Vec<&Term>)> = sets
@@ -595,7 +667,7 @@ pub fn score(spec: &Spec, what: &str, node: &NodeFeatures, tags: &[String]) -> V
                 .image_evidence(needs),
                 Tri::No if preferred_ok || (c.weight < best_weight && any_ok) => Finding::new(
                     check,
-                    if c.weight == best_weight { Level::Ok } else if preferred_ok { Level::Ok } else { Level::Degraded },
+                    if c.weight == best_weight || preferred_ok { Level::Ok } else { Level::Degraded },
                     format!("{name} does not match; another set does"),
                 )
                 .image_evidence(needs),
@@ -618,17 +690,27 @@ pub fn score(spec: &Spec, what: &str, node: &NodeFeatures, tags: &[String]) -> V
 pub fn spec_yaml(p: &Proposals) -> String {
     let mut out = String::new();
     let level = p.cpu.level.unwrap_or(1);
-    let _ = writeln!(out, "# NFD image compatibility spec written by hpcc annotate for {}", crate::text::escape(&p.image));
+    let _ = writeln!(
+        out,
+        "# NFD image compatibility spec written by hpcc annotate for {}",
+        crate::text::escape(&p.image)
+    );
     let _ = writeln!(out, "version: v1alpha1\ncompatibilities:");
     let desc = if p.cpu.platform == "x86_64" {
         format!("{} ({})", super::elfscan::level_name(level), p.cpu.platform)
     } else {
         p.cpu.platform.clone()
     };
-    let _ = writeln!(out, "- description: \"hpcc annotate: the image needs {desc}\"\n  tag: hpcc\n  rules:");
+    let _ = writeln!(
+        out,
+        "- description: \"hpcc annotate: the image needs {desc}\"\n  tag: hpcc\n  rules:"
+    );
     let mut flags: BTreeSet<String> = BTreeSet::new();
     if p.cpu.platform == "x86_64" {
-        for l in LEVEL_FLAGS.iter().take(usize::from(level.saturating_sub(1))) {
+        for l in LEVEL_FLAGS
+            .iter()
+            .take(usize::from(level.saturating_sub(1)))
+        {
             flags.extend(l.iter().map(|s| (*s).to_owned()));
         }
         flags.extend(p.cpu.extra_features.iter().map(|f| nfd_from_iced(f)));
@@ -639,7 +721,11 @@ pub fn spec_yaml(p: &Proposals) -> String {
             let _ = writeln!(out, "        {f}: {{op: Exists}}");
         }
     }
-    if let Some(k) = p.kernel_min.as_deref().and_then(|k| crate::version::Version::parse(k).ok()) {
+    if let Some(k) = p
+        .kernel_min
+        .as_deref()
+        .and_then(|k| crate::version::Version::parse(k).ok())
+    {
         let (maj, min) = (k.major(), k.minor());
         let _ = writeln!(
             out,
@@ -722,20 +808,25 @@ compatibilities:
 
     #[test]
     fn written_spec_parses_and_scores() {
-        let mut p = Proposals::default();
-        p.cpu = super::super::annotate::CpuNeeds {
-            platform: "x86_64".into(),
-            level: Some(4),
-            extra_features: BTreeSet::from(["AES".to_owned()]),
+        let p = Proposals {
+            cpu: super::super::annotate::CpuNeeds {
+                platform: "x86_64".into(),
+                level: Some(4),
+                extra_features: BTreeSet::from(["AES".to_owned()]),
+            },
+            kernel_min: Some("3.2.0".into()),
+            ..Proposals::default()
         };
-        p.kernel_min = Some("3.2.0".into());
         let text = spec_yaml(&p);
         let s = Spec::parse(&text, "written").unwrap();
         let f = score(&s, "spec", &features("icelake"), &[]);
         assert_eq!(f[0].level, Level::Ok, "{text}\n{f:#?}");
         let f = score(&s, "spec", &features("haswell"), &[]);
         assert_eq!(f[0].level, Level::Fatal, "{f:#?}");
-        assert!(text.contains("AVX512VL: {op: Exists}") && text.contains("AESNI"), "{text}");
+        assert!(
+            text.contains("AVX512VL: {op: Exists}") && text.contains("AESNI"),
+            "{text}"
+        );
     }
 
     #[test]
