@@ -8,9 +8,11 @@
 
 pub mod annotations;
 pub mod apply;
+pub mod collections;
 pub(crate) mod elf;
 pub mod fingerprint;
 pub mod handoff;
+pub mod image;
 pub mod io;
 pub mod launch;
 pub mod logging;

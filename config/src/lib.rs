@@ -397,6 +397,28 @@ impl Default for Log {
     }
 }
 
+/// Curated annotation collections (`[collections]`): MetaHub-format YAML
+/// files naming images the site does not control, merged into their
+/// annotations at launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Collections {
+    /// Directory of `*.yaml` collection files; `None`: no collections.
+    pub dir: Option<PathBuf>,
+    /// When the image and a collection set the same key, the image's value
+    /// is kept (`false`: the collection's).
+    pub image_wins: bool,
+}
+
+impl Default for Collections {
+    fn default() -> Self {
+        Collections {
+            dir: None,
+            image_wins: true,
+        }
+    }
+}
+
 /// The whole policy file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -429,6 +451,8 @@ pub struct Policy {
     pub cache: Cache,
     /// Logging.
     pub log: Log,
+    /// Curated annotation collections.
+    pub collections: Collections,
 }
 
 /// A policy decides what root does at every container start: it is only
@@ -621,6 +645,9 @@ impl Policy {
                 "must be between 1 and 65536",
             ));
         }
+        if let Some(d) = &self.collections.dir {
+            absolute("collections.dir".into(), d)?;
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return Err(invalid(
                 "log.level".into(),
@@ -710,6 +737,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("lam"), "{msg}");
+    }
+
+    #[test]
+    fn collections_table() {
+        let p = parse("[collections]\ndir = \"/etc/hpcc/collections.d\"\nimage_wins = false\n")
+            .unwrap();
+        assert_eq!(
+            p.collections.dir.as_deref(),
+            Some(Path::new("/etc/hpcc/collections.d"))
+        );
+        assert!(!p.collections.image_wins);
+        assert!(Policy::default().collections.image_wins);
+        let msg = parse("[collections]\ndir = \"collections.d\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("collections.dir"), "{msg}");
     }
 
     #[test]

@@ -4,3 +4,4 @@
 
 pub mod cli;
 pub mod hook;
+pub mod image_cmd;

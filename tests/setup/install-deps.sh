@@ -10,7 +10,7 @@ log() { printf '[install-deps] %s\n' "$*"; }
 
 PKGS=(
   # OCI runtimes, engine and image tools
-  runc crun podman umoci skopeo
+  runc crun podman umoci skopeo zstd
   # rootfs material for the fixtures
   busybox-static
   # one-node Slurm 22.05 (slurm-wlm pulls slurmd/slurmctld, listed anyway)
