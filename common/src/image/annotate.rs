@@ -238,7 +238,8 @@ fn version_from_strings(strings: &[String]) -> Option<(Version, String)> {
         .iter()
         .find(|s| s.starts_with('v') && s.matches('.').count() == 2)
     {
-        return Version::parse(s).ok().map(|v| (v, s.clone()));
+        // `v4.1.4` (Open MPI's spelling): the version is what follows.
+        return Version::parse(&s[1..]).ok().map(|v| (v, s.clone()));
     }
     let three: Vec<&String> = strings
         .iter()

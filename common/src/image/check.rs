@@ -181,26 +181,40 @@ pub fn check(image: &Image, limits: &Limits) -> Result<CheckReport, ImageError> 
         findings: vec![],
         annotations: merged.clone(),
     };
-    let spec = ImageSpec::from_annotations(merged.pairs());
-    match &spec {
-        Ok(s) => r.push(
+    // Reading never fails as a whole: each value hpcc cannot read is a
+    // problem of its key. For an image builder every unreadable value is a
+    // failure of the image's annotations (an enforcing node may refuse it).
+    let spec = ImageSpec::read(merged.pairs(), std::iter::empty());
+    let unreadable: Vec<_> = spec
+        .problems
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.problem,
+                crate::annotations::ProblemKind::Unreadable { .. }
+            )
+        })
+        .collect();
+    if unreadable.is_empty() {
+        r.push(
             "annotations",
             "valid",
             Status::Pass,
-            format!(
-                "{} org.supercontainers.* annotations parse",
-                s.annotated_keys
-            ),
-        ),
-        Err(e) => {
-            r.valid = false;
-            r.push("annotations", "valid", Status::Fail, e.to_string());
+            format!("{} org.supercontainers.* annotations read", spec.known_keys),
+        );
+    } else {
+        r.valid = false;
+        for p in unreadable {
+            r.push(
+                "annotations",
+                &p.key,
+                Status::Fail,
+                crate::text::escape(&format!("{}={:?}: {}", p.key, p.value, p.problem)),
+            );
         }
     }
-    if let Ok(s) = &spec {
-        for w in &s.warnings {
-            r.push("annotations", "warning", Status::Warn, w.clone());
-        }
+    for w in &spec.warnings {
+        r.push("annotations", "warning", Status::Warn, w.clone());
     }
     for c in &merged.conflicts {
         let others: Vec<String> = c
@@ -288,7 +302,7 @@ fn find_command(scan: &Scan, dirs: &[String], cmd: &str) -> Option<(String, Stri
 fn behaviour(
     image: &Image,
     scan: Option<&Scan>,
-    spec: &Result<ImageSpec, crate::annotations::AnnotationError>,
+    spec: &ImageSpec,
     limits: &Limits,
     r: &mut CheckReport,
 ) -> Result<(), ImageError> {
@@ -481,7 +495,7 @@ fn behaviour(
                     );
                 }
             }
-            if let Ok(spec) = spec {
+            {
                 for sh in &spec.shells {
                     if which(s, &dirs_with_bin(&dirs), sh).is_none() {
                         r.push(
