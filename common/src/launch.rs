@@ -55,6 +55,9 @@ pub enum LaunchError {
     /// Applying the tweaks failed (everything done was undone).
     #[error("applying the launch tweaks failed: {0}")]
     Apply(#[from] ApplyError),
+    /// The site's curated collections cannot be read.
+    #[error(transparent)]
+    Collections(#[from] crate::collections::CollectionError),
     /// The entry point's own input (the job user's bundle read, the
     /// spooled config of Slurm).
     #[error(transparent)]
@@ -276,6 +279,16 @@ pub fn decide_with(
     request: &UserRequest,
     host: &dyn Host,
 ) -> Result<Plan, LaunchError> {
+    // The site's curated annotations for this image (policy
+    // `[collections]`), merged before anything reads the annotations.
+    let mut merged;
+    let ctx = if policy.collections.dir.is_some() {
+        merged = ctx.clone();
+        crate::collections::apply(&mut merged, policy)?;
+        &merged
+    } else {
+        ctx
+    };
     let verdict = matcher::evaluate(&image_spec(ctx), node, policy);
     let (mut verdict, mut decision) = apply_policy(verdict, policy, request);
     let mut tweaks = Tweaks::default();
