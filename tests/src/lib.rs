@@ -23,17 +23,28 @@ pub fn work_dir() -> PathBuf {
     repo_root().join("tests/work")
 }
 
-/// Path of a workspace binary (`hpcc-hook`, `hpcc`), built once with the
-/// profile of this test run.
+/// Path of a workspace binary (`hpcc-hook`, `hpcc`, `hpcc-runtime`),
+/// built once with the profile of this test run.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "hpcc-hook", "--bins"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "hpcc-hook",
+                "-p",
+                "hpcc-runtime",
+                "--bins",
+            ])
             .current_dir(repo_root())
             .status()
             .expect("cargo build runs");
-        assert!(status.success(), "building hpcc-hook and hpcc failed");
+        assert!(
+            status.success(),
+            "building hpcc-hook, hpcc and hpcc-runtime failed"
+        );
     });
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -288,4 +299,85 @@ pub fn run_crun(b: &Bundle) -> Run {
 /// The host's mount table, to prove nothing leaked.
 pub fn host_mountinfo() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+/// The unprivileged user of the tests (rootless runc, Slurm jobs).
+pub const USER: &str = "hpcctest";
+
+/// The unprivileged test user, created when missing; its uid.
+pub fn ensure_user() -> u32 {
+    let ok = Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !ok {
+        let st = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", USER])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd {USER}");
+    }
+    let out = Command::new("id").args(["-u", USER]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A bundle the test user owns, from `runc spec --rootless` run as that
+/// user (its uid and gid mappings), with a private copy of a fixture.
+pub fn user_bundle(
+    name: &str,
+    fixture: &str,
+    annotations: &[(&str, &str)],
+    args: &[&str],
+) -> PathBuf {
+    let uid = ensure_user();
+    let dir = PathBuf::from(format!("/tmp/hpcc-user-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(fixture_rootfs(fixture))
+        .arg(dir.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("chown")
+        .args(["-R", &format!("{uid}:{uid}")])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("su")
+        .args([USER, "-s", "/bin/sh", "-c"])
+        .arg(format!("cd {} && runc spec --rootless", dir.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "runc spec --rootless: {out:?}");
+    let cfg = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["process"]["terminal"] = serde_json::Value::Bool(false);
+    v["process"]["args"] = serde_json::json!(args);
+    v["root"]["readonly"] = serde_json::Value::Bool(false);
+    for (k, val) in annotations {
+        v["annotations"][*k] = serde_json::Value::String((*val).to_owned());
+    }
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    std::os::unix::fs::chown(&cfg, Some(uid), Some(uid)).unwrap();
+    dir
+}
+
+/// Runs a shell command as the test user, bounded.
+pub fn as_user(script: &str) -> Run {
+    let out = Command::new("timeout")
+        .args(["120", "su", USER, "-s", "/bin/sh", "-c", script])
+        .current_dir("/tmp")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

@@ -93,6 +93,11 @@ fn env() -> &'static Env {
         )
         .unwrap();
         let spy_log = dir.join("runtime-calls.log");
+        // Written by every job user's runtime.
+        if !spy_log.exists() {
+            std::fs::write(&spy_log, "").unwrap();
+        }
+        std::fs::set_permissions(&spy_log, std::fs::Permissions::from_mode(0o666)).unwrap();
         let spy = dir.join("runtime-spy.sh");
         std::fs::write(
             &spy,
@@ -533,6 +538,44 @@ fn unreadable_bundle_is_refused_without_leaking_it() {
             "the bundle's content leaked into {what}"
         );
     }
+}
+
+/// A normal user's job: Slurm runs hpcc-runtime as that user with
+/// rootless runc (oci.conf `--rootless=true --root=/run/user-oci/%u`), and
+/// `mpi_replace` still delivers the host MPICH, through spec edits alone.
+#[test]
+fn non_root_job_with_rootless_runc_gets_the_host_mpich() {
+    env();
+    let tag = format!("user-mpi-{}", std::process::id());
+    let b = hpcc_e2e::user_bundle(
+        "slurm-user-mpi",
+        "mpich-app",
+        &[
+            (CPU, "x86_64"),
+            ("org.supercontainers.mpi.implementation", "mpich"),
+            ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
+            ("org.example.hpcc-test", &tag),
+        ],
+        &["/usr/bin/mpi-version"],
+    );
+    let r = hpcc_e2e::as_user(&format!(
+        "cd /tmp && srun --container={} /usr/bin/mpi-version",
+        b.display()
+    ));
+    let _ = std::fs::remove_dir_all(&b);
+    assert!(r.ok(), "{r:?}");
+    assert!(
+        r.stdout.contains("MPICH Version:") && r.stdout.contains("4.0.2"),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains("stand-in"), "{r:?}");
+    // The runtime ran as the user, applying the plugin's decision.
+    let calls = spy_calls(&tag);
+    assert_eq!(calls, [format!("hpcctest {tag}")], "{calls:?}");
+    assert_eq!(
+        edited(&tag)["annotations"]["run.hpcc.decided-by"],
+        "hpcc_spank.so"
+    );
 }
 
 #[test]

@@ -1,0 +1,455 @@
+//! `hpcc-runtime` end to end (issue 14): the launch as spec edits, in front
+//! of real runc and crun, as podman's runtime (`--runtime` and
+//! `containers.conf`), and for a normal user with rootless runc. Each test
+//! observes the effect from outside: what the container prints (the host
+//! MPICH instead of the image's stand-in), the refusal line on the
+//! engine's stderr and the exit code, and the edited `config.json`.
+//!
+//! Needs root (to make the test user and run podman), runc, crun, podman
+//! and the fixtures; fails, never skips.
+
+use hpcc_e2e::*;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const CPU: &str = "org.supercontainers.hardware.cpu.optimized.version";
+const MPI_IMPL: &str = "org.supercontainers.mpi.implementation";
+const MPI_MODE: &str = "org.supercontainers.mpi.portability.mode";
+
+const POLICY: &str = r#"[mpi.mpich]
+abi = "mpich"
+libraries = ["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]
+[log]
+journald = false
+"#;
+
+/// The suite's policy, root-owned and readable by everyone (the test user
+/// runs the runtime too).
+fn policy() -> PathBuf {
+    let dir = PathBuf::from("/tmp/hpcc-runtime-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = dir.join("hook.toml");
+    std::fs::write(&p, POLICY).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    p
+}
+
+/// `hpcc-runtime` with the suite's policy in front of `runtime`.
+fn shim(runtime: &str) -> Vec<String> {
+    vec![
+        bin("hpcc-runtime").display().to_string(),
+        format!("--hpcc-config={}", policy().display()),
+        format!("--hpcc-runtime={runtime}"),
+    ]
+}
+
+fn mpich_bundle(name: &str) -> Bundle {
+    require_root();
+    let mut b = Bundle::new(name, &fixture_rootfs("mpich-app"));
+    b.annotate(CPU, "x86_64")
+        .annotate(MPI_IMPL, "mpich")
+        .annotate(MPI_MODE, "mpi_replace")
+        .args(&["/usr/bin/mpi-version"]);
+    b
+}
+
+fn config(b: &Bundle) -> Value {
+    serde_json::from_slice(&std::fs::read(b.dir.join("config.json")).unwrap()).unwrap()
+}
+
+/// `runc run` through the shim, bounded.
+fn run_shim(b: &Bundle, runtime: &str) -> Run {
+    b.write();
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120").args(shim(runtime));
+    cmd.args(["--root", "/run/hpcc-test-runtime", "run", "--bundle"])
+        .arg(&b.dir)
+        .arg(&b.id)
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    let _ = Command::new(runtime)
+        .args([
+            "--root",
+            "/run/hpcc-test-runtime",
+            "delete",
+            "--force",
+            &b.id,
+        ])
+        .output();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn assert_host_mpich(r: &Run) {
+    assert!(r.ok(), "{r:?}");
+    assert!(
+        r.stdout.contains("MPICH Version:") && r.stdout.contains("4.0.2"),
+        "the host MPICH was not delivered: {r:?}"
+    );
+    assert!(!r.stdout.contains("stand-in"), "{r:?}");
+}
+
+fn mounts_of(c: &Value) -> Vec<(String, String)> {
+    c["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["source"].as_str().unwrap_or_default().to_owned(),
+                m["destination"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn runc_through_the_runtime_gets_the_host_mpich_as_spec_edits() {
+    let b = mpich_bundle("rt-runc-mpi");
+    let before = host_mountinfo();
+    let r = run_shim(&b, "/usr/sbin/runc");
+    assert_host_mpich(&r);
+    let c = config(&b);
+    let mounts = mounts_of(&c);
+    assert!(
+        mounts
+            .iter()
+            .any(|(s, d)| s == "/usr/lib/x86_64-linux-gnu/libmpich.so.12"
+                && d.starts_with("/usr/lib/x86_64-linux-gnu/libmpich.so.12")),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts
+            .iter()
+            .any(|(s, d)| d == "/etc/ld.so.cache" && s.starts_with("/run/hpcc/ldcache/")),
+        "{mounts:?}"
+    );
+    assert_eq!(c["annotations"]["run.hpcc.decided-by"], "hpcc-runtime");
+    assert!(c["hooks"].is_null(), "no hook: {}", c["hooks"]);
+    // The image was not written to: no target created there (hpcc's own
+    // directories are in the container's /dev tmpfs), its cache unchanged.
+    assert!(!b.rootfs().join("dev/hpcc").exists());
+    assert!(!b.rootfs().join("opt/hpcc").exists());
+    let leaked: Vec<_> = host_mountinfo()
+        .lines()
+        .filter(|l| !before.contains(*l) && l.contains(b.dir.to_str().unwrap()))
+        .map(str::to_owned)
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+}
+
+#[test]
+fn the_edit_is_idempotent() {
+    let b = mpich_bundle("rt-idempotent");
+    assert_host_mpich(&run_shim(&b, "/usr/sbin/runc"));
+    let once = config(&b);
+    // A second start of the same bundle (config as the first left it).
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120").args(shim("/usr/sbin/runc"));
+    let out = cmd
+        .args(["--root", "/run/hpcc-test-runtime", "run", "--bundle"])
+        .arg(&b.dir)
+        .arg(format!("{}-2", b.id))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = Command::new("runc")
+        .args(["--root", "/run/hpcc-test-runtime", "delete", "--force"])
+        .arg(format!("{}-2", b.id))
+        .output();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(config(&b), once);
+}
+
+#[test]
+fn runc_refusal_is_the_runtimes_one_line_and_exit_3() {
+    let mut b = Bundle::new("rt-refuse", &fixture_rootfs("busybox"));
+    b.annotate(CPU, "a64fx")
+        .args(&["/bin/echo", "must-not-run"]);
+    let r = run_shim(&b, "/usr/sbin/runc");
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(!r.stdout.contains("must-not-run"));
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("hpcc: refused"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{r:?}");
+    assert!(
+        lines[0].contains("a64fx") && lines[0].contains("checks.cpu"),
+        "{r:?}"
+    );
+    // Refused before the runtime ran: the config is as written.
+    assert!(config(&b)["annotations"]["run.hpcc.decided-by"].is_null());
+}
+
+/// crun does not show a failing hook's stderr; through the runtime the
+/// user reads the reason directly.
+#[test]
+fn crun_through_the_runtime_shows_the_reason_and_delivers_mpi() {
+    require("crun");
+    let run_crun_shim = |b: &Bundle| {
+        b.write();
+        let script = format!(
+            "umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup && \
+             exec {} --cgroup-manager=disabled --root /run/hpcc-test-crun-rt run --bundle \"$1\" \"$2\"",
+            shim("/usr/bin/crun").join(" ")
+        );
+        let out = Command::new("timeout")
+            .args([
+                "120",
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+            ])
+            .arg(&script)
+            .arg("sh")
+            .arg(&b.dir)
+            .arg(&b.id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let _ = Command::new("crun")
+            .args([
+                "--root",
+                "/run/hpcc-test-crun-rt",
+                "delete",
+                "--force",
+                &b.id,
+            ])
+            .output();
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let mut bad = Bundle::new("rt-crun-refuse", &fixture_rootfs("busybox"));
+    bad.annotate(CPU, "a64fx")
+        .args(&["/bin/echo", "must-not-run"]);
+    let r = run_crun_shim(&bad);
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(
+        r.stderr.contains("hpcc: refused") && r.stderr.contains("a64fx"),
+        "{r:?}"
+    );
+    let mut good = mpich_bundle("rt-crun-mpi");
+    good.config_mut()["process"]
+        .as_object_mut()
+        .unwrap()
+        .remove("rlimits");
+    assert_host_mpich(&run_crun_shim(&good));
+}
+
+/// A wrapper script podman can name as its runtime: podman passes no
+/// arguments of ours, so the admin's `containers.conf` entry (or
+/// `--runtime`) points at such a script, or at hpcc-runtime itself with
+/// the policy at its default path.
+fn podman_shim() -> PathBuf {
+    let p = PathBuf::from("/tmp/hpcc-runtime-tests/podman-hpcc-runtime");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nexec {} \"$@\"\n",
+            shim("/usr/sbin/runc").join(" ")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn podman(
+    extra_env: &[(&str, &str)],
+    runtime: &str,
+    annotations: &[&str],
+    cmd: &[&str],
+    rootfs: &str,
+) -> Run {
+    require("podman");
+    let mut c = Command::new("timeout");
+    c.arg("180")
+        .arg("bash")
+        .arg(repo_root().join("tests/setup/podman-run.sh"))
+        .arg(fixture_rootfs(rootfs))
+        .args(annotations)
+        .arg("--")
+        .args(cmd)
+        .env("PODMAN_RUNTIME", runtime)
+        .stdin(Stdio::null());
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn podman_with_the_runtime_refuses_and_delivers_mpi() {
+    require_root();
+    let shim = podman_shim();
+    let shim = shim.to_str().unwrap();
+    let r = podman(
+        &[],
+        shim,
+        &[&format!("{CPU}=a64fx")],
+        &["/bin/echo", "must-not-run"],
+        "busybox",
+    );
+    assert!(!r.ok(), "{r:?}");
+    assert!(!r.stdout.contains("must-not-run"));
+    assert!(
+        r.stderr.contains("hpcc: refused") && r.stderr.contains("a64fx"),
+        "{r:?}"
+    );
+    let r = podman(
+        &[],
+        shim,
+        &[
+            &format!("{CPU}=x86_64"),
+            &format!("{MPI_IMPL}=mpich"),
+            &format!("{MPI_MODE}=mpi_replace"),
+        ],
+        &["/usr/bin/mpi-version"],
+        "mpich-app",
+    );
+    assert_host_mpich(&r);
+}
+
+/// containers.conf `[engine.runtimes]`: the admin names hpcc's runtime,
+/// users pick it with `--runtime hpcc`.
+#[test]
+fn podman_containers_conf_names_the_runtime() {
+    require_root();
+    let shim = podman_shim();
+    let conf = PathBuf::from("/tmp/hpcc-runtime-tests/containers.conf");
+    std::fs::write(
+        &conf,
+        format!("[engine.runtimes]\nhpcc = [\"{}\"]\n", shim.display()),
+    )
+    .unwrap();
+    let r = podman(
+        &[("CONTAINERS_CONF", conf.to_str().unwrap())],
+        "hpcc",
+        &[
+            &format!("{CPU}=x86_64"),
+            &format!("{MPI_IMPL}=mpich"),
+            &format!("{MPI_MODE}=mpi_replace"),
+        ],
+        &["/usr/bin/mpi-version"],
+        "mpich-app",
+    );
+    assert_host_mpich(&r);
+}
+
+/// A normal user, rootless runc, `mpi_replace`: the host MPI arrives
+/// through the spec edits the rootless runtime makes itself; nothing
+/// needs root.
+#[test]
+fn a_normal_user_with_rootless_runc_gets_the_host_mpich() {
+    require_root();
+    let b = user_bundle(
+        "rootless-mpi",
+        "mpich-app",
+        &[
+            (CPU, "x86_64"),
+            (MPI_IMPL, "mpich"),
+            (MPI_MODE, "mpi_replace"),
+        ],
+        &["/usr/bin/mpi-version"],
+    );
+    let id = format!("hpcc-rootless-{}", std::process::id());
+    let state = format!("/tmp/hpcc-user-runc-state-{}", std::process::id());
+    let r = as_user(&format!(
+        "{} --rootless=true --root {state} run --bundle {} {id}",
+        shim("/usr/sbin/runc").join(" "),
+        b.display()
+    ));
+    let _ = as_user(&format!("runc --root {state} delete --force {id}"));
+    assert_host_mpich(&r);
+    // The user's own linker cache store, not root's.
+    let c: Value = serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    let cache = mounts_of(&c)
+        .into_iter()
+        .find(|(_, d)| d == "/etc/ld.so.cache")
+        .map(|(s, _)| s)
+        .unwrap();
+    assert!(!cache.starts_with("/run/hpcc/"), "{cache}");
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+/// The hook under rootless runc says plainly what it cannot do.
+#[test]
+fn the_hook_under_rootless_runc_says_it_needs_the_runtime() {
+    require_root();
+    let b = user_bundle(
+        "rootless-hook",
+        "mpich-app",
+        &[
+            (CPU, "x86_64"),
+            (MPI_IMPL, "mpich"),
+            (MPI_MODE, "mpi_replace"),
+        ],
+        &["/usr/bin/mpi-version"],
+    );
+    let cfg = b.join("config.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["hooks"] = serde_json::json!({"prestart": [{
+        "path": bin("hpcc-hook"),
+        "args": ["hpcc-hook", "prestart", format!("--config={}", policy().display())],
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+    }]});
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let id = format!("hpcc-rootless-hook-{}", std::process::id());
+    let state = format!("/tmp/hpcc-user-runc-state-h-{}", std::process::id());
+    let r = as_user(&format!(
+        "runc --rootless=true --root {state} run --bundle {} {id}",
+        b.display()
+    ));
+    let _ = as_user(&format!("runc --root {state} delete --force {id}"));
+    assert!(!r.ok(), "{r:?}");
+    assert!(
+        r.stderr.contains("rootless") && r.stderr.contains("use hpcc-runtime"),
+        "{r:?}"
+    );
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn commands_other_than_create_and_run_pass_through() {
+    let out = Command::new(bin("hpcc-runtime"))
+        .args(["--hpcc-runtime=/usr/sbin/runc", "--version"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("runc version"),
+        "{out:?}"
+    );
+    // A broken policy never blocks state/delete of existing containers.
+    let out = Command::new(bin("hpcc-runtime"))
+        .args([
+            "--hpcc-config=/nonexistent/dir/hook.toml",
+            "--hpcc-runtime=/usr/sbin/runc",
+            "--root",
+            "/run/hpcc-test-runtime",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let _ = Path::new("/");
+}
