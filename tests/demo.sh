@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: on a fresh Debian 12 machine, as root, install
 # what hpcc needs, build it, and launch real containers with runc through
-# hpcc-hook: one refused (an A64FX image on this node), one tweaked (an MPICH
-# image whose stand-in MPI is replaced by the host's MPICH).
+# hpcc-runtime (and once through hpcc-hook): one refused (an A64FX image on
+# this node), one tweaked (an MPICH image whose stand-in MPI is replaced by
+# the host's MPICH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "tests/demo.sh must run as root (it starts runc)"; exit 1; }
@@ -17,6 +18,7 @@ say "building fixtures: busybox and MPI images from real Debian packages, OCI la
 bash tests/setup/build-fixtures.sh tests/work >/dev/null
 
 HOOK=$PWD/target/release/hpcc-hook
+RUNTIME=$PWD/target/release/hpcc-runtime
 HPCC=$PWD/target/release/hpcc
 DEMO=$PWD/tests/work/demo
 rm -rf "$DEMO"; mkdir -p "$DEMO"
@@ -38,24 +40,34 @@ export HPCC_CONFIG=$DEMO/hook.toml
 say "hpcc fingerprint: what this node offers"
 "$HPCC" fingerprint
 
-say "runc: an image labelled for Fujitsu A64FX (OCI layout built with umoci) is refused before it starts"
-HOOK=$HOOK bash tests/setup/make-bundle.sh tests/work/oci:busybox-impossible "$DEMO/a64fx" >/dev/null
+say "hpcc-runtime in front of runc: an image labelled for Fujitsu A64FX (OCI layout built with umoci) is refused before it starts"
+bash tests/setup/make-bundle.sh tests/work/oci:busybox-impossible "$DEMO/a64fx" >/dev/null
 "$HPCC" match --bundle "$DEMO/a64fx" || true
 set +e
-runc --root /run/hpcc-demo run --bundle "$DEMO/a64fx" demo-a64fx
-echo "runc exit status: $?"
+"$RUNTIME" --hpcc-config="$DEMO/hook.toml" --hpcc-runtime=/usr/sbin/runc --root /run/hpcc-demo run --bundle "$DEMO/a64fx" demo-a64fx
+echo "hpcc-runtime exit status: $?"
 set -e
 runc --root /run/hpcc-demo delete --force demo-a64fx 2>/dev/null || true
 
-say "runc: an MPICH image that allows mpi_replace gets the host's MPICH"
+say "the same image with hpcc-hook as runc's prestart hook (sites with only hooks.d)"
+HOOK=$HOOK bash tests/setup/make-bundle.sh tests/work/oci:busybox-impossible "$DEMO/a64fx-hook" >/dev/null
+set +e
+runc --root /run/hpcc-demo run --bundle "$DEMO/a64fx-hook" demo-a64fx-hook
+echo "runc exit status: $?"
+set -e
+runc --root /run/hpcc-demo delete --force demo-a64fx-hook 2>/dev/null || true
+
+say "hpcc-runtime: an MPICH image that allows mpi_replace gets the host's MPICH"
 echo "without hpcc, the image's own (stand-in) MPI answers:"
 chroot tests/work/rootfs/mpich-app /usr/bin/mpi-version | head -1
-HOOK=$HOOK ARGS='["/usr/bin/mpi-version"]' bash tests/setup/make-bundle.sh tests/work/rootfs/mpich-app "$DEMO/mpich" \
+ARGS='["/usr/bin/mpi-version"]' bash tests/setup/make-bundle.sh tests/work/rootfs/mpich-app "$DEMO/mpich" \
   org.supercontainers.hardware.cpu.optimized.version=x86_64 \
   org.supercontainers.mpi.implementation=mpich \
   org.supercontainers.mpi.portability.mode=mpi_replace >/dev/null
 "$HPCC" match --plan --bundle "$DEMO/mpich" || true
-echo "with hpcc-hook as runc's prestart hook, inside the container:"
-runc --root /run/hpcc-demo run --bundle "$DEMO/mpich" demo-mpich | head -3
+echo "through hpcc-runtime, inside the container:"
+"$RUNTIME" --hpcc-config="$DEMO/hook.toml" --hpcc-runtime=/usr/sbin/runc --root /run/hpcc-demo run --bundle "$DEMO/mpich" demo-mpich | head -3
 runc --root /run/hpcc-demo delete --force demo-mpich 2>/dev/null || true
+echo "the plan, as config.json edits (mounts hpcc added):"
+jq -c '.mounts[] | select(.options | index("rprivate")) | {source, destination}' "$DEMO/mpich/config.json" | head -4
 say "done: see docs/ for the policy, the annotations and each integration"

@@ -214,6 +214,9 @@ pub fn log(outcome: &Outcome, container: &str) {
                     crate::text::escape(&f.reason)
                 );
             }
+            if plan.verdict.unannotated {
+                tracing::info!(container, "image carries no annotation hpcc knows: started unchecked (policy unannotated = \"allow\")");
+            }
             if let Decision::Start { warnings } = &plan.decision {
                 for w in warnings {
                     tracing::warn!(container, "{}", crate::text::escape(w));
@@ -364,9 +367,9 @@ fn apply_policy(
     // finding turn an unannotated image into an annotated one.
     if verdict.unannotated {
         match policy.unannotated {
-            UnannotatedAction::Allow => warnings.push(
-                "image carries no annotation hpcc knows: started unchecked (policy unannotated = \"allow\")".into(),
-            ),
+            // What the site chose: logged at info by `log`, not a warning
+            // on every start of every unannotated image.
+            UnannotatedAction::Allow => {}
             UnannotatedAction::Refuse => reasons.push(Refusal {
                 check: Check::Annotations,
                 reason: "the image carries no annotation hpcc knows and this site runs only annotated images".into(),

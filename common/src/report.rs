@@ -1,5 +1,6 @@
-//! Human-readable rendering of fingerprints, verdicts and plans, shared by
-//! the CLI and the SPANK plugin so users see the same words everywhere.
+//! Human-readable rendering of fingerprints, verdicts and plans for the
+//! `hpcc` CLI (the entry points' refusal lines come from
+//! `launch::refusal_line`, the SPANK plugin's log line from its `step`).
 
 use crate::fingerprint::NodeFingerprint;
 use crate::matcher::{Level, Score, Verdict};

@@ -153,19 +153,63 @@ pub fn runtime_path(args: &Args, policy: &Policy) -> PathBuf {
         .unwrap_or_else(|| policy.runtime.path.clone())
 }
 
-/// Prints a refusal and stops.
-pub fn refuse(outcome: &Outcome) -> Next {
+/// Prints a refusal and stops. The line also goes to the runtime's
+/// `--log` file, as a runc JSON log record: containerd's and docker's runc
+/// shim show the last error of that file to the user, not stderr.
+pub fn refuse(args: &Args, outcome: &Outcome) -> Next {
     if let Some(line) = outcome.refusal() {
         eprintln!("{line}");
+        if let Some(log) = args.log_file() {
+            log_error(&log, line);
+        }
     }
     Next::Exit(outcome.exit_code())
+}
+
+/// Appends `{"level":"error","msg":...,"time":...}` to a runc log file.
+fn log_error(path: &Path, msg: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let record = serde_json::json!({"level": "error", "msg": msg, "time": rfc3339(now)});
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    if let Ok(mut f) = f {
+        let _ = writeln!(f, "{record}");
+    }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days).
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The generic mode: any engine's bundle.
 fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     let policy = match launch::load_policy(policy_path, Some(&l.id)) {
         Ok(p) => p,
-        Err(refused) => return refuse(&refused),
+        Err(refused) => return refuse(args, &refused),
     };
     hpcc_common::logging::init("hpcc-runtime", &policy.log.level, policy.log.journald);
     let node = NodeFingerprint::cached(&policy);
@@ -207,7 +251,7 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
 fn finish(args: &Args, policy: &Policy, outcome: Outcome, id: &str) -> Next {
     launch::log(&outcome, id);
     match outcome {
-        Outcome::Refuse { .. } => refuse(&outcome),
+        Outcome::Refuse { .. } => refuse(args, &outcome),
         _ => Next::Exec {
             runtime: runtime_path(args, policy),
             args: args.runtime.clone(),
@@ -251,4 +295,26 @@ pub fn write_plan(
     }
     tracing::info!(container = %plan.container, mounts = edited.mounts, devices = edited.devices, env = edited.env, "plan written into config.json");
     Ok(edited)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_log_records_carry_the_line_and_a_utc_time() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let d = std::env::temp_dir().join(format!("hpcc-rtlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("log.json");
+        log_error(&p, "hpcc: refused to start container x: \"why\"");
+        let v: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&p).unwrap().trim()).unwrap();
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["msg"], "hpcc: refused to start container x: \"why\"");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

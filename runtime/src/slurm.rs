@@ -126,7 +126,7 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
         Some(d) => d.policy.clone(),
         None => match launch::load_policy(policy_path, Some(&l.id)) {
             Ok(p) => p,
-            Err(refused) => return refused_step(&refused, job, step),
+            Err(refused) => return refused_step(args, &refused, job, step),
         },
     };
     hpcc_common::logging::init("hpcc-runtime", &policy.log.level, policy.log.journald);
@@ -204,7 +204,7 @@ fn after_decision(
 ) -> Next {
     launch::log(&outcome, &l.id);
     match outcome {
-        Outcome::Refuse { .. } => refused_step(&outcome, job, step),
+        Outcome::Refuse { .. } => refused_step(args, &outcome, job, step),
         _ => Next::Exec {
             runtime: runtime_path(args, policy),
             args: match pmi_fd {
@@ -220,8 +220,8 @@ fn after_decision(
 /// nodes would otherwise wait in `MPI_Init` for this one until a timeout
 /// (Slurm's default `KillOnBadExit=0` leaves them running). The line goes
 /// out first: a step killed before it is printed loses it.
-fn refused_step(outcome: &Outcome, job: u32, step: u32) -> Next {
-    let next = refuse(outcome);
+fn refused_step(args: &Args, outcome: &Outcome, job: u32, step: u32) -> Next {
+    let next = refuse(args, outcome);
     kill_step(job, step);
     next
 }

@@ -10,7 +10,9 @@ log() { printf '[install-deps] %s\n' "$*"; }
 
 PKGS=(
   # OCI runtimes, engine and image tools
-  runc crun podman umoci skopeo zstd
+  runc crun podman umoci skopeo
+  # engines of tests/tests/engines.rs (private daemons the test starts)
+  docker.io containerd zstd
   # rootfs material for the fixtures
   busybox-static
   # one-node Slurm 22.05 (slurm-wlm pulls slurmd/slurmctld, listed anyway)

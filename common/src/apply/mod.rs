@@ -1,6 +1,9 @@
-//! The apply layer: the only part of hpcc that changes the system. It takes
-//! the [`Tweaks`] of a plan the core decided and makes them true inside the
-//! starting container, through [`Syscalls`] alone.
+//! The apply layer: the only part of hpcc that changes a container. In hook
+//! mode it takes the [`Tweaks`] of a plan the core decided and makes them
+//! true inside the starting container, through [`Syscalls`] alone; for
+//! `hpcc-runtime`, [`spec`] writes the same plan into `config.json` and the
+//! runtime makes it true. (The other files hpcc writes on the host are
+//! listed in the README's "Where things happen".)
 //!
 //! Where it acts: in the container's own mount namespace
 //! (`/proc/PID/ns/mnt`), before `pivot_root` (OCI `prestart` /
