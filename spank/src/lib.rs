@@ -225,8 +225,8 @@ pub unsafe extern "C" fn slurm_spank_local_user_init(
         }
         match local::one_task_per_node(&spank) {
             Ok(()) => OK,
-            Err(line) => {
-                slurm::log(Level::Error, &line);
+            Err(e) => {
+                slurm::log(Level::Error, &e.to_string());
                 FAIL
             }
         }

@@ -30,7 +30,7 @@ static OPTIONS: [OptionSpec; 2] = [
 /// Slurm 22.05 runs one task per node in a `--container` step (its
 /// container code fails the step on any node with more: "unexpected
 /// number of tasks"). Checked in srun once the job has its nodes.
-pub fn one_task_per_node(spank: &Spank) -> Result<(), String> {
+pub fn one_task_per_node(spank: &Spank) -> Result<(), TooManyTasks> {
     let container = std::env::var("SLURM_CONTAINER").is_ok_and(|c| !c.is_empty());
     if !container {
         return Ok(());
@@ -44,19 +44,27 @@ pub fn one_task_per_node(spank: &Spank) -> Result<(), String> {
     check_tasks_per_node(tasks, nodes)
 }
 
+/// A `--container` step with more tasks than nodes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("hpcc: --container runs one task per node with this Slurm (22.05 fails the step otherwise): {tasks} tasks on {nodes} node(s); use --ntasks-per-node=1 (e.g. srun -N{tasks} --ntasks-per-node=1 ...)")]
+pub struct TooManyTasks {
+    /// Tasks of the step.
+    pub tasks: u32,
+    /// Its nodes.
+    pub nodes: u32,
+}
+
 /// The rule itself.
-pub fn check_tasks_per_node(tasks: u32, nodes: u32) -> Result<(), String> {
+pub fn check_tasks_per_node(tasks: u32, nodes: u32) -> Result<(), TooManyTasks> {
     if nodes == 0 || tasks <= nodes {
         return Ok(());
     }
-    Err(format!(
-        "hpcc: --container runs one task per node with this Slurm (22.05 fails the step otherwise): {tasks} tasks on {nodes} node(s); use --ntasks-per-node=1 (e.g. srun -N{tasks} --ntasks-per-node=1 ...)"
-    ))
+    Err(TooManyTasks { tasks, nodes })
 }
 
 /// Registers the options (every context that parses them: srun, sbatch,
 /// salloc, and slurmstepd, which receives their values).
-pub fn register(spank: &Spank) -> Result<(), String> {
+pub fn register(spank: &Spank) -> Result<(), crate::slurm::RegisterError> {
     for opt in &OPTIONS {
         spank.register_option(opt)?;
     }
@@ -87,7 +95,7 @@ mod tests {
     fn more_tasks_than_nodes_is_refused_with_the_fix() {
         assert!(check_tasks_per_node(2, 2).is_ok());
         assert!(check_tasks_per_node(1, 2).is_ok());
-        let e = check_tasks_per_node(4, 2).unwrap_err();
+        let e = check_tasks_per_node(4, 2).unwrap_err().to_string();
         assert!(
             e.contains("--ntasks-per-node=1") && e.contains("4 tasks on 2 node"),
             "{e}"

@@ -157,7 +157,7 @@ impl Spank {
     }
 
     /// Registers one option (`srun --help` lists it).
-    pub fn register_option(&self, opt: &'static OptionSpec) -> Result<(), String> {
+    pub fn register_option(&self, opt: &'static OptionSpec) -> Result<(), RegisterError> {
         let mut raw = ffi::spank_option {
             name: opt.name.as_ptr() as *mut c_char,
             arginfo: opt.arginfo.as_ptr() as *mut c_char,
@@ -172,13 +172,22 @@ impl Spank {
         if rc == ffi::ESPANK_SUCCESS {
             Ok(())
         } else {
-            Err(format!(
-                "spank_option_register(--{}) failed: {}",
-                opt.name.to_string_lossy(),
-                strerror(rc)
-            ))
+            Err(RegisterError {
+                option: opt.name.to_string_lossy().into_owned(),
+                reason: strerror(rc),
+            })
         }
     }
+}
+
+/// Slurm did not take an option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spank_option_register(--{option}) failed: {reason}")]
+pub struct RegisterError {
+    /// The option.
+    pub option: String,
+    /// Slurm's message.
+    pub reason: String,
 }
 
 fn strerror(rc: ffi::spank_err_t) -> String {
