@@ -1,6 +1,8 @@
 //! [`Syscalls`] for real, on Linux (kernel >= 5.12 for `mount_setattr`).
 
-use super::syscalls::{BindOptions, CgroupGrant, HostKind, MountHandle, NsId, SysError, Syscalls};
+use super::syscalls::{
+    BindOptions, CgroupGrant, Handles, HostKind, MountHandle, NsId, SysError, Syscalls,
+};
 use crate::rootfs::{self, EntryKind, Rootfs};
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -36,7 +38,7 @@ pub struct LinuxSyscalls {
     root: RefCell<Option<Rootfs>>,
     /// The attached mount of each bind, by handle: rollback detaches
     /// exactly these.
-    mounts: RefCell<Vec<Option<OwnedFd>>>,
+    mounts: Handles<OwnedFd>,
 }
 
 impl LinuxSyscalls {
@@ -285,25 +287,12 @@ impl Syscalls for LinuxSyscalls {
             }
             // After move_mount the tree's fd is the root of the attached
             // mount: kept as the handle of this mount.
-            let mut mounts = self.mounts.borrow_mut();
-            mounts.push(Some(tree));
-            Ok(MountHandle(mounts.len() - 1))
+            Ok(self.mounts.push(tree))
         })
     }
 
     fn unmount(&self, handle: MountHandle) -> Result<(), SysError> {
-        let fd = self
-            .mounts
-            .borrow_mut()
-            .get_mut(handle.0)
-            .and_then(Option::take)
-            .ok_or_else(|| {
-                SysError::io(
-                    "umount",
-                    format!("mount handle {}", handle.0),
-                    std::io::Error::from_raw_os_error(libc::EINVAL),
-                )
-            })?;
+        let fd = self.mounts.take(handle)?;
         let p = proc_fd(fd.as_fd());
         // SAFETY: NUL-terminated path. The magic link names the root of the
         // mount this process attached, whatever the path in the image says

@@ -3,7 +3,9 @@
 //! Queries (`target_kind`, `host_kind`, namespaces) are answered from the
 //! model and not recorded, so tests assert on what would change the system.
 
-use super::syscalls::{BindOptions, CgroupGrant, HostKind, MountHandle, NsId, SysError, Syscalls};
+use super::syscalls::{
+    BindOptions, CgroupGrant, Handles, HostKind, MountHandle, NsId, SysError, Syscalls,
+};
 use crate::rootfs::{normalize, EntryKind};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -46,7 +48,7 @@ pub struct RecordingSyscalls {
     calls: RefCell<Vec<Call>>,
     entries: RefCell<BTreeMap<PathBuf, EntryKind>>,
     mounted: RefCell<Vec<PathBuf>>,
-    handles: RefCell<Vec<Option<PathBuf>>>,
+    handles: Handles<PathBuf>,
     host: BTreeMap<PathBuf, HostKind>,
     own_ns: NsId,
     container_ns: NsId,
@@ -87,7 +89,7 @@ impl RecordingSyscalls {
             calls: RefCell::new(Vec::new()),
             entries: RefCell::new(entries),
             mounted: RefCell::new(Vec::new()),
-            handles: RefCell::new(Vec::new()),
+            handles: Handles::default(),
             host: BTreeMap::new(),
             own_ns: NsId { dev: 4, ino: 1 },
             container_ns: NsId { dev: 4, ino: 2 },
@@ -262,25 +264,12 @@ impl Syscalls for RecordingSyscalls {
             target: norm.clone(),
             opts,
         })?;
-        let mut handles = self.handles.borrow_mut();
-        handles.push(Some(norm.clone()));
-        self.mounted.borrow_mut().push(norm);
-        Ok(MountHandle(handles.len() - 1))
+        self.mounted.borrow_mut().push(norm.clone());
+        Ok(self.handles.push(norm))
     }
 
     fn unmount(&self, handle: MountHandle) -> Result<(), SysError> {
-        let target = self
-            .handles
-            .borrow_mut()
-            .get_mut(handle.0)
-            .and_then(Option::take)
-            .ok_or_else(|| {
-                SysError::io(
-                    "umount",
-                    format!("handle {}", handle.0),
-                    std::io::Error::from_raw_os_error(libc::EINVAL),
-                )
-            })?;
+        let target = self.handles.take(handle)?;
         self.record(Call::Unmount(target.clone()))?;
         let mut mounted = self.mounted.borrow_mut();
         if let Some(i) = mounted.iter().rposition(|m| m == &target) {

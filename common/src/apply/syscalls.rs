@@ -142,6 +142,40 @@ pub trait Syscalls {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountHandle(pub usize);
 
+/// What an implementation keeps per mount, by handle; each is taken once.
+#[derive(Debug)]
+pub struct Handles<T>(std::cell::RefCell<Vec<Option<T>>>);
+
+impl<T> Default for Handles<T> {
+    fn default() -> Self {
+        Handles(std::cell::RefCell::new(Vec::new()))
+    }
+}
+
+impl<T> Handles<T> {
+    /// Keeps `t`; returns its handle.
+    pub fn push(&self, t: T) -> MountHandle {
+        let mut v = self.0.borrow_mut();
+        v.push(Some(t));
+        MountHandle(v.len() - 1)
+    }
+
+    /// Takes back what `h` names (once).
+    pub fn take(&self, h: MountHandle) -> Result<T, SysError> {
+        self.0
+            .borrow_mut()
+            .get_mut(h.0)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                SysError::io(
+                    "umount",
+                    format!("mount handle {}", h.0),
+                    std::io::Error::from_raw_os_error(libc::EINVAL),
+                )
+            })
+    }
+}
+
 /// Options of one bind mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindOptions {
