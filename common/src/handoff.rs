@@ -131,6 +131,7 @@ mod tests {
                 verdict: Default::default(),
                 decision: crate::plan::Decision::Start { warnings: vec![] },
                 tweaks: Default::default(),
+                notes: vec![],
             },
         };
         let p = write(&dir, 7, 0, &decision).unwrap();

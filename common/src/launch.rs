@@ -295,6 +295,7 @@ pub fn decide_with(
     let verdict = matcher::evaluate(&image_spec(ctx), node, policy);
     let (mut verdict, mut decision) = apply_policy(verdict, policy, request);
     let mut tweaks = Tweaks::default();
+    let mut notes = Vec::new();
     if decision.allows_start() {
         let rootfs = if verdict.selection.needs_image() && !ctx.rootfs.as_os_str().is_empty() {
             Some(Rootfs::open(&ctx.rootfs)?)
@@ -310,6 +311,7 @@ pub fn decide_with(
         if decision.allows_start() {
             tweaks = planned.tweaks;
         }
+        notes = planned.notes;
     }
     Ok(Plan {
         container: ctx.id.clone(),
@@ -317,6 +319,7 @@ pub fn decide_with(
         verdict,
         decision,
         tweaks,
+        notes,
     })
 }
 

@@ -184,4 +184,8 @@ pub struct Plan {
     pub decision: Decision,
     /// Tweaks to apply when starting.
     pub tweaks: Tweaks,
+    /// What the plan could not look at, for people (not findings: they
+    /// say nothing about the image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }

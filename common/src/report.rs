@@ -57,6 +57,9 @@ pub fn verdict(v: &Verdict, color: bool) -> String {
 /// Verdict, decision and tweaks.
 pub fn plan(p: &Plan, color: bool) -> String {
     let mut out = verdict(&p.verdict, color);
+    for n in &p.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
     match &p.decision {
         Decision::Start { warnings } => {
             let _ = writeln!(

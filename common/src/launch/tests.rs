@@ -189,7 +189,12 @@ fn without_rootfs_the_host_side_is_planned_and_the_gap_said() {
         .verdict
         .findings()
         .iter()
-        .any(|f| f.reason.contains("not inspected")));
+        .all(|f| !f.reason.contains("not inspected")));
+    assert!(
+        p.notes.iter().any(|n| n.contains("not inspected")),
+        "{:?}",
+        p.notes
+    );
     assert!(p
         .tweaks
         .mounts
@@ -271,6 +276,7 @@ fn red_under_enforce_refuses_with_policy_named() {
         verdict: v,
         decision: d,
         tweaks: Tweaks::default(),
+        notes: vec![],
     };
     let line = line(&plan);
     assert!(

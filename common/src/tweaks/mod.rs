@@ -80,6 +80,8 @@ pub struct Planned {
     pub findings: Vec<Finding>,
     /// The selection, with dropped components cleared.
     pub selection: Selection,
+    /// What could not be looked at (see [`crate::plan::Plan::notes`]).
+    pub notes: Vec<String>,
 }
 
 /// One component's share of the plan; dropped whole when it has a fatal
@@ -193,13 +195,7 @@ pub fn plan(
         ..Default::default()
     };
     if needs_image && rootfs.is_none() {
-        out.findings.push(Finding {
-            check: Check::Mpi,
-            level: Level::Ok,
-            reason: "no rootfs given: the image side (where its libraries are, its glibc, its libfabric needs) was not inspected; host libraries are shown in hpcc's own directories".into(),
-            image: None,
-            node: None,
-        });
+        out.notes.push("no rootfs given: the image side (where its libraries are, its glibc, its libfabric needs) was not inspected; host libraries are shown in hpcc's own directories".into());
     }
     let mut lib_dirs: Vec<PathBuf> = Vec::new();
     let mut merge = |part: Part, what: &str, out: &mut Planned| -> bool {
