@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs cargo-deb and cargo-generate-rpm (from crates.io, --locked) when
+# they are missing; does nothing when both are already on PATH. Pinned
+# versions: a new release must not change what CI builds behind our back.
+set -euo pipefail
+log() { printf '[packaging-tools] %s\n' "$*"; }
+
+CARGO_DEB_VERSION=${CARGO_DEB_VERSION:-3.8.0}
+CARGO_GENERATE_RPM_VERSION=${CARGO_GENERATE_RPM_VERSION:-0.21.1}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+install_one() {  # BINARY CRATE VERSION
+  if have "$1"; then log "$1 already installed ($("$1" --version 2>/dev/null | head -1))"; return; fi
+  log "cargo install --locked $2@$3"
+  local t0=$SECONDS
+  nice -n 10 cargo install --locked --quiet "$2@$3"
+  log "$2 installed in $((SECONDS - t0))s"
+}
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+install_one cargo-deb cargo-deb "$CARGO_DEB_VERSION"
+install_one cargo-generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
