@@ -195,3 +195,43 @@ fn slurm_with_a_plain_runc_oci_conf_is_a_problem() {
     );
     assert!(!r.healthy);
 }
+
+#[test]
+fn crio_hooks_dir_from_a_drop_in_is_honoured() {
+    let s = Scratch::new("crio");
+    let hook = s.fake_hook();
+    let policy = s.write("hook.toml", "", 0o644);
+    s.write("usr/bin/crio", "#!/bin/sh\n", 0o755);
+    // The drop-in of docs/cri-o-kubernetes.md, with the directories under the scratch root.
+    s.write(
+        "etc/crio/crio.conf.d/50-hpcc.conf",
+        "[crio.runtime]\nhooks_dir = [\n  \"/opt/hooks.d\",\n]\n",
+        0o644,
+    );
+    s.write(
+        "opt/hooks.d/hpcc.json",
+        &serde_json::json!({
+            "version": "1.0.0",
+            "hook": {"path": hook, "args": ["hpcc-hook", "prestart", "--config=/etc/hpcc/hook.toml"], "timeout": 10},
+            "when": {"always": true},
+            "stages": ["prestart"],
+        })
+        .to_string(),
+        0o644,
+    );
+    let mut layout = s.layout(&policy, &hook);
+    layout.hooks_dirs.clear();
+    layout.dry_run = false;
+    let mut out = Vec::new();
+    let files = engines::check(&layout, &hpcc_config::Policy::default(), &mut out);
+    assert_eq!(files.len(), 1, "{out:?}");
+    assert!(
+        files[0].file.ends_with("opt/hooks.d/hpcc.json"),
+        "{files:?}"
+    );
+    assert_eq!(
+        out.iter().filter(|f| f.check == "hooks.d").count(),
+        1,
+        "{out:?}"
+    );
+}
