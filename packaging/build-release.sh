@@ -13,7 +13,8 @@
 #   completions/             bash, zsh, fish
 #   etc/hook.toml            config/hook.toml (the conffile)
 #   hooks.d/hpcc.json        packaging/hooks.d/hpcc.json
-#   examples/                plugstack.conf, oci.conf (packaging/slurm/), hook-entry.json
+#   examples/                plugstack.conf, oci.conf (packaging/slurm/), hook-entry.json;
+#                            examples/rpm/: the Slurm snippets with RPM systems' paths
 #   slurm-release            the Slurm release the plugin was built for ("" = none)
 #
 # Usage: packaging/build-release.sh [--no-slurm]
@@ -84,6 +85,15 @@ install -m 0644 config/hook.toml "$STAGE/etc/hook.toml"
 install -m 0644 packaging/hooks.d/hpcc.json "$STAGE/hooks.d/hpcc.json"
 install -m 0644 packaging/slurm/plugstack.conf packaging/slurm/oci.conf \
   packaging/runc/hook-entry.json "$STAGE/examples/"
+# The RPM's snippets: Slurm's plugin directory and runc's path on RPM systems.
+mkdir -p "$STAGE/examples/rpm"
+sed 's|/usr/lib/x86_64-linux-gnu/slurm-wlm/|/usr/lib64/slurm/|' \
+  packaging/slurm/plugstack.conf >"$STAGE/examples/rpm/plugstack.conf"
+sed 's|^RunTimeRun="/usr/libexec/hpcc/hpcc-runtime |&--hpcc-runc=/usr/bin/runc |' \
+  packaging/slurm/oci.conf >"$STAGE/examples/rpm/oci.conf"
+grep -q /usr/lib64/slurm/hpcc_spank.so "$STAGE/examples/rpm/plugstack.conf" &&
+  grep -q -- --hpcc-runc=/usr/bin/runc "$STAGE/examples/rpm/oci.conf" ||
+  { log "error: packaging/slurm/*.conf changed shape: fix the RPM variants above"; exit 1; }
 
 # The plugin's Slurm release, as hpcc --version reports it.
 release=$("$STAGE/bin/hpcc" version --json | sed -n 's/.*"built_for": "\([^"]*\)".*/\1/p')
