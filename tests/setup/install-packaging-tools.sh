@@ -2,6 +2,10 @@
 # Installs cargo-deb and cargo-generate-rpm (from crates.io, --locked) when
 # they are missing; does nothing when both are already on PATH. Pinned
 # versions: a new release must not change what CI builds behind our back.
+# Debug builds (--debug): these are build helpers, not shipped; compiled
+# without optimisation they cost half the CPU time to install (measured: 170 s
+# of CPU for both instead of 340 s) and package as fast (about 20 s for the
+# four packages either way).
 set -euo pipefail
 log() { printf '[packaging-tools] %s\n' "$*"; }
 
@@ -13,7 +17,7 @@ install_one() {  # BINARY CRATE VERSION
   if have "$1"; then log "$1 already installed ($("$1" --version 2>/dev/null | head -1))"; return; fi
   log "cargo install --locked $2@$3"
   local t0=$SECONDS
-  nice -n 10 cargo install --locked --quiet "$2@$3"
+  nice -n 10 cargo install --locked --debug --quiet "$2@$3"
   log "$2 installed in $((SECONDS - t0))s"
 }
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
