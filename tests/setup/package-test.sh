@@ -86,6 +86,8 @@ log "hpcc --version: $v"
 case $v in *"built for Slurm 22.05."*) ;; *) die "hpcc --version does not name the Slurm release: $v" ;; esac
 dpkg-deb -f "$SLURM_DEB" Depends | grep -q "slurmd (<< 22.06)" || die "hpcc-slurm does not pin its Slurm series"
 for page in hpcc.1 hpcc-hook.8 hpcc-runtime.8 hook.toml.5; do
+  zcat "/usr/share/man/man${page##*.}/$page.gz" | grep -q "^\.TH" || die "man page $page is not roff"
+  command -v groff >/dev/null || continue
   zcat "/usr/share/man/man${page##*.}/$page.gz" | groff -man -Tutf8 -z -ww 2>"$SAVE/groff" || true
   grep -v "cannot adjust line" "$SAVE/groff" | grep . && die "man page $page has roff warnings"
 done
