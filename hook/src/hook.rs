@@ -81,16 +81,6 @@ fn first_line(e: &clap::Error) -> String {
     first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
-/// The stages a runtime may name (the hidden apply helper is not one).
-pub const STAGES: [&str; 6] = [
-    "prestart",
-    "createRuntime",
-    "createContainer",
-    "startContainer",
-    "poststart",
-    "poststop",
-];
-
 /// `hpcc-hook`'s clap command: its `--help` and its man page, hpcc-hook(8).
 pub fn command() -> clap::Command {
     use clap::{Arg, ArgAction};
@@ -107,10 +97,11 @@ apply; the other stages only exit 0. The policy comes from --config and never fr
 environment: a runtime may give a hook the image's own environment.",
         )
         .arg(
-            Arg::new("stage")
-                .value_name("STAGE")
-                .value_parser(STAGES)
-                .help("The OCI hook stage this entry runs at [default: prestart]"),
+            // Checked by Stage::parse, whose message docs/hook.md documents.
+            Arg::new("stage").value_name("STAGE").help(
+                "The OCI hook stage this entry runs at: prestart (default), createRuntime, \
+                 createContainer, startContainer, poststart or poststop",
+            ),
         )
         .arg(
             Arg::new("config")
@@ -306,6 +297,8 @@ mod tests {
 
     #[test]
     fn bad_command_lines_are_usage_errors() {
+        let e = HookArgs::parse(["nostage".to_owned()]).unwrap_err();
+        assert!(e.to_string().starts_with("unknown hook stage"), "{e}");
         for bad in [
             vec!["poststart", "prestart"],
             vec!["nostage"],
