@@ -27,7 +27,10 @@ struct HookRun {
 
 fn scratch_bundle(tag: &str, target: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let dir = std::env::temp_dir().join(format!("hpcc-doctor-{}-{tag}", std::process::id()));
+    // Unique per call: two checks in one process (the tests) must not share it.
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("hpcc-doctor-{}-{n}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     std::fs::create_dir(dir.join("rootfs"))?;
