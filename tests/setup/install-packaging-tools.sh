@@ -21,5 +21,11 @@ install_one() {  # BINARY CRATE VERSION
   log "$2 installed in $((SECONDS - t0))s"
 }
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+# cargo-deb's `Depends: $auto` comes from dpkg-shlibdeps (dpkg-dev).
+if ! command -v dpkg-shlibdeps >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  log "apt-get install dpkg-dev"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dpkg-dev >/dev/null ||
+    { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dpkg-dev >/dev/null; }
+fi
 install_one cargo-deb cargo-deb "$CARGO_DEB_VERSION"
 install_one cargo-generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
