@@ -27,3 +27,18 @@ step "cargo test --workspace"
 # The end-to-end tests start containers and a Slurm cluster; two threads
 # match the two cores of CI.
 cargo test --workspace -- --test-threads=2
+
+step "packages: cargo deb, cargo generate-rpm; dpkg -i, end to end against the installed files, dpkg -r"
+# What an admin installs (tests/setup/package-test.sh): podman with the shipped
+# hooks.d file, Slurm with the shipped snippets, every integration page's
+# examples, hpcc doctor green, then removal leaves only the conffile.
+# HPCC_SKIP_PACKAGES=1 skips this stage (it builds the release profile).
+if [ "${HPCC_SKIP_PACKAGES:-0}" = 1 ]; then
+  echo "skipped (HPCC_SKIP_PACKAGES=1)"
+else
+  t_pkg=$SECONDS
+  bash tests/setup/install-packaging-tools.sh
+  bash packaging/make-packages.sh
+  bash tests/setup/package-test.sh target/packages
+  echo "packaging stage: $((SECONDS - t_pkg)) s"
+fi

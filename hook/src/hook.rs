@@ -71,15 +71,63 @@ pub struct HookArgs {
     pub config: PathBuf,
 }
 
-/// A command line the hook does not understand.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A command line the hook does not understand (or `--help`/`--version`,
+/// which clap reports the same way).
+#[derive(Debug, thiserror::Error)]
 pub enum UsageError {
     /// Unknown stage.
     #[error(transparent)]
     Stage(#[from] UnknownStage),
-    /// Anything else.
-    #[error("unexpected argument {0:?} (usage: hpcc-hook [STAGE] [--config PATH])")]
-    Argument(String),
+    /// Anything else, as clap words it.
+    #[error("{}", first_line(.0))]
+    Clap(#[from] clap::Error),
+}
+
+fn first_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
+/// `hpcc-hook`'s clap command: its `--help` and its man page, hpcc-hook(8).
+pub fn command() -> clap::Command {
+    use clap::{Arg, ArgAction};
+    clap::Command::new("hpcc-hook")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("hpcc OCI hook: refuse images this node cannot run, apply the tweaks they allow")
+        .long_about(
+            "The OCI hook of hpcc, run by runc, crun, podman and CRI-O (hooks.d) and by \
+hpcc-runtime for Slurm. It reads the OCI state on stdin and <bundle>/config.json, fingerprints \
+the node (cached per boot), matches the image's org.supercontainers.* annotations against it \
+under the policy, and either lets the start go on (after applying the plan's tweaks inside \
+the container) or stops it with one line on stderr. prestart and createRuntime decide and \
+apply; the other stages only exit 0. The policy comes from --config and never from the \
+environment: a runtime may give a hook the image's own environment.",
+        )
+        .arg(
+            // Checked by Stage::parse, whose message docs/hook.md documents.
+            Arg::new("stage").value_name("STAGE").help(
+                "The OCI hook stage this entry runs at: prestart (default), createRuntime, \
+                 createContainer, startContainer, poststart or poststop",
+            ),
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("PATH")
+                .action(ArgAction::Set)
+                .default_value(hpcc_config::DEFAULT_PATH)
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("The policy file (hook.toml(5))"),
+        )
+        .after_help(
+            "Exit status: 0 start; 2 bad command line; 3 refused by policy (the reason is the \
+one line on stderr); 4 hpcc failed and on_error = \"refuse\" (also: invalid policy).\n\n\
+Example (/usr/share/containers/oci/hooks.d/hpcc.json):\n  \
+{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/usr/libexec/hpcc/hpcc-hook\",\n    \
+\"args\": [\"hpcc-hook\", \"prestart\", \"--config=/etc/hpcc/hook.toml\"], \"timeout\": 10},\n  \
+\"when\": {\"always\": true}, \"stages\": [\"prestart\"]}",
+        )
 }
 
 impl HookArgs {
@@ -87,23 +135,22 @@ impl HookArgs {
     /// the environment: runc gives a `createContainer` hook the container's
     /// own `process.env`, which the image writes.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<HookArgs, UsageError> {
-        let mut stage = None;
-        let mut config = PathBuf::from(hpcc_config::DEFAULT_PATH);
-        let mut it = args.into_iter();
-        while let Some(a) = it.next() {
-            if let Some(v) = a.strip_prefix("--config=") {
-                config = v.into();
-            } else if a == "--config" {
-                config = it.next().ok_or(UsageError::Argument(a))?.into();
-            } else if stage.is_none() {
-                stage = Some(Stage::parse(Some(&a))?);
-            } else {
-                return Err(UsageError::Argument(a));
-            }
+        let args: Vec<String> = args.into_iter().collect();
+        // The hidden helper stage looks like an option to clap.
+        if args.first().map(String::as_str) == Some(child::CHILD_ARG) {
+            return Ok(HookArgs {
+                stage: Stage::ApplyHelper,
+                config: PathBuf::from(hpcc_config::DEFAULT_PATH),
+            });
         }
+        let m =
+            command().try_get_matches_from(std::iter::once("hpcc-hook".to_owned()).chain(args))?;
         Ok(HookArgs {
-            stage: stage.unwrap_or(Stage::Prestart),
-            config,
+            stage: Stage::parse(m.get_one::<String>("stage").map(String::as_str))?,
+            config: m
+                .get_one::<PathBuf>("config")
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(hpcc_config::DEFAULT_PATH)),
         })
     }
 }
@@ -114,6 +161,15 @@ pub fn main(args: impl IntoIterator<Item = String>) -> i32 {
         Ok(a) => run(a.stage, std::io::stdin().lock(), &a.config, &mut |l| {
             eprintln!("{l}")
         }),
+        Err(UsageError::Clap(e))
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            launch::exit::START
+        }
         Err(e) => {
             eprintln!("hpcc-hook: {e}");
             launch::exit::USAGE
@@ -242,6 +298,43 @@ mod tests {
         );
         assert_eq!(Stage::parse(None).unwrap(), Stage::Prestart);
         assert!(Stage::parse(Some("--hpcc-apply")).is_err());
+    }
+
+    #[test]
+    fn command_line_as_hooks_d_writes_it() {
+        let a = HookArgs::parse(["prestart", "--config=/etc/hpcc/hook.toml"].map(String::from))
+            .unwrap();
+        assert_eq!(a.stage, Stage::Prestart);
+        assert_eq!(a.config, PathBuf::from("/etc/hpcc/hook.toml"));
+        let a =
+            HookArgs::parse(["--config", "/x.toml", "createRuntime"].map(String::from)).unwrap();
+        assert_eq!(a.stage, Stage::CreateRuntime);
+        assert_eq!(a.config, PathBuf::from("/x.toml"));
+        let a = HookArgs::parse(Vec::<String>::new()).unwrap();
+        assert_eq!(a.stage, Stage::Prestart);
+        assert_eq!(a.config, PathBuf::from(hpcc_config::DEFAULT_PATH));
+        let a = HookArgs::parse([child::CHILD_ARG].map(String::from)).unwrap();
+        assert_eq!(a.stage, Stage::ApplyHelper);
+    }
+
+    #[test]
+    fn bad_command_lines_are_usage_errors() {
+        let e = HookArgs::parse(["nostage".to_owned()]).unwrap_err();
+        assert!(e.to_string().starts_with("unknown hook stage"), "{e}");
+        for bad in [
+            vec!["poststart", "prestart"],
+            vec!["nostage"],
+            vec!["--config"],
+            vec!["--policy=/x"],
+        ] {
+            let e = HookArgs::parse(bad.iter().map(|s| s.to_string())).unwrap_err();
+            assert!(!e.to_string().is_empty(), "{bad:?}");
+        }
+        let e = HookArgs::parse(["--help".to_owned()]).unwrap_err();
+        assert!(
+            matches!(&e, UsageError::Clap(c) if c.kind() == clap::error::ErrorKind::DisplayHelp),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -2,13 +2,19 @@
 //! the real runtime's arguments, passed on unchanged except where a launch
 //! needs an fd preserved (`--preserve-fds`).
 //!
+//! The parsing is by hand, as `nvidia-container-runtime` does: the
+//! runtime's arguments (global options, the command, its options) are
+//! runc's and crun's, including `--help` and `--version`, which engines call
+//! on the runtime and which must reach the real one. [`command`] describes
+//! hpcc's own options with clap for the man page.
+//!
 //! Only `create` and `run` are acted on; the rest (`start`, `state`,
 //! `kill`, `delete`, `exec`, `features`, ...) goes to the real runtime as
 //! is. The command word is found after the runtime's global options (runc
 //! and crun: `--root DIR`, `--log FILE`, `--log-format F`, `--log-level L`,
 //! `--criu PATH`, `--rootless BOOL`, `--cgroup-manager M`, flags).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// A command line `hpcc-runtime` does not accept.
@@ -262,9 +268,55 @@ impl Args {
     }
 }
 
-/// Whether an argument is this literal (for tests and callers).
-pub fn is(a: &OsStr, lit: &str) -> bool {
-    a == OsStr::new(lit)
+/// hpcc-runtime's options as a clap command, for its man page
+/// (`hpcc-runtime(8)`).
+pub fn command() -> clap::Command {
+    use clap::{Arg, ArgAction};
+    let opt = |name: &'static str, value: &'static str, help: &'static str| {
+        Arg::new(name)
+            .long(name)
+            .value_name(value)
+            .require_equals(true)
+            .action(ArgAction::Set)
+            .help(help)
+    };
+    clap::Command::new("hpcc-runtime")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("hpcc OCI runtime shim: the launch decision as edits of config.json, then runc or crun")
+        .long_about(
+            "On create and run, hpcc-runtime takes the launch decision (the same core as hpcc-hook and \
+the SPANK plugin), writes the plan into the bundle's config.json (read-only bind mounts of host \
+libraries, the container's linker cache, devices with their cgroup rules, environment) and \
+executes the real runtime. A refusal exits 3 with one line on stderr (and in the runtime's --log \
+file). Every other command goes to the real runtime unchanged. With --hpcc-slurm (oci.conf \
+RunTimeRun) only slurmstepd's spooled configs are edited, the SPANK plugin's decision is applied, \
+and MPI steps are wired (PMI-2 socket, PMIx, the node's namespaces).",
+        )
+        .override_usage("hpcc-runtime [--hpcc-KEY=VALUE]... RUNTIME-ARGS...")
+        .arg(opt("hpcc-config", "PATH", "The policy [default: /etc/hpcc/hook.toml]"))
+        .arg(opt("hpcc-runtime", "PATH", "The real runtime, absolute [default: the policy's [runtime] path]"))
+        .arg(
+            Arg::new("hpcc-slurm")
+                .long("hpcc-slurm")
+                .action(ArgAction::SetTrue)
+                .help("Slurm mode (oci.conf RunTimeRun)"),
+        )
+        .arg(opt("hpcc-spool", "DIR", "Slurm mode: SlurmdSpoolDir [default: from slurm.conf]"))
+        .arg(opt("hpcc-state", "DIR", "Slurm mode: the SPANK plugin's step files [default: /run/hpcc/slurm]"))
+        .arg(opt("hpcc-node", "NAME", "Slurm mode: this node's name (give %n)"))
+        .arg(
+            Arg::new("RUNTIME-ARGS")
+                .num_args(0..)
+                .trailing_var_arg(true)
+                .allow_hyphen_values(true)
+                .help("The real runtime's arguments, e.g. --root /run/runc run --bundle B ID"),
+        )
+        .after_help(
+            "Exit status: the real runtime's once it runs; 2 bad command line; 3 refused by policy; \
+4 hpcc failed (on_error = \"refuse\").\n\nExample (/etc/slurm/oci.conf):\n  \
+RunTimeRun=\"/usr/libexec/hpcc/hpcc-runtime --hpcc-slurm --hpcc-node=%n --rootless=true \
+--root=/run/user-oci/%u run %n.%u.%j.%s.%t -b %b\"",
+        )
 }
 
 #[cfg(test)]

@@ -1,0 +1,81 @@
+//! `hpcc match`: scores an image against this node (0 green, 1 orange,
+//! 2 red, 3 bad input).
+
+use super::source::SourceArgs;
+use super::{CliError, Global, Output};
+use hpcc_common::fingerprint::NodeFingerprint;
+use hpcc_common::launch;
+use hpcc_common::matcher::Score;
+use hpcc_common::plan::{MpiChoice, UserRequest};
+use hpcc_common::report;
+use hpcc_config::{Enforcement, Policy};
+use std::path::PathBuf;
+
+/// `hpcc match (--bundle DIR | --annotations FILE.json) [...]`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    long_about = "Scores an image against this node, or against a fingerprint taken elsewhere \
+with `hpcc fingerprint --json`: every finding with the image's need and the node's offer. \
+--plan adds the decision and the tweaks (mounts, devices, environment) a launch would get.",
+    after_help = "Exit status: 0 green, 1 orange, 2 red, 3 bad input."
+)]
+pub struct Args {
+    /// The image.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Score against this saved fingerprint (hpcc fingerprint --json) instead of this node.
+    #[arg(long, value_name = "FILE.json")]
+    pub fingerprint: Option<PathBuf>,
+    /// Also show the decision and the tweaks of the launch plan.
+    #[arg(long)]
+    pub plan: bool,
+    /// The enforcement the user asks for (bounded by the policy's users.may_relax_to).
+    #[arg(long, value_name = "LEVEL", value_parser = ["enforce", "warn", "off"])]
+    pub enforcement: Option<String>,
+    /// The MPI choice the user asks for.
+    #[arg(long, value_name = "CHOICE", value_parser = ["auto", "replace", "none"], default_value = "auto")]
+    pub mpi: String,
+}
+
+/// Runs the command.
+pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
+    let enforcement = args
+        .enforcement
+        .as_deref()
+        .map(str::parse::<Enforcement>)
+        .transpose()
+        .map_err(CliError::Usage)?;
+    let mpi = args
+        .mpi
+        .parse::<MpiChoice>()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let policy = Policy::load(&g.config)?;
+    let node = match &args.fingerprint {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|source| CliError::Read {
+                path: f.clone(),
+                source,
+            })?;
+            serde_json::from_str::<NodeFingerprint>(&text).map_err(|source| {
+                CliError::Fingerprint {
+                    path: f.clone(),
+                    source,
+                }
+            })?
+        }
+        None => NodeFingerprint::cached(&policy),
+    };
+    let ctx = args.source.context()?;
+    let plan = launch::decide(&ctx, &node, &policy, &UserRequest { enforcement, mpi })?;
+    match (out.json, args.plan) {
+        (true, true) => out.json(&plan)?,
+        (true, false) => out.json(&plan.verdict)?,
+        (false, true) => out.text(&report::plan(&plan, out.color))?,
+        (false, false) => out.text(&report::verdict(&plan.verdict, out.color))?,
+    }
+    Ok(match plan.verdict.score() {
+        Score::Green => 0,
+        Score::Orange => 1,
+        Score::Red => 2,
+    })
+}
