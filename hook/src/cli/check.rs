@@ -24,28 +24,50 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
+    if let Some(image) = args.source.image_ref()? {
+        // An image: the image-side check (mandatory and optional
+        // annotations, where they come from, the expected HPC behaviour).
+        let (code, text) = crate::image_cmd::check(&image, out.json)?;
+        out.text(&text)?;
+        return Ok(code);
+    }
     let ctx = args.source.context()?;
-    let spec = ImageSpec::from_annotations(
+    let s = ImageSpec::read(
         ctx.annotations
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str())),
+        std::iter::empty(),
     );
-    let (code, problems, warnings) = match &spec {
-        Err(e) => (2, vec![e.to_string()], vec![]),
-        Ok(s) => {
-            // Both spellings of the CPU target fold into `cpu_target`.
-            let missing: Vec<String> = MANDATORY
-                .iter()
-                .filter(|_| s.cpu_target.is_none())
-                .map(|k| format!("mandatory annotation {k} is missing"))
-                .collect();
-            (
-                if missing.is_empty() { 0 } else { 1 },
-                missing,
-                s.warnings.clone(),
+    // Every value hpcc cannot read is invalid for an image builder (an
+    // enforcing node may refuse it); a missing mandatory key is "not
+    // conformant".
+    let invalid: Vec<String> = s
+        .problems
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.problem,
+                hpcc_common::annotations::ProblemKind::Unreadable { .. }
             )
-        }
+        })
+        .map(|p| hpcc_common::text::escape(&format!("{}={:?}: {}", p.key, p.value, p.problem)))
+        .collect();
+    // Both spellings of the CPU target fold into `cpu_target`.
+    let missing: Vec<String> = MANDATORY
+        .iter()
+        .filter(|_| s.cpu_target.is_none())
+        .map(|k| format!("mandatory annotation {k} is missing"))
+        .collect();
+    let code = if !invalid.is_empty() {
+        2
+    } else if !missing.is_empty() {
+        1
+    } else {
+        0
     };
+    let problems: Vec<String> = invalid.into_iter().chain(missing).collect();
+    let warnings = s.warnings.clone();
+    let spec: Result<&ImageSpec, ()> = Ok(&s);
     if out.json {
         out.json(&serde_json::json!({
             "conformant": code == 0,

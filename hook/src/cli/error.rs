@@ -25,6 +25,9 @@ pub enum CliError {
     /// A bundle's `config.json`.
     #[error(transparent)]
     Oci(#[from] OciError),
+    /// An image-side command (`IMAGE` arguments).
+    #[error(transparent)]
+    Image(#[from] crate::image_cmd::ImageCmdError),
     /// A file given on the command line could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {

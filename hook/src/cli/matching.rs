@@ -35,10 +35,31 @@ pub struct Args {
     /// The MPI choice the user asks for.
     #[arg(long, value_name = "CHOICE", value_parser = ["auto", "replace", "none"], default_value = "auto")]
     pub mpi: String,
+    /// With IMAGE: also score this Kubernetes NFD image-compatibility spec
+    /// (those attached to the image by `subject` are read too).
+    #[arg(long, value_name = "FILE")]
+    pub nfd: Option<PathBuf>,
+    /// With IMAGE: only the NFD compatibility sets with these tags.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
 }
 
 /// Runs the command.
 pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
+    if let Some(image) = args.source.image_ref()? {
+        // An image: scored from its manifest and config alone, before any
+        // layer is unpacked, with the site's collections and NFD specs.
+        let opts = crate::image_cmd::MatchOptions {
+            json: out.json,
+            nfd_file: args.nfd.clone(),
+            tags: args.tags.clone(),
+            fingerprint: args.fingerprint.clone(),
+            policy: Some(g.config.clone()),
+        };
+        let (code, text) = crate::image_cmd::match_image(&image, &opts)?;
+        out.text(&text)?;
+        return Ok(code);
+    }
     let enforcement = args
         .enforcement
         .as_deref()

@@ -6,6 +6,9 @@
 //! is a new module and a new variant; a new way to name an image is a new
 //! member of [`source::SourceArgs`]'s group.
 //!
+//! The image side (`check IMAGE`, `match IMAGE`, `annotate IMAGE`) is
+//! `crate::image_cmd` on `hpcc_common::image`.
+//!
 //! Conventions every command keeps:
 //! - `--help` on every subcommand, `--version` (and `hpcc version`);
 //! - `--json` (global): stdout carries exactly one JSON document, errors
@@ -15,6 +18,7 @@
 //!   conformant / 1 not / 2 invalid; fingerprint, policy, completions 0 ok;
 //!   doctor 0 healthy / 1 problems; 3 bad input or error for every command.
 
+pub mod annotate;
 pub mod check;
 pub mod completions;
 pub mod docs;
@@ -45,6 +49,7 @@ const AFTER_HELP: &str = "\
 Exit status:
   match        0 green, 1 orange, 2 red
   check        0 conformant, 1 not conformant, 2 invalid annotations
+  annotate     0
   doctor       0 healthy, 1 problems found
   fingerprint, policy, version, completions: 0
   3            bad input or error, for every command
@@ -52,7 +57,6 @@ Exit status:
 Environment:
   HPCC_CONFIG  the policy when --config is not given (default /etc/hpcc/hook.toml)
   NO_COLOR     no colour, even on a terminal
-  HPCC_LOG     log filter (e.g. debug)
 
 With --json, stdout is one JSON document, errors included: {\"error\": \"...\"}.";
 
@@ -93,6 +97,8 @@ pub enum Command {
     Match(matching::Args),
     /// Conformance of an image's annotations alone.
     Check(check::Args),
+    /// Propose annotations for an image, from its layers, with evidence.
+    Annotate(annotate::Args),
     /// Validate, show or print the reference policy file.
     Policy(policy::Args),
     /// Check this installation and say what is wrong and how to fix it.
@@ -180,6 +186,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Some(Command::Fingerprint(a)) => fingerprint::run(&a, &global, &out),
         Some(Command::Match(a)) => matching::run(&a, &global, &out),
         Some(Command::Check(a)) => check::run(&a, &global, &out),
+        Some(Command::Annotate(a)) => annotate::run(&a, &global, &out),
         Some(Command::Policy(a)) => policy::run(&a, &global, &out),
         Some(Command::Doctor(a)) => doctor::run(&a, &global, &out),
         Some(Command::Version(a)) => version::run(&a, &global, &out),

@@ -1,7 +1,7 @@
-//! Where an image's annotations come from: `--bundle DIR` (its
-//! `config.json`) or `--annotations FILE.json`. Exactly one is required (a
-//! clap group): the image-side sources (an OCI layout `IMAGE`) join the
-//! same group.
+//! Where an image's annotations come from: an image (`IMAGE`: an OCI
+//! layout `DIR[:tag]`, an OCI archive, an image config JSON; see
+//! docs/image-side.md), `--bundle DIR` (its `config.json`) or
+//! `--annotations FILE.json`. Exactly one is required (a clap group).
 
 use super::CliError;
 use hpcc_common::oci::{self, LaunchContext};
@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default, clap::Args)]
 #[group(id = "source", required = true, multiple = false)]
 pub struct SourceArgs {
+    /// An image: an OCI layout (`DIR`, `DIR:tag`, `oci:DIR:tag`), an OCI
+    /// archive (`oci-archive:FILE[:tag]`) or an image config JSON. Only
+    /// its manifest and config are read, never a layer.
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<String>,
     /// An OCI bundle: the annotations of DIR/config.json.
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
@@ -22,6 +27,15 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
+    /// The image, when one was named.
+    pub fn image_ref(&self) -> Result<Option<hpcc_common::image::layout::ImageRef>, CliError> {
+        self.image
+            .as_deref()
+            .map(hpcc_common::image::layout::ImageRef::parse)
+            .transpose()
+            .map_err(|e| CliError::Image(e.into()))
+    }
+
     /// The launch context the core decides on.
     pub fn context(&self) -> Result<LaunchContext, CliError> {
         match (&self.bundle, &self.annotations) {
@@ -36,7 +50,7 @@ impl SourceArgs {
             )),
             // clap's group makes this unreachable from the command line.
             _ => Err(CliError::Usage(
-                "give exactly one of --bundle DIR or --annotations FILE.json".into(),
+                "give exactly one of IMAGE, --bundle DIR or --annotations FILE.json".into(),
             )),
         }
     }

@@ -1,0 +1,46 @@
+//! `hpcc annotate IMAGE`: proposes annotations for an image from what its
+//! layers hold (read in memory, bounded; nothing from the image runs),
+//! each with its evidence.
+
+use super::{CliError, Global, Output};
+use hpcc_common::image::annotate::Format;
+use hpcc_common::image::layout::ImageRef;
+
+/// `hpcc annotate IMAGE [--format FORMAT]`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    long_about = "Reads an image's layers (tar, gzip, zstd) without running anything from them and \
+proposes org.supercontainers.* annotations, each with its evidence: libc and glibc version, MPI \
+implementation and version, libfabric and the FABRIC_1.x versions needed, UCX, Python and shells, \
+and the CPU level the binaries need (x86-64 ISA level notes, else the instructions of the hot \
+binaries, sampled). The output is key=value lines that buildah config --annotation, a Dockerfile \
+LABEL or umoci config accept.",
+    after_help = "Exit status: 0 proposed, 3 bad input."
+)]
+pub struct Args {
+    /// An OCI layout (`DIR`, `DIR:tag`, `oci:DIR:tag`) or an OCI archive
+    /// (`oci-archive:FILE[:tag]`).
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// text (evidence as comments, then key=value), plain (key=value),
+    /// dockerfile (LABEL lines), json, or nfd (a Kubernetes NFD image
+    /// compatibility spec, v1alpha1).
+    #[arg(long, value_name = "FORMAT", default_value = "text",
+          value_parser = ["text", "plain", "dockerfile", "json", "nfd"])]
+    pub format: String,
+}
+
+/// Runs the command.
+pub fn run(args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
+    let image = ImageRef::parse(&args.image).map_err(|e| CliError::Image(e.into()))?;
+    let format = match (out.json, args.format.as_str()) {
+        (true, _) | (_, "json") => Format::Json,
+        (_, "plain") => Format::Plain,
+        (_, "dockerfile") => Format::Dockerfile,
+        (_, "nfd") => Format::Nfd,
+        _ => Format::Text,
+    };
+    let (code, text) = crate::image_cmd::annotate(&image, format)?;
+    out.text(&text)?;
+    Ok(code)
+}
