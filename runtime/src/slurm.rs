@@ -155,7 +155,13 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
         }
         None => {
             let fp = NodeFingerprint::cached(&policy);
-            let planned = launch::decide(&ctx, &fp, &policy, &UserRequest::default());
+            // The line names the node as Slurm does (several nodes may
+            // share a host name).
+            let planned =
+                launch::decide(&ctx, &fp, &policy, &UserRequest::default()).map(|mut plan| {
+                    plan.node = node.clone();
+                    plan
+                });
             launch::outcome(&policy, policy_path, Some(&l.id), Some(&node), planned)
         }
     };

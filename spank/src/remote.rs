@@ -43,7 +43,20 @@ pub fn user_init(spank: &Spank, state: &std::sync::Mutex<State>) {
     // fingerprint cache and the step's policy file under /run; the user's
     // bundle is read in a child that drops to the user.
     let _root = EffectiveRoot::take();
-    decide(&bundle, &ids, &args, &options, state);
+    let node = slurm_node_name(spank);
+    decide(&bundle, &ids, &args, &options, node.as_deref(), state);
+}
+
+/// This node as Slurm names it: `SLURMD_NODENAME`, which slurmstepd sets
+/// in its own environment (the job's has it too, per task). The lines name
+/// it rather than the host name: several nodes may share one host name
+/// (containers, virtual nodes) and the user knows the node by Slurm's name.
+fn slurm_node_name(spank: &Spank) -> Option<String> {
+    let ok = |n: &String| !n.is_empty() && n.len() <= 256 && !n.contains(['/', '\n', '\0']);
+    std::env::var("SLURMD_NODENAME")
+        .ok()
+        .filter(ok)
+        .or_else(|| spank.getenv("SLURMD_NODENAME").filter(ok))
 }
 
 fn decide(
@@ -51,6 +64,7 @@ fn decide(
     ids: &slurm::JobIds,
     args: &PluginArgs,
     options: &UserOptions,
+    node: Option<&str>,
     state: &std::sync::Mutex<State>,
 ) {
     if let Ok(p) = hpcc_config::Policy::load(&args.config) {
@@ -71,6 +85,7 @@ fn decide(
         user: &user,
         policy_path: &args.config,
         request: options.request(args),
+        node,
     });
     let summary = step::summary(&decided.outcome, decided.elapsed);
     let step_name = format!("StepId={}.{}", ids.job, ids.step);

@@ -37,6 +37,10 @@ pub struct StepInput<'a> {
     pub policy_path: &'a Path,
     /// The user's request.
     pub request: UserRequest,
+    /// This node as Slurm names it (`SLURMD_NODENAME`): what the lines
+    /// say, since several nodes may share a host name. `None`: the host
+    /// name.
+    pub node: Option<&'a str>,
 }
 
 /// Decides one step. Never panics on bad input; every failure becomes a
@@ -49,6 +53,7 @@ pub fn decide(input: &StepInput<'_>) -> Decided {
         Err(refused) => (refused, None),
         Ok(policy) => {
             let node = NodeFingerprint::cached(&policy);
+            let here = input.node.unwrap_or(&node.hostname);
             let planned = read_context(input, &id).and_then(|ctx| {
                 // The tweak planner opens the image's rootfs (root.path,
                 // the user's choice) with the job user's file system
@@ -57,13 +62,12 @@ pub fn decide(input: &StepInput<'_>) -> Decided {
                 FsIdentity::enter(input.user)
                     .run(|| launch::decide(&ctx, &node, &policy, &input.request))
             });
-            let outcome = launch::outcome(
-                &policy,
-                input.policy_path,
-                Some(&id),
-                Some(&node.hostname),
-                planned,
-            );
+            let planned = planned.map(|mut plan| {
+                plan.node = here.to_owned();
+                plan
+            });
+            let outcome =
+                launch::outcome(&policy, input.policy_path, Some(&id), Some(here), planned);
             let effective = hpcc_common::handoff::effective_policy(&policy, &input.request);
             (outcome, Some(effective))
         }
@@ -166,6 +170,7 @@ mod tests {
                 user: &me,
                 policy_path: &policy,
                 request,
+                node: Some("node017"),
             })
         }
 
@@ -194,6 +199,10 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("a64fx"), "{line}");
+        assert!(
+            line.contains(" on node017: "),
+            "the Slurm node name: {line}"
+        );
         assert!(line.contains("checks.cpu = \"enforce\""), "{line}");
         assert!(!line.contains('\n'));
     }

@@ -23,6 +23,8 @@ PKGS=(
   mpich libmpich-dev openmpi-bin libopenmpi-dev libfabric1 libfabric-bin libucx0
   # fixture build and test tooling
   jq gcc libc6-dev pkg-config file
+  # the two-node Slurm rig of the MPI tests (ip netns, bridge, veth)
+  iproute2
 )
 
 SUDO=

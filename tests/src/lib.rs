@@ -5,6 +5,8 @@
 //! They fail, never skip, when something is missing: a suite that passes
 //! because it ran nothing is worse than a red one.
 
+pub mod slurm2;
+
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
