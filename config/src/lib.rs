@@ -362,11 +362,11 @@ impl Default for Runtime {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Slurm {
-    /// An MPI step's container shares the node's network and IPC
-    /// namespaces and its `/dev/shm` (the interconnect, the PMI server on
-    /// the node's loopback and shared memory must be reachable), as Sarus,
-    /// Pyxis/enroot and Apptainer do. `false` keeps the namespaces the
-    /// bundle asks for.
+    /// An MPI step's container shares the node's network, IPC and PID
+    /// namespaces (PID: not for rootless containers) and its `/dev/shm`
+    /// (the interconnect, the PMI server on the node's loopback, shared
+    /// memory and cross-memory attach must be reachable), as Pyxis/enroot
+    /// and Apptainer do. `false` keeps the namespaces the bundle asks for.
     pub mpi_node_namespaces: bool,
 }
 

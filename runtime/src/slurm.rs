@@ -411,12 +411,22 @@ fn unsafe_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The container joins the node's network and IPC namespaces: the
-/// interconnect, the PMI server on the node's loopback and shared memory
-/// must be reachable, as with Sarus, Pyxis/enroot and Apptainer.
+/// The container joins the node's network, IPC and PID namespaces: the
+/// interconnect, the PMI server on the node's loopback, shared memory and
+/// cross-memory attach between the ranks of a node (UCX's CMA transport
+/// needs the peers in one PID namespace) must be reachable, as with
+/// Pyxis/enroot and Apptainer; a rank that hangs then also gets the
+/// signals of a cancelled step (as pid 1 of its own namespace it ignores
+/// SIGTERM). A rootless container keeps its PID namespace: in a user
+/// namespace it could not mount /proc without one.
 fn share_node_namespaces(config: &mut Value) {
     if let Some(ns) = config["linux"]["namespaces"].as_array_mut() {
-        ns.retain(|n| !matches!(n["type"].as_str(), Some("network" | "ipc")));
+        let rootless = ns.iter().any(|n| n["type"] == "user");
+        ns.retain(|n| match n["type"].as_str() {
+            Some("network" | "ipc") => false,
+            Some("pid") => rootless,
+            _ => true,
+        });
     }
 }
 
@@ -639,9 +649,16 @@ mod tests {
         let before = c.clone();
         assert_eq!(wire_mpi(&mut c, &Policy::default(), &step()).unwrap(), None);
         assert_eq!(c, before);
-        let mut c = json!({"linux": {"namespaces": [{"type": "network"}, {"type": "ipc"}, {"type": "mount"}]}});
+        let mut c = json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "mount"}]}});
         share_node_namespaces(&mut c);
         assert_eq!(c["linux"]["namespaces"], json!([{"type": "mount"}]));
+        // Rootless: the PID namespace stays (/proc needs it in a user namespace).
+        let mut c = json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "user"}]}});
+        share_node_namespaces(&mut c);
+        assert_eq!(
+            c["linux"]["namespaces"],
+            json!([{"type": "pid"}, {"type": "user"}])
+        );
     }
 
     #[test]

@@ -144,6 +144,7 @@ pub(crate) fn plan(
     }
     extra_dependencies(input.host, comp, part, &mut acc)?;
     let glibc_needs = dependency_closure(input.host, comp, part, &mut acc);
+    ucx_modules(input, comp, part, &acc.provided);
     if let Some(image) = input.image {
         if check_glibc(image, comp, &acc.provided, part) {
             glibc_family(input, image, comp, &glibc_needs, part, &mut acc.provided);
@@ -632,6 +633,67 @@ pub(crate) fn plan_plugin_dir(
         &dir.display().to_string(),
         format!("policy {policy_key}"),
     );
+    plugin_deps(input, comp, part, dir, plugin_kind, max, skip);
+}
+
+/// Step 4b: UCX loads its transports (CMA, InfiniBand, RDMA CM, ...) as
+/// modules from `<directory of libucs>/ucx`. A host MPI built on UCX (Debian's
+/// MPICH is `ch4:ucx`) that gets the host's libucs in hpcc's directory gets
+/// the host's modules next to it, at `<deps dir>/ucx`, where that libucs
+/// looks (no variable needed, so it works in hook mode too). Without them
+/// UCX has only its built-in transports: no InfiniBand, no cross-process
+/// memory copy.
+fn ucx_modules(
+    input: &Inputs<'_>,
+    comp: &Component,
+    part: &mut Part,
+    provided: &[(PathBuf, ElfInfo)],
+) {
+    if part.tweaks.env.iter().any(|e| e.name == "UCX_MODULE_DIR") {
+        // ucx_replace names its own module directory.
+        return;
+    }
+    let Some((libucs, _)) = provided
+        .iter()
+        .find(|(p, i)| i.soname.as_deref() == Some("libucs.so.0") || p.ends_with("libucs.so.0"))
+    else {
+        return;
+    };
+    let real = input
+        .host
+        .canonical(libucs)
+        .unwrap_or_else(|| libucs.clone());
+    let Some(dir) = real.parent().map(|d| d.join("ucx")) else {
+        return;
+    };
+    if !input.host.is_dir(&dir) {
+        return;
+    }
+    part.mount(
+        &dir,
+        comp.deps_dir.join("ucx"),
+        format!("UCX transport modules of the {}", comp.what),
+    );
+    let skip: BTreeSet<String> = provided
+        .iter()
+        .filter_map(|(_, i)| i.soname.clone())
+        .collect();
+    plugin_deps(input, comp, part, &dir, "UCX module", 256, &skip);
+}
+
+/// The dependencies of a directory of dlopen'ed plugins, mounted in the
+/// component's directory (no `DT_NEEDED` of the injected libraries names
+/// them), and checked against the image's glibc.
+#[allow(clippy::too_many_arguments)]
+fn plugin_deps(
+    input: &Inputs<'_>,
+    comp: &Component,
+    part: &mut Part,
+    dir: &Path,
+    plugin_kind: &str,
+    max: usize,
+    skip: &BTreeSet<String>,
+) {
     let plugins: Vec<(String, ElfInfo)> = input
         .host
         .list_dir(dir, max)
