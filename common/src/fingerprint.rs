@@ -494,12 +494,16 @@ mod tests {
         assert!(lib.error.unwrap().contains("/nonexistent/libmpi.so.12"));
     }
 
+    /// Root only (write_cache refuses anyone else by design); the
+    /// workspace tests run as root in CI (tests/run.sh), so this asserts
+    /// root instead of passing without having run.
     #[test]
     fn cache_round_trip_and_key_change() {
-        if !nix::unistd::geteuid().is_root() {
-            // write_cache refuses non-root by design; covered by the e2e suite.
-            return;
-        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (only root writes the fingerprint cache): run the workspace tests as root, as tests/run.sh and CI do"
+        );
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("hpcc-cache-test-{}", std::process::id()));
         let mut policy = Policy::default();
         policy.cache.dir = dir.clone();
@@ -509,6 +513,17 @@ mod tests {
         let key = cache_key(&policy).unwrap();
         assert_eq!(read_cache(&path, &key).unwrap(), first);
         assert!(read_cache(&path, "another-boot").is_none());
+        // A cache file someone else could have written is not trusted.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(
+            read_cache(&path, &key).is_none(),
+            "world-writable cache read"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        assert!(read_cache(&path, &key).is_none(), "non-root cache read");
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+        assert_eq!(read_cache(&path, &key).unwrap(), first);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

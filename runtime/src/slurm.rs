@@ -610,11 +610,56 @@ mod tests {
         // A symlink in the spool that leads out of it is resolved and refused.
         assert!(validate_bundle(&spool.join("oci-job00013-00000"), &spool).is_err());
         assert!(validate_bundle(&spool.join("oci-job00012-00003/../other"), &spool).is_err());
-        // The config must be root's (slurmstepd's).
-        std::fs::write(spool.join("oci-job00012-00003/config.json"), "{}").unwrap();
-        let r = read_spooled(&spool.join("oci-job00012-00003"));
-        assert_eq!(r.is_ok(), nix_is_root());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The spooled config must be a regular file root wrote (slurmstepd):
+    /// the spool directory belongs to the job user, who could otherwise put
+    /// a config of their own there. Root only (it chowns files); the
+    /// workspace tests run as root in CI (tests/run.sh), so this asserts
+    /// root instead of passing without having run.
+    #[test]
+    fn only_a_root_owned_spooled_config_is_read() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            nix_is_root(),
+            "this test needs root (it makes files owned by root and by another user): run the workspace tests as root, as tests/run.sh and CI do"
+        );
+        let bundle = std::env::temp_dir().join(format!("hpcc-spooled-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&bundle);
+        std::fs::create_dir_all(&bundle).unwrap();
+        let cfg = bundle.join("config.json");
+        let refused = |why: &str| {
+            let e = read_spooled(&bundle).expect_err(why);
+            assert!(e.to_string().contains(&bundle.display().to_string()), "{e}");
+            e.to_string()
+        };
+        // Root's, 0644: read.
+        std::fs::write(&cfg, r#"{"ociVersion":"1.0.2"}"#).unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (buf, meta) = read_spooled(&bundle).unwrap();
+        assert_eq!(buf, br#"{"ociVersion":"1.0.2"}"#);
+        assert_eq!(meta.uid(), 0);
+        // The job user's (or anyone's but root's): refused.
+        std::os::unix::fs::chown(&cfg, Some(65534), Some(65534)).unwrap();
+        let e = refused("a config owned by uid 65534 was read");
+        assert!(e.contains("not a root-owned regular file"), "{e}");
+        // Root's but writable by anyone: refused.
+        std::os::unix::fs::chown(&cfg, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = refused("a world-writable config was read");
+        assert!(e.contains("not a root-owned regular file"), "{e}");
+        // A symlink to root's file: not followed.
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&cfg, bundle.join("real.json")).unwrap();
+        std::os::unix::fs::symlink(bundle.join("real.json"), &cfg).unwrap();
+        let e = refused("a symlinked config was followed");
+        assert!(e.contains("cannot open config.json"), "{e}");
+        // A directory: refused.
+        std::fs::remove_file(&cfg).unwrap();
+        std::fs::create_dir(&cfg).unwrap();
+        refused("a directory was read as config.json");
+        std::fs::remove_dir_all(&bundle).unwrap();
     }
 
     fn step() -> Step<'static> {

@@ -196,6 +196,34 @@ impl Bundle {
         self
     }
 
+    /// Adds `hpcc-hook` as a prestart hook with this policy text, like
+    /// [`Bundle::with_hook`], and keeps what the hook wrote on stderr at
+    /// level info (`HPCC_LOG=info`, docs/hook.md) in [`Bundle::hook_log`]:
+    /// a small `sh` between the runtime and the hook copies the hook's
+    /// stderr to a file next to the bundle and passes it on unchanged, with
+    /// the hook's exit code. runc shows a hook's stderr only when the hook
+    /// fails; this shows what the hook decided when it lets a container
+    /// start, which is the only way to tell "the hook allowed it" from "the
+    /// hook never ran".
+    pub fn with_logged_hook(&mut self, policy: &str) -> &mut Self {
+        self.with_hook(policy);
+        let log = self.hook_log_path();
+        let _ = std::fs::remove_file(&log);
+        let hook = &mut self.config["hooks"]["prestart"][0];
+        *hook = logged_hook_entry(hook, &log);
+        self
+    }
+
+    fn hook_log_path(&self) -> PathBuf {
+        self.dir.join("hook-stderr.log")
+    }
+
+    /// What the hook of [`Bundle::with_logged_hook`] wrote on stderr in the
+    /// last run (empty when it never ran).
+    pub fn hook_log(&self) -> String {
+        std::fs::read_to_string(self.hook_log_path()).unwrap_or_default()
+    }
+
     /// Raw access to the config for special cases.
     pub fn config_mut(&mut self) -> &mut Value {
         &mut self.config
@@ -212,6 +240,33 @@ impl Bundle {
     }
 }
 
+/// An OCI hook entry (`path`, `args`) wrapped so that the hook's stderr is
+/// also kept in `log`, with `HPCC_LOG=info` (hpcc's documented log-level
+/// override, docs/hook.md) so that a start decision is written too. The
+/// wrapper is a plain `sh -c` that runs the hook with its own arguments and
+/// stdin, copies its stderr to `log`, passes that stderr on unchanged and
+/// exits with the hook's code: what the runtime sees is the hook's.
+pub fn logged_hook_entry(entry: &Value, log: &Path) -> Value {
+    let mut args = vec![
+        json!("sh"),
+        json!("-c"),
+        json!(r#""$0" "$@" 2>"$HPCC_E2E_HOOK_LOG"; rc=$?; cat "$HPCC_E2E_HOOK_LOG" >&2; exit $rc"#),
+        entry["path"].clone(),
+    ];
+    if let Some(a) = entry["args"].as_array() {
+        args.extend(a.iter().skip(1).cloned());
+    }
+    json!({
+        "path": "/bin/sh",
+        "args": args,
+        "env": [
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "HPCC_LOG=info",
+            format!("HPCC_E2E_HOOK_LOG={}", log.display()),
+        ],
+    })
+}
+
 /// The result of one container run.
 #[derive(Debug)]
 pub struct Run {
@@ -221,6 +276,26 @@ pub struct Run {
     pub stdout: String,
     /// stderr.
     pub stderr: String,
+}
+
+/// The mount table of a runtime's own mount namespace around one run.
+#[derive(Debug, Clone)]
+pub struct NsMounts {
+    /// `/proc/self/mountinfo` before the runtime started.
+    pub before: String,
+    /// `/proc/self/mountinfo` after it exited.
+    pub after: String,
+}
+
+impl NsMounts {
+    /// Lines (mount id and all) present after the run and not before.
+    pub fn added(&self) -> Vec<String> {
+        self.after
+            .lines()
+            .filter(|l| !self.before.lines().any(|b| b == *l))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl Run {
@@ -270,14 +345,26 @@ pub fn run_runc_dir(dir: &Path, id: &str) -> Run {
 
 /// Runs the bundle with real crun, in the private cgroup2 mount that crun
 /// needs on this machine's hybrid layout (ENVIRONMENT.md).
+///
+/// crun runs in a mount namespace of its own (`unshare -m`), which is also
+/// where it runs prestart hooks: a mount a hook leaked "on the host" would
+/// land there and vanish with it, invisible in the host's table. So the
+/// shell that runs crun also saves that namespace's mount table before and
+/// after crun: [`crun_namespace_mounts`].
 pub fn run_crun(b: &Bundle) -> Run {
     require("crun");
     b.write();
-    let script = "umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup && \
-        exec crun --cgroup-manager=disabled --root /run/hpcc-test-crun run --bundle \"$1\" \"$2\"";
+    let (before, after) = (b.dir.join("crun-ns-before"), b.dir.join("crun-ns-after"));
+    for f in [&before, &after] {
+        let _ = std::fs::remove_file(f);
+    }
+    let script = "umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup || exit 125; \
+        cat /proc/self/mountinfo > \"$3\" || exit 125; \
+        timeout 120 crun --cgroup-manager=disabled --root /run/hpcc-test-crun run --bundle \"$1\" \"$2\"; rc=$?; \
+        cat /proc/self/mountinfo > \"$4\" || exit 125; exit $rc";
     let out = Command::new("timeout")
         .args([
-            "120",
+            "150",
             "unshare",
             "-m",
             "--propagation",
@@ -289,6 +376,8 @@ pub fn run_crun(b: &Bundle) -> Run {
         ])
         .arg(&b.dir)
         .arg(&b.id)
+        .arg(&before)
+        .arg(&after)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -296,6 +385,27 @@ pub fn run_crun(b: &Bundle) -> Run {
         .args(["--root", "/run/hpcc-test-crun", "delete", "--force", &b.id])
         .output();
     Run::from(out)
+}
+
+/// The mount table of the private namespace the last [`run_crun`] of this
+/// bundle ran crun (and crun its prestart hooks) in, just before crun
+/// started and just after it exited. A mount a hook made in the runtime's
+/// namespace instead of the container's shows here, and only here: that
+/// namespace dies with the shell, so the host's table never has it.
+pub fn crun_namespace_mounts(b: &Bundle) -> NsMounts {
+    let read = |name: &str| {
+        let p = b.dir.join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| {
+            panic!(
+                "crun's namespace mount table {} was not saved: {e}",
+                p.display()
+            )
+        })
+    };
+    NsMounts {
+        before: read("crun-ns-before"),
+        after: read("crun-ns-after"),
+    }
 }
 
 /// The host's mount table, to prove nothing leaked.

@@ -102,15 +102,18 @@ fn env() -> &'static Env {
         std::fs::write(
             &spy,
             format!(
-                "#!/bin/sh\n# Records one hpcc-runtime call (user, the bundle's test tag), runs it,\n\
+                "#!/bin/sh\n# Records one hpcc-runtime call (user, the spooled bundle's name, the\n\
+                 # plugin's step files present then, the bundle's test tag), runs it,\n\
                  # and keeps the config it edited (slurmstepd removes the spool after the step).\n\
                  b=; prev=; for a; do [ \"$prev\" = -b ] && b=$a; prev=$a; done\n\
                  tag=$(jq -r '.annotations[\"org.example.hpcc-test\"] // empty' \"$b/config.json\")\n\
-                 printf '%s %s\\n' \"$(id -un)\" \"$tag\" >> {log}\n\
+                 handoff=$(ls -A {handoff} 2>&1 | tr '\\n ' ',_')\n\
+                 printf '%s %s handoff=%s %s\\n' \"$(id -un)\" \"$(basename \"$b\")\" \"$handoff\" \"$tag\" >> {log}\n\
                  {runtime} \"$@\"; rc=$?\n\
                  [ -n \"$tag\" ] && cp \"$b/config.json\" {dir}/edited-$tag.json 2>/dev/null\n\
                  exit $rc\n",
                 log = spy_log.display(),
+                handoff = HANDOFF_DIR,
                 runtime = runtime.display(),
                 dir = dir.display(),
             ),
@@ -219,7 +222,9 @@ fn slurmd_log() -> String {
     std::fs::read_to_string(SLURMD_LOG).unwrap_or_default()
 }
 
-/// The runtime's calls for a bundle's tag (`USER TAG` lines).
+/// The runtime's calls for a bundle's tag (`USER BUNDLE handoff=FILES TAG`
+/// lines: the job user, the spooled bundle's directory name, the files
+/// in the plugin's handoff directory when the runtime was called).
 fn spy_calls(tag: &str) -> Vec<String> {
     std::fs::read_to_string(&env().spy_log)
         .unwrap_or_default()
@@ -313,11 +318,41 @@ fn compatible_bundle_runs_with_the_plugins_decision() {
         edited(&tag)["annotations"]["run.hpcc.decided-by"],
         "hpcc_spank.so"
     );
-    // The plugin's step file is removed at the end of the step.
-    let job_files: Vec<_> = std::fs::read_dir(HANDOFF_DIR)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(job_files.is_empty(), "{job_files:?} left behind");
+    // The plugin's step file was there while the runtime ran (the spy
+    // listed the directory then), and is gone once the step ended.
+    let fields: Vec<&str> = calls[0].split(' ').collect();
+    let (bundle_name, listed) = (fields[1], fields[2]);
+    let file = step_file_of(bundle_name);
+    assert!(
+        listed
+            .strip_prefix("handoff=")
+            .is_some_and(|l| l.split(',').any(|f| f == file)),
+        "{file} was not in {HANDOFF_DIR} when hpcc-runtime ran: {}",
+        calls[0]
+    );
+    let dir = std::fs::metadata(HANDOFF_DIR)
+        .unwrap_or_else(|e| panic!("{HANDOFF_DIR} cannot be read: {e}"));
+    assert!(dir.is_dir(), "{HANDOFF_DIR} is not a directory");
+    match std::fs::symlink_metadata(Path::new(HANDOFF_DIR).join(&file)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("{HANDOFF_DIR}/{file} cannot be checked: {e}"),
+        Ok(_) => panic!("{HANDOFF_DIR}/{file} left behind after the step"),
+    }
+}
+
+/// The plugin's step file (`<job>.<step>.json`, hpcc_common::handoff) of
+/// a spooled bundle `oci-jobJJJJJ-SSSSS` (slurmstepd's name).
+fn step_file_of(bundle_name: &str) -> String {
+    let rest = bundle_name
+        .strip_prefix("oci-job")
+        .unwrap_or_else(|| panic!("not a spooled bundle: {bundle_name}"));
+    let (job, step) = rest.split_once('-').unwrap();
+    let job: u32 = job.parse().unwrap();
+    let step: u32 = match step {
+        "batch" => 0xffff_fffb,
+        s => s.parse().unwrap(),
+    };
+    format!("{job}.{step}.json")
 }
 
 #[test]
@@ -581,19 +616,36 @@ fn non_root_job_with_rootless_runc_gets_the_host_mpich() {
 #[test]
 fn jobs_without_container_are_untouched() {
     env();
-    let out = srun(&["/bin/sh", "-c", "echo job=$SLURM_JOB_ID"]);
+    // The step lists the plugin's handoff directory while it runs: a step
+    // file the plugin wrote for it would be there (it is removed only at
+    // the step's end, so looking after the step would prove nothing).
+    let out = srun(&[
+        "/bin/sh",
+        "-c",
+        &format!(
+            "echo job=$SLURM_JOB_ID; echo handoff=$(ls -A {HANDOFF_DIR} 2>&1 | tr '\\n ' ',_')"
+        ),
+    ]);
     assert!(out.status.success());
     let stdout = text(&out.stdout);
-    let job = stdout
-        .trim()
-        .strip_prefix("job=")
+    let mut lines = stdout.lines();
+    let job = lines
+        .next()
+        .and_then(|l| l.strip_prefix("job="))
         .unwrap_or_else(|| panic!("{stdout}"))
         .to_owned();
     assert!(!job.is_empty());
+    let listed = lines
+        .next()
+        .and_then(|l| l.strip_prefix("handoff="))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        !listed.split(',').any(|f| f == format!("{job}.0.json")),
+        "the plugin wrote a decision for a step without a container: {listed}"
+    );
     let tag = format!("[{job}.0] hpcc");
     assert!(
         !slurmd_log().contains(&tag),
         "the plugin acted on a step without a container"
     );
-    assert!(!Path::new(&format!("{HANDOFF_DIR}/{job}.0.json")).exists());
 }

@@ -3,7 +3,7 @@
 //! MPICH, libfabric and linker cache, without starting anything.
 
 use hpcc_e2e::{bin, fixture_rootfs, Bundle};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const POLICY: &str = r#"
@@ -60,7 +60,12 @@ fn plan_shows_mpi_and_libfabric_tweaks_from_the_rootfs() {
     let policy = b.dir.join("hook.toml");
     let dir = b.dir.display().to_string();
     let (code, out, err) = hpcc(&policy, &["match", "--plan", "--bundle", &dir]);
-    assert!(code == 0 || code == 1, "exit {code}: {out}{err}");
+    // Orange (docs/cli.md: 0 green, 1 orange, 2 red): the image is a
+    // generic x86_64 build, degraded on any newer x86_64 node, and both
+    // tweaks are possible. Green would mean the CPU check vanished, red a
+    // refusal.
+    assert_eq!(code, 1, "exit {code}: {out}{err}");
+    assert!(out.contains("score: ORANGE"), "{out}");
     assert!(out.contains("decision: start"), "{out}");
     // The host library over the image's own file (resolved in the rootfs).
     let line = out
@@ -85,13 +90,109 @@ fn plan_shows_mpi_and_libfabric_tweaks_from_the_rootfs() {
         out.contains("ld.so  libhwloc.so.15 => /dev/hpcc/lib/mpich/libhwloc.so.15"),
         "{out}"
     );
-    // The same as JSON.
-    let (_, json, _) = hpcc(&policy, &["match", "--plan", "--json", "--bundle", &dir]);
+    // The same as JSON, with the same exit code: exactly the host
+    // libraries and their dependency closure as the host's own loader
+    // resolves it (`ldd`, glibc's libraries left out: the image's glibc
+    // serves them), each in its component's directory under /dev/hpcc,
+    // each read-only, each with its entry in the container's linker cache.
+    let (code, json, err) = hpcc(&policy, &["match", "--plan", "--json", "--bundle", &dir]);
+    assert_eq!(code, 1, "{json}{err}");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert!(
-        v["tweaks"]["mounts"].as_array().unwrap().len() > 3,
-        "{json}"
+    let mounts: Vec<(PathBuf, String, bool)> = v["tweaks"]["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                canonical(m["source"].as_str().unwrap()),
+                m["destination"].as_str().unwrap().to_owned(),
+                m["readonly"] == true,
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        (
+            canonical(HOST_MPICH),
+            "/usr/lib/x86_64-linux-gnu/libmpich.so.12.0.0".to_owned(),
+            true,
+        ),
+        (
+            canonical(HOST_LIBFABRIC),
+            "/usr/lib/x86_64-linux-gnu/libfabric.so.1.0.0".to_owned(),
+            true,
+        ),
+    ];
+    for (lib, component) in [(HOST_MPICH, "mpich"), (HOST_LIBFABRIC, "libfabric")] {
+        for (soname, path) in ldd_closure(lib) {
+            expected.push((path, format!("/dev/hpcc/lib/{component}/{soname}"), true));
+        }
+    }
+    let sorted = |mut v: Vec<(PathBuf, String, bool)>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(mounts), sorted(expected), "{json}");
+    // The text shows the same mounts: one `mount` line per JSON mount.
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("  mount  ")).count(),
+        v["tweaks"]["mounts"].as_array().unwrap().len(),
+        "{out}"
     );
+    // Every library hpcc puts in its own directory is in the container's
+    // linker cache under that path, and nothing else is.
+    let mut in_dev: Vec<String> = v["tweaks"]["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["destination"].as_str())
+        .filter(|d| d.starts_with("/dev/hpcc/lib/"))
+        .map(str::to_owned)
+        .collect();
+    let mut cached: Vec<String> = v["tweaks"]["ld_cache"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap().to_owned())
+        .collect();
+    in_dev.sort();
+    cached.sort();
+    assert_eq!(in_dev, cached, "{json}");
+}
+
+const HOST_MPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12";
+const HOST_LIBFABRIC: &str = "/usr/lib/x86_64-linux-gnu/libfabric.so.1";
+
+/// glibc's own libraries: the image's glibc provides them, hpcc never
+/// mounts the host's.
+const GLIBC: &[&str] = &[
+    "linux-vdso.so.1",
+    "libc.so.6",
+    "libm.so.6",
+    "libdl.so.2",
+    "libpthread.so.0",
+    "librt.so.1",
+    "libresolv.so.2",
+    "libutil.so.1",
+    "ld-linux-x86-64.so.2",
+];
+
+fn canonical(p: &str) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// A host library's dependencies, transitively, as the host's `ldd` lists
+/// them (`soname => path`), glibc's left out.
+fn ldd_closure(lib: &str) -> Vec<(String, PathBuf)> {
+    let out = Command::new("ldd").arg(lib).output().unwrap();
+    assert!(out.status.success(), "ldd {lib}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (soname, rest) = l.trim().split_once(" => ")?;
+            let path = rest.split_whitespace().next()?;
+            (!GLIBC.contains(&soname)).then(|| (soname.to_owned(), canonical(path)))
+        })
+        .collect()
 }
 
 #[test]
@@ -123,10 +224,13 @@ fn plan_from_annotations_only_says_the_image_was_not_inspected() {
             "org.supercontainers.mpi.portability.mode":"mpi_replace"}"#,
     )
     .unwrap();
-    let (_, out, err) = hpcc(
+    let (code, out, err) = hpcc(
         &policy,
         &["match", "--plan", "--annotations", ann.to_str().unwrap()],
     );
+    // Orange: generic x86_64 build, MPI replacement possible.
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("decision: start"), "{out}");
     assert!(out.contains("was not inspected"), "{out}{err}");
     assert!(
         out.contains("-> /dev/hpcc/lib/mpich/libmpich.so.12"),

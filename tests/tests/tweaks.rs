@@ -7,7 +7,8 @@
 //! skips.
 
 use hpcc_e2e::{
-    bin, fixture_rootfs, host_mountinfo, require_root, run_crun, run_runc, scratch, Bundle, Run,
+    bin, crun_namespace_mounts, fixture_rootfs, host_mountinfo, require_root, run_crun, run_runc,
+    scratch, Bundle, Run,
 };
 use std::path::Path;
 use std::process::Command;
@@ -60,6 +61,12 @@ fn new_mounts(before: &str, after: &str, needles: &[&str]) -> Vec<String> {
 
 /// Runs a bundle with a runtime and checks that nothing of it stays in the
 /// host's mount table afterwards (requirement 6, for every run here).
+///
+/// runc runs its prestart hooks in the host's mount namespace, so the
+/// host's table is where a leaked mount would show. crun runs here in a
+/// private namespace of its own (`run_crun`), and its hooks run there: for
+/// crun the table of that namespace, read by the shell that ran crun just
+/// before it exited, must be exactly what it was before crun started.
 fn run_clean(b: &Bundle, runtime: &str) -> Run {
     let before = host_mountinfo();
     let r = match runtime {
@@ -83,6 +90,13 @@ fn run_clean(b: &Bundle, runtime: &str) -> Run {
         leaked.is_empty(),
         "mounts left on the host after {runtime}: {leaked:?}"
     );
+    if runtime == "crun" {
+        let added = crun_namespace_mounts(b).added();
+        assert!(
+            added.is_empty(),
+            "mounts left in crun's own mount namespace (where its hooks run) after the run: {added:?}\n{r:?}"
+        );
+    }
     r
 }
 
@@ -140,34 +154,43 @@ fn mpi_replace_crun_prints_host_mpich() {
     assert_host_mpich(&r, "crun");
 }
 
+/// An Open MPI image that allows `mpi_replace` on a node whose only host
+/// MPI is MPICH: modes are allowances (docs/annotations.md, "Modes are
+/// allowances"), so the image starts with its own Open MPI, nothing of the
+/// host's is mounted, and the hook's log says why (the image's MPI, the
+/// node's). Before that rule this image was refused; the refusal of an
+/// impossible replacement now belongs to a user who asks for it
+/// (`srun --hpcc-mpi=replace`).
 #[test]
-fn openmpi_image_on_mpich_node_is_refused_with_reason() {
+fn openmpi_image_on_mpich_node_runs_its_own_mpi_with_reason() {
     require_root();
     let mut b = Bundle::new("tw-ompi", &fixture_rootfs("openmpi-app"));
     b.annotate(MPI_IMPL, "openmpi")
         .annotate(MPI_MODE, "mpi_replace")
         .args(&["/usr/bin/mpi-version"])
-        .with_hook(MPICH_POLICY);
+        .with_logged_hook(MPICH_POLICY);
     let r = run_clean(&b, "runc");
-    assert!(!r.ok(), "started: {r:?}");
-    assert!(!r.stdout.contains("stand-in"), "the container ran: {r:?}");
-    let line = r
-        .stderr
+    let log = b.hook_log();
+    assert!(r.ok(), "{r:?}\nhook log:\n{log}");
+    assert!(
+        r.stdout.contains("stand-in Open MPI"),
+        "not the image's own Open MPI: {r:?}"
+    );
+    let decided = log
         .lines()
-        .find(|l| l.contains("hpcc: refused"))
-        .unwrap_or_else(|| panic!("no refusal line in runc's stderr: {}", r.stderr));
-    let low = line.to_lowercase();
+        .find(|l| l.contains("container may start") && l.contains(&b.id))
+        .unwrap_or_else(|| panic!("the hook did not decide: {log}"));
     assert!(
-        low.contains("open mpi") || low.contains("openmpi"),
-        "reason does not name the image's MPI: {line}"
+        decided.contains("score=\"orange\"") && decided.contains("mounts=0"),
+        "{decided}"
     );
+    let mpi = log
+        .lines()
+        .find(|l| l.contains("check=\"mpi\""))
+        .unwrap_or_else(|| panic!("no MPI finding: {log}"));
     assert!(
-        low.contains("mpich"),
-        "reason does not name the node's MPI: {line}"
-    );
-    assert!(
-        line.contains("exit status 3"),
-        "not a policy refusal: {line}"
+        mpi.contains("own Open MPI is used") && mpi.contains("mpich"),
+        "the reason does not name both MPIs: {mpi}"
     );
 }
 
@@ -192,8 +215,18 @@ fn libfabric_inject_shows_host_libfabric() {
     }
 }
 
-/// A CDI spec exposing a harmless character device (1:3, /dev/null's
-/// numbers) created on the host for the test.
+/// A CDI spec exposing a character device that runc's default device
+/// cgroup denies: 10:237 (`/dev/loop-control`'s numbers; the node itself is
+/// made for the test). runc's defaults allow /dev/null, zero, full,
+/// random, urandom, tty, console, ptmx and pts, never 10:237, so the
+/// container can open the node only because hpcc granted it in the
+/// container's device cgroup (v1 on this hybrid host): with the grant
+/// removed, runc's run fails with "Operation not permitted"
+/// (`apply_helper::runc_denies_the_device_without_the_grant` shows that
+/// denial without hpcc). crun runs here with `--cgroup-manager=disabled`
+/// (ENVIRONMENT.md): it has no device cgroup at all, so for crun the test
+/// proves the node's exposure, and the hook's log says that no grant was
+/// made, never that one was.
 #[test]
 fn cdi_device_is_usable_in_the_container() {
     require_root();
@@ -201,7 +234,7 @@ fn cdi_device_is_usable_in_the_container() {
     let node = dir.join("hpcc-test0");
     let st = Command::new("mknod")
         .arg(&node)
-        .args(["c", "1", "3"])
+        .args(["c", "10", "237"])
         .status()
         .unwrap();
     assert!(st.success(), "mknod failed");
@@ -219,8 +252,8 @@ fn cdi_device_is_usable_in_the_container() {
                         "path": "/dev/hpcc-test0",
                         "hostPath": node,
                         "type": "c",
-                        "major": 1,
-                        "minor": 3,
+                        "major": 10,
+                        "minor": 237,
                         "permissions": "rw"
                     }]
                 }
@@ -240,11 +273,24 @@ fn cdi_device_is_usable_in_the_container() {
             .args(&[
                 "/bin/sh",
                 "-c",
-                "test -c /dev/hpcc-test0 && echo hello > /dev/hpcc-test0 && echo wrote-ok",
+                "test -c /dev/hpcc-test0 && exec 3<>/dev/hpcc-test0 && echo device-open-ok",
             ])
-            .with_hook(&policy);
+            .with_logged_hook(&policy);
         let r = run_clean(&b, runtime);
-        assert!(r.ok() && r.stdout.contains("wrote-ok"), "{runtime}: {r:?}");
+        let log = b.hook_log();
+        assert!(
+            r.ok() && r.stdout.contains("device-open-ok"),
+            "{runtime}: {r:?}\nhook log:\n{log}"
+        );
+        let exposed = log
+            .lines()
+            .find(|l| l.contains("device exposed") && l.contains("/dev/hpcc-test0"))
+            .unwrap_or_else(|| panic!("{runtime}: the hook did not log the device:\n{log}"));
+        if runtime == "runc" {
+            assert!(exposed.contains("grant=Added("), "{exposed}");
+        } else {
+            assert!(exposed.contains("grant=NotApplicable("), "{exposed}");
+        }
     }
 }
 
