@@ -606,7 +606,8 @@ fn non_root_job_with_rootless_runc_gets_the_host_mpich() {
     assert!(!r.stdout.contains("stand-in"), "{r:?}");
     // The runtime ran as the user, applying the plugin's decision.
     let calls = spy_calls(&tag);
-    assert_eq!(calls, [format!("hpcctest {tag}")], "{calls:?}");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].starts_with("hpcctest "), "{calls:?}");
     assert_eq!(
         edited(&tag)["annotations"]["run.hpcc.decided-by"],
         "hpcc_spank.so"

@@ -6,6 +6,8 @@ use hpcc_e2e::{bin, fixture_rootfs, Bundle};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The host UCX transport modules (Debian: libucx0).
+const HOST_UCX_MODULES: &str = "/usr/lib/x86_64-linux-gnu/ucx";
 const POLICY: &str = r#"
 [mpi.mpich]
 abi = "mpich"
@@ -127,6 +129,29 @@ fn plan_shows_mpi_and_libfabric_tweaks_from_the_rootfs() {
             expected.push((path, format!("/dev/hpcc/lib/{component}/{soname}"), true));
         }
     }
+    // Debian's MPICH is built on UCX: its transport modules come along,
+    // next to the host libucs in hpcc's directory (where libucs looks),
+    // with what they need that the MPI's own closure lacks.
+    expected.push((
+        canonical(HOST_UCX_MODULES),
+        "/dev/hpcc/lib/mpich/ucx".to_owned(),
+        true,
+    ));
+    for module in std::fs::read_dir(HOST_UCX_MODULES).unwrap().flatten() {
+        let p = module.path();
+        if !p.to_string_lossy().ends_with(".so") {
+            continue;
+        }
+        for (soname, path) in ldd_closure(p.to_str().unwrap()) {
+            let dest = format!("/dev/hpcc/lib/mpich/{soname}");
+            // A module another one needs is in the same directory, found
+            // there through its RUNPATH ($ORIGIN): already mounted with it.
+            let in_modules = path.starts_with(canonical(HOST_UCX_MODULES));
+            if !in_modules && !expected.iter().any(|(_, d, _)| *d == dest) {
+                expected.push((path, dest, true));
+            }
+        }
+    }
     let sorted = |mut v: Vec<(PathBuf, String, bool)>| {
         v.sort();
         v
@@ -145,7 +170,7 @@ fn plan_shows_mpi_and_libfabric_tweaks_from_the_rootfs() {
         .unwrap()
         .iter()
         .filter_map(|m| m["destination"].as_str())
-        .filter(|d| d.starts_with("/dev/hpcc/lib/"))
+        .filter(|d| d.starts_with("/dev/hpcc/lib/") && !d.ends_with("/ucx"))
         .map(str::to_owned)
         .collect();
     let mut cached: Vec<String> = v["tweaks"]["ld_cache"]
