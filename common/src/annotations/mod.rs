@@ -27,6 +27,17 @@ use base64::Engine as _;
 use keys::{Class, KEYS};
 use mpi::{ModeValue, MpiValue};
 use serde::{Deserialize, Serialize};
+
+/// Why host libraries (glibc builds) may not go into an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoHostLibraries {
+    /// The image's libc is musl.
+    #[error("the image uses musl and host libraries are glibc builds")]
+    Musl,
+    /// The libc annotation was given but could not be read.
+    #[error("the image's libc could not be read")]
+    LibcUnreadable,
+}
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -514,12 +525,12 @@ impl ImageSpec {
 
     /// Whether host libraries (glibc builds) may be put into the image: not
     /// into a musl image, nor one whose libc could not be read.
-    pub fn takes_host_libraries(&self) -> Result<(), String> {
+    pub fn takes_host_libraries(&self) -> Result<(), NoHostLibraries> {
         if self.libc == Some(LibcImplementation::Musl) {
-            return Err("the image uses musl and host libraries are glibc builds".into());
+            return Err(NoHostLibraries::Musl);
         }
         if self.value_lost(Field::Libc) {
-            return Err("the image's libc could not be read".into());
+            return Err(NoHostLibraries::LibcUnreadable);
         }
         Ok(())
     }

@@ -11,9 +11,48 @@
 //! over every subset of modes, node and policy in this module's tests).
 
 use super::{Check, Finding, Level, Verdict};
-use crate::annotations::{Field, ImageSpec, PortabilityMode};
+use crate::annotations::{Field, ImageSpec, MpiImplementation, NoHostLibraries, PortabilityMode};
 use crate::fingerprint::NodeFingerprint;
-use hpcc_config::Policy;
+use hpcc_config::{MpiAbi, Policy};
+
+/// Why a mode the image allows is not chosen on this node. Not an error:
+/// the image then runs with its own stack, and the reason goes into a
+/// finding.
+#[derive(Debug, thiserror::Error)]
+enum NotChosen {
+    #[error("the site does not allow it ([tweaks] {0} = false)")]
+    SiteForbids(&'static str),
+    #[error(transparent)]
+    Libc(#[from] NoHostLibraries),
+    #[error("the image declares MPI implementations of two ABI families")]
+    TwoMpiFamilies,
+    #[error("the image's MPI implementation could not be read")]
+    MpiUnreadable,
+    #[error(
+        "the image does not say which MPI it carries (org.supercontainers.mpi.implementation)"
+    )]
+    MpiUnnamed,
+    #[error("{0} links no MPI library: nothing to replace")]
+    NoMpiLibrary(MpiImplementation),
+    #[error("this node offers no host MPI ([mpi.NAME] in the policy)")]
+    NoHostMpi,
+    #[error("the image carries {imp} ({abi} ABI) and this node offers only {offered}")]
+    OtherFamily {
+        imp: MpiImplementation,
+        abi: MpiAbi,
+        offered: String,
+    },
+    #[error("the host MPI for the {abi} ABI is declared but not usable on this node: {libs}")]
+    HostMpiUnusable { abi: MpiAbi, libs: String },
+    #[error("the libfabric ABI the image needs could not be read")]
+    LibfabricAbiUnreadable,
+    #[error("this node offers no usable host libfabric ([libfabric] in the policy): {0}")]
+    NoLibfabric(String),
+    #[error("the image's MPI needs libfabric ABI {wanted}, which the host libfabric does not define ({node})")]
+    LibfabricAbiMissing { wanted: String, node: String },
+    #[error("this node offers no usable host UCX ([ucx] in the policy): {0}")]
+    NoUcx(String),
+}
 
 pub(super) fn check(image: &ImageSpec, node: &NodeFingerprint, policy: &Policy, out: &mut Verdict) {
     let allows = |m| image.portability_modes.contains(&m);
@@ -109,48 +148,49 @@ fn mpi_replace(
     image: &ImageSpec,
     node: &NodeFingerprint,
     policy: &Policy,
-) -> Result<(String, Finding), String> {
+) -> Result<(String, Finding), NotChosen> {
     if !policy.tweaks.mpi_replace {
-        return Err("the site does not allow it ([tweaks] mpi_replace = false)".into());
+        return Err(NotChosen::SiteForbids("mpi_replace"));
     }
     image.takes_host_libraries()?;
     if image.mpi_families().len() > 1 {
-        return Err("the image declares MPI implementations of two ABI families".into());
+        return Err(NotChosen::TwoMpiFamilies);
     }
     let Some(imp) = image.mpi_implementation else {
         return Err(if image.value_lost(Field::MpiImplementation) {
-            "the image's MPI implementation could not be read".into()
+            NotChosen::MpiUnreadable
         } else {
-            "the image does not say which MPI it carries (org.supercontainers.mpi.implementation)"
-                .into()
+            NotChosen::MpiUnnamed
         });
     };
     let Some(abi) = imp.abi() else {
-        return Err(format!("{imp} links no MPI library: nothing to replace"));
+        return Err(NotChosen::NoMpiLibrary(imp));
     };
     if node.mpi.is_empty() {
-        return Err("this node offers no host MPI ([mpi.NAME] in the policy)".into());
+        return Err(NotChosen::NoHostMpi);
     }
     let same_family: Vec<_> = node.mpi.iter().filter(|m| m.abi == abi).collect();
     if same_family.is_empty() {
-        return Err(format!(
-            "the image carries {imp} ({abi} ABI) and this node offers only {}",
-            node.mpi
+        return Err(NotChosen::OtherFamily {
+            imp,
+            abi,
+            offered: node
+                .mpi
                 .iter()
                 .map(|m| format!("{} ({} ABI)", m.name, m.abi))
                 .collect::<Vec<_>>()
-                .join(", ")
-        ));
+                .join(", "),
+        });
     }
     let Some(m) = same_family.iter().find(|m| m.usable()) else {
-        return Err(format!(
-            "the host MPI for the {abi} ABI is declared but not usable on this node: {}",
-            same_family
+        return Err(NotChosen::HostMpiUnusable {
+            abi,
+            libs: same_family
                 .iter()
                 .map(|m| describe_libs(&m.libraries))
                 .collect::<Vec<_>>()
-                .join("; ")
-        ));
+                .join("; "),
+        });
     };
     let image_desc = format!(
         "{imp}{} ({abi} ABI), mpi_replace",
@@ -176,19 +216,18 @@ fn libfabric_inject(
     image: &ImageSpec,
     node: &NodeFingerprint,
     policy: &Policy,
-) -> Result<Finding, String> {
+) -> Result<Finding, NotChosen> {
     if !policy.tweaks.libfabric_inject {
-        return Err("the site does not allow it ([tweaks] libfabric_inject = false)".into());
+        return Err(NotChosen::SiteForbids("libfabric_inject"));
     }
     image.takes_host_libraries()?;
     if image.value_lost(Field::LibfabricAbi) && image.libfabric_abi.is_none() {
-        return Err("the libfabric ABI the image needs could not be read".into());
+        return Err(NotChosen::LibfabricAbiUnreadable);
     }
     let Some(lib) = node.libfabric.as_ref().filter(|l| l.usable()) else {
-        return Err(format!(
-            "this node offers no usable host libfabric ([libfabric] in the policy): {}",
-            describe_libs(node.libfabric.as_slice())
-        ));
+        return Err(NotChosen::NoLibfabric(describe_libs(
+            node.libfabric.as_slice(),
+        )));
     };
     let fabric_versions: Vec<&String> = lib
         .version_defs
@@ -215,9 +254,10 @@ fn libfabric_inject(
     if let Some(abi) = &image.libfabric_abi {
         let wanted = format!("FABRIC_{}.{}", abi.major(), abi.minor());
         if !lib.version_defs.contains(&wanted) {
-            return Err(format!(
-                "the image's MPI needs libfabric ABI {wanted}, which the host libfabric does not define ({node_desc})"
-            ));
+            return Err(NotChosen::LibfabricAbiMissing {
+                wanted,
+                node: node_desc,
+            });
         }
     }
     Ok(Finding::new(
@@ -232,16 +272,13 @@ fn ucx_replace(
     image: &ImageSpec,
     node: &NodeFingerprint,
     policy: &Policy,
-) -> Result<Finding, String> {
+) -> Result<Finding, NotChosen> {
     if !policy.tweaks.ucx_replace {
-        return Err("the site does not allow it ([tweaks] ucx_replace = false)".into());
+        return Err(NotChosen::SiteForbids("ucx_replace"));
     }
     image.takes_host_libraries()?;
     if node.ucx.is_empty() || !node.ucx.iter().all(|l| l.usable()) {
-        return Err(format!(
-            "this node offers no usable host UCX ([ucx] in the policy): {}",
-            describe_libs(&node.ucx)
-        ));
+        return Err(NotChosen::NoUcx(describe_libs(&node.ucx)));
     }
     Ok(Finding::new(
         Check::Mpi,

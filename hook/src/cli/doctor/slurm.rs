@@ -319,16 +319,17 @@ fn plugin_line(
     }
 }
 
-/// oci.conf's runtime command: the first word of `RunTimeRun` (or
-/// `RunTimeCreate`).
-pub fn oci_runtime(text: &str) -> Option<(String, String)> {
+/// oci.conf's runtime command: the key (`RunTimeRun`, else
+/// `RunTimeCreate`), its first word, and whether `--hpcc-slurm` is among its
+/// arguments.
+pub fn oci_runtime(text: &str) -> Option<(String, String, bool)> {
     let conf = parse_conf(text);
     for key in ["RunTimeRun", "RunTimeCreate"] {
         if let Some(v) = setting(&conf, key) {
-            return Some((
-                key.to_owned(),
-                v.split_whitespace().next().unwrap_or_default().to_owned(),
-            ));
+            let mut words = v.split_whitespace();
+            let cmd = words.next().unwrap_or_default().to_owned();
+            let slurm_mode = words.any(|w| w == "--hpcc-slurm");
+            return Some((key.to_owned(), cmd, slurm_mode));
         }
     }
     None
@@ -359,7 +360,7 @@ fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
             ),
             format!("start from {example}"),
         )),
-        Some((key, cmd)) => {
+        Some((key, cmd, slurm_mode)) => {
             let name = Path::new(&cmd)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -376,10 +377,19 @@ fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
                     format!("{}: {key} runs {cmd}, which is not an executable file: every container step fails", path.display()),
                     "install the hpcc-slurm package, or correct the path".to_owned(),
                 ));
+            } else if !slurm_mode {
+                // The generic mode still decides, but it neither applies the
+                // plugin's decision (the user's --hpcc/--hpcc-mpi) nor wires
+                // MPI steps: multi-node jobs would run as singletons.
+                out.push(Finding::fail(
+                    CHECK,
+                    format!("{}: {key} runs {cmd} without --hpcc-slurm: the plugin's decision is not applied and MPI steps are not wired", path.display()),
+                    format!("add --hpcc-slurm right after {cmd} in {key}, as in {example}"),
+                ));
             } else {
                 out.push(Finding::ok(
                     CHECK,
-                    format!("{}: {key} runs {cmd}", path.display()),
+                    format!("{}: {key} runs {cmd} --hpcc-slurm", path.display()),
                 ));
             }
         }
@@ -388,6 +398,7 @@ fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Status;
     use super::*;
 
     #[test]
@@ -406,9 +417,10 @@ mod tests {
     #[test]
     fn the_shipped_snippets_say_what_the_doctor_wants() {
         let oci = include_str!("../../../../packaging/slurm/oci.conf");
-        let (key, cmd) = oci_runtime(oci).unwrap();
+        let (key, cmd, slurm_mode) = oci_runtime(oci).unwrap();
         assert_eq!(key, "RunTimeRun");
         assert_eq!(cmd, DEFAULT_RUNTIME);
+        assert!(slurm_mode, "the shipped oci.conf must use the Slurm mode");
         let dir =
             std::env::temp_dir().join(format!("hpcc-doctor-plugstack-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("plugstack.conf.d")).unwrap();
@@ -444,8 +456,25 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         oci_conf(&f, &mut out);
-        assert_eq!(out[0].status, super::super::Status::Fail, "{out:?}");
+        assert_eq!(out[0].status, Status::Fail, "{out:?}");
         assert!(out[0].message.contains("not hpcc-runtime"));
+        // hpcc-runtime in its generic mode: no MPI wiring, no plugin decision.
+        let rt = dir.join("hpcc-runtime");
+        std::fs::write(&rt, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&rt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        for (args, status) in [("", Status::Fail), (" --hpcc-slurm", Status::Ok)] {
+            std::fs::write(
+                &f,
+                format!(
+                    "RunTimeRun=\"{}{args} --root=/run/slurm-oci run %n -b %b\"\n",
+                    rt.display()
+                ),
+            )
+            .unwrap();
+            let mut out = Vec::new();
+            oci_conf(&f, &mut out);
+            assert_eq!(out[0].status, status, "{out:?}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
