@@ -7,10 +7,6 @@
 # mpi_replace), in ONE invocation, runs interleaved so that drift hits all sides:
 #   mpich  srun -N2 --ntasks-per-node=1 --mpi=pmi2  pingpong-mpich | --container=B /usr/bin/pingpong
 #   ompi   srun -N2 --ntasks-per-node=1 --mpi=pmix  pingpong-ompi  | --container=B /usr/bin/pingpong
-# plus, for MPICH, an EXPERIMENT side "ctr+pid" (not hpcc's behaviour): the same
-# container step with the node's PID namespace too and the host's UCX modules
-# (UCX_MODULE_DIR), made by a runc shim after hpcc-runtime; it shows what the gap
-# to bare metal is made of (see BENCHMARKS.md).
 # The image is green (CPU target = the node's own, from `hpcc fingerprint`, MPI
 # annotations, mpi_replace); the score is read back from slurmd's log. tests/setup/src/pingpong.c gives, per
 # size (8 B, 1 MiB, 4 MiB), the one-way latency (half round trip) and the
@@ -51,20 +47,6 @@ mounts = ["$L/openmpi/lib", "$L/pmix2/lib/pmix", "/usr/share/openmpi", "/etc/ope
 journald = false
 TOML
 echo "required $T/libhpcc_spank.so config=$work/hook.toml default_mpi=auto" >"$work/plugstack.conf"
-# The experiment's shim: acts only on bundles annotated org.example.hpcc-bench=node-pid.
-cat >"$work/runc-exp.sh" <<EOF
-#!/bin/sh
-b=; prev=; for a; do [ "\$prev" = -b ] && b=\$a; prev=\$a; done
-if [ -n "\$b" ] && [ "\$(jq -r '.annotations["org.example.hpcc-bench"] // empty' "\$b/config.json")" = node-pid ]; then
-  jq '.linux.namespaces |= map(select(.type != "pid"))
-      | .mounts += [{"destination": "$L/ucx", "type": "bind", "source": "$L/ucx",
-                     "options": ["rbind", "ro", "nosuid", "nodev", "rprivate"]}]
-      | .process.env += ["UCX_MODULE_DIR=$L/ucx"]' "\$b/config.json" >"\$b/config.exp" &&
-    mv "\$b/config.exp" "\$b/config.json"
-fi
-exec /usr/sbin/runc "\$@"
-EOF
-chmod 755 "$work/runc-exp.sh"
 # A green image is built for this node's own CPU target (a generic older one is orange).
 cpu=$(HPCC_CONFIG=$work/hook.toml "$T/hpcc" fingerprint | sed -n 's/^cpu: *\([^ ]*\) .*/\1/p')
 [ -n "$cpu" ] || { echo "hpcc fingerprint gave no CPU target" >&2; exit 1; }
@@ -76,10 +58,9 @@ mk() {  # NAME IMAGE IMPL [KEY=VALUE...]
     org.supercontainers.mpi.portability.mode=mpi_replace "$@" >/dev/null
 }
 mk mpich mpich mpich
-mk mpich-pid mpich mpich org.example.hpcc-bench=node-pid
 mk ompi ompi openmpi
 export SLURM_CONF=/tmp/hpcc-slurm2/etc/slurm.conf
-SLURM2_OCI_RUNTIME="$T/hpcc-runtime --hpcc-slurm --hpcc-config=$work/hook.toml --hpcc-node=%n --hpcc-runtime=$work/runc-exp.sh" \
+SLURM2_OCI_RUNTIME="$T/hpcc-runtime --hpcc-slurm --hpcc-config=$work/hook.toml --hpcc-node=%n" \
   SLURM2_PLUGSTACK=$work/plugstack.conf SLURM2_OCI_KILL_SIGNAL=KILL \
   bash tests/setup/slurm2.sh start >&2
 cleanup() {
@@ -100,7 +81,6 @@ for i in $(seq "$N"); do
   echo "round $i/$N" >&2
   run bare-mpich --mpi=pmi2 "$repo"/tests/work/mpi/bin/pingpong-mpich
   run ctr-mpich --mpi=pmi2 --container="$work/mpich" /usr/bin/pingpong
-  run ctrpid-mpich --mpi=pmi2 --container="$work/mpich-pid" /usr/bin/pingpong
   run bare-ompi --mpi=pmix "$repo"/tests/work/mpi/bin/pingpong-ompi
   run ctr-ompi --mpi=pmix --container="$work/ompi" /usr/bin/pingpong
 done
@@ -116,7 +96,7 @@ echo "MPI ping-pong n1 <-> n2 (two-node rig, one host), $N runs per side: min / 
 echo "% of bare metal: median vs median, and best vs best (latency: lowest, bandwidth: highest; the"
 echo "least disturbed run on a shared machine); latency: bare/container, bandwidth: container/bare"
 echo "hpcc $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo '+changes'); image scores: mpich $(scores mpich)ompi $(scores ompi)"
-printf '%-6s %-6s %-8s %-24s %-24s %-11s %-24s %s\n' MPI size metric "bare metal" "container (hpcc)" "% med/best" "ctr+pid (experiment)" "% med/best"
+printf '%-6s %-6s %-8s %-24s %-24s %s\n' MPI size metric "bare metal" "container (hpcc)" "% med/best"
 for mpi in mpich ompi; do
   for b in 8 1048576 4194304; do
     case $b in 8) sz="8 B"; f=lat_us; unit="lat us" ;; 1048576) sz="1 MiB"; f=bw_MBps; unit="bw MB/s" ;;
@@ -127,12 +107,7 @@ for mpi in mpich ompi; do
             else awk -v a="$1" -v c="$2" 'BEGIN{printf "%.0f%%", 100*c/a}'; fi; }
     both() {  # bare(min med max) ctr(min med max)
       if [ $f = lat_us ]; then echo "$(pct "$2" "$5")/$(pct "$1" "$4")"; else echo "$(pct "$2" "$5")/$(pct "$3" "$6")"; fi; }
-    x="-" xp="-"
-    if [ -f "$OUT/ctrpid-$mpi.txt" ]; then
-      read -r p1 p2 p3 <<<"$(stats "$OUT/ctrpid-$mpi.txt" $b $f)"; x="$p1 / $p2 / $p3"
-      xp=$(both "$a1" "$a2" "$a3" "$p1" "$p2" "$p3")
-    fi
-    printf '%-6s %-6s %-8s %-24s %-24s %-11s %-24s %s\n' $mpi "$sz" "$unit" "$a1 / $a2 / $a3" "$c1 / $c2 / $c3" \
-      "$(both "$a1" "$a2" "$a3" "$c1" "$c2" "$c3")" "$x" "$xp"
+    printf '%-6s %-6s %-8s %-24s %-24s %s\n' $mpi "$sz" "$unit" "$a1 / $a2 / $a3" "$c1 / $c2 / $c3" \
+      "$(both "$a1" "$a2" "$a3" "$c1" "$c2" "$c3")"
   done
 done
