@@ -1,9 +1,12 @@
 //! What the SPANK plugin (`hpcc_spank.so`) leaves for `hpcc-runtime` in the
 //! same Slurm step (`/run/hpcc/slurm/<job>.<step>.json`, root-owned): its
 //! decision (the plan, with the user's `--hpcc`/`--hpcc-mpi` choices
-//! applied) and the policy it was taken under, so that the runtime applies
-//! that plan instead of deciding again. Here, not in the plugin's crate,
-//! because the runtime builds without Slurm.
+//! applied) and the policy it was taken under. The runtime decides again
+//! under that policy on slurmstepd's root-owned copy of the config (the
+//! plugin read the bundle of the job's `SLURM_CONTAINER`, which the user can
+//! point elsewhere); the plan stays in the file for the admin's record.
+//! Here, not in the plugin's crate, because the runtime builds without
+//! Slurm.
 
 use crate::plan::{MpiChoice, Plan, UserRequest};
 use hpcc_config::Policy;
@@ -75,7 +78,7 @@ pub fn write(dir: &Path, job: u32, step: u32, decision: &StepDecision) -> std::i
 
 /// The decision of one step when its file can be trusted (see
 /// [`trusted`]) and reads back; `None` otherwise (the runtime then decides
-/// itself with the admin's policy: never looser than the plugin).
+/// with the admin's policy: never looser than the plugin).
 pub fn read(dir: &Path, job: u32, step: u32, owner: u32) -> Option<StepDecision> {
     let p = trusted(dir, job, step, owner)?;
     let bytes = crate::io::read_file_bounded(&p, MAX_BYTES).ok()?;

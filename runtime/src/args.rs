@@ -37,6 +37,26 @@ pub enum UsageError {
     /// A node name with characters Slurm's never has.
     #[error("--hpcc-node={0}: not a node name")]
     Node(String),
+    /// A launch option hpcc-runtime does not know: the real runtime might
+    /// read it as another bundle or config (crun takes `--bun=DIR`,
+    /// `-bDIR`, `--config FILE`), which hpcc would then not have checked.
+    #[error("`{command}` option {option:?}: not one hpcc-runtime knows, refused so that the runtime cannot start a config hpcc did not check")]
+    LaunchOption {
+        /// `create`, `run` or `restore`.
+        command: String,
+        /// The option as given.
+        option: String,
+    },
+    /// A launch with more than one container id.
+    #[error("`{command}` with more than one container id ({first:?}, {second:?})")]
+    TwoIds {
+        /// `create`, `run` or `restore`.
+        command: String,
+        /// The first id.
+        first: String,
+        /// The second.
+        second: String,
+    },
 }
 
 /// `hpcc-runtime`'s own options.
@@ -93,13 +113,39 @@ const VALUED_GLOBALS: &[&str] = &[
     "--cgroup-manager",
 ];
 
-/// `create`/`run` options that take a separate value.
+/// `create`/`run`/`restore` options of runc and crun that take a value.
 const VALUED_LAUNCH: &[&str] = &[
     "--bundle",
     "-b",
     "--pid-file",
     "--console-socket",
     "--preserve-fds",
+    // restore (checkpoints: podman container restore)
+    "--image-path",
+    "--work-path",
+    "--parent-path",
+    "--manage-cgroups-mode",
+    "--empty-ns",
+    "--lsm-profile",
+    "--lsm-mount-context",
+];
+
+/// `create`/`run`/`restore` flags of runc and crun. Anything else is
+/// refused: the launch must run exactly the bundle that was checked.
+const LAUNCH_FLAGS: &[&str] = &[
+    "--detach",
+    "-d",
+    "--keep",
+    "--no-pivot",
+    "--no-new-keyring",
+    "--no-subreaper",
+    // restore
+    "--tcp-established",
+    "--ext-unix-sk",
+    "--shell-job",
+    "--file-locks",
+    "--auto-dedup",
+    "--lazy-pages",
 ];
 
 fn absolute(option: &str, value: &str) -> Result<PathBuf, UsageError> {
@@ -154,8 +200,11 @@ impl Args {
         Ok(Args { options, runtime })
     }
 
-    /// The `create`/`run` command of these arguments, `None` for any other.
-    pub fn launch(&self) -> Option<Launch> {
+    /// The `create`/`run`/`restore` command of these arguments, `None` for
+    /// any other (and for `--help`). A launch option hpcc does not know, or
+    /// a second id, is an error: the runtime must start exactly the bundle
+    /// hpcc checked.
+    pub fn launch(&self) -> Result<Option<Launch>, UsageError> {
         let args: Vec<String> = self
             .runtime
             .iter()
@@ -175,46 +224,90 @@ impl Args {
             break;
         }
         let at = i;
-        let command = args.get(at)?;
-        if command != "create" && command != "run" {
-            return None;
+        let Some(command) = args.get(at) else {
+            return Ok(None);
+        };
+        if !matches!(command.as_str(), "create" | "run" | "restore") {
+            return Ok(None);
         }
+        let rest = &args[at + 1..];
+        if rest.iter().any(|a| a == "--help" || a == "-h") {
+            return Ok(None);
+        }
+        let unknown = |option: &str| UsageError::LaunchOption {
+            command: command.clone(),
+            option: option.to_owned(),
+        };
         let mut bundle = None;
-        let mut id = None;
+        let mut id: Option<String> = None;
         let mut preserve_fds = 0;
-        let mut j = at + 1;
-        while j < args.len() {
-            let a = &args[j];
-            let (flag, inline) = match a.split_once('=') {
-                Some((f, v)) if f.starts_with('-') => (f, Some(v.to_owned())),
-                _ => (a.as_str(), None),
-            };
-            if VALUED_LAUNCH.contains(&flag) {
-                let v = match inline {
-                    Some(v) => v,
-                    None => {
-                        j += 1;
-                        args.get(j).cloned().unwrap_or_default()
-                    }
-                };
-                match flag {
-                    "--bundle" | "-b" => bundle = Some(PathBuf::from(v)),
-                    "--preserve-fds" => preserve_fds = v.parse().unwrap_or(0),
-                    _ => {}
-                }
-            } else if !a.starts_with('-') {
-                id = Some(a.clone());
-            }
+        let mut j = 0;
+        while j < rest.len() {
+            let a = &rest[j];
             j += 1;
+            if a == "--" {
+                return Err(unknown(a));
+            }
+            if !a.starts_with('-') || a == "-" {
+                if let Some(first) = &id {
+                    return Err(UsageError::TwoIds {
+                        command: command.clone(),
+                        first: first.clone(),
+                        second: a.clone(),
+                    });
+                }
+                id = Some(a.clone());
+                continue;
+            }
+            // Long options may carry their value after '='; the short -b
+            // its value attached (-b/x, as crun's argp takes it).
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+                _ => match a.strip_prefix("-b") {
+                    Some(v) if !v.is_empty() && !a.starts_with("--") => ("-b", Some(v.to_owned())),
+                    _ => (a.as_str(), None),
+                },
+            };
+            if LAUNCH_FLAGS.contains(&flag) {
+                if inline.is_some() {
+                    return Err(unknown(a));
+                }
+                continue;
+            }
+            if !VALUED_LAUNCH.contains(&flag) {
+                return Err(unknown(a));
+            }
+            let v = match inline {
+                Some(v) => v,
+                None => {
+                    let Some(v) = rest.get(j) else {
+                        return Err(unknown(a));
+                    };
+                    j += 1;
+                    v.clone()
+                }
+            };
+            match flag {
+                "--bundle" | "-b" => bundle = Some(PathBuf::from(v)),
+                "--preserve-fds" => preserve_fds = v.parse().map_err(|_| unknown(a))?,
+                _ => {}
+            }
         }
-        Some(Launch {
+        let Some(id) = id else {
+            // runc prints its own usage error for a missing id.
+            return Ok(None);
+        };
+        Ok(Some(Launch {
             command: command.clone(),
             at,
             // runc's default bundle is the current directory.
-            bundle: bundle.or_else(|| std::env::current_dir().ok())?,
-            id: id?,
+            bundle: match bundle.or_else(|| std::env::current_dir().ok()) {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+            id,
             preserve_fds,
-        })
+        }))
     }
 
     /// The runtime's `--log FILE` (global option), where containerd's and
@@ -225,7 +318,7 @@ impl Args {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        let at = self.launch().map_or(args.len(), |l| l.at);
+        let at = self.launch().ok().flatten().map_or(args.len(), |l| l.at);
         let mut i = 0;
         while i < at {
             if let Some(v) = args[i].strip_prefix("--log=") {
@@ -343,7 +436,7 @@ mod tests {
         assert!(a.options.slurm);
         assert_eq!(a.options.node.as_deref(), Some("n2"));
         assert_eq!(a.runtime.len(), 5);
-        let l = a.launch().unwrap();
+        let l = a.launch().unwrap().unwrap();
         assert_eq!(l.command, "run");
         assert_eq!(l.id, "n2.u.1.0.0");
         assert_eq!(l.bundle, PathBuf::from("/spool/oci-job00001-00000/"));
@@ -376,7 +469,7 @@ mod tests {
             "abc123",
         ]))
         .unwrap();
-        let l = a.launch().unwrap();
+        let l = a.launch().unwrap().unwrap();
         assert_eq!((l.command.as_str(), l.id.as_str()), ("create", "abc123"));
         assert_eq!(l.bundle, PathBuf::from("/var/lib/c/b"));
         for other in [
@@ -384,8 +477,67 @@ mod tests {
             &["state", "abc"],
             &["features"],
         ] {
-            assert_eq!(Args::parse(os(other)).unwrap().launch(), None, "{other:?}");
+            assert_eq!(
+                Args::parse(os(other)).unwrap().launch(),
+                Ok(None),
+                "{other:?}"
+            );
         }
+    }
+
+    #[test]
+    fn launch_options_hpcc_does_not_know_are_refused() {
+        // crun reads these as another bundle or config: hpcc would check
+        // one config and the runtime start another.
+        for bad in [
+            &["run", "--bun=/x", "id"][..],
+            &["create", "-f", "other.json", "id"],
+            &["create", "--config=other.json", "id"],
+            &["run", "--weird", "id"],
+            &["run", "-db", "/x", "id"],
+            &["create", "--preserve-fds=many", "id"],
+            &["create", "--bundle"],
+        ] {
+            assert!(
+                matches!(
+                    Args::parse(os(bad)).unwrap().launch(),
+                    Err(UsageError::LaunchOption { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            Args::parse(os(&["run", "a", "b"])).unwrap().launch(),
+            Err(UsageError::TwoIds { .. })
+        ));
+        // Attached short value and restore are launches.
+        let l = Args::parse(os(&["run", "-b/x", "-d", "id"]))
+            .unwrap()
+            .launch()
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.bundle, PathBuf::from("/x"));
+        let l = Args::parse(os(&[
+            "restore",
+            "--image-path",
+            "/ck",
+            "--bundle=/x",
+            "--tcp-established",
+            "id",
+        ]))
+        .unwrap()
+        .launch()
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (l.command.as_str(), l.bundle.as_path()),
+            ("restore", std::path::Path::new("/x"))
+        );
+        // Help goes to the runtime.
+        assert_eq!(
+            Args::parse(os(&["run", "--help"])).unwrap().launch(),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -400,7 +552,7 @@ mod tests {
             "id",
         ]))
         .unwrap();
-        let l = a.launch().unwrap();
+        let l = a.launch().unwrap().unwrap();
         assert_eq!(l.preserve_fds, 2);
         let v: Vec<String> = a
             .with_preserved_fds(&l, 3)

@@ -76,15 +76,19 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
         .clone()
         .unwrap_or_else(|| PathBuf::from(hpcc_config::DEFAULT_PATH));
     let next = match args.launch() {
+        Err(e) => {
+            eprintln!("hpcc-runtime: {e}");
+            return exit::USAGE;
+        }
         // state, kill, delete...: never blocked by hpcc, even when its
         // policy is broken (a container must always be deletable).
-        None => Next::Exec {
+        Ok(None) => Next::Exec {
             runtime: passthrough_runtime(&args, &policy_path),
             args: args.runtime.clone(),
             pmi_fd: None,
         },
-        Some(l) if args.options.slurm => slurm::prepare(&args, &l, &policy_path),
-        Some(l) => prepare(&args, &l, &policy_path),
+        Ok(Some(l)) if args.options.slurm => slurm::prepare(&args, &l, &policy_path),
+        Ok(Some(l)) => prepare(&args, &l, &policy_path),
     };
     run(next)
 }

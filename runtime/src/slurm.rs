@@ -7,9 +7,11 @@
 //! runc). Here, in that order:
 //! 1. the bundle must be such a spool directory, and its `config.json` must
 //!    be root's (slurmstepd's), not the user's;
-//! 2. the step's decision is the one `hpcc_spank.so` took on this node and
-//!    left in its root-owned step file: it is applied, not taken again; a
-//!    node without the plugin decides here with the admin's policy;
+//! 2. the step is decided on that copy, under the policy `hpcc_spank.so`
+//!    left in its root-owned step file (the user's `--hpcc` choices within
+//!    the admin's bounds), else the admin's policy (a node without the
+//!    plugin). Not the plugin's plan itself: the plugin read the bundle the
+//!    job's `SLURM_CONTAINER` names, which the user controls;
 //! 3. a refusal prints its line, then ends the whole step (`scancel`), so
 //!    the ranks on the healthy nodes do not wait in `MPI_Init` for a peer
 //!    that never comes;
@@ -148,23 +150,23 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     } else {
         "hpcc-runtime"
     };
-    let outcome = match step_file {
-        Some(d) => {
-            tracing::info!(container = %l.id, "applying the decision hpcc_spank.so took for this step");
-            Outcome::Start(Box::new(d.plan))
-        }
-        None => {
-            let fp = NodeFingerprint::cached(&policy);
-            // The line names the node as Slurm does (several nodes may
-            // share a host name).
-            let planned =
-                launch::decide(&ctx, &fp, &policy, &UserRequest::default()).map(|mut plan| {
-                    plan.node = node.clone();
-                    plan
-                });
-            launch::outcome(&policy, policy_path, Some(&l.id), Some(&node), planned)
-        }
-    };
+    // Decided again here, on slurmstepd's root-owned copy, even when the
+    // plugin left its decision: the plugin read the bundle that the job's
+    // SLURM_CONTAINER names, which the user can set apart from --container
+    // (srun keeps an existing SLURM_CONTAINER) or swap before slurmstepd
+    // copies it. The step file gives only the policy the plugin decided
+    // under (the user's --hpcc/--hpcc-mpi within the admin's bounds).
+    if step_file.is_some() {
+        tracing::info!(container = %l.id, "deciding under the step policy hpcc_spank.so left for this step");
+    }
+    let fp = NodeFingerprint::cached(&policy);
+    // The line names the node as Slurm does (several nodes may share a
+    // host name).
+    let planned = launch::decide(&ctx, &fp, &policy, &UserRequest::default()).map(|mut plan| {
+        plan.node = node.clone();
+        plan
+    });
+    let outcome = launch::outcome(&policy, policy_path, Some(&l.id), Some(&node), planned);
     let edit = |outcome: &Outcome| -> Result<Option<RawFd>, LaunchError> {
         let mut v = config.json().map_err(LaunchError::input)?;
         if let Outcome::Start(plan) = outcome {

@@ -14,6 +14,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// How long a killed reader may take to go before it is left behind.
+const REAP_GRACE: Duration = Duration::from_secs(1);
+
 /// Why the file could not be read. Messages name the path (the user's own
 /// string) and the cause, never any of the content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +121,22 @@ pub fn read_as(
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let mut status = 0;
+    if timed_out {
+        // A child stuck in the kernel (a hung NFS server) does not die of
+        // SIGKILL until its system call returns: reap it if it goes within
+        // a moment, never wait on it (slurmstepd would hang with it).
+        let deadline = Instant::now() + REAP_GRACE;
+        // SAFETY: pid is our child; status is writable.
+        while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        return Err(UserReadError::Timeout {
+            path: shown,
+            secs: timeout.as_secs(),
+        });
+    }
     let r = loop {
         // SAFETY: pid is our child; status is writable.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -126,12 +145,6 @@ pub fn read_as(
         }
         break r;
     };
-    if timed_out {
-        return Err(UserReadError::Timeout {
-            path: shown,
-            secs: timeout.as_secs(),
-        });
-    }
     if r != pid {
         return Err(failed(format!(
             "waitpid: {}",

@@ -340,6 +340,34 @@ fn compatible_bundle_runs_with_the_plugins_decision() {
     }
 }
 
+/// srun keeps a `SLURM_CONTAINER` the user set, and the plugin decides on
+/// the bundle that variable names: a benign bundle there and a hostile one
+/// in `--container` would give the hostile image the benign one's plan if
+/// hpcc-runtime applied the plugin's plan. It decides again on
+/// slurmstepd's copy of the config, so the hostile image is refused.
+#[test]
+fn a_spoofed_slurm_container_cannot_smuggle_another_image() {
+    let (benign, _) = bundle("spoof-benign", "busybox", &[(CPU, "x86_64")]);
+    let (hostile, tag) = bundle("spoof-hostile", "busybox", &[(CPU, "a64fx")]);
+    let out = run(Command::new("timeout")
+        .arg("120")
+        .arg("srun")
+        .env("SLURM_CONTAINER", &benign.dir)
+        .arg(format!("--container={}", hostile.dir.display()))
+        .args(["/bin/echo", "must-not-run"]));
+    assert!(!out.status.success(), "the hostile image must not start");
+    assert!(!text(&out.stdout).contains("must-not-run"));
+    let err = text(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("hpcc: refused") && l.contains("a64fx")),
+        "no refusal naming the hostile image's need:\n{err}"
+    );
+    // The runtime was called (the plugin saw only the benign bundle) and
+    // refused: the container was never created.
+    assert_eq!(spy_calls(&tag).len(), 1, "{:?}", spy_calls(&tag));
+}
+
 /// The plugin's step file (`<job>.<step>.json`, hpcc_common::handoff) of
 /// a spooled bundle `oci-jobJJJJJ-SSSSS` (slurmstepd's name).
 fn step_file_of(bundle_name: &str) -> String {
