@@ -106,10 +106,12 @@ pub fn summary(outcome: &Outcome, elapsed: Duration) -> String {
                 ),
                 _ => String::new(),
             };
+            // The bundle path is the user's text: a newline in it would
+            // forge a line of slurmd's log.
             format!(
                 "hpcc: container {} may start on {} (score {}, {} mount(s), {} device(s) planned; decided in {ms:.2} ms){warnings}",
-                plan.container,
-                plan.node,
+                hpcc_common::text::escape(&plan.container),
+                hpcc_common::text::escape(&plan.node),
                 plan.verdict.score().as_str(),
                 plan.tweaks.mounts.len(),
                 plan.tweaks.devices.len(),
