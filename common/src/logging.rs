@@ -2,7 +2,20 @@
 //! not show a hook's stderr, so the admin's log must have the reason), and
 //! stderr when it does not. Refusal lines for users are printed by the entry
 //! points themselves, not through this.
+//!
+//! Two rules keep the image out of the log's control:
+//! - the level comes from the policy only, never from the environment: runc
+//!   gives a `createContainer` hook the container's own `process.env`, and a
+//!   filter string from the image (`HPCC_LOG`) would choose what hpcc
+//!   prints, or feed a regular expression of its choosing to the filter;
+//! - on stderr every record is one line: control characters in it (a
+//!   newline in an annotation value that reached an error message, an
+//!   escape sequence in an image path) are written as escapes, so an image
+//!   cannot print lines that look like hpcc's, even into a file it named
+//!   with crun's `run.oci.hooks.stderr` annotation. journald keeps each
+//!   record one entry whatever it contains (its fields are length-prefixed).
 
+use std::io::Write;
 use std::path::Path;
 use tracing_subscriber::prelude::*;
 
@@ -21,13 +34,13 @@ pub enum Sink {
 /// identifier (`hpcc-hook`, `hpcc-spank`). Returns where records go. A second
 /// call is a no-op (the SPANK plugin is entered many times per process).
 ///
-/// On stderr only warnings and errors are written unless `HPCC_LOG` says
-/// otherwise: runc shows a failing hook's whole stderr to the user, and the
-/// refusal must stay the line that stands out.
+/// On stderr only warnings and errors are written: runc shows a failing
+/// hook's whole stderr to the user, and the refusal must stay the line that
+/// stands out. journald gets the policy's `level`.
 pub fn init(identifier: &str, level: &str, journald: bool) -> Sink {
-    let env = || tracing_subscriber::filter::EnvFilter::try_from_env("HPCC_LOG");
     if journald && Path::new(JOURNAL_SOCKET).exists() {
-        let filter = env().unwrap_or_else(|_| tracing_subscriber::filter::EnvFilter::new(level));
+        let filter = tracing_subscriber::filter::EnvFilter::try_new(level)
+            .unwrap_or_else(|_| tracing_subscriber::filter::EnvFilter::new("info"));
         if let Ok(layer) = tracing_journald::layer() {
             let layer = layer.with_syslog_identifier(identifier.to_owned());
             let _ = tracing_subscriber::registry()
@@ -37,9 +50,9 @@ pub fn init(identifier: &str, level: &str, journald: bool) -> Sink {
             return Sink::Journald;
         }
     }
-    let filter = env().unwrap_or_else(|_| tracing_subscriber::filter::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::filter::EnvFilter::new("warn");
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| OneLine(std::io::stderr()))
         .with_ansi(false)
         .with_target(false)
         .with_level(true)
@@ -49,4 +62,50 @@ pub fn init(identifier: &str, level: &str, journald: bool) -> Sink {
         .with(fmt)
         .try_init();
     Sink::Stderr
+}
+
+/// A writer that makes each record one line: the formatter hands it one
+/// whole record per `write` (a fresh writer per event, one `write_all` of
+/// the formatted buffer), and every control character in it but the final
+/// newline is written escaped ([`crate::text::escape`]).
+pub struct OneLine<W: Write>(pub W);
+
+impl<W: Write> Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(one_line(buf).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `buf` as text with every control character escaped, and exactly one
+/// newline at the end.
+pub fn one_line(buf: &[u8]) -> String {
+    let text = String::from_utf8_lossy(buf);
+    let body = text.strip_suffix('\n').unwrap_or(&text);
+    let mut out = crate::text::escape(body);
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_one_line_whatever_it_carries() {
+        let rec = b"WARN error=cannot open /etc/x\nhpcc: container may start\x1b[2K in the image\n";
+        let mut out = Vec::new();
+        OneLine(&mut out).write_all(rec).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(s.matches('\n').count(), 1, "{s}");
+        assert!(s.ends_with('\n'));
+        assert!(s.contains("\\nhpcc: container may start\\u{1b}[2K"), "{s}");
+        // Not valid UTF-8: replaced, still one line.
+        assert_eq!(one_line(b"a\xff\nb").matches('\n').count(), 1);
+        assert_eq!(one_line(b"plain\n"), "plain\n");
+    }
 }
