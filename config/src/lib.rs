@@ -327,6 +327,11 @@ pub struct Limits {
     /// the helper is killed, what it did dies with the container's mount
     /// namespace, and `on_error` decides.
     pub apply_timeout_ms: u64,
+    /// Deadline of `hpcc-hook`'s GPU helper (`hpcc fingerprint --gpus`,
+    /// run on a fingerprint cache miss; milliseconds). Past it the helper
+    /// is killed and the launch goes on as on a node without NVIDIA GPU;
+    /// nothing is cached, the next launch asks again.
+    pub probe_timeout_ms: u64,
     /// Most bind mounts one launch may add.
     pub max_mounts: usize,
 }
@@ -335,6 +340,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             apply_timeout_ms: 5000,
+            probe_timeout_ms: 10_000,
             max_mounts: 256,
         }
     }
@@ -635,6 +641,13 @@ impl Policy {
             return Err(invalid(
                 "limits.apply_timeout_ms".into(),
                 self.limits.apply_timeout_ms.to_string(),
+                "must be between 100 and 600000 (milliseconds)",
+            ));
+        }
+        if !(100..=600_000).contains(&self.limits.probe_timeout_ms) {
+            return Err(invalid(
+                "limits.probe_timeout_ms".into(),
+                self.limits.probe_timeout_ms.to_string(),
                 "must be between 100 and 600000 (milliseconds)",
             ));
         }

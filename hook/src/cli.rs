@@ -24,7 +24,7 @@ pub const USAGE: &str = "\
 hpcc — HPC container conformance: fingerprint this node, score an image against it
 
 usage:
-  hpcc fingerprint [--json] [--no-cache]
+  hpcc fingerprint [--json] [--no-cache] | --gpus
   hpcc match (--bundle DIR | --annotations FILE.json) [--fingerprint FILE.json]
              [--plan] [--json] [--enforcement enforce|warn|off] [--mpi auto|replace|none]
   hpcc check (--bundle DIR | --annotations FILE.json) [--json]
@@ -151,7 +151,15 @@ fn context(src: &Source) -> Result<LaunchContext, String> {
 fn cmd_fingerprint(mut args: Args) -> Result<i32, String> {
     let json = args.flag("--json");
     let no_cache = args.flag("--no-cache");
+    let gpus_only = args.flag("--gpus");
     args.done()?;
+    if gpus_only {
+        // The GPU helper of hpcc-hook (which never loads NVML itself): the
+        // GPU facts alone, as JSON, no policy read.
+        let g = hpcc_common::fingerprint::gpus();
+        println!("{}", serde_json::to_string(&g).map_err(|e| e.to_string())?);
+        return Ok(0);
+    }
     let (policy, _) = load_policy()?;
     let fp = if no_cache {
         NodeFingerprint::take(&policy)

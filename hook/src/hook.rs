@@ -12,7 +12,7 @@
 //! hpcc failure: `on_error` decides.
 
 use hpcc_common::apply::{self, child, ldcache_file, Target};
-use hpcc_common::fingerprint::NodeFingerprint;
+use hpcc_common::fingerprint::{GpuProbe, NodeFingerprint};
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
 use hpcc_common::plan::{Tweaks, UserRequest};
@@ -155,7 +155,7 @@ pub fn run(
             return finish(outcome, "", stderr_line);
         }
     };
-    let node = NodeFingerprint::cached(&policy);
+    let node = NodeFingerprint::cached_with(&policy, &gpu_probe(&policy));
     let here = Some(node.hostname.as_str());
     let planned = launch::decide(&ctx, &node, &policy, &UserRequest::default());
     let mut outcome = launch::outcome(&policy, policy_path, Some(&ctx.id), here, planned);
@@ -165,6 +165,24 @@ pub fn run(
         }
     }
     finish(outcome, &ctx.id, stderr_line)
+}
+
+/// Where the hook gets GPU facts on a fingerprint cache miss: never from
+/// NVML in its own process (a static binary must not `dlopen`, and the
+/// hook's environment may be the image's), but from the dynamic `hpcc`
+/// installed next to it (`/usr/bin/hpcc` beside `/usr/bin/hpcc-hook`), run
+/// with an empty environment, `/` as cwd and the policy's deadline. The
+/// directory is the hook's own, as the kernel names it: nothing the
+/// image or the environment controls.
+pub fn gpu_probe(policy: &Policy) -> GpuProbe {
+    let dir = std::fs::read_link("/proc/self/exe")
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from("/usr/bin"));
+    GpuProbe::Helper {
+        exe: dir.join("hpcc"),
+        timeout: std::time::Duration::from_millis(policy.limits.probe_timeout_ms),
+    }
 }
 
 /// Logs the outcome, prints its line, gives its exit code.
