@@ -92,6 +92,41 @@ pub struct LaunchContext {
     /// hpcc then puts the mount targets it needs there, in the
     /// container's own tmpfs, and never creates anything in the image.
     pub dev_tmpfs: bool,
+    /// The devices `config.json` already gives the container
+    /// (`linux.devices`): what the engine, or the person who wrote the
+    /// bundle, allocated. Never the image's choice: an image's config
+    /// cannot carry devices.
+    pub allocated_devices: Vec<AllocatedDevice>,
+    /// Whether `process_env` was written by the scheduler, not the image:
+    /// a Slurm step's spooled config, where slurmstepd has replaced the
+    /// environment with the step's, so that `CUDA_VISIBLE_DEVICES` there
+    /// is the job's GPU allocation. False wherever an image's `ENV` can be
+    /// in it (podman copies it into `process.env`, so does `umoci unpack`).
+    pub env_from_scheduler: bool,
+}
+
+/// A device node of `linux.devices`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocatedDevice {
+    /// Path in the container.
+    pub path: PathBuf,
+    /// `c`, `b`, `u` or `p`.
+    pub kind: char,
+    /// Major number.
+    pub major: i64,
+    /// Minor number.
+    pub minor: i64,
+}
+
+impl AllocatedDevice {
+    /// Whether this is the node `kind major:minor` (`u` is a character
+    /// device for the kernel).
+    pub fn is(&self, kind: char, major: u64, minor: u64) -> bool {
+        let k = if self.kind == 'u' { 'c' } else { self.kind };
+        k == kind
+            && u64::try_from(self.major).ok() == Some(major)
+            && u64::try_from(self.minor).ok() == Some(minor)
+    }
 }
 
 impl LaunchContext {
@@ -122,6 +157,28 @@ impl LaunchContext {
                     m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs")
                 })
             }),
+            allocated_devices: spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.devices().as_ref())
+                .map(|ds| {
+                    ds.iter()
+                        .map(|d| AllocatedDevice {
+                            path: d.path().clone(),
+                            kind: match d.typ() {
+                                oci_spec::runtime::LinuxDeviceType::B => 'b',
+                                oci_spec::runtime::LinuxDeviceType::P => 'p',
+                                oci_spec::runtime::LinuxDeviceType::U => 'u',
+                                oci_spec::runtime::LinuxDeviceType::C => 'c',
+                                oci_spec::runtime::LinuxDeviceType::A => 'a',
+                            },
+                            major: d.major(),
+                            minor: d.minor(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            env_from_scheduler: false,
         }
     }
 
@@ -137,6 +194,8 @@ impl LaunchContext {
             annotations,
             process_env: vec![],
             dev_tmpfs: true,
+            allocated_devices: vec![],
+            env_from_scheduler: false,
         }
     }
 

@@ -289,14 +289,56 @@ pub struct Ucx {
 pub struct Gpu {
     /// Directories searched for CDI specs (`*.json`, `*.yaml` is not read).
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Devices a container may be given that nothing allocated to it:
+    /// CDI names `vendor.com/class=name`, `vendor.com/class=*` (every
+    /// device of a kind) or `*` (every device: nodes given whole to one
+    /// job). NVIDIA GPUs are `nvidia.com/gpu=INDEX` or
+    /// `nvidia.com/gpu=GPU-UUID`. Otherwise a device is exposed only when
+    /// the engine already lists it in `config.json` (`linux.devices`) or,
+    /// in a Slurm step, the step's `CUDA_VISIBLE_DEVICES` names it: an
+    /// image's annotations and `ENV` may ask, never grant.
+    pub allowed: Vec<String>,
 }
 
 impl Default for Gpu {
     fn default() -> Self {
         Gpu {
             cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+            allowed: Vec::new(),
         }
     }
+}
+
+impl Gpu {
+    /// Whether the policy allows the device `kind=name` (`nvidia.com/gpu`,
+    /// `0`) without an allocation.
+    pub fn allows(&self, kind: &str, name: &str) -> bool {
+        self.allowed.iter().any(|a| match a.split_once('=') {
+            None => a == "*",
+            Some((k, n)) => k == kind && (n == "*" || n == name),
+        })
+    }
+}
+
+/// Whether `s` is a `[gpu] allowed` entry: `*`, `vendor.com/class=*` or
+/// `vendor.com/class=name` (CDI's characters).
+fn valid_device_pattern(s: &str) -> bool {
+    if s == "*" {
+        return true;
+    }
+    let Some((kind, name)) = s.split_once('=') else {
+        return false;
+    };
+    let Some((vendor, class)) = kind.split_once('/') else {
+        return false;
+    };
+    let part = |p: &str, extra: &[u8]| {
+        !p.is_empty()
+            && p.len() <= 128
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    };
+    part(vendor, b".-") && part(class, b"_.-") && (name == "*" || part(name, b"_.:-"))
 }
 
 /// The per-boot fingerprint cache (`[cache]`).
@@ -635,6 +677,15 @@ impl Policy {
         for p in &self.gpu.cdi_spec_dirs {
             absolute("gpu.cdi_spec_dirs".into(), p)?;
         }
+        for a in &self.gpu.allowed {
+            if !valid_device_pattern(a) {
+                return Err(invalid(
+                    "gpu.allowed".into(),
+                    a.clone(),
+                    "expected \"*\", \"vendor.com/class=*\" or \"vendor.com/class=name\"",
+                ));
+            }
+        }
         absolute("cache.dir".into(), &self.cache.dir)?;
         absolute("runtime.path".into(), &self.runtime.path)?;
         if !(100..=600_000).contains(&self.limits.apply_timeout_ms) {
@@ -766,6 +817,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("collections.dir"), "{msg}");
+    }
+
+    #[test]
+    fn device_allow_list() {
+        let p = parse("[gpu]\nallowed = [\"nvidia.com/gpu=0\", \"amd.com/gpu=*\"]\n").unwrap();
+        assert!(p.gpu.allows("nvidia.com/gpu", "0"));
+        assert!(!p.gpu.allows("nvidia.com/gpu", "1"));
+        assert!(p.gpu.allows("amd.com/gpu", "card3"));
+        assert!(!p.gpu.allows("amd.com/gpux", "card3"));
+        assert!(!Policy::default().gpu.allows("nvidia.com/gpu", "0"));
+        assert!(parse("[gpu]\nallowed = [\"*\"]\n")
+            .unwrap()
+            .gpu
+            .allows("a.b/c", "d"));
+        for bad in [
+            "nvidia.com/gpu",
+            "gpu=0",
+            "a.b/c=x y",
+            "a.b/c=*x",
+            "",
+            "a.b/c=\\n",
+        ] {
+            let text = format!("[gpu]\nallowed = [{:?}]\n", bad);
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.contains("gpu.allowed"), "{bad}: {msg}");
+        }
     }
 
     #[test]

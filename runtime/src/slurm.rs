@@ -142,7 +142,10 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
             return after_decision(args, l, &policy, o, None, job, step);
         }
     };
-    let ctx = LaunchContext::from_bundle(&bundle, &spec);
+    let mut ctx = LaunchContext::from_bundle(&bundle, &spec);
+    // The spooled config's process.env is the step's: slurmstepd replaced
+    // the bundle's (and the image's) with it, so its GPU list is the job's.
+    ctx.env_from_scheduler = true;
     let decided_by = if step_file.is_some() {
         "hpcc_spank.so"
     } else {
