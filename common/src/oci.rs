@@ -249,15 +249,35 @@ pub fn rootfs_of(bundle: &Path, spec: &Spec) -> PathBuf {
     }
 }
 
-/// Loads `<bundle>/config.json` with the caller's rights.
+/// Loads `<bundle>/config.json` with the caller's rights. Only a regular
+/// file is read: the open never blocks (a FIFO swapped in after the runtime
+/// read the file would otherwise hold the hook until a writer comes), and
+/// the read is bounded.
 pub fn load_bundle_config(bundle: &Path) -> Result<Spec, OciError> {
     let path = bundle.join("config.json");
     let what = path.display().to_string();
-    let f = std::fs::File::open(&path).map_err(|source| OciError::Read {
+    let f = open_regular(&path).map_err(|source| OciError::Read {
         what: what.clone(),
         source,
     })?;
     read_config(f, &what)
+}
+
+/// Opens a file for reading without blocking on a FIFO or a device, and
+/// only if it is a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -282,6 +302,20 @@ mod tests {
         assert_eq!(ctx.annotations.len(), 2);
         assert_eq!(ctx.env("NVIDIA_VISIBLE_DEVICES"), Some("0"));
         assert_eq!(ctx.env("NVIDIA"), None);
+    }
+
+    #[test]
+    fn a_fifo_or_device_as_config_json_is_an_error_not_a_wait() {
+        let t = crate::testutil::TempDir::new("oci-fifo");
+        let c = std::ffi::CString::new(t.0.join("config.json").to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = load_bundle_config(&t.0).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(t.0.join("config.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", t.0.join("config.json")).unwrap();
+        let e = load_bundle_config(&t.0).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

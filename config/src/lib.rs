@@ -552,7 +552,14 @@ impl Policy {
     /// problem is an error.
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
         use std::io::Read;
-        let file = match std::fs::File::open(path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never blocks: a FIFO at the path is refused by check_trusted
+        // (not a regular file) instead of waiting for a writer.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
             Err(source) => {
@@ -817,6 +824,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("collections.dir"), "{msg}");
+    }
+
+    #[test]
+    fn a_fifo_as_policy_is_refused_not_waited_for() {
+        let p = std::env::temp_dir().join(format!("hpcc-policy-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = Policy::load(&p).unwrap_err().to_string();
+        std::fs::remove_file(&p).unwrap();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

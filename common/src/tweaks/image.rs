@@ -284,7 +284,10 @@ impl<'a> ImageLibs<'a> {
             if let Some(real) = self.root.resolve(&p).ok().flatten() {
                 // A symlink into the runtime's /proc or /sys mounts is no
                 // library of the image: never a file to read or replace.
-                if crate::apply::KERNEL_DIRS.iter().any(|k| real.starts_with(k)) {
+                if crate::apply::KERNEL_DIRS
+                    .iter()
+                    .any(|k| real.starts_with(k))
+                {
                     continue;
                 }
                 if seen.insert(real.clone()) {
