@@ -331,13 +331,24 @@ pub fn requests(
 }
 
 fn apply_edits(
-    host: &dyn super::host::Host,
+    input: &Inputs<'_>,
     edits: &ContainerEdits,
     why: &str,
     part: &mut Part,
 ) -> Result<(), String> {
+    let host = input.host;
     for d in &edits.device_nodes {
         let path = PathBuf::from(&d.path);
+        if input
+            .ctx
+            .allocated_devices
+            .iter()
+            .any(|a| crate::rootfs::normalize(&a.path).ok() == crate::rootfs::normalize(&path).ok())
+        {
+            // The engine creates this node itself (it allocated it):
+            // binding over it would only fail on its device node.
+            continue;
+        }
         let host_path = PathBuf::from(d.host_path.as_deref().unwrap_or(&d.path));
         let stat = host.device(&host_path);
         let kind = match d.kind.as_deref() {
@@ -538,11 +549,11 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
         let mut res = Ok(());
         if !spec_edits_done.contains(&r.file) {
             spec_edits_done.push(r.file.clone());
-            res = apply_edits(input.host, &r.spec.container_edits, &why, &mut part);
+            res = apply_edits(input, &r.spec.container_edits, &why, &mut part);
         }
         let res = res.and_then(|_| {
             apply_edits(
-                input.host,
+                input,
                 &r.spec.devices[r.device].container_edits,
                 &why,
                 &mut part,
@@ -793,6 +804,13 @@ mod tests {
         }];
         let part = run_ctx(c.clone(), &h, &Policy::default());
         assert_eq!(part.tweaks.devices.len(), 1, "{:#?}", part.findings);
+        // Allocated at its own path: the engine makes the node, hpcc adds
+        // the rest of the device's edits.
+        let mut same = c.clone();
+        same.allocated_devices[0].path = "/dev/hpcc-test0".into();
+        let part = run_ctx(same, &h, &Policy::default());
+        assert!(part.tweaks.devices.is_empty());
+        assert_eq!(part.tweaks.mounts.len(), 1);
         // Another device allocated: not this one.
         c.allocated_devices[0].minor = 5;
         assert!(run_ctx(c, &h, &Policy::default()).tweaks.is_empty());
