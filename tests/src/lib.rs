@@ -236,7 +236,11 @@ pub fn run_runc(b: &Bundle) -> Run {
 pub fn run_runc_dir(dir: &Path, id: &str) -> Run {
     require("runc");
     let out = Command::new("timeout")
+        // -k: runc forwards SIGTERM to the container's init, which may
+        // ignore it (pid 1 without a handler) and keep runc waiting.
         .args([
+            "-k",
+            "10",
             "120",
             "runc",
             "--root",
@@ -264,6 +268,8 @@ pub fn run_crun(b: &Bundle) -> Run {
         exec crun --cgroup-manager=disabled --root /run/hpcc-test-crun run --bundle \"$1\" \"$2\"";
     let out = Command::new("timeout")
         .args([
+            "-k",
+            "10",
             "120",
             "unshare",
             "-m",
