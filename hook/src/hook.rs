@@ -169,21 +169,27 @@ pub fn run(
 
 /// Where the hook gets GPU facts on a fingerprint cache miss: never from
 /// NVML in its own process (a static binary must not `dlopen`, and the
-/// hook's environment may be the image's), but from the dynamic `hpcc`
-/// installed next to it (`/usr/bin/hpcc` beside `/usr/bin/hpcc-hook`), run
-/// with an empty environment, `/` as cwd and the policy's deadline. The
-/// directory is the hook's own, as the kernel names it: nothing the
-/// image or the environment controls.
+/// hook's environment may be the image's), but from the dynamic `hpcc`,
+/// run with an empty environment, `/` as cwd and the policy's deadline:
+/// the `hpcc` beside the hook when there is one (a build tree, a package
+/// that installs both in one directory), else `/usr/bin/hpcc` (packages
+/// install the hook in `/usr/libexec/hpcc/`). The hook's directory is its
+/// own, as the kernel names it: nothing the image or the environment
+/// controls. The helper must be root's and not writable by others
+/// ([`hpcc_common::fingerprint::gpus_from_helper`]).
 pub fn gpu_probe(policy: &Policy) -> GpuProbe {
-    let dir = std::fs::read_link("/proc/self/exe")
+    let beside = std::fs::read_link("/proc/self/exe")
         .ok()
-        .and_then(|p| p.parent().map(Path::to_owned))
-        .unwrap_or_else(|| PathBuf::from("/usr/bin"));
+        .and_then(|p| p.parent().map(|d| d.join("hpcc")))
+        .filter(|p| p.is_file());
     GpuProbe::Helper {
-        exe: dir.join("hpcc"),
+        exe: beside.unwrap_or_else(|| PathBuf::from(GPU_HELPER)),
         timeout: std::time::Duration::from_millis(policy.limits.probe_timeout_ms),
     }
 }
+
+/// The GPU helper of an installed hook without one beside it.
+pub const GPU_HELPER: &str = "/usr/bin/hpcc";
 
 /// Logs the outcome, prints its line, gives its exit code.
 fn finish(outcome: Outcome, container: &str, stderr_line: &mut dyn FnMut(&str)) -> i32 {
