@@ -522,12 +522,21 @@ fn the_policy_deadline_bounds_a_stuck_gpu_helper() {
 /// An MPICH image asking for mpi_replace, its program printing which MPI
 /// it loaded, launched by the static hook at prestart.
 fn mpich_image(name: &str, fixture: &str) -> Bundle {
-    let mut b = bundle(
-        name,
-        fixture,
-        MPICH_POLICY,
-        &Hook::new(&static_hook(), "prestart"),
-    );
+    mpich_image_at(name, fixture, "prestart")
+}
+
+/// [`mpich_image`] with the hook at `stage`. At createContainer the hook
+/// runs in the container's mount namespace before pivot_root, where the
+/// runtime's /proc, /sys and /dev are mounted in the rootfs (at prestart
+/// the hook's own namespace does not see them) and /proc/1/root is the
+/// host's root.
+fn mpich_image_at(name: &str, fixture: &str, stage: &str) -> Bundle {
+    let hook = static_hook();
+    let mut h = Hook::new(&hook, stage);
+    if stage == "createContainer" {
+        h.env = None;
+    }
+    let mut b = bundle(name, fixture, MPICH_POLICY, &h);
     b.annotate(MPI_IMPL, "mpich")
         .annotate(MPI_MODE, "mpi_replace")
         .args(&["/usr/bin/mpi-version"]);
@@ -545,6 +554,8 @@ fn through_proc1(host: &Path) -> String {
     format!("/proc/1/root{}", host.display())
 }
 
+const STAGES: [&str; 2] = ["prestart", "createContainer"];
+
 #[test]
 fn etc_aimed_at_the_host_through_proc_1_root_is_never_written() {
     let host_etc = host_victim("hs-etc-host");
@@ -555,21 +566,23 @@ fn etc_aimed_at_the_host_through_proc_1_root_is_never_written() {
         .status()
         .unwrap();
     assert!(st.success());
-    let b = mpich_image("hs-etc", "mpich-app");
-    let etc = b.rootfs().join("etc");
-    std::fs::remove_dir_all(&etc).unwrap();
-    symlink(through_proc1(&host_etc), &etc).unwrap();
-    let l = launch(
-        &b,
-        "runc",
-        &[
-            &host_etc,
-            Path::new("/etc/ld.so.cache"),
-            Path::new("/etc/ld.so.conf"),
-        ],
-    );
-    // Started without its cache, or refused; either way in one hpcc line.
-    assert!(l.run.ok() || refused_by_hpcc(&l), "{:?}", l.run);
+    for stage in STAGES {
+        let b = mpich_image_at(&format!("hs-etc-{stage}"), "mpich-app", stage);
+        let etc = b.rootfs().join("etc");
+        std::fs::remove_dir_all(&etc).unwrap();
+        symlink(through_proc1(&host_etc), &etc).unwrap();
+        let l = launch(
+            &b,
+            "runc",
+            &[
+                &host_etc,
+                Path::new("/etc/ld.so.cache"),
+                Path::new("/etc/ld.so.conf"),
+            ],
+        );
+        // Started without its cache, or refused in an hpcc line.
+        assert!(l.run.ok() || refused_by_hpcc(&l), "{stage}: {:?}", l.run);
+    }
 }
 
 #[test]
@@ -581,20 +594,27 @@ fn ld_so_conf_naming_host_dirs_through_proc_1_root_reads_nothing_there() {
     )
     .unwrap();
     std::fs::write(host.join("more.conf"), format!("{}\n", host.display())).unwrap();
-    let b = mpich_image("hs-ldconf", "mpich-app");
-    std::fs::write(
-        b.rootfs().join("etc/ld.so.conf"),
-        format!(
-            "{p}\ninclude {p}/*.conf\n/usr/lib/x86_64-linux-gnu\n",
-            p = through_proc1(&host)
-        ),
-    )
-    .unwrap();
-    let l = launch(&b, "runc", &[&host]);
-    // The image's own library is replaced; nothing of the host directory
-    // was mounted (launch() checks the mount table for its path).
-    assert!(l.run.ok(), "{:?}", l.run);
-    assert!(l.run.stdout.contains("MPICH Version:"), "{:?}", l.run);
+    for stage in STAGES {
+        let b = mpich_image_at(&format!("hs-ldconf-{stage}"), "mpich-app", stage);
+        std::fs::write(
+            b.rootfs().join("etc/ld.so.conf"),
+            format!(
+                "{p}\ninclude {p}/*.conf\n/usr/lib/x86_64-linux-gnu\n",
+                p = through_proc1(&host)
+            ),
+        )
+        .unwrap();
+        let l = launch(&b, "runc", &[&host]);
+        if stage == "prestart" {
+            // The image's own library is replaced; nothing of the host
+            // directory was mounted (launch() checks the mount table).
+            assert!(l.run.ok(), "{:?}", l.run);
+            assert!(l.run.stdout.contains("MPICH Version:"), "{:?}", l.run);
+        } else {
+            // In the container's namespace nothing is mounted: refused.
+            assert!(refused_by_hpcc(&l), "{:?}", l.run);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -616,7 +636,7 @@ fn mkfifo(p: &Path) {
 #[test]
 fn fifos_devices_and_kernel_files_in_the_image_never_hold_the_hook() {
     type Setup = fn(&Path);
-    let variants: [(&str, Setup); 7] = [
+    let variants: [(&str, Setup); 10] = [
         ("fifo-conf", |r| mkfifo(&r.join("etc/ld.so.conf"))),
         ("fifo-include", |r| {
             std::fs::create_dir_all(r.join("etc/ld.so.conf.d")).unwrap();
@@ -635,7 +655,19 @@ fn fifos_devices_and_kernel_files_in_the_image_never_hold_the_hook() {
         }),
         ("fifo-cache", |r| mkfifo(&r.join("etc/ld.so.cache"))),
         // At prestart the runtime's /proc is mounted in the rootfs: a read
-        // of /proc/kmsg would wait for the next kernel message.
+        // of /proc/kmsg would wait for the next kernel message (and take it
+        // from the host's syslog).
+        ("conf-is-kmsg", |r| {
+            std::fs::remove_file(r.join("etc/ld.so.conf")).unwrap();
+            symlink("/proc/kmsg", r.join("etc/ld.so.conf")).unwrap();
+        }),
+        ("include-kmsg", |r| {
+            std::fs::write(r.join("etc/ld.so.conf"), "include /proc/kmsg\n").unwrap()
+        }),
+        ("cache-is-kmsg", |r| {
+            std::fs::remove_file(r.join("etc/ld.so.cache")).unwrap();
+            symlink("/proc/kmsg", r.join("etc/ld.so.cache")).unwrap();
+        }),
         ("lib-is-kmsg", |r| {
             let lib = r.join(LIB_DIR).join("libmpich.so.12");
             std::fs::remove_file(&lib).unwrap();
@@ -647,8 +679,9 @@ fn fifos_devices_and_kernel_files_in_the_image_never_hold_the_hook() {
             mkfifo(&lib);
         }),
     ];
-    for (name, setup) in variants {
-        let mut b = mpich_image(&format!("hs-wait-{name}"), "mpich-app");
+    for ((variant, setup), stage) in variants.iter().flat_map(|v| STAGES.map(|stage| (v, stage))) {
+        let name = format!("{variant}-{stage}");
+        let mut b = mpich_image_at(&format!("hs-wait-{name}"), "mpich-app", stage);
         // The container itself runs static busybox: a dynamic program
         // would wait on the image's own FIFO libc, which is its business.
         b.args(&["/bin/busybox", "echo", "container-ran"]);
@@ -1045,6 +1078,14 @@ fn library_links_into_proc_sys_and_dev_never_become_mount_targets() {
         let lib = b.rootfs().join(LIB_DIR).join("libmpich.so.12");
         std::fs::remove_file(&lib).unwrap();
         symlink(target, &lib).unwrap();
+        if target.starts_with("/proc/") || target.starts_with("/sys/") {
+            // The image ships a file there too: hidden by the runtime's
+            // /proc or /sys in the container, but what the hook's own
+            // namespace sees at prestart, so the link resolves.
+            let f = b.rootfs().join(&target[1..]);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::copy(b.rootfs().join(LIB_DIR).join("libmpich.so.12.0.0"), &f).unwrap();
+        }
         // In the container, after the start: the kernel file is the
         // kernel's, not a library bound over it. (Device nodes are not
         // read: a read of ptmx waits.)
@@ -1196,7 +1237,7 @@ fn truncated_huge_and_strange_state_and_config_fail_closed() {
             s.clone(),
             Box::new(move || {
                 // Unknown keys are still parsed: depth, not type, is the test.
-            let mut b = b"{\"ociVersion\":\"1.0.2\",\"x\":".to_vec();
+                let mut b = b"{\"ociVersion\":\"1.0.2\",\"x\":".to_vec();
                 b.extend(std::iter::repeat_n(b'[', 100_000));
                 std::fs::write(&cfg, b).unwrap()
             }),
