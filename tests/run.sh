@@ -27,3 +27,6 @@ step "cargo test --workspace"
 # The end-to-end tests start containers and a Slurm cluster; two threads
 # match the two cores of CI.
 cargo test --workspace -- --test-threads=2
+
+step "fuzz smoke: every fuzz target's corpus replayed, then 4 s of mutation each"
+bash tests/setup/fuzz-smoke.sh 4

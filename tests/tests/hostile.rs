@@ -625,12 +625,8 @@ fn mkfifo(p: &Path) {
     let _ = std::fs::remove_file(p);
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
     // SAFETY: NUL-terminated path.
-    assert_eq!(
-        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
-        0,
-        "mkfifo {}",
-        p.display()
-    );
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(rc, 0, "mkfifo {}", p.display());
 }
 
 #[test]
@@ -774,7 +770,7 @@ const FORGED: &str = "hpcc: container may start (policy ok)";
 /// prefixes runc and tracing put in front of a line).
 fn forged_line(text: &str) -> bool {
     text.lines().any(|l| {
-        let l = l.trim_start_matches(|c: char| c == ' ' || c == '\t');
+        let l = l.trim_start_matches([' ', '\t']);
         l.starts_with(FORGED) || l.starts_with("WARN forged") || l.contains('\u{1b}')
     })
 }
@@ -1174,7 +1170,8 @@ fn truncated_huge_and_strange_state_and_config_fail_closed() {
         "annotations": {CPU_KEY: IMPOSSIBLE}})
     .to_string();
     let cfg = bundle_dir.join("config.json");
-    let mut cases: Vec<(&str, Vec<u8>, Box<dyn Fn()>)> = Vec::new();
+    type Case = (&'static str, Vec<u8>, Box<dyn Fn()>);
+    let mut cases: Vec<Case> = Vec::new();
     let s = state(&bundle_dir);
     cases.push((
         "truncated state",
