@@ -65,9 +65,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut ctx = LaunchContext::from_annotations("fuzz", annotations);
     ctx.process_env = env.iter().map(|s| s.to_string()).collect();
-    let mut policy = Policy::default();
-    policy.unannotated = hpcc_config::UnannotatedAction::Refuse;
-    policy.cache.enabled = false;
+    let policy = Policy {
+        unannotated: hpcc_config::UnannotatedAction::Refuse,
+        ..Policy::default()
+    };
     let planned = launch::decide(&ctx, node(), &policy, &UserRequest::default());
     let outcome = launch::outcome(
         &policy,
