@@ -28,6 +28,8 @@ step "cargo test --workspace"
 # match the two cores of CI.
 cargo test --workspace -- --test-threads=2
 
+step "fuzz smoke: every fuzz target's corpus replayed, then 4 s of mutation each"
+bash tests/setup/fuzz-smoke.sh 4
 step "packages: cargo deb, cargo generate-rpm; dpkg -i, end to end against the installed files, dpkg -r"
 # What an admin installs (tests/setup/package-test.sh): podman with the shipped
 # hooks.d file, Slurm with the shipped snippets, every integration page's

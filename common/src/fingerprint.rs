@@ -1,9 +1,18 @@
 //! The node fingerprint: what this node offers an image (CPU, kernel, libc,
 //! GPUs, host MPI/libfabric/UCX declared by the policy).
 //!
-//! Taking it reads `/proc`, `uname`, CPUID, NVML and a few ELF headers; no
-//! binary is run. It is cached per boot in `/run/hpcc/`, since a step launch
-//! must not pay for NVML every time.
+//! Taking it reads `/proc`, `uname`, CPUID, NVML and a few ELF headers. It
+//! is cached per boot in `/run/hpcc/`, since a step launch must not pay for
+//! NVML every time.
+//!
+//! NVML is a shared library loaded with `dlopen`. `hpcc-hook` never loads
+//! it ([`GpuProbe::Helper`]): the hook is statically linked so that no
+//! dynamic loader runs in it (runc gives a `createContainer` hook the
+//! image's `process.env`, `LD_PRELOAD` included, and the rootfs as cwd), and
+//! a static binary must not `dlopen` (it would load a second libc). On a
+//! cache miss the hook runs the dynamic `hpcc fingerprint --gpus` next to
+//! it, with an empty environment, `/` as cwd and a deadline. A statically
+//! linked build has no NVML code at all ([`gpus`] says so).
 
 use crate::elf::ElfInfo;
 use crate::version::Version;
@@ -283,9 +292,136 @@ fn libc_info() -> LibcFingerprint {
     }
 }
 
+/// How the GPU facts are taken when the cache has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuProbe {
+    /// NVML loaded into this process ([`gpus`]): `hpcc`, the SPANK plugin,
+    /// `hpcc-runtime`, whose environment the image does not write.
+    InProcess,
+    /// A trusted host program that prints [`GpuFingerprint`] as JSON
+    /// (`hpcc fingerprint --gpus`), run by [`gpus_from_helper`]: what
+    /// `hpcc-hook` does.
+    Helper {
+        /// The program (root-owned, not writable by others).
+        exe: PathBuf,
+        /// Its deadline (policy `limits.probe_timeout_ms`).
+        timeout: std::time::Duration,
+    },
+}
+
+impl GpuProbe {
+    /// The GPU facts, and whether they may be cached for the boot: a helper
+    /// that failed or timed out says nothing about the node, so the next
+    /// launch asks again.
+    fn take(&self) -> (GpuFingerprint, bool) {
+        match self {
+            GpuProbe::InProcess => (gpus(), true),
+            GpuProbe::Helper { exe, timeout } => match gpus_from_helper(exe, *timeout) {
+                Ok(g) => (g, true),
+                Err(why) => (
+                    GpuFingerprint {
+                        nvidia: None,
+                        nvml_note: Some(why),
+                    },
+                    false,
+                ),
+            },
+        }
+    }
+}
+
+/// Largest answer read from the GPU helper.
+const MAX_HELPER_REPLY: usize = 1 << 20;
+
+/// Why a GPU helper cannot be trusted.
+fn untrusted_helper(exe: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let check = |p: &Path, want_file: bool| -> Option<String> {
+        let m = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("{}: {e}", p.display())),
+        };
+        if want_file && !m.is_file() {
+            return Some(format!("{} is not a regular file", p.display()));
+        }
+        if m.uid() != 0 || m.mode() & 0o022 != 0 {
+            return Some(format!(
+                "{} is not owned by root or is writable by others (uid {}, mode {:o})",
+                p.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ));
+        }
+        None
+    };
+    check(exe, true).or_else(|| check(exe.parent().unwrap_or(Path::new("/")), false))
+}
+
+/// Runs the GPU helper `exe fingerprint --gpus` bounded (see
+/// [`crate::apply::child::run_bounded`]: empty environment, `/` as cwd,
+/// death with the caller, `timeout`) and reads its JSON. A failure is the
+/// sentence for `nvml_note` ("no NVIDIA GPU seen: ..."): the launch goes on
+/// as on a node without NVIDIA GPU.
+pub fn gpus_from_helper(
+    exe: &Path,
+    timeout: std::time::Duration,
+) -> Result<GpuFingerprint, String> {
+    use crate::apply::child::{run_bounded, ChildLimits};
+    let none = |why: String| {
+        Err(format!(
+            "no NVIDIA GPU seen: hpcc-hook does not load NVML itself and its GPU helper {} {why}",
+            exe.display()
+        ))
+    };
+    if let Some(why) = untrusted_helper(exe) {
+        return none(format!("is not used ({why})"));
+    }
+    let limits = ChildLimits {
+        cpu_secs: timeout.as_secs() + 1,
+        address_space: None,
+    };
+    let (out, err, status) =
+        match run_bounded(exe, &["fingerprint", "--gpus"], &[], timeout, limits) {
+            Ok(r) => r,
+            Err(crate::apply::child::HelperError::Timeout { ms }) => {
+                return none(format!(
+                    "did not answer within {ms} ms (policy limits.probe_timeout_ms): it was killed"
+                ))
+            }
+            Err(e) => return none(format!("failed: {e}")),
+        };
+    if !status.success() || out.len() > MAX_HELPER_REPLY {
+        return none(format!(
+            "failed ({status}): {}",
+            crate::text::escape(String::from_utf8_lossy(&err).trim())
+        ));
+    }
+    match serde_json::from_slice::<GpuFingerprint>(&out) {
+        Ok(g) => Ok(g),
+        Err(e) => none(format!(
+            "answered something that is not a GPU fingerprint: {e}"
+        )),
+    }
+}
+
+/// Asks NVML; an absent library or driver means "no NVIDIA GPU", never an
+/// error. NVML starts threads: callers that later `setns` must do so in a
+/// child process. A statically linked build (`hpcc-hook`) has no NVML: a
+/// static binary must not `dlopen`.
+#[cfg(target_feature = "crt-static")]
+pub fn gpus() -> GpuFingerprint {
+    GpuFingerprint {
+        nvidia: None,
+        nvml_note: Some(
+            "no NVIDIA GPU seen: this statically linked build does not load NVML".into(),
+        ),
+    }
+}
+
 /// Asks NVML; an absent library or driver means "no NVIDIA GPU", never an
 /// error. NVML starts threads: callers that later `setns` must do so in a
 /// child process.
+#[cfg(not(target_feature = "crt-static"))]
 pub fn gpus() -> GpuFingerprint {
     use nvml_wrapper::Nvml;
     let nvml = match Nvml::init() {
@@ -332,18 +468,31 @@ pub fn gpus() -> GpuFingerprint {
 }
 
 impl NodeFingerprint {
-    /// Takes the fingerprint of this node now (no cache).
+    /// Takes the fingerprint of this node now (no cache), NVML in this
+    /// process.
     pub fn take(policy: &Policy) -> NodeFingerprint {
+        Self::take_with(policy, &GpuProbe::InProcess)
+    }
+
+    /// Takes the fingerprint of this node now (no cache), the GPU facts
+    /// from `probe`.
+    pub fn take_with(policy: &Policy, probe: &GpuProbe) -> NodeFingerprint {
+        Self::take_cacheable(policy, probe).0
+    }
+
+    /// The fingerprint, and whether it may be cached (see [`GpuProbe`]).
+    fn take_cacheable(policy: &Policy, probe: &GpuProbe) -> (NodeFingerprint, bool) {
         let hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        NodeFingerprint {
+        let (gpu, cacheable) = probe.take();
+        let fp = NodeFingerprint {
             schema: SCHEMA,
             hostname,
             cpu: cpu(),
             kernel: kernel(),
             libc: libc_info(),
-            gpu: gpus(),
+            gpu,
             mpi: policy
                 .mpi
                 .iter()
@@ -366,15 +515,22 @@ impl NodeFingerprint {
                 .iter()
                 .flat_map(|u| u.libraries.iter().map(|p| HostLibrary::inspect(p)))
                 .collect(),
-        }
+        };
+        (fp, cacheable)
     }
 
     /// The fingerprint from the per-boot cache when it is valid for this
     /// boot, this hpcc and this policy; otherwise taken now and cached.
     /// Cache problems are logged and never fatal.
     pub fn cached(policy: &Policy) -> NodeFingerprint {
+        Self::cached_with(policy, &GpuProbe::InProcess)
+    }
+
+    /// [`NodeFingerprint::cached`], the GPU facts of a cache miss from
+    /// `probe`.
+    pub fn cached_with(policy: &Policy, probe: &GpuProbe) -> NodeFingerprint {
         if !policy.cache.enabled {
-            return Self::take(policy);
+            return Self::take_with(policy, probe);
         }
         let key = cache_key(policy);
         let path = policy.cache.dir.join("fingerprint.json");
@@ -382,8 +538,8 @@ impl NodeFingerprint {
             tracing::debug!(cache = %path.display(), "fingerprint from cache");
             return fp;
         }
-        let fp = Self::take(policy);
-        if let Some(k) = key {
+        let (fp, cacheable) = Self::take_cacheable(policy, probe);
+        if let (Some(k), true) = (key, cacheable) {
             if let Err(e) = write_cache(&policy.cache.dir, &path, &k, &fp) {
                 tracing::debug!(cache = %path.display(), error = %e, "fingerprint not cached");
             }
@@ -497,6 +653,62 @@ mod tests {
     /// Root only (write_cache refuses anyone else by design); the
     /// workspace tests run as root in CI (tests/run.sh), so this asserts
     /// root instead of passing without having run.
+    #[test]
+    fn gpu_helper_gets_nothing_of_ours_and_a_deadline() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            // The helper must be root-owned: covered by the e2e suite.
+            return;
+        }
+        let t = crate::testutil::TempDir::new("gpu-helper");
+        std::fs::set_permissions(&t.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let seen = t.0.join("seen");
+        let script = |name: &str, body: &str, mode: u32| {
+            let p = t.0.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let ok = script(
+            "ok",
+            &format!(
+                "{{ env; pwd; }} > {}\nprintf '{{\"nvidia\":null,\"nvml_note\":\"fake\"}}'",
+                seen.display()
+            ),
+            0o755,
+        );
+        let g = gpus_from_helper(&ok, std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(g.nvml_note.as_deref(), Some("fake"));
+        let seen = std::fs::read_to_string(&seen).unwrap();
+        // An empty environment (the shell adds only PWD) and / as cwd.
+        let lines: Vec<&str> = seen.lines().collect();
+        assert!(
+            lines[..lines.len() - 1]
+                .iter()
+                .all(|l| l.starts_with("PWD=")),
+            "{seen}"
+        );
+        assert_eq!(lines.last(), Some(&"/"), "{seen}");
+        // Past the deadline: killed, an error, quickly.
+        let slow = script("slow", "exec sleep 30", 0o755);
+        let t0 = std::time::Instant::now();
+        let e = gpus_from_helper(&slow, std::time::Duration::from_millis(300)).unwrap_err();
+        assert!(e.contains("did not answer within 300 ms"), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        // Writable by others: never run.
+        let open = script("open", "echo {}", 0o777);
+        let e = gpus_from_helper(&open, std::time::Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("writable by others"), "{e}");
+        // Garbage: an error, not a panic; a failure is never cached.
+        let junk = script("junk", "echo '{\"nvidia\": 5}'", 0o755);
+        assert!(gpus_from_helper(&junk, std::time::Duration::from_secs(5)).is_err());
+        let probe = GpuProbe::Helper {
+            exe: junk,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        assert!(!probe.take().1);
+    }
+
     #[test]
     fn cache_round_trip_and_key_change() {
         assert!(

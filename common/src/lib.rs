@@ -40,3 +40,11 @@ pub mod budget_probe {
     pub use crate::rootfs::Rootfs;
     pub use crate::tweaks::image::{ImageLibs, MAX_CANDIDATES};
 }
+
+/// What the fuzz targets (`fuzz/fuzz_targets/`, a crate of their own) reach
+/// inside the crate: the parsers of image and engine input. Not an API.
+#[doc(hidden)]
+pub mod fuzz_probe {
+    pub use crate::elf::{ElfError, ElfInfo};
+    pub use crate::tweaks::cdi::{parse_spec, requests, QualifiedName};
+}

@@ -92,6 +92,41 @@ pub struct LaunchContext {
     /// hpcc then puts the mount targets it needs there, in the
     /// container's own tmpfs, and never creates anything in the image.
     pub dev_tmpfs: bool,
+    /// The devices `config.json` already gives the container
+    /// (`linux.devices`): what the engine, or the person who wrote the
+    /// bundle, allocated. Never the image's choice: an image's config
+    /// cannot carry devices.
+    pub allocated_devices: Vec<AllocatedDevice>,
+    /// Whether `process_env` was written by the scheduler, not the image:
+    /// a Slurm step's spooled config, where slurmstepd has replaced the
+    /// environment with the step's, so that `CUDA_VISIBLE_DEVICES` there
+    /// is the job's GPU allocation. False wherever an image's `ENV` can be
+    /// in it (podman copies it into `process.env`, so does `umoci unpack`).
+    pub env_from_scheduler: bool,
+}
+
+/// A device node of `linux.devices`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocatedDevice {
+    /// Path in the container.
+    pub path: PathBuf,
+    /// `c`, `b`, `u` or `p`.
+    pub kind: char,
+    /// Major number.
+    pub major: i64,
+    /// Minor number.
+    pub minor: i64,
+}
+
+impl AllocatedDevice {
+    /// Whether this is the node `kind major:minor` (`u` is a character
+    /// device for the kernel).
+    pub fn is(&self, kind: char, major: u64, minor: u64) -> bool {
+        let k = if self.kind == 'u' { 'c' } else { self.kind };
+        k == kind
+            && u64::try_from(self.major).ok() == Some(major)
+            && u64::try_from(self.minor).ok() == Some(minor)
+    }
 }
 
 impl LaunchContext {
@@ -122,6 +157,28 @@ impl LaunchContext {
                     m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs")
                 })
             }),
+            allocated_devices: spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.devices().as_ref())
+                .map(|ds| {
+                    ds.iter()
+                        .map(|d| AllocatedDevice {
+                            path: d.path().clone(),
+                            kind: match d.typ() {
+                                oci_spec::runtime::LinuxDeviceType::B => 'b',
+                                oci_spec::runtime::LinuxDeviceType::P => 'p',
+                                oci_spec::runtime::LinuxDeviceType::U => 'u',
+                                oci_spec::runtime::LinuxDeviceType::C => 'c',
+                                oci_spec::runtime::LinuxDeviceType::A => 'a',
+                            },
+                            major: d.major(),
+                            minor: d.minor(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            env_from_scheduler: false,
         }
     }
 
@@ -137,6 +194,8 @@ impl LaunchContext {
             annotations,
             process_env: vec![],
             dev_tmpfs: true,
+            allocated_devices: vec![],
+            env_from_scheduler: false,
         }
     }
 
@@ -190,15 +249,35 @@ pub fn rootfs_of(bundle: &Path, spec: &Spec) -> PathBuf {
     }
 }
 
-/// Loads `<bundle>/config.json` with the caller's rights.
+/// Loads `<bundle>/config.json` with the caller's rights. Only a regular
+/// file is read: the open never blocks (a FIFO swapped in after the runtime
+/// read the file would otherwise hold the hook until a writer comes), and
+/// the read is bounded.
 pub fn load_bundle_config(bundle: &Path) -> Result<Spec, OciError> {
     let path = bundle.join("config.json");
     let what = path.display().to_string();
-    let f = std::fs::File::open(&path).map_err(|source| OciError::Read {
+    let f = open_regular(&path).map_err(|source| OciError::Read {
         what: what.clone(),
         source,
     })?;
     read_config(f, &what)
+}
+
+/// Opens a file for reading without blocking on a FIFO or a device, and
+/// only if it is a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -223,6 +302,20 @@ mod tests {
         assert_eq!(ctx.annotations.len(), 2);
         assert_eq!(ctx.env("NVIDIA_VISIBLE_DEVICES"), Some("0"));
         assert_eq!(ctx.env("NVIDIA"), None);
+    }
+
+    #[test]
+    fn a_fifo_or_device_as_config_json_is_an_error_not_a_wait() {
+        let t = crate::testutil::TempDir::new("oci-fifo");
+        let c = std::ffi::CString::new(t.0.join("config.json").to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = load_bundle_config(&t.0).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(t.0.join("config.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", t.0.join("config.json")).unwrap();
+        let e = load_bundle_config(&t.0).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

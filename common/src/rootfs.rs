@@ -122,6 +122,16 @@ pub enum RootfsError {
         /// The bound.
         limit: u64,
     },
+    /// A file of a kernel filesystem (procfs, sysfs, ...) mounted in the
+    /// container: never read (a read of `/proc/kmsg` blocks, others have
+    /// side effects) and never a mount target.
+    #[error("{path} in the image is a file of the kernel's {fs} filesystem: not read, never a mount target")]
+    KernelFile {
+        /// Path inside the container.
+        path: PathBuf,
+        /// The filesystem.
+        fs: &'static str,
+    },
     /// A directory with more entries than [`MAX_DIR_ENTRIES`].
     #[error("{path} in the image has more than {limit} entries")]
     TooManyEntries {
@@ -191,6 +201,43 @@ pub(crate) fn openat2(
         }
     }
     Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+}
+
+/// Filesystems whose files belong to the kernel (`statfs` magic numbers).
+/// At `prestart` the runtime has already mounted `/proc`, `/sys` and their
+/// friends in the rootfs; an image symlink can aim a library path at them.
+const KERNEL_FS: &[(i64, &str)] = &[
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x7363_6673, "securityfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0xcafe_4a11, "bpf"),
+    (0x1cd1, "devpts"),
+    (0x1957_0921, "mqueue"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6e73_6673, "nsfs"),
+    (0x6573_5546, "fusectl"),
+    (0x7375_7245, "configfs"),
+    (0x6165_6d6f, "pstore"),
+];
+
+/// The kernel filesystem an fd is on, if it is on one.
+pub(crate) fn kernel_fs(fd: BorrowedFd<'_>) -> std::io::Result<Option<&'static str>> {
+    // SAFETY: statfs is plain old data filled in by the kernel.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and a valid out pointer.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let magic = st.f_type as i64;
+    Ok(KERNEL_FS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name))
 }
 
 /// Resolution used for every lookup: the rootfs is `/`, magic links
@@ -369,7 +416,20 @@ impl Rootfs {
                 found: kind.as_str(),
             });
         }
+        self.refuse_kernel_fs(opath.as_fd(), path)?;
         reopen_read(opath.as_fd()).map_err(|e| RootfsError::io("open", path, e))
+    }
+
+    /// [`RootfsError::KernelFile`] when `fd` (opened for the container path
+    /// `path`) is on a kernel filesystem.
+    pub fn refuse_kernel_fs(&self, fd: BorrowedFd<'_>, path: &Path) -> Result<(), RootfsError> {
+        match kernel_fs(fd).map_err(|e| RootfsError::io("statfs", path, e))? {
+            Some(fs) => Err(RootfsError::KernelFile {
+                path: path.to_owned(),
+                fs,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Reads at most `limit` bytes of a regular file (error if larger).
@@ -645,6 +705,23 @@ pub(crate) mod tests {
         );
         // The host's /etc/hostname never appears through the image's `/`.
         assert_eq!(r.resolve(p("/abs-root/etc/hostname")).unwrap(), None);
+    }
+
+    #[test]
+    fn kernel_files_are_never_read() {
+        // The host's own root stands for a rootfs with /proc and /sys
+        // mounted, as at prestart. /proc/kmsg would block a reader.
+        let r = Rootfs::open(p("/")).unwrap();
+        for f in [
+            "/proc/kmsg",
+            "/proc/self/status",
+            "/sys/kernel/uevent_seqnum",
+        ] {
+            let e = r.read_bounded(p(f), 4096).unwrap_err();
+            assert!(matches!(e, RootfsError::KernelFile { .. }), "{f}: {e}");
+            assert!(e.to_string().contains("kernel's"), "{e}");
+        }
+        assert!(r.read_bounded(p("/etc/hostname"), 4096).is_ok());
     }
 
     #[test]

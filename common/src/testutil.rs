@@ -141,5 +141,7 @@ pub(crate) fn ctx(env: &[&str], annotations: &[(&str, &str)]) -> LaunchContext {
             .collect::<BTreeMap<_, _>>(),
         process_env: env.iter().map(|s| s.to_string()).collect(),
         dev_tmpfs: true,
+        allocated_devices: vec![],
+        env_from_scheduler: false,
     }
 }

@@ -289,14 +289,56 @@ pub struct Ucx {
 pub struct Gpu {
     /// Directories searched for CDI specs (`*.json`, `*.yaml` is not read).
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Devices a container may be given that nothing allocated to it:
+    /// CDI names `vendor.com/class=name`, `vendor.com/class=*` (every
+    /// device of a kind) or `*` (every device: nodes given whole to one
+    /// job). NVIDIA GPUs are `nvidia.com/gpu=INDEX` or
+    /// `nvidia.com/gpu=GPU-UUID`. Otherwise a device is exposed only when
+    /// the engine already lists it in `config.json` (`linux.devices`) or,
+    /// in a Slurm step, the step's `CUDA_VISIBLE_DEVICES` names it: an
+    /// image's annotations and `ENV` may ask, never grant.
+    pub allowed: Vec<String>,
 }
 
 impl Default for Gpu {
     fn default() -> Self {
         Gpu {
             cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+            allowed: Vec::new(),
         }
     }
+}
+
+impl Gpu {
+    /// Whether the policy allows the device `kind=name` (`nvidia.com/gpu`,
+    /// `0`) without an allocation.
+    pub fn allows(&self, kind: &str, name: &str) -> bool {
+        self.allowed.iter().any(|a| match a.split_once('=') {
+            None => a == "*",
+            Some((k, n)) => k == kind && (n == "*" || n == name),
+        })
+    }
+}
+
+/// Whether `s` is a `[gpu] allowed` entry: `*`, `vendor.com/class=*` or
+/// `vendor.com/class=name` (CDI's characters).
+fn valid_device_pattern(s: &str) -> bool {
+    if s == "*" {
+        return true;
+    }
+    let Some((kind, name)) = s.split_once('=') else {
+        return false;
+    };
+    let Some((vendor, class)) = kind.split_once('/') else {
+        return false;
+    };
+    let part = |p: &str, extra: &[u8]| {
+        !p.is_empty()
+            && p.len() <= 128
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    };
+    part(vendor, b".-") && part(class, b"_.-") && (name == "*" || part(name, b"_.:-"))
 }
 
 /// The per-boot fingerprint cache (`[cache]`).
@@ -327,6 +369,11 @@ pub struct Limits {
     /// the helper is killed, what it did dies with the container's mount
     /// namespace, and `on_error` decides.
     pub apply_timeout_ms: u64,
+    /// Deadline of `hpcc-hook`'s GPU helper (`hpcc fingerprint --gpus`,
+    /// run on a fingerprint cache miss; milliseconds). Past it the helper
+    /// is killed and the launch goes on as on a node without NVIDIA GPU;
+    /// nothing is cached, the next launch asks again.
+    pub probe_timeout_ms: u64,
     /// Most bind mounts one launch may add.
     pub max_mounts: usize,
 }
@@ -335,6 +382,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             apply_timeout_ms: 5000,
+            probe_timeout_ms: 10_000,
             max_mounts: 256,
         }
     }
@@ -384,8 +432,14 @@ impl Default for Slurm {
 pub struct Log {
     /// Send records to journald when its socket exists.
     pub journald: bool,
-    /// Minimum level: `error`, `warn`, `info`, `debug`, `trace`.
+    /// Minimum level for journald: `error`, `warn`, `info`, `debug`,
+    /// `trace`.
     pub level: String,
+    /// Minimum level on stderr (same values). Default `warn`: runc shows a
+    /// failing hook's whole stderr and Slurm the runtime's to the user, and
+    /// the refusal line must stand out; `info` on nodes without journald
+    /// keeps every decision in the engine's or the job's log.
+    pub stderr: String,
 }
 
 impl Default for Log {
@@ -393,6 +447,7 @@ impl Default for Log {
         Log {
             journald: true,
             level: "info".into(),
+            stderr: "warn".into(),
         }
     }
 }
@@ -504,7 +559,14 @@ impl Policy {
     /// problem is an error.
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
         use std::io::Read;
-        let file = match std::fs::File::open(path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never blocks: a FIFO at the path is refused by check_trusted
+        // (not a regular file) instead of waiting for a writer.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
             Err(source) => {
@@ -629,12 +691,28 @@ impl Policy {
         for p in &self.gpu.cdi_spec_dirs {
             absolute("gpu.cdi_spec_dirs".into(), p)?;
         }
+        for a in &self.gpu.allowed {
+            if !valid_device_pattern(a) {
+                return Err(invalid(
+                    "gpu.allowed".into(),
+                    a.clone(),
+                    "expected \"*\", \"vendor.com/class=*\" or \"vendor.com/class=name\"",
+                ));
+            }
+        }
         absolute("cache.dir".into(), &self.cache.dir)?;
         absolute("runtime.path".into(), &self.runtime.path)?;
         if !(100..=600_000).contains(&self.limits.apply_timeout_ms) {
             return Err(invalid(
                 "limits.apply_timeout_ms".into(),
                 self.limits.apply_timeout_ms.to_string(),
+                "must be between 100 and 600000 (milliseconds)",
+            ));
+        }
+        if !(100..=600_000).contains(&self.limits.probe_timeout_ms) {
+            return Err(invalid(
+                "limits.probe_timeout_ms".into(),
+                self.limits.probe_timeout_ms.to_string(),
                 "must be between 100 and 600000 (milliseconds)",
             ));
         }
@@ -648,12 +726,17 @@ impl Policy {
         if let Some(d) = &self.collections.dir {
             absolute("collections.dir".into(), d)?;
         }
-        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
-            return Err(invalid(
-                "log.level".into(),
-                self.log.level.clone(),
-                "expected error, warn, info, debug or trace",
-            ));
+        for (key, value) in [
+            ("log.level", &self.log.level),
+            ("log.stderr", &self.log.stderr),
+        ] {
+            if !["error", "warn", "info", "debug", "trace"].contains(&value.as_str()) {
+                return Err(invalid(
+                    key.into(),
+                    value.clone(),
+                    "expected error, warn, info, debug or trace",
+                ));
+            }
         }
         Ok(())
     }
@@ -753,6 +836,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("collections.dir"), "{msg}");
+    }
+
+    #[test]
+    fn a_fifo_as_policy_is_refused_not_waited_for() {
+        let p = std::env::temp_dir().join(format!("hpcc-policy-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = Policy::load(&p).unwrap_err().to_string();
+        std::fs::remove_file(&p).unwrap();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn device_allow_list() {
+        let p = parse("[gpu]\nallowed = [\"nvidia.com/gpu=0\", \"amd.com/gpu=*\"]\n").unwrap();
+        assert!(p.gpu.allows("nvidia.com/gpu", "0"));
+        assert!(!p.gpu.allows("nvidia.com/gpu", "1"));
+        assert!(p.gpu.allows("amd.com/gpu", "card3"));
+        assert!(!p.gpu.allows("amd.com/gpux", "card3"));
+        assert!(!Policy::default().gpu.allows("nvidia.com/gpu", "0"));
+        assert!(parse("[gpu]\nallowed = [\"*\"]\n")
+            .unwrap()
+            .gpu
+            .allows("a.b/c", "d"));
+        for bad in [
+            "nvidia.com/gpu",
+            "gpu=0",
+            "a.b/c=x y",
+            "a.b/c=*x",
+            "",
+            "a.b/c=\\n",
+        ] {
+            let text = format!("[gpu]\nallowed = [{:?}]\n", bad);
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.contains("gpu.allowed"), "{bad}: {msg}");
+        }
     }
 
     #[test]

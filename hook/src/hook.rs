@@ -12,7 +12,7 @@
 //! hpcc failure: `on_error` decides.
 
 use hpcc_common::apply::{self, child, ldcache_file, Target};
-use hpcc_common::fingerprint::NodeFingerprint;
+use hpcc_common::fingerprint::{GpuProbe, NodeFingerprint};
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
 use hpcc_common::plan::{Tweaks, UserRequest};
@@ -193,14 +193,14 @@ pub fn run(
     let policy = match launch::load_policy(policy_path, None) {
         Ok(p) => p,
         Err(refused) => {
-            hpcc_common::logging::init("hpcc-hook", "info", true);
+            hpcc_common::logging::init("hpcc-hook", &hpcc_config::Log::default());
             if let Some(line) = refused.refusal() {
                 stderr_line(line);
             }
             return refused.exit_code();
         }
     };
-    hpcc_common::logging::init("hpcc-hook", &policy.log.level, policy.log.journald);
+    hpcc_common::logging::init("hpcc-hook", &policy.log);
     if stage == Stage::Other {
         return launch::exit::START;
     }
@@ -211,7 +211,7 @@ pub fn run(
             return finish(outcome, "", stderr_line);
         }
     };
-    let node = NodeFingerprint::cached(&policy);
+    let node = NodeFingerprint::cached_with(&policy, &gpu_probe(&policy));
     let here = Some(node.hostname.as_str());
     let planned = launch::decide(&ctx, &node, &policy, &UserRequest::default());
     let mut outcome = launch::outcome(&policy, policy_path, Some(&ctx.id), here, planned);
@@ -222,6 +222,30 @@ pub fn run(
     }
     finish(outcome, &ctx.id, stderr_line)
 }
+
+/// Where the hook gets GPU facts on a fingerprint cache miss: never from
+/// NVML in its own process (a static binary must not `dlopen`, and the
+/// hook's environment may be the image's), but from the dynamic `hpcc`,
+/// run with an empty environment, `/` as cwd and the policy's deadline:
+/// the `hpcc` beside the hook when there is one (a build tree, a package
+/// that installs both in one directory), else `/usr/bin/hpcc` (packages
+/// install the hook in `/usr/libexec/hpcc/`). The hook's directory is its
+/// own, as the kernel names it: nothing the image or the environment
+/// controls. The helper must be root's and not writable by others
+/// ([`hpcc_common::fingerprint::gpus_from_helper`]).
+pub fn gpu_probe(policy: &Policy) -> GpuProbe {
+    let beside = std::fs::read_link("/proc/self/exe")
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("hpcc")))
+        .filter(|p| p.is_file());
+    GpuProbe::Helper {
+        exe: beside.unwrap_or_else(|| PathBuf::from(GPU_HELPER)),
+        timeout: std::time::Duration::from_millis(policy.limits.probe_timeout_ms),
+    }
+}
+
+/// The GPU helper of an installed hook without one beside it.
+pub const GPU_HELPER: &str = "/usr/bin/hpcc";
 
 /// Logs the outcome, prints its line, gives its exit code.
 fn finish(outcome: Outcome, container: &str, stderr_line: &mut dyn FnMut(&str)) -> i32 {

@@ -215,7 +215,7 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
         Ok(p) => p,
         Err(refused) => return refuse(args, &refused),
     };
-    hpcc_common::logging::init("hpcc-runtime", &policy.log.level, policy.log.journald);
+    hpcc_common::logging::init("hpcc-runtime", &policy.log);
     let node = NodeFingerprint::cached(&policy);
     let here = Some(node.hostname.as_str());
     let read = Config::read(&l.bundle)

@@ -131,7 +131,7 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
             Err(refused) => return refused_step(args, &refused, job, step),
         },
     };
-    hpcc_common::logging::init("hpcc-runtime", &policy.log.level, policy.log.journald);
+    hpcc_common::logging::init("hpcc-runtime", &policy.log);
     let config = Config {
         path: bundle.join("config.json"),
         bytes: config,
@@ -144,7 +144,10 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
             return after_decision(args, l, &policy, o, None, job, step);
         }
     };
-    let ctx = LaunchContext::from_bundle(&bundle, &spec);
+    let mut ctx = LaunchContext::from_bundle(&bundle, &spec);
+    // The spooled config's process.env is the step's: slurmstepd replaced
+    // the bundle's (and the image's) with it, so its GPU list is the job's.
+    ctx.env_from_scheduler = true;
     let decided_by = if step_file.is_some() {
         "hpcc_spank.so"
     } else {

@@ -11,8 +11,6 @@ use hpcc_common::handoff;
 use hpcc_common::launch::{Outcome, RefusedBy};
 use std::path::Path;
 
-const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
-
 /// `user_init`: decides the step when it has a container. Never fails the
 /// callback itself: an error returned here is not shown to the srun user
 /// (SchedMD bug 7573), so a refusal is kept for `task_init`.
@@ -70,8 +68,8 @@ fn decide(
     if let Ok(p) = hpcc_config::Policy::load(&args.config) {
         // tracing goes to journald only: slurmstepd's stderr reaches the
         // srun user, who must see one line, and Slurm's log has the rest.
-        if p.log.journald && Path::new(JOURNAL_SOCKET).exists() {
-            hpcc_common::logging::init("hpcc-spank", &p.log.level, true);
+        if p.log.journald {
+            hpcc_common::logging::init_journald_only("hpcc-spank", &p.log.level);
         }
         crate::lock(state).on_error_allow = p.on_error == hpcc_config::OnError::Allow;
     }

@@ -198,7 +198,7 @@ impl Bundle {
 
     /// Adds `hpcc-hook` as a prestart hook with this policy text, like
     /// [`Bundle::with_hook`], and keeps what the hook wrote on stderr at
-    /// level info (`HPCC_LOG=info`, docs/hook.md) in [`Bundle::hook_log`]:
+    /// level info (policy `[log] stderr = "info"`, docs/policy.md) in [`Bundle::hook_log`]:
     /// a small `sh` between the runtime and the hook copies the hook's
     /// stderr to a file next to the bundle and passes it on unchanged, with
     /// the hook's exit code. runc shows a hook's stderr only when the hook
@@ -206,7 +206,13 @@ impl Bundle {
     /// start, which is the only way to tell "the hook allowed it" from "the
     /// hook never ran".
     pub fn with_logged_hook(&mut self, policy: &str) -> &mut Self {
-        self.with_hook(policy);
+        // Decisions are info records: the policy puts them on stderr.
+        let policy = if policy.contains("[log]") {
+            policy.replace("[log]", "[log]\nstderr = \"info\"")
+        } else {
+            format!("{policy}\n[log]\nstderr = \"info\"\n")
+        };
+        self.with_hook(&policy);
         let log = self.hook_log_path();
         let _ = std::fs::remove_file(&log);
         let hook = &mut self.config["hooks"]["prestart"][0];
@@ -241,8 +247,8 @@ impl Bundle {
 }
 
 /// An OCI hook entry (`path`, `args`) wrapped so that the hook's stderr is
-/// also kept in `log`, with `HPCC_LOG=info` (hpcc's documented log-level
-/// override, docs/hook.md) so that a start decision is written too. The
+/// also kept in `log` (the policy must say `[log] stderr = "info"` for the
+/// start decision to be written there). The
 /// wrapper is a plain `sh -c` that runs the hook with its own arguments and
 /// stdin, copies its stderr to `log`, passes that stderr on unchanged and
 /// exits with the hook's code: what the runtime sees is the hook's.
@@ -261,7 +267,6 @@ pub fn logged_hook_entry(entry: &Value, log: &Path) -> Value {
         "args": args,
         "env": [
             "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-            "HPCC_LOG=info",
             format!("HPCC_E2E_HOOK_LOG={}", log.display()),
         ],
     })
@@ -324,7 +329,11 @@ pub fn run_runc(b: &Bundle) -> Run {
 pub fn run_runc_dir(dir: &Path, id: &str) -> Run {
     require("runc");
     let out = Command::new("timeout")
+        // -k: runc forwards SIGTERM to the container's init, which may
+        // ignore it (pid 1 without a handler) and keep runc waiting.
         .args([
+            "-k",
+            "10",
             "120",
             "runc",
             "--root",
@@ -364,6 +373,8 @@ pub fn run_crun(b: &Bundle) -> Run {
         cat /proc/self/mountinfo > \"$4\" || exit 125; exit $rc";
     let out = Command::new("timeout")
         .args([
+            "-k",
+            "10",
             "150",
             "unshare",
             "-m",

@@ -366,7 +366,7 @@ fn umoci_image_labels_reach_the_hook() {
         let dir = scratch(&format!("umoci-{tag}"));
         let bundle = dir.join("bundle");
         let policy = dir.join("hook.toml");
-        std::fs::write(&policy, POLICY).unwrap();
+        std::fs::write(&policy, format!("{POLICY}[log]\nstderr = \"info\"\n")).unwrap();
         let out = std::process::Command::new("bash")
             .arg(repo_root().join("tests/setup/make-bundle.sh"))
             .arg(format!("{}:{tag}", layout.display()))
@@ -437,7 +437,7 @@ fn unappliable(name: &str, on_error: &str) -> Bundle {
     let policy = format!(
         "on_error = \"{on_error}\"\n\
          [mpi.mpich]\nabi = \"mpich\"\nlibraries = [\"/usr/lib/x86_64-linux-gnu/libmpich.so.12\"]\n\
-         [gpu]\ncdi_spec_dirs = [\"{}\"]\n\
+         [gpu]\ncdi_spec_dirs = [\"{}\"]\nallowed = [\"hpcc.test/stale=dev0\"]\n\
          [cache]\nenabled = false\n[log]\njournald = false\n",
         dir.display()
     );

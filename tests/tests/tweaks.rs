@@ -262,8 +262,10 @@ fn cdi_device_is_usable_in_the_container() {
         .to_string(),
     )
     .unwrap();
+    // The annotation asks; the policy grants (an annotation alone never
+    // does: tests/tests/hostile.rs).
     let policy = format!(
-        "[gpu]\ncdi_spec_dirs = [\"{}\"]\n\n[log]\njournald = false\n",
+        "[gpu]\ncdi_spec_dirs = [\"{}\"]\nallowed = [\"hpcc.test/dev=test0\"]\n\n[log]\njournald = false\n",
         cdi.display()
     );
     for runtime in ["runc", "crun"] {

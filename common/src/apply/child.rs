@@ -123,26 +123,11 @@ pub fn apply_in_child(
         target: target.clone(),
     })
     .map_err(HelperError::from)?;
-    let cpu_secs = timeout.as_secs() + 1;
-    let mut cmd = Command::new(exe);
-    cmd.arg(CHILD_ARG)
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe system calls (prctl, getppid, setrlimit, kill) on
-    // plain values.
-    unsafe {
-        let parent = libc::getpid();
-        cmd.pre_exec(move || bound_self(parent, cpu_secs));
-    }
-    let child = cmd.spawn().map_err(|source| HelperError::Spawn {
-        exe: exe.display().to_string(),
-        source,
-    })?;
-    let (out, err, status) = converse(child, &req, timeout)?;
+    let limits = ChildLimits {
+        cpu_secs: timeout.as_secs() + 1,
+        address_space: Some(HELPER_MEMORY),
+    };
+    let (out, err, status) = run_bounded(exe, &[CHILD_ARG], &req, timeout, limits)?;
     match serde_json::from_slice::<Reply>(&out) {
         Ok(Reply::Applied(a)) if status.success() => Ok(a),
         Ok(Reply::Failed(e)) => Err(e.into()),
@@ -155,8 +140,54 @@ pub fn apply_in_child(
     }
 }
 
+/// Resource limits of a bounded child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildLimits {
+    /// `RLIMIT_CPU`, seconds: a child spinning past its wall-clock
+    /// deadline dies by itself even if nobody is left to kill it.
+    pub cpu_secs: u64,
+    /// `RLIMIT_AS`, bytes; `None` for a child that maps large libraries
+    /// (NVML reserves gigabytes of address space it never touches).
+    pub address_space: Option<libc::rlim_t>,
+}
+
+/// Runs a trusted host program `exe` with `args` as a bounded child: an
+/// empty environment and `/` as cwd (nothing of the image's environment or
+/// rootfs reaches its loader), `PR_SET_PDEATHSIG` (it dies with the caller,
+/// even when a runtime kills the caller), no core dump, the `limits`, and
+/// `input` on its stdin. Returns its stdout (at most [`MAX_MESSAGE_BYTES`]),
+/// its stderr (bounded) and its status; past `timeout` it is killed and
+/// waited for, and the result is [`HelperError::Timeout`].
+pub fn run_bounded(
+    exe: &Path,
+    args: &[&str],
+    input: &[u8],
+    timeout: Duration,
+    limits: ChildLimits,
+) -> Result<(Vec<u8>, Vec<u8>, std::process::ExitStatus), HelperError> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe system calls (prctl, getppid, setrlimit) on plain
+    // values.
+    unsafe {
+        let parent = libc::getpid();
+        cmd.pre_exec(move || bound_self(parent, limits));
+    }
+    let child = cmd.spawn().map_err(|source| HelperError::Spawn {
+        exe: exe.display().to_string(),
+        source,
+    })?;
+    converse(child, input, timeout)
+}
+
 /// In the forked child, before exec: die with the parent, and take limits.
-fn bound_self(parent: libc::pid_t, cpu_secs: u64) -> std::io::Result<()> {
+fn bound_self(parent: libc::pid_t, limits: ChildLimits) -> std::io::Result<()> {
     let limit = |res: libc::__rlimit_resource_t, v: libc::rlim_t| {
         let r = libc::rlimit {
             rlim_cur: v,
@@ -179,8 +210,10 @@ fn bound_self(parent: libc::pid_t, cpu_secs: u64) -> std::io::Result<()> {
             "the hook exited before its helper started",
         ));
     }
-    limit(libc::RLIMIT_CPU, cpu_secs)?;
-    limit(libc::RLIMIT_AS, HELPER_MEMORY)?;
+    limit(libc::RLIMIT_CPU, limits.cpu_secs)?;
+    if let Some(a) = limits.address_space {
+        limit(libc::RLIMIT_AS, a)?;
+    }
     limit(libc::RLIMIT_CORE, 0)?;
     limit(libc::RLIMIT_NOFILE, 256)
 }

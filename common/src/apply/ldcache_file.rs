@@ -33,6 +33,11 @@ use std::path::{Path, PathBuf};
 /// Most cache files kept in one store.
 pub const MAX_FILES: usize = 512;
 
+/// Most bytes kept in one store. The store is on `/run`, a tmpfs in RAM
+/// that systemd, munge and slurmd need too: 512 caches of the 8 MiB an
+/// image may make hpcc write would be 4 GiB. A real cache is 50-200 KiB.
+pub const MAX_STORE_BYTES: u64 = 256 << 20;
+
 /// Why the container's linker cache could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum LdCacheFileError {
@@ -142,7 +147,7 @@ pub(crate) fn save(store: &Path, bytes: &[u8]) -> Result<PathBuf, LdCacheFileErr
             return Ok(path);
         }
     }
-    prune(store);
+    prune(store, bytes.len() as u64);
     write_atomic(
         &path,
         bytes,
@@ -155,23 +160,40 @@ pub(crate) fn save(store: &Path, bytes: &[u8]) -> Result<PathBuf, LdCacheFileErr
     Ok(path)
 }
 
-/// Keeps the store under [`MAX_FILES`]: the least recently written go.
-fn prune(store: &Path) {
+/// Makes room for a file of `incoming` bytes: the store keeps fewer than
+/// [`MAX_FILES`] files and at most [`MAX_STORE_BYTES`] with it; the least
+/// recently written go first.
+fn prune(store: &Path, incoming: u64) {
+    prune_within(store, incoming, MAX_FILES, MAX_STORE_BYTES)
+}
+
+fn prune_within(store: &Path, incoming: u64, max_files: usize, max_bytes: u64) {
     let Ok(rd) = std::fs::read_dir(store) else {
         return;
     };
-    let mut files: Vec<(i64, PathBuf)> = rd
+    let mut files: Vec<(i64, u64, PathBuf)> = rd
         .flatten()
-        .take(4 * MAX_FILES)
+        .take(4 * max_files)
         .filter(|e| e.file_name().to_string_lossy().ends_with(".cache"))
-        .filter_map(|e| Some((e.metadata().ok()?.mtime(), e.path())))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((m.mtime(), m.len(), e.path()))
+        })
         .collect();
-    if files.len() < MAX_FILES {
+    let mut total: u64 = files.iter().map(|f| f.1).sum::<u64>() + incoming;
+    let mut count = files.len() + 1;
+    if count <= max_files && total <= max_bytes {
         return;
     }
     files.sort();
-    for (_, p) in files.iter().take(files.len() + 1 - MAX_FILES) {
-        let _ = std::fs::remove_file(p);
+    for (_, len, p) in &files {
+        if count <= max_files && total <= max_bytes {
+            break;
+        }
+        if std::fs::remove_file(p).is_ok() {
+            count -= 1;
+            total = total.saturating_sub(*len);
+        }
     }
 }
 
@@ -238,6 +260,29 @@ mod tests {
         .unwrap();
         let c = LdCache::parse(&std::fs::read(f).unwrap()).unwrap();
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn the_store_is_bounded_in_files_and_bytes() {
+        let store = TempDir::new("ldfile-bound");
+        let sizes = |d: &Path| -> (usize, u64) {
+            let v: Vec<u64> = std::fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .map(|e| e.metadata().unwrap().len())
+                .collect();
+            (v.len(), v.iter().sum())
+        };
+        for i in 0..6u8 {
+            // What save() does, with a store of 4 files or 1000 bytes.
+            prune_within(&store.0, 300, 4, 1000);
+            std::fs::write(store.0.join(format!("{i}.cache")), [i; 300]).unwrap();
+            let (n, total) = sizes(&store.0);
+            assert!(n <= 4 && total <= 1000, "{n} files, {total} bytes");
+        }
+        // Room for one file only: every old one goes.
+        prune_within(&store.0, 10, 1, 1 << 20);
+        assert_eq!(sizes(&store.0).0, 0);
     }
 
     #[test]

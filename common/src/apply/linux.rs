@@ -271,6 +271,7 @@ impl Syscalls for LinuxSyscalls {
             // The target is looked up once, inside the root; the mount goes
             // onto that very inode.
             let tgt = r.open_path(target, true)?;
+            r.refuse_kernel_fs(tgt.as_fd(), target)?;
             // SAFETY: two valid fds, empty paths with the EMPTY_PATH flags.
             let rc = unsafe {
                 libc::syscall(

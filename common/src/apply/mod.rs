@@ -231,13 +231,40 @@ fn check_abs(field: String, p: &Path) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// Container directories whose files are the kernel's, never a mount
+/// target: a bind over `/proc/1/attr/apparmor/exec` or a `/proc/sys` knob in
+/// the container's namespace would change what the runtime writes after
+/// the hook (CVE-2019-16884 was that, with an image's own mount). An image
+/// symlink can aim a library path there; the planner resolves it inside the
+/// root and would otherwise pick it as the file to replace.
+pub const KERNEL_DIRS: &[&str] = &["/proc", "/sys"];
+
+fn check_not_kernel(field: String, p: &Path) -> Result<(), ApplyError> {
+    let n = normalize(p).map_err(|e| ApplyError::InvalidTweak {
+        field: field.clone(),
+        value: p.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    if KERNEL_DIRS.iter().any(|k| n.starts_with(k)) {
+        return Err(ApplyError::InvalidTweak {
+            field,
+            value: p.display().to_string(),
+            reason: "is under /proc or /sys in the container: kernel files are never mount targets"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 fn validate(t: &Tweaks) -> Result<(), ApplyError> {
     for (i, m) in t.mounts.iter().enumerate() {
         check_abs(format!("mounts[{i}].source"), &m.source)?;
         check_abs(format!("mounts[{i}].destination"), &m.destination)?;
+        check_not_kernel(format!("mounts[{i}].destination"), &m.destination)?;
     }
     for (i, d) in t.devices.iter().enumerate() {
         check_abs(format!("devices[{i}].path"), &d.path)?;
+        check_not_kernel(format!("devices[{i}].path"), &d.path)?;
         check_abs(format!("devices[{i}].host_path"), &d.host_path)?;
         if d.kind != 'c' && d.kind != 'b' {
             return Err(ApplyError::InvalidTweak {

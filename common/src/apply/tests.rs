@@ -419,6 +419,34 @@ fn malformed_tweaks_name_field_and_value() {
 }
 
 #[test]
+fn kernel_files_are_never_mount_targets() {
+    let s = sys();
+    for dest in [
+        "/proc/1/attr/apparmor/exec",
+        "/proc/sys/kernel/core_pattern",
+        "/sys/fs/cgroup/devices.allow",
+        "//proc/./self/attr",
+    ] {
+        let t = Tweaks {
+            mounts: vec![mount(HOST_MPICH, dest)],
+            ..Tweaks::default()
+        };
+        let e = apply(&t, &target(), &s).unwrap_err().to_string();
+        assert!(e.contains("never mount targets"), "{dest}: {e}");
+    }
+    let mut d = device();
+    d.path = "/sys/devices/x".into();
+    let t = Tweaks {
+        devices: vec![d],
+        ..Tweaks::default()
+    };
+    assert!(apply(&t, &target(), &s).is_err());
+    // /proc-like names elsewhere are fine.
+    assert!(check_not_kernel("x".into(), Path::new("/procfs/x")).is_ok());
+    assert!(s.calls().is_empty());
+}
+
+#[test]
 fn setup_failure_changes_nothing() {
     let s = sys().fail_on(|c| matches!(c, Call::EnterMountNamespace(_)));
     let e = apply(&mpi_tweaks(), &target(), &s).unwrap_err();

@@ -233,6 +233,17 @@ fn cdi_device_from_annotation() {
         ),
         ("cdi.k8s.io/hpcc", "hpcc.test/dev=test0"),
     ]);
+    // Asked for by an annotation, neither allocated nor allowed: the
+    // container starts without it, and the plan says why.
+    let p = decide(&c, &node("icelake"), &policy, &UserRequest::default()).unwrap();
+    assert!(p.decision.allows_start());
+    assert!(p.tweaks.devices.is_empty());
+    assert!(p
+        .verdict
+        .findings()
+        .iter()
+        .any(|f| f.reason.contains("not exposed")));
+    policy.gpu.allowed = vec!["hpcc.test/dev=test0".into()];
     let p = decide(&c, &node("icelake"), &policy, &UserRequest::default()).unwrap();
     assert!(p.decision.allows_start());
     assert_eq!(p.tweaks.devices.len(), 1);

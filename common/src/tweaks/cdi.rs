@@ -13,10 +13,22 @@
 //! `cdi.k8s.io/<any-name>` = a comma-separated list of fully qualified
 //! device names `vendor.com/class=name` (what CRI-O and containerd pass
 //! for Kubernetes device plugins; `podman --annotation` sets them by hand).
-//! An image may only ask: the device must be defined by a spec the admin
-//! installed, and `[tweaks] gpu` must allow exposure. CDI hooks are never
-//! run (they would be host binaries chosen by a spec for every container):
-//! a spec that needs them is exposed without them and a finding says so.
+//! An image may only ask, never grant: the annotation may come from the
+//! image itself (`umoci unpack` copies an image's labels into the bundle's
+//! annotations, CRI-O and podman pass them through), so a requested device
+//! is exposed only when
+//! - it is defined by a spec the admin installed, `[tweaks] gpu` allows
+//!   exposure, and
+//! - it was allocated to the container: every device node of it is already
+//!   in `config.json`'s `linux.devices` (the engine's or the bundle
+//!   author's choice, which the image cannot make), or the policy allows it
+//!   without allocation (`[gpu] allowed`, e.g. `"vendor.com/class=*"`).
+//!
+//! A device asked for but not allocated is left out with a finding that
+//! says why. CDI hooks are never run (they would be host binaries chosen by
+//! a spec for every container): a spec that needs them is exposed without
+//! them and a finding says so. Image text in messages (annotation keys and
+//! values) is escaped where it is written.
 
 use super::{Inputs, Part};
 use crate::matcher::{Check, Level};
@@ -319,13 +331,24 @@ pub fn requests(
 }
 
 fn apply_edits(
-    host: &dyn super::host::Host,
+    input: &Inputs<'_>,
     edits: &ContainerEdits,
     why: &str,
     part: &mut Part,
 ) -> Result<(), String> {
+    let host = input.host;
     for d in &edits.device_nodes {
         let path = PathBuf::from(&d.path);
+        if input
+            .ctx
+            .allocated_devices
+            .iter()
+            .any(|a| crate::rootfs::normalize(&a.path).ok() == crate::rootfs::normalize(&path).ok())
+        {
+            // The engine creates this node itself (it allocated it):
+            // binding over it would only fail on its device node.
+            continue;
+        }
         let host_path = PathBuf::from(d.host_path.as_deref().unwrap_or(&d.path));
         let stat = host.device(&host_path);
         let kind = match d.kind.as_deref() {
@@ -402,18 +425,73 @@ fn apply_edits(
     Ok(())
 }
 
+/// The device nodes of a device (its own edits and its spec's), as `kind
+/// major:minor`, from the spec or the host node; None when one cannot be
+/// told (then it cannot be matched with an allocation).
+fn nodes(host: &dyn super::host::Host, r: &Resolved) -> Option<Vec<(char, u64, u64)>> {
+    let own = &r.spec.devices[r.device].container_edits.device_nodes;
+    let shared = &r.spec.container_edits.device_nodes;
+    own.iter()
+        .chain(shared)
+        .map(|d| {
+            let host_path = PathBuf::from(d.host_path.as_deref().unwrap_or(&d.path));
+            let stat = host.device(&host_path);
+            let kind = match d.kind.as_deref() {
+                Some("b") => 'b',
+                Some(_) => 'c',
+                None => stat?.kind,
+            };
+            match (d.major, d.minor) {
+                (Some(a), Some(b)) => Some((kind, a, b)),
+                _ => stat.map(|s| (kind, s.major, s.minor)),
+            }
+        })
+        .collect()
+}
+
+/// Whether the container may have the requested device: the policy allows
+/// it, or the engine allocated every node of it. The error says which was
+/// missing.
+fn permitted(input: &Inputs<'_>, q: &QualifiedName, r: &Resolved) -> Result<(), String> {
+    if input.policy.gpu.allows(&q.kind, &q.name) {
+        return Ok(());
+    }
+    let allocated = input.ctx.allocated_devices.as_slice();
+    match nodes(input.host, r) {
+        Some(ns) if !ns.is_empty() => {
+            let missing: Vec<String> = ns
+                .iter()
+                .filter(|(k, a, b)| !allocated.iter().any(|d| d.is(*k, *a, *b)))
+                .map(|(k, a, b)| format!("{k} {a}:{b}"))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "its device node(s) {} are not allocated to this container (config.json linux.devices) and the policy does not allow it ([gpu] allowed)",
+                    missing.join(", ")
+                ))
+            }
+        }
+        _ => Err(
+            "it has no device node the engine could have allocated, and the policy does not allow it ([gpu] allowed)".into(),
+        ),
+    }
+}
+
 /// Plans the CDI devices the container's annotations ask for.
 pub(crate) fn plan(input: &Inputs<'_>) -> Part {
     let mut part = Part::default();
     let wanted = match requests(&input.ctx.annotations) {
         Ok(w) => w,
         Err((k, v, e)) => {
+            let esc = crate::text::escape;
             part.finding(
                 Check::Gpu,
                 Level::Fatal,
-                format!("annotation {k} = {v:?}: {e}"),
+                format!("annotation {} = {:?}: {}", esc(&k), v, esc(&e)),
             )
-            .image = Some(format!("{k}={v}"));
+            .image = Some(esc(&format!("{k}={v:?}")));
             return part;
         }
     };
@@ -459,14 +537,23 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
             continue;
         };
         let why = format!("CDI {q} ({})", r.file.display());
+        if let Err(not) = permitted(input, q, r) {
+            let f = part.finding(
+                Check::Gpu,
+                Level::Degraded,
+                format!("the CDI device {q} is asked for by an annotation but {not}: it is not exposed (an annotation may ask for a device, only the engine's allocation or the policy [gpu] allowed can grant it)"),
+            );
+            f.image = Some(q.to_string());
+            continue;
+        }
         let mut res = Ok(());
         if !spec_edits_done.contains(&r.file) {
             spec_edits_done.push(r.file.clone());
-            res = apply_edits(input.host, &r.spec.container_edits, &why, &mut part);
+            res = apply_edits(input, &r.spec.container_edits, &why, &mut part);
         }
         let res = res.and_then(|_| {
             apply_edits(
-                input.host,
+                input,
                 &r.spec.devices[r.device].container_edits,
                 &why,
                 &mut part,
@@ -557,7 +644,21 @@ mod tests {
         host: &dyn super::super::host::Host,
         policy: &Policy,
     ) -> Part {
-        let c = ctx(&[], annotations);
+        run_ctx(ctx(&[], annotations), host, policy)
+    }
+
+    /// The policy of the tests: the test kind allowed without allocation.
+    fn allowing() -> Policy {
+        let mut p = Policy::default();
+        p.gpu.allowed = vec!["hpcc.test/dev=*".into()];
+        p
+    }
+
+    fn run_ctx(
+        c: crate::oci::LaunchContext,
+        host: &dyn super::super::host::Host,
+        policy: &Policy,
+    ) -> Part {
         let n = node("icelake");
         let sel = Selection::default();
         let input = Inputs {
@@ -592,7 +693,7 @@ mod tests {
     #[test]
     fn requested_device_is_planned_with_spec_edits() {
         let h = host_with_spec();
-        let p = Policy::default();
+        let p = allowing();
         let part = run(
             &[("cdi.k8s.io/test", "hpcc.test/dev=test0,hpcc.test/dev=stat")],
             &h,
@@ -641,17 +742,13 @@ mod tests {
     #[test]
     fn hooks_are_not_run_and_policy_can_forbid() {
         let h = host_with_spec();
-        let part = run(
-            &[("cdi.k8s.io/x", "hpcc.test/dev=hooked")],
-            &h,
-            &Policy::default(),
-        );
+        let part = run(&[("cdi.k8s.io/x", "hpcc.test/dev=hooked")], &h, &allowing());
         assert!(!part.fatal());
         assert!(part
             .findings
             .iter()
             .any(|f| f.reason.contains("never runs")));
-        let mut p = Policy::default();
+        let mut p = allowing();
         p.tweaks.gpu = false;
         let part = run(&[("cdi.k8s.io/x", "hpcc.test/dev=test0")], &h, &p);
         assert!(part.tweaks.is_empty());
@@ -667,9 +764,83 @@ mod tests {
         let mut p = Policy::default();
         p.gpu.cdi_spec_dirs = vec![PathBuf::from("/nonexistent-cdi"), t.0.clone()];
         let h = RealHost::new(Path::new("/etc/ld.so.cache"));
-        let part = run(&[("cdi.k8s.io/x", "hpcc.test/dev=stat")], &h, &p);
+        // Allocated by the engine: /dev/null's numbers in linux.devices.
+        let mut c = ctx(&[], &[("cdi.k8s.io/x", "hpcc.test/dev=stat")]);
+        c.allocated_devices = vec![crate::oci::AllocatedDevice {
+            path: "/dev/null".into(),
+            kind: 'c',
+            major: 1,
+            minor: 3,
+        }];
+        let part = run_ctx(c, &h, &p);
         assert!(!part.fatal(), "{:#?}", part.findings);
         let d = &part.tweaks.devices[0];
         assert_eq!((d.kind, d.major, d.minor), ('c', 1, 3));
+    }
+
+    #[test]
+    fn an_annotation_asks_but_never_grants() {
+        let h = host_with_spec();
+        // Nothing allocated, nothing allowed: nothing exposed, and why.
+        let part = run(
+            &[("cdi.k8s.io/x", "hpcc.test/dev=test0")],
+            &h,
+            &Policy::default(),
+        );
+        assert!(part.tweaks.is_empty(), "{:#?}", part.tweaks);
+        assert!(!part.fatal());
+        let r = &part.findings[0].reason;
+        assert!(
+            r.contains("hpcc.test/dev=test0") && r.contains("c 1:3") && r.contains("[gpu] allowed"),
+            "{r}"
+        );
+        // Allocated by the engine under another path: granted by numbers.
+        let mut c = ctx(&[], &[("cdi.k8s.io/x", "hpcc.test/dev=test0")]);
+        c.allocated_devices = vec![crate::oci::AllocatedDevice {
+            path: "/dev/other".into(),
+            kind: 'c',
+            major: 1,
+            minor: 3,
+        }];
+        let part = run_ctx(c.clone(), &h, &Policy::default());
+        assert_eq!(part.tweaks.devices.len(), 1, "{:#?}", part.findings);
+        // Allocated at its own path: the engine makes the node, hpcc adds
+        // the rest of the device's edits.
+        let mut same = c.clone();
+        same.allocated_devices[0].path = "/dev/hpcc-test0".into();
+        let part = run_ctx(same, &h, &Policy::default());
+        assert!(part.tweaks.devices.is_empty());
+        assert_eq!(part.tweaks.mounts.len(), 1);
+        // Another device allocated: not this one.
+        c.allocated_devices[0].minor = 5;
+        assert!(run_ctx(c, &h, &Policy::default()).tweaks.is_empty());
+        // A device without nodes (mounts only) needs the policy.
+        let mut p = Policy::default();
+        p.gpu.allowed = vec!["hpcc.test/dev=hooked".into()];
+        let part = run(
+            &[("cdi.k8s.io/x", "hpcc.test/dev=hooked,hpcc.test/dev=test0")],
+            &h,
+            &p,
+        );
+        assert!(part.tweaks.devices.is_empty());
+        assert!(part
+            .findings
+            .iter()
+            .any(|f| f.reason.contains("never runs")));
+        assert!(part
+            .findings
+            .iter()
+            .any(|f| f.reason.contains("test0") && f.reason.contains("not exposed")));
+    }
+
+    #[test]
+    fn invalid_request_is_escaped_where_written() {
+        let h = host_with_spec();
+        let key = "cdi.k8s.io/x\nhpcc: container may start";
+        let part = run(&[(key, "a\nhpcc: forged")], &h, &allowing());
+        assert!(part.fatal());
+        let f = &part.findings[0];
+        assert!(!f.reason.contains('\n'), "{}", f.reason);
+        assert!(!f.image.as_deref().unwrap().contains('\n'));
     }
 }

@@ -11,6 +11,15 @@
 //! image declared CUDA, which is the request). The job's device cgroup is
 //! enforced by the runtime and Slurm, not widened here: hpcc only adds
 //! cgroup rules for the devices it exposes.
+//!
+//! Those variables are a request, not an allocation: podman copies an
+//! image's `ENV` into `process.env` (NVIDIA's own images set
+//! `NVIDIA_VISIBLE_DEVICES=all`). A requested GPU is exposed only when it
+//! was allocated — its `/dev/nvidiaN` is already in `config.json`'s
+//! `linux.devices`, or, in a Slurm step whose environment slurmstepd wrote,
+//! the step's list names it — or when the policy allows it without
+//! allocation (`[gpu] allowed = ["nvidia.com/gpu=*"]` on nodes given whole
+//! to one job). The others are left out with a finding.
 
 use super::{device, Inputs, Part};
 use crate::fingerprint::NvidiaDevice;
@@ -120,6 +129,25 @@ pub fn select<'a>(
     }
 }
 
+/// Whether a GPU the container asks for may be exposed: the policy allows
+/// it, the engine allocated its node, or the scheduler's own environment
+/// named it.
+fn granted(input: &Inputs<'_>, vis: &Visible, d: &NvidiaDevice) -> bool {
+    const KIND: &str = "nvidia.com/gpu";
+    let minor = u64::from(d.minor_number.unwrap_or(d.index));
+    input.policy.gpu.allows(KIND, &d.index.to_string())
+        || input.policy.gpu.allows(KIND, &d.uuid)
+        || input
+            .ctx
+            .allocated_devices
+            .iter()
+            .any(|a| a.is('c', NVIDIA_MAJOR, minor))
+        || (input.ctx.env_from_scheduler && matches!(vis, Visible::List { .. }))
+}
+
+/// The major number of `/dev/nvidiaN`.
+pub const NVIDIA_MAJOR: u64 = 195;
+
 /// Plans NVIDIA exposure. A node without an NVIDIA driver plans nothing
 /// and is no error (the matcher already said the image cannot have a GPU).
 pub(crate) fn plan(input: &Inputs<'_>) -> Part {
@@ -139,13 +167,39 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
         );
         return part;
     }
-    let selected = match select(&vis, &nv.devices) {
+    let asked = match select(&vis, &nv.devices) {
         Ok(s) => s,
         Err(e) => {
             part.finding(Check::Gpu, Level::Fatal, e);
             return part;
         }
     };
+    let (selected, refused): (Vec<&NvidiaDevice>, Vec<&NvidiaDevice>) =
+        asked.iter().copied().partition(|d| granted(input, &vis, d));
+    if !refused.is_empty() {
+        part.finding(
+            Check::Gpu,
+            Level::Degraded,
+            format!(
+                "GPU(s) {} asked for but not allocated to this container (config.json linux.devices{}) and not allowed by the policy ([gpu] allowed = [\"nvidia.com/gpu=...\"]): not exposed",
+                refused
+                    .iter()
+                    .map(|d| format!("{} {}", d.index, d.uuid))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if input.ctx.env_from_scheduler {
+                    ", the step's CUDA_VISIBLE_DEVICES"
+                } else {
+                    ""
+                }
+            ),
+        );
+        if selected.is_empty() {
+            // Nothing left to use the driver with: no control device, no
+            // library either.
+            return part;
+        }
+    }
     let host = input.host;
     let mut missing = Vec::new();
     for ctl in ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"] {
@@ -310,7 +364,12 @@ mod tests {
     }
 
     fn run(env: &[&str], nvidia: bool, h: &FakeHost) -> Part {
-        let c = ctx(env, &[]);
+        let mut p = Policy::default();
+        p.gpu.allowed = vec!["nvidia.com/gpu=*".into()];
+        run_with(ctx(env, &[]), nvidia, h, &p)
+    }
+
+    fn run_with(c: crate::oci::LaunchContext, nvidia: bool, h: &FakeHost, p: &Policy) -> Part {
         let mut n = node("icelake");
         if nvidia {
             n.gpu.nvidia = Some(NvidiaFingerprint {
@@ -319,7 +378,6 @@ mod tests {
                 devices: gpus(4),
             });
         }
-        let p = Policy::default();
         let sel = Selection {
             nvidia_gpus: true,
             ..Default::default()
@@ -327,7 +385,7 @@ mod tests {
         let input = Inputs {
             ctx: &c,
             node: &n,
-            policy: &p,
+            policy: p,
             selection: &sel,
             host: h,
             image: None,
@@ -398,5 +456,47 @@ mod tests {
             .findings
             .iter()
             .any(|f| f.reason.contains("/dev/nvidiactl")));
+    }
+
+    #[test]
+    fn the_image_asks_for_gpus_the_allocation_grants_them() {
+        let h = nv_host();
+        let none = Policy::default();
+        let gpus_of = |part: &Part| -> Vec<String> {
+            part.tweaks
+                .devices
+                .iter()
+                .map(|d| d.path.display().to_string())
+                .filter(|p| p.starts_with("/dev/nvidia") && p[11..].parse::<u32>().is_ok())
+                .collect()
+        };
+        // The image's ENV says all, nothing allocated, nothing allowed:
+        // nothing at all, and a finding naming the GPUs left out.
+        let part = run_with(ctx(&["NVIDIA_VISIBLE_DEVICES=all"], &[]), true, &h, &none);
+        assert!(part.tweaks.is_empty(), "{:#?}", part.tweaks);
+        assert!(part.findings[0].reason.contains("GPU-3aaa"));
+        assert!(part.findings[0].reason.contains("not exposed"));
+        // The engine allocated /dev/nvidia2: that one only.
+        let mut c = ctx(&["NVIDIA_VISIBLE_DEVICES=all"], &[]);
+        c.allocated_devices = vec![crate::oci::AllocatedDevice {
+            path: "/dev/nvidia2".into(),
+            kind: 'c',
+            major: 195,
+            minor: 2,
+        }];
+        let part = run_with(c, true, &h, &none);
+        assert_eq!(gpus_of(&part), ["/dev/nvidia2"]);
+        // A Slurm step's own list is the allocation; the default "all" is not.
+        let mut c = ctx(&["CUDA_VISIBLE_DEVICES=1"], &[]);
+        c.env_from_scheduler = true;
+        assert_eq!(gpus_of(&run_with(c, true, &h, &none)), ["/dev/nvidia1"]);
+        let mut c = ctx(&[], &[]);
+        c.env_from_scheduler = true;
+        assert!(gpus_of(&run_with(c, true, &h, &none)).is_empty());
+        // The policy allows one by index, another by UUID.
+        let mut p = Policy::default();
+        p.gpu.allowed = vec!["nvidia.com/gpu=0".into(), "nvidia.com/gpu=GPU-3aaa".into()];
+        let part = run_with(ctx(&[], &[]), true, &h, &p);
+        assert_eq!(gpus_of(&part), ["/dev/nvidia0", "/dev/nvidia3"]);
     }
 }

@@ -282,6 +282,14 @@ impl<'a> ImageLibs<'a> {
         let mut libs = Vec::new();
         for p in picked.taken {
             if let Some(real) = self.root.resolve(&p).ok().flatten() {
+                // A symlink into the runtime's /proc or /sys mounts is no
+                // library of the image: never a file to read or replace.
+                if crate::apply::KERNEL_DIRS
+                    .iter()
+                    .any(|k| real.starts_with(k))
+                {
+                    continue;
+                }
                 if seen.insert(real.clone()) {
                     libs.push(ImageLib {
                         name: name.to_owned(),

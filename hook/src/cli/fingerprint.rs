@@ -17,10 +17,18 @@ pub struct Args {
     /// Take the fingerprint now instead of using the per-boot cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Only the GPU facts, as JSON, without reading the policy: the GPU
+    /// helper of hpcc-hook, which never loads NVML itself.
+    #[arg(long, conflicts_with = "no_cache", hide = true)]
+    pub gpus: bool,
 }
 
 /// Runs the command.
 pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
+    if args.gpus {
+        out.json(&hpcc_common::fingerprint::gpus())?;
+        return Ok(0);
+    }
     let policy = Policy::load(&g.config)?;
     let fp = if args.no_cache {
         NodeFingerprint::take(&policy)
