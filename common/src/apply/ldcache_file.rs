@@ -126,17 +126,20 @@ pub(crate) fn save(store: &Path, bytes: &[u8]) -> Result<PathBuf, LdCacheFileErr
     };
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(if uid == 0 { 0o755 } else { 0o700 })
-        .create(store)
-        .map_err(|e| bad(e.to_string()))?;
-    let meta = std::fs::symlink_metadata(store).map_err(|e| bad(e.to_string()))?;
-    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
-        return Err(bad(format!(
-            "not a directory owned by uid {uid} and writable only by it"
-        )));
-    }
+    let usable = create_store(store, uid).and_then(|()| secure_path(store, uid));
+    let fresh;
+    let store = match usable {
+        Ok(()) => store,
+        Err(reason) if uid != 0 => {
+            // Another user may have made /tmp/hpcc-UID first (or made it
+            // writable to all, to swap the cache between our write and
+            // runc's bind): never use it, take a directory of our own.
+            tracing::warn!(store = %store.display(), %reason, "the linker cache store cannot be trusted: using a fresh private directory");
+            fresh = fresh_private_dir(uid).map_err(|e| bad(e.to_string()))?;
+            &fresh
+        }
+        Err(reason) => return Err(bad(reason)),
+    };
     let name: String = Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -158,6 +161,61 @@ pub(crate) fn save(store: &Path, bytes: &[u8]) -> Result<PathBuf, LdCacheFileErr
     )
     .map_err(|e| bad(e.to_string()))?;
     Ok(path)
+}
+
+/// Creates `dir` (and its parents) when missing: 0700 for a user, 0755
+/// for root (the runtime reads root's store as the container's user).
+fn create_store(dir: &Path, uid: u32) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(if uid == 0 { 0o755 } else { 0o700 })
+        .create(dir)
+        .map_err(|e| e.to_string())
+}
+
+/// Whether no one but `uid` (and root) can change what `dir` holds: `dir`
+/// and every directory above it is a real directory (no symlink), owned by
+/// `uid` and writable by no one else, or owned by root and either writable
+/// by no one else or sticky (`/tmp`). As OpenSSH checks its key files.
+pub(crate) fn secure_path(dir: &Path, uid: u32) -> Result<(), String> {
+    let mut here = Some(dir);
+    while let Some(d) = here {
+        let m = std::fs::symlink_metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        let others_write = m.mode() & 0o022 != 0;
+        let ok = m.is_dir()
+            && ((m.uid() == uid && !others_write)
+                || (m.uid() == 0 && (!others_write || m.mode() & 0o1000 != 0)));
+        if !ok {
+            return Err(format!(
+                "{} is not a directory that only uid {uid} or root can change (owner {}, mode {:o})",
+                d.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ));
+        }
+        here = d.parent().filter(|p| !p.as_os_str().is_empty());
+    }
+    Ok(())
+}
+
+/// A new directory only this user can use, under the temporary directory
+/// (created here, so nobody else made it).
+fn fresh_private_dir(uid: u32) -> std::io::Result<PathBuf> {
+    let base = PathBuf::from("/tmp");
+    for n in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = base.join(format!("hpcc-{uid}-{}-{nanos:x}{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(
+        "no fresh directory could be made under /tmp",
+    ))
 }
 
 /// Makes room for a file of `incoming` bytes: the store keeps fewer than
@@ -199,6 +257,36 @@ fn prune_within(store: &Path, incoming: u64, max_files: usize, max_bytes: u64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_store_others_can_change_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("hpcc-secure-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("ldcache")).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set(&d, 0o700);
+        assert!(secure_path(&d.join("ldcache"), uid).is_ok());
+        // A parent anyone may write: the store could be renamed away and
+        // replaced between our write and the runtime's bind.
+        set(&d, 0o777);
+        let e = secure_path(&d.join("ldcache"), uid).unwrap_err();
+        assert!(e.contains(&d.display().to_string()), "{e}");
+        // Sticky and root's, like /tmp: fine for root; anyone else's never.
+        set(&d, 0o1777);
+        assert_eq!(secure_path(&d.join("ldcache"), uid).is_ok(), uid == 0);
+        if uid == 0 {
+            // Made by another user (who got there first in /tmp).
+            set(&d, 0o700);
+            std::os::unix::fs::chown(d.join("ldcache"), Some(12345), None).unwrap();
+            assert!(secure_path(&d.join("ldcache"), 0).is_err());
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     use super::*;
     use crate::testutil::TempDir;
 
@@ -293,7 +381,14 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .unwrap();
-        let e = save(&store.0, b"x").unwrap_err();
-        assert!(e.to_string().contains("writable only"), "{e}");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let e = save(&store.0, b"x").unwrap_err();
+            assert!(e.to_string().contains("only uid 0 or root"), "{e}");
+        } else {
+            // A user gets a fresh private directory instead.
+            let p = save(&store.0, b"x").unwrap();
+            assert!(!p.starts_with(&store.0), "{}", p.display());
+        }
     }
 }
