@@ -6,7 +6,7 @@
 # packaged is exactly what this script built:
 #
 #   bin/hpcc                 the CLI                          (release profile)
-#   libexec/hpcc-hook        the OCI hook                     (release profile; see STATIC HOOK)
+#   libexec/hpcc-hook        the OCI hook                     (release profile, static; see STATIC HOOK)
 #   libexec/hpcc-runtime     the OCI runtime shim for Slurm   (release profile)
 #   lib/hpcc_spank.so        the SPANK plugin                 (only with Slurm headers)
 #   man/man{1,5,8}/*.gz      man pages, from the clap commands (hpcc generate-docs)
@@ -49,15 +49,15 @@ log "cargo build --release --locked ${crates[*]}"
 nice -n "${HPCC_NICE:-10}" cargo build --release --locked "${crates[@]}"
 
 # ==== STATIC HOOK ==============================================================
-# hpcc-hook is to ship statically linked (an image's LD_PRELOAD must never reach
-# its dynamic loader). This is the ONE place to switch that on: build it here,
-# e.g.
-#   RUSTFLAGS='-C target-feature=+crt-static' nice -n 10 cargo build --release \
-#     --locked -p hpcc-hook --bin hpcc-hook --target x86_64-unknown-linux-gnu
-#   HOOK_BIN=$TARGET/x86_64-unknown-linux-gnu/release/hpcc-hook
-# and the packages pick it up from $STAGE/libexec/hpcc-hook. The Depends: $auto
-# of the deb then simply drops libc for it.
-HOOK_BIN=$TARGET/release/hpcc-hook
+# hpcc-hook ships statically linked: an image's LD_PRELOAD/LD_AUDIT (runc gives a
+# createContainer hook the container's env) must never reach a dynamic loader in
+# it. tests/setup/build-static-hook.sh builds it (crt-static, own --target dir)
+# and proves it static (no PT_INTERP, file, ldd, no NVML, no NSS lookups). The
+# deb's Depends: $auto then drops libc for it; /usr/bin/hpcc stays dynamic (it is
+# the hook's GPU helper, `hpcc fingerprint --gpus`, with NVML).
+log "static hpcc-hook (tests/setup/build-static-hook.sh)"
+PROFILE=release nice -n "${HPCC_NICE:-10}" bash tests/setup/build-static-hook.sh "$TARGET/static" >/dev/null
+HOOK_BIN=$TARGET/static/hpcc-hook
 # ==============================================================================
 
 RUNTIME_BIN=$TARGET/release/hpcc-runtime

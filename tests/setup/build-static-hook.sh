@@ -31,9 +31,9 @@ cd "$repo"
 # scripts and proc macros.
 log "cargo build --profile $PROFILE --target $TARGET -p hpcc-hook --bin hpcc-hook (crt-static)"
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-  cargo build -q --profile "$PROFILE" --target "$TARGET" -p hpcc-hook --bin hpcc-hook
+  cargo build -q --locked --profile "$PROFILE" --target "$TARGET" -p hpcc-hook --bin hpcc-hook
 dir=$PROFILE; [ "$PROFILE" = dev ] && dir=debug
-bin=$repo/target/$TARGET/$dir/hpcc-hook
+bin=${CARGO_TARGET_DIR:-$repo/target}/$TARGET/$dir/hpcc-hook
 mkdir -p "$OUT"
 install -m 0755 "$bin" "$OUT/hpcc-hook.tmp"
 mv "$OUT/hpcc-hook.tmp" "$OUT/hpcc-hook"

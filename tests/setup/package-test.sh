@@ -80,6 +80,8 @@ for f in /usr/bin/hpcc /usr/libexec/hpcc/hpcc-hook /usr/libexec/hpcc/hpcc-runtim
   [ -e "$f" ] || die "$f is not installed"
 done
 grep -qx /etc/hpcc/hook.toml /var/lib/dpkg/info/hpcc.conffiles || die "/etc/hpcc/hook.toml is not a conffile"
+# The installed hook is the static one (no loader for an image's LD_PRELOAD).
+readelf -lW /usr/libexec/hpcc/hpcc-hook | grep -q INTERP && die "the installed hpcc-hook is dynamically linked"
 jq -e '.hook.timeout > 0' /usr/share/containers/oci/hooks.d/hpcc.json >/dev/null || die "hooks.d file has no timeout"
 v=$(hpcc --version)
 log "hpcc --version: $v"

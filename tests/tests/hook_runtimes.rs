@@ -268,7 +268,7 @@ fn podman(name: &str, annotation: Option<&str>) -> (Run, String) {
     let hooks = dir.join("hooks.d");
     std::fs::create_dir_all(&hooks).unwrap();
     let policy = dir.join("hook.toml");
-    std::fs::write(&policy, POLICY).unwrap();
+    std::fs::write(&policy, format!("{POLICY}[log]\nstderr = \"info\"\n")).unwrap();
     // The hook's stderr is also kept (podman, like runc, shows it only when
     // the hook fails).
     let entry = logged_hook_entry(
