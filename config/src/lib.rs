@@ -299,7 +299,8 @@ impl Default for Gpu {
     }
 }
 
-/// The per-boot fingerprint cache (`[cache]`).
+/// The per-boot caches (`[cache]`): the node fingerprint and the host
+/// library facts planning reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cache {
