@@ -402,16 +402,25 @@ mod tests {
             assert_eq!(warm.find_library(n), plain.find_library(n), "{n}");
         }
         assert_eq!(warm.elf(&libc).unwrap(), plain.elf(&libc).unwrap());
-        assert!(warm.cache.get().is_none(), "the host linker cache was parsed");
+        assert!(
+            warm.cache.get().is_none(),
+            "the host linker cache was parsed"
+        );
 
         // The library replaced by another: its new facts, not the cached.
         let libm = plain.find_library("libm.so.6").unwrap();
         std::fs::copy(&libm, &lib).unwrap();
         let after = RealHost::for_policy(ld, &policy);
-        assert_eq!(after.elf(&lib).unwrap().soname.as_deref(), Some("libm.so.6"));
+        assert_eq!(
+            after.elf(&lib).unwrap().soname.as_deref(),
+            Some("libm.so.6")
+        );
         after.save();
         let again = RealHost::for_policy(ld, &policy);
-        assert_eq!(again.elf(&lib).unwrap().soname.as_deref(), Some("libm.so.6"));
+        assert_eq!(
+            again.elf(&lib).unwrap().soname.as_deref(),
+            Some("libm.so.6")
+        );
 
         // A policy without the cache neither reads nor writes it.
         policy.cache.enabled = false;

@@ -339,6 +339,25 @@ mod tests {
         }
     }
 
+    /// Gives `path` the atime and mtime of `like` (as a careful upgrade
+    /// tool or `touch -r` would).
+    fn set_times(path: &Path, like: &std::fs::Metadata) {
+        let times = [
+            libc::timespec {
+                tv_sec: like.atime(),
+                tv_nsec: like.atime_nsec(),
+            },
+            libc::timespec {
+                tv_sec: like.mtime(),
+                tv_nsec: like.mtime_nsec(),
+            },
+        ];
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path and an array of two timespecs.
+        let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+        assert_eq!(r, 0);
+    }
+
     /// A cache dir with a fake linker cache file and one library file.
     fn setup() -> (TempDir, PathBuf, PathBuf) {
         let t = TempDir::new("hostcache");
@@ -391,22 +410,7 @@ mod tests {
         let before = std::fs::metadata(&lib).unwrap();
         let tmp = t.0.join("libfoo.new");
         std::fs::write(&tmp, "elf v2, LONGER").unwrap();
-        let times = [
-            libc::timespec {
-                tv_sec: before.atime(),
-                tv_nsec: before.atime_nsec(),
-            },
-            libc::timespec {
-                tv_sec: before.mtime(),
-                tv_nsec: before.mtime_nsec(),
-            },
-        ];
-        let c_tmp = std::ffi::CString::new(tmp.to_str().unwrap()).unwrap();
-        // SAFETY: a valid path and two timespecs.
-        assert_eq!(
-            unsafe { libc::utimensat(libc::AT_FDCWD, c_tmp.as_ptr(), times.as_ptr(), 0) },
-            0
-        );
+        set_times(&tmp, &before);
         std::fs::rename(&tmp, &lib).unwrap();
         let mut c = HostLibCache::load(&dir, &ld);
         assert_eq!(c.elf(&lib), None);
@@ -417,22 +421,7 @@ mod tests {
         let before = std::fs::metadata(&lib).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&lib, "elf v3, LONGER").unwrap();
-        let c_lib = std::ffi::CString::new(lib.to_str().unwrap()).unwrap();
-        let times = [
-            libc::timespec {
-                tv_sec: before.atime(),
-                tv_nsec: before.atime_nsec(),
-            },
-            libc::timespec {
-                tv_sec: before.mtime(),
-                tv_nsec: before.mtime_nsec(),
-            },
-        ];
-        // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::utimensat(libc::AT_FDCWD, c_lib.as_ptr(), times.as_ptr(), 0) },
-            0
-        );
+        set_times(&lib, &before);
         let mut c = HostLibCache::load(&dir, &ld);
         assert_eq!(c.elf(&lib), None);
 
