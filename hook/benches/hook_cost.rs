@@ -1,5 +1,13 @@
-//! What `hpcc-hook` adds to a container start, measured against a baseline
-//! run in the same invocation: spawning `/bin/true` (the floor of any hook).
+//! What `hpcc-hook`'s decision costs as a process, outside any container:
+//! read the policy, the OCI state and the bundle's config, take the node
+//! fingerprint, match, and exit. Measured against spawning `/bin/true` (the
+//! floor of any hook) in the same invocation.
+//!
+//! It does not measure a start: the state names no container pid and the
+//! image asks for no tweak, so no apply helper runs, nothing is mounted and
+//! no linker cache is written. What the hook adds to a real `runc run`,
+//! helper, mounts and linker cache included, is row c and d of
+//! `tests/bench/run-all.sh` (BENCHMARKS.md).
 //!
 //! `cargo bench -p hpcc-hook --bench hook_cost` prints a table: median and
 //! p95 wall time per invocation, peak RSS, and the ratio to the baseline, for
@@ -90,7 +98,7 @@ fn main() {
     .unwrap();
     let cold = dir.join("cold.toml");
     std::fs::write(&cold, "[cache]\nenabled = false\n").unwrap();
-    // No pid: the hook decides and has nothing to mount for this image.
+    // No pid, no tweak: the hook decides and has nothing to apply.
     let state = format!(
         r#"{{"ociVersion":"1.0.2","id":"bench","status":"creating","bundle":"{}"}}"#,
         dir.display()
@@ -111,7 +119,9 @@ fn main() {
     );
     let cache_written = dir.join("cache/fingerprint.json").exists();
 
-    println!("hpcc-hook cost per container start ({RUNS} runs each, same invocation)");
+    println!(
+        "hpcc-hook decision as a process, no container, no tweak applied ({RUNS} runs each, same invocation)"
+    );
     println!(
         "{:<38} {:>10} {:>10} {:>12} {:>14}",
         "case", "median ms", "p95 ms", "max RSS KiB", "x baseline"

@@ -257,9 +257,17 @@ EOC
     log "Slurm: ${#SCONF[@]} configurations x $SLURM_N rounds"
     for c in "${SCONF[@]}"; do step "$c"; done   # warm-up
     rm -f "$W"/t/slurm-*
+    SLOG=$(scontrol show config 2>/dev/null | awk '$1 == "SlurmdLogFile" {print $3}')
+    mark=$(wc -l <"$SLOG" 2>/dev/null || echo 0)
     for i in $(seq "$SLURM_N"); do
       for c in $(printf '%s\n' "${SCONF[@]}" | shuf); do step "$c"; done
     done
+    # The plugin decided every hpcc step (its own timer, in slurmd's log).
+    tail -n +"$((mark + 1))" "$SLOG" 2>/dev/null | grep -o 'hpcc: container .* may start.*decided in [0-9.]* ms' \
+      | grep -o 'decided in [0-9.]*' | awk '{print $3}' >"$W/t/slurm-decided" || true
+    decided_n=$(wc -l <"$W/t/slurm-decided")
+    [ "$decided_n" -ge $((2 * SLURM_N)) ] || { log "the plugin logged $decided_n decisions for $((2 * SLURM_N)) hpcc steps"; exit 1; }
+    SLURM_DECIDED="the plugin's own decision inside slurmstepd (slurmd's log, $decided_n steps): $(stats "$W/t/slurm-decided" | awk '{printf "%s / %s / %s ms", $1, $2, $3}')"
     eval "$SLURM_RESTORE"; SLURM_RESTORE=
     unlock
     spair() { row "$1" "$2" "$(stats "$W/t/slurm-$3")" "$(stats "$W/t/slurm-$4")" "$(ratios "$W/t/slurm-$3" "$W/t/slurm-$4")" "$5"; }
@@ -329,6 +337,7 @@ fi
   echo "| | measure | baseline ms min / median / max | hpcc ms min / median / max | ratio (per round) min / median / max | target (median) | result |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   cat "$ROWS"
+  [ -n "${SLURM_DECIDED:-}" ] && { echo; echo "Slurm: $SLURM_DECIDED."; }
   if [ -f "$W/adds" ]; then
     echo
     echo "What each adds (hpcc minus its baseline of the same round, ms, min / median / max):"
