@@ -57,7 +57,8 @@ pub fn effective_policy(policy: &Policy, request: &UserRequest) -> Policy {
 }
 
 /// Writes one step's decision atomically, root-owned, 0644 (the runtime
-/// runs as the job user for non-root jobs and must read it).
+/// runs as the job user for non-root jobs and must read it). Not synced:
+/// the same step reads it and removes it; after a crash there is no step.
 pub fn write(dir: &Path, job: u32, step: u32, decision: &StepDecision) -> std::io::Result<PathBuf> {
     let body = serde_json::to_vec(decision).map_err(std::io::Error::other)?;
     std::fs::DirBuilder::new()
@@ -65,7 +66,7 @@ pub fn write(dir: &Path, job: u32, step: u32, decision: &StepDecision) -> std::i
         .mode(0o755)
         .create(dir)?;
     let target = path(dir, job, step);
-    crate::io::write_atomic(
+    crate::io::write_atomic_unsynced(
         &target,
         &body,
         crate::io::FileMode {

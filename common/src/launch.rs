@@ -256,15 +256,20 @@ pub fn image_spec(ctx: &LaunchContext) -> ImageSpec {
 /// The host linker cache the tweak planner resolves host libraries with.
 pub const HOST_LD_CACHE: &str = "/etc/ld.so.cache";
 
-/// Decides one launch. The tweaks are planned only for a start.
+/// Decides one launch. The tweaks are planned only for a start. Host
+/// library facts come from the per-boot cache of the policy's
+/// `[cache] dir` while the files are unchanged, and what this launch had
+/// to read is added to it (root only): see [`crate::tweaks::hostcache`].
 pub fn decide(
     ctx: &LaunchContext,
     node: &NodeFingerprint,
     policy: &Policy,
     request: &UserRequest,
 ) -> Result<Plan, LaunchError> {
-    let host = RealHost::new(Path::new(HOST_LD_CACHE));
-    decide_with(ctx, node, policy, request, &host)
+    let host = RealHost::for_policy(Path::new(HOST_LD_CACHE), policy);
+    let plan = decide_with(ctx, node, policy, request, &host);
+    host.save();
+    plan
 }
 
 /// [`decide`] against a given host (tests use a fake one). An empty

@@ -341,7 +341,8 @@ fn valid_device_pattern(s: &str) -> bool {
     part(vendor, b".-") && part(class, b"_.-") && (name == "*" || part(name, b"_.:-"))
 }
 
-/// The per-boot fingerprint cache (`[cache]`).
+/// The per-boot caches (`[cache]`): the node fingerprint and the host
+/// library facts planning reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cache {

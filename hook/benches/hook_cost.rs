@@ -1,5 +1,14 @@
-//! What `hpcc-hook` adds to a container start, measured against a baseline
-//! run in the same invocation: spawning `/bin/true` (the floor of any hook).
+//! What `hpcc-hook`'s decision costs as a process, outside any container:
+//! read the policy, the OCI state and the bundle's config, take the node
+//! fingerprint, match, and exit. Measured against spawning `/bin/true` (the
+//! floor of any hook) in the same invocation, the cases interleaved round
+//! by round.
+//!
+//! It does not measure a start: the state names no container pid and the
+//! image asks for no tweak, so no apply helper runs, nothing is mounted and
+//! no linker cache is written. What the hook adds to a real `runc run`,
+//! helper, mounts and linker cache included, is row c and d of
+//! `tests/bench/run-all.sh` (BENCHMARKS.md).
 //!
 //! `cargo bench -p hpcc-hook --bench hook_cost` prints a table: median and
 //! p95 wall time per invocation, peak RSS, and the ratio to the baseline, for
@@ -21,7 +30,7 @@ struct Sample {
 // The child is reaped by wait4 below, which also gives its peak RSS;
 // std's wait() cannot report rusage.
 #[allow(clippy::zombie_processes)]
-fn run_once(cmd: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &[u8]) -> (f64, i64) {
+fn run_once(cmd: &Path, args: &[&str], stdin: &[u8]) -> (f64, i64) {
     let start = Instant::now();
     let mut c = Command::new(cmd);
     c.args(args)
@@ -29,9 +38,6 @@ fn run_once(cmd: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &[u8]) -> (
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .env_clear();
-    for (k, v) in env {
-        c.env(k, v);
-    }
     let mut child = c.spawn().expect("spawn");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     let pid = child.id() as libc::pid_t;
@@ -50,20 +56,37 @@ fn run_once(cmd: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &[u8]) -> (
     (ms, ru.ru_maxrss)
 }
 
-fn measure(cmd: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &[u8]) -> Sample {
-    run_once(cmd, args, env, stdin); // warm-up (page cache, fingerprint cache)
-    let mut wall_ms = Vec::with_capacity(RUNS);
-    let mut max_rss_kib = 0;
+/// One case: a command, its arguments, its stdin.
+struct Case<'a> {
+    cmd: &'a Path,
+    args: Vec<&'a str>,
+    stdin: &'a [u8],
+}
+
+/// Runs every case once per round, round after round, so that the
+/// machine's drift (a neighbour's build, frequency changes) hits all alike.
+fn measure(cases: &[Case<'_>]) -> Vec<Sample> {
+    for c in cases {
+        run_once(c.cmd, &c.args, c.stdin); // warm-up (page cache, fingerprint cache)
+    }
+    let mut out: Vec<Sample> = cases
+        .iter()
+        .map(|_| Sample {
+            wall_ms: Vec::with_capacity(RUNS),
+            max_rss_kib: 0,
+        })
+        .collect();
     for _ in 0..RUNS {
-        let (ms, rss) = run_once(cmd, args, env, stdin);
-        wall_ms.push(ms);
-        max_rss_kib = max_rss_kib.max(rss);
+        for (c, s) in cases.iter().zip(out.iter_mut()) {
+            let (ms, rss) = run_once(c.cmd, &c.args, c.stdin);
+            s.wall_ms.push(ms);
+            s.max_rss_kib = s.max_rss_kib.max(rss);
+        }
     }
-    wall_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Sample {
-        wall_ms,
-        max_rss_kib,
+    for s in &mut out {
+        s.wall_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     }
+    out
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -90,28 +113,44 @@ fn main() {
     .unwrap();
     let cold = dir.join("cold.toml");
     std::fs::write(&cold, "[cache]\nenabled = false\n").unwrap();
-    // No pid: the hook decides and has nothing to mount for this image.
+    // No pid, no tweak: the hook decides and has nothing to apply.
     let state = format!(
         r#"{{"ociVersion":"1.0.2","id":"bench","status":"creating","bundle":"{}"}}"#,
         dir.display()
     );
 
-    let baseline = measure(Path::new("/bin/true"), &[], &[], b"");
-    let warm_s = measure(
-        &hook,
-        &["prestart"],
-        &[("HPCC_CONFIG", &warm)],
-        state.as_bytes(),
-    );
-    let cold_s = measure(
-        &hook,
-        &["prestart"],
-        &[("HPCC_CONFIG", &cold)],
-        state.as_bytes(),
+    // The hook takes its policy from its arguments only (never from the
+    // environment, which a createContainer hook gets from the image).
+    let warm_arg = format!("--config={}", warm.display());
+    let cold_arg = format!("--config={}", cold.display());
+    let mut samples = measure(&[
+        Case {
+            cmd: Path::new("/bin/true"),
+            args: vec![],
+            stdin: b"",
+        },
+        Case {
+            cmd: &hook,
+            args: vec!["prestart", &warm_arg],
+            stdin: state.as_bytes(),
+        },
+        Case {
+            cmd: &hook,
+            args: vec!["prestart", &cold_arg],
+            stdin: state.as_bytes(),
+        },
+    ])
+    .into_iter();
+    let (baseline, warm_s, cold_s) = (
+        samples.next().unwrap(),
+        samples.next().unwrap(),
+        samples.next().unwrap(),
     );
     let cache_written = dir.join("cache/fingerprint.json").exists();
 
-    println!("hpcc-hook cost per container start ({RUNS} runs each, same invocation)");
+    println!(
+        "hpcc-hook decision as a process, no container, no tweak applied ({RUNS} rounds, cases interleaved)"
+    );
     println!(
         "{:<38} {:>10} {:>10} {:>12} {:>14}",
         "case", "median ms", "p95 ms", "max RSS KiB", "x baseline"

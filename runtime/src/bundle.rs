@@ -1,7 +1,7 @@
 //! The bundle's `config.json`, read with bounds and written back
 //! atomically with its owner and mode.
 
-use hpcc_common::io::{read_bounded, write_atomic, FileMode};
+use hpcc_common::io::{read_bounded, write_atomic_unsynced, FileMode};
 use hpcc_common::oci::MAX_CONFIG_BYTES;
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -92,7 +92,8 @@ impl Config {
     }
 
     /// Replaces the file with `value`, atomically, with the same owner
-    /// (when root) and mode.
+    /// (when root) and mode. Not synced to disk: the runtime reads it
+    /// right away, and after a crash there is no container to start.
     pub fn write(&self, value: &Value) -> Result<(), BundleError> {
         let err = |source| BundleError::Write {
             path: self.path.clone(),
@@ -101,7 +102,7 @@ impl Config {
         let body = serde_json::to_vec(value).map_err(|e| err(std::io::Error::other(e)))?;
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        write_atomic(
+        write_atomic_unsynced(
             &self.path,
             &body,
             FileMode {

@@ -239,7 +239,13 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     };
     let planned = launch::decide(&ctx, &node, &policy, &UserRequest::default());
     let mut outcome = launch::outcome(&policy, policy_path, Some(&l.id), here, planned);
-    if let Outcome::Start(plan) = &outcome {
+    // A start with nothing to add (the image is only checked) leaves
+    // config.json as the engine wrote it: no rewrite on the start path.
+    let to_write = match &outcome {
+        Outcome::Start(plan) if !plan.tweaks.is_empty() => Some(plan),
+        _ => None,
+    };
+    if let Some(plan) = to_write {
         let edited = config.json().map_err(LaunchError::input).and_then(|mut v| {
             write_plan(&mut v, plan, &ctx.rootfs, &policy, "hpcc-runtime")?;
             config.write(&v).map_err(LaunchError::input)
@@ -266,7 +272,8 @@ fn finish(args: &Args, policy: &Policy, outcome: Outcome, id: &str) -> Next {
 
 /// The annotation that says which part of hpcc took the decision written
 /// into a config (`hpcc-runtime`, or `hpcc_spank.so` for a Slurm step whose
-/// plugin decided): `runc state` shows it to an admin.
+/// plugin decided): `runc state` shows it to an admin. Outside Slurm a
+/// start with no tweaks leaves the config untouched, so without it.
 pub const DECIDED_BY: &str = "run.hpcc.decided-by";
 
 /// Writes a start's plan into the config: the container's linker cache

@@ -7,7 +7,7 @@
 //! `-march` names archspec does not list, each given as an archspec base
 //! plus the instruction-set extensions the compiler adds ([`EXTRA`]).
 
-use super::ValueError;
+use super::{cpu_table, ValueError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -177,8 +177,11 @@ impl CpuTarget {
     }
 
     /// The archspec entry the target is (or is built on, for an extra).
+    /// This loads archspec's whole database (about 0.6 ms, once per
+    /// process): the other methods read the same facts from
+    /// [`super::cpu_table`].
     pub fn microarchitecture(&self) -> Arc<Micro> {
-        let base = self.extra().map_or(self.name.as_str(), |e| e.base);
+        let base = self.base();
         match Micro::known_targets().get(base) {
             Some(m) => m.clone(),
             // Unreachable for a parsed target; a generic entry keeps
@@ -187,37 +190,48 @@ impl CpuTarget {
         }
     }
 
+    /// The archspec target's name this one is (or is built on).
+    fn base(&self) -> &str {
+        self.extra().map_or(self.name.as_str(), |e| e.base)
+    }
+
+    /// The archspec facts of [`Self::base`]; `None` only for a name no
+    /// parse gives (archspec's generic entry: its own family, no vendor,
+    /// no features).
+    fn facts(&self) -> Option<&'static cpu_table::Target> {
+        cpu_table::target(self.base())
+    }
+
     /// The platform this target belongs to (`x86_64`, `aarch64`, ...).
     pub fn family(&self) -> String {
-        self.microarchitecture().family().name().to_owned()
+        self.facts()
+            .map_or_else(|| self.base().to_owned(), |t| t.family.to_owned())
     }
 
     /// The vendor (`GenuineIntel`, `AuthenticAMD`, `ARM`, or `generic`).
     pub fn vendor(&self) -> String {
         match self.extra() {
             Some(e) => e.vendor.to_owned(),
-            None => self.microarchitecture().vendor().to_owned(),
+            None => self.facts().map_or("generic", |t| t.vendor).to_owned(),
         }
     }
 
     /// A platform (`x86_64`) rather than a microarchitecture.
     pub fn is_platform(&self) -> bool {
-        let m = self.microarchitecture();
-        self.extra().is_none() && m.family().name() == m.name()
+        self.extra().is_none() && self.facts().is_none_or(|t| t.family == t.name)
     }
 
     /// A vendor-neutral level (`x86_64_v3`, `armv8.2a`, or a platform).
     pub fn is_generic(&self) -> bool {
-        self.extra().is_none() && self.microarchitecture().vendor() == "generic"
+        self.extra().is_none() && self.facts().is_none_or(|t| t.vendor == "generic")
     }
 
     /// Every feature code built for this target may use (archspec names).
     pub fn features(&self) -> BTreeSet<String> {
         let mut f: BTreeSet<String> = self
-            .microarchitecture()
-            .all_features()
-            .into_iter()
-            .collect();
+            .facts()
+            .map(|t| t.features.iter().map(|s| (*s).to_owned()).collect())
+            .unwrap_or_default();
         if let Some(e) = self.extra() {
             f.extend(e.features.iter().map(|s| (*s).to_owned()));
         }
@@ -232,13 +246,13 @@ impl CpuTarget {
 
     /// Whether a node detected as `micro` is this target or descends from it.
     pub fn is_ancestor_of(&self, micro: &str) -> bool {
-        let Some(host) = Micro::known_targets().get(micro) else {
+        let Some(host) = cpu_table::target(micro) else {
             return false;
         };
         match self.extra() {
             // An extra target is not in archspec's tree: only its base is.
             Some(_) => false,
-            None => host.name() == self.name || host.decendent_of(&self.microarchitecture()),
+            None => host.name == self.name || host.ancestors.contains(&self.name.as_str()),
         }
     }
 }
@@ -289,9 +303,8 @@ fn normalize(s: &str) -> String {
 }
 
 fn resolve(norm: &str) -> Option<&'static str> {
-    let known = Micro::known_targets();
-    if let Some((name, _)) = known.get_key_value(norm) {
-        return Some(name.as_str());
+    if let Some(t) = cpu_table::target(norm) {
+        return Some(t.name);
     }
     if let Some((_, to)) = ALIASES.iter().find(|(from, _)| *from == norm) {
         return Some(to);
@@ -355,9 +368,7 @@ fn compiler_names() -> &'static HashMap<String, &'static str> {
 
 /// Every name [`CpuTarget::parse`] accepts, for suggestions.
 fn every_name() -> impl Iterator<Item = &'static str> {
-    Micro::known_targets()
-        .keys()
-        .map(String::as_str)
+    cpu_table::names()
         .chain(ALIASES.iter().map(|(a, _)| *a))
         .chain(EXTRA.iter().map(|e| e.name))
         .chain(compiler_names().keys().map(String::as_str))

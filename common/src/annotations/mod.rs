@@ -12,6 +12,7 @@
 //! cannot be decided without the value refuses a start).
 
 pub mod cpu;
+pub(crate) mod cpu_table;
 pub mod gpu;
 pub mod keys;
 pub mod mpi;

@@ -1,13 +1,24 @@
-//! Running [`apply`](super::apply) in a fresh, single-threaded, bounded
+//! Running [`apply`](super::apply) in a separate, single-threaded, bounded
 //! helper process.
 //!
 //! `setns(CLONE_NEWNS)` fails with EINVAL in a multi-threaded process, and
-//! the hook may have threads by the time it has a plan; `fork()` of a
-//! multi-threaded Rust process may deadlock in the allocator. So the hook
-//! re-executes its own trusted binary (`/proc/self/exe`) with
-//! [`CHILD_ARG`], an empty environment and `/` as cwd, sends the request as
-//! JSON on stdin and reads the outcome as JSON on stdout. The child enters
-//! the container's namespace; the hook's own namespace is never changed.
+//! the hook's own namespace must never change, so the namespace work runs
+//! in a child process. Two ways, chosen per launch:
+//!
+//! - the hook is single-threaded (the normal case: the node fingerprint
+//!   comes from the per-boot cache, no NVML thread was started): it
+//!   `fork`s, and the child applies the plan it already holds in memory and
+//!   writes the outcome as JSON on a pipe. With one thread there is no lock
+//!   another thread could hold in the child; no `exec`, no second program
+//!   start (about 0.5 ms of the hook's cost);
+//! - it has threads (NVML started some while fingerprinting): `fork()` of
+//!   a multi-threaded Rust process may deadlock in the allocator, so it
+//!   re-executes its own trusted binary (`/proc/self/exe`) with
+//!   [`CHILD_ARG`], an empty environment and `/` as cwd, sends the request
+//!   as JSON on stdin and reads the outcome as JSON on stdout.
+//!
+//! Either way the child enters the container's namespace; the hook's own
+//! namespace is never changed.
 //!
 //! The helper is bounded: it dies with the hook (`PR_SET_PDEATHSIG`), it
 //! has CPU, memory, file and core limits, and the hook waits for it until a
@@ -118,6 +129,9 @@ pub fn apply_in_child(
     if uid != 0 {
         return Err(ApplyError::Rootless { uid });
     }
+    if single_threaded() {
+        return apply_in_fork(tweaks, target, timeout);
+    }
     let req = serde_json::to_vec(&Request {
         tweaks: tweaks.clone(),
         target: target.clone(),
@@ -184,6 +198,241 @@ pub fn run_bounded(
         source,
     })?;
     converse(child, input, timeout)
+}
+
+/// Whether this process has exactly one thread (`/proc/self/task` lists
+/// one entry per thread). Only this process can add one, so the answer
+/// holds until it does.
+pub fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.take(2).count() == 1)
+        .unwrap_or(false)
+}
+
+/// The single-threaded way: `fork`, apply in the child, read its reply on
+/// a pipe, within `timeout`.
+pub(crate) fn apply_in_fork(
+    tweaks: &Tweaks,
+    target: &Target,
+    timeout: Duration,
+) -> Result<Applied, ApplyError> {
+    let deadline = Instant::now() + timeout;
+    let cpu_secs = timeout.as_secs() + 1;
+    let (rd, wr) = pipe().map_err(HelperError::Pipe)?;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the caller checked that this process is single-threaded, so
+    // no lock (allocator, stdio) can be held in the child by a thread that
+    // does not exist there. The child never returns into the caller: it
+    // applies, writes its reply and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(HelperError::Spawn {
+            exe: "fork".into(),
+            source: std::io::Error::last_os_error(),
+        }
+        .into());
+    }
+    if pid == 0 {
+        drop(rd);
+        let code = forked_child(parent, cpu_secs, tweaks, target, wr);
+        // SAFETY: ends the child at once, without the parent's exit
+        // handlers or buffers.
+        unsafe { libc::_exit(code) }
+    }
+    drop(wr);
+    let (out, status) = collect(pid, rd, deadline).map_err(|e| match e {
+        HelperError::Pipe(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            HelperError::Timeout {
+                ms: timeout.as_millis() as u64,
+            }
+        }
+        other => other,
+    })?;
+    match serde_json::from_slice::<Reply>(&out) {
+        Ok(Reply::Applied(a)) if status.success() => Ok(a),
+        Ok(Reply::Failed(e)) => Err(e.into()),
+        _ => Err(HelperError::NoReply {
+            exe: "the forked helper".into(),
+            status: status.to_string(),
+            stderr: "(on the hook's stderr)".into(),
+        }
+        .into()),
+    }
+}
+
+/// The forked child's whole life; returns its exit code.
+fn forked_child(
+    parent: libc::pid_t,
+    cpu_secs: u64,
+    tweaks: &Tweaks,
+    target: &Target,
+    wr: std::os::fd::OwnedFd,
+) -> i32 {
+    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let limits = ChildLimits {
+            cpu_secs,
+            address_space: Some(HELPER_MEMORY),
+        };
+        if let Err(e) = bound_self(parent, limits) {
+            return Reply::Failed(RemoteError {
+                message: format!("bounding the apply helper: {e}"),
+            });
+        }
+        let _ = std::env::set_current_dir("/");
+        match apply(tweaks, target, &LinuxSyscalls::new()) {
+            Ok(a) => Reply::Applied(a),
+            Err(e) => Reply::Failed(RemoteError {
+                message: e.to_string(),
+            }),
+        }
+    }))
+    .unwrap_or_else(|_| {
+        Reply::Failed(RemoteError {
+            message: "the apply helper panicked".into(),
+        })
+    });
+    let code = match reply {
+        Reply::Applied(_) => 0,
+        Reply::Failed(_) => 1,
+    };
+    let mut f = std::fs::File::from(wr);
+    let _ = serde_json::to_writer(&mut f, &reply);
+    code
+}
+
+fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: two fresh descriptors, owned from here on.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Reads the forked child's reply and waits for its exit, both before
+/// `deadline`; past it the child is killed and reaped.
+pub(crate) fn collect(
+    pid: libc::pid_t,
+    rd: std::os::fd::OwnedFd,
+    deadline: Instant,
+) -> Result<(Vec<u8>, std::process::ExitStatus), HelperError> {
+    let res = read_until(&rd, deadline).and_then(|out| {
+        let status = wait_pid_until(pid, deadline)?;
+        Ok((out, status))
+    });
+    if res.is_err() {
+        // SAFETY: signalling and reaping our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            let mut st = 0;
+            libc::waitpid(pid, &mut st, 0);
+        }
+    }
+    res
+}
+
+fn poll_until(fd: i32, events: i16, deadline: Instant) -> Result<(), HelperError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the call.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        if n > 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Everything on `rd` until end of file, bounded in bytes and time.
+fn read_until(rd: &std::os::fd::OwnedFd, deadline: Instant) -> Result<Vec<u8>, HelperError> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        poll_until(rd.as_raw_fd(), libc::POLLIN, deadline)?;
+        // SAFETY: reading into a buffer of the given length.
+        let n = unsafe { libc::read(rd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+        if out.len() as u64 > MAX_MESSAGE_BYTES {
+            return Err(std::io::Error::other("reply larger than the limit").into());
+        }
+    }
+}
+
+/// A pidfd for `pid` (Linux >= 5.3), to wait for its exit with `poll`.
+fn pidfd(pid: libc::pid_t) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags; a negative result is an
+    // error, anything else a fresh descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a fresh descriptor, owned from here on.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits for our child `pid` until `deadline`: at once when it exits
+/// (pidfd), else by polling every 200 µs.
+fn wait_pid_until(
+    pid: libc::pid_t,
+    deadline: Instant,
+) -> Result<std::process::ExitStatus, HelperError> {
+    use std::os::unix::process::ExitStatusExt;
+    let fd = pidfd(pid);
+    loop {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        if r == pid {
+            return Ok(std::process::ExitStatus::from_raw(st));
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e.into());
+            }
+            continue;
+        }
+        match &fd {
+            Some(fd) => poll_until(fd.as_raw_fd(), libc::POLLIN, deadline)?,
+            None => {
+                if Instant::now() >= deadline {
+                    return Err(timed_out());
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
 }
 
 /// In the forked child, before exec: die with the parent, and take limits.
@@ -357,19 +606,26 @@ fn set_nonblocking(fd: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Waits for the exit until the deadline.
+/// Waits for the exit until the deadline: at once when it exits (pidfd),
+/// else by polling every 200 µs (it closed its pipes, so it is exiting).
 fn wait_until(
     child: &mut Child,
     deadline: Instant,
 ) -> Result<std::process::ExitStatus, HelperError> {
+    let fd = pidfd(child.id() as libc::pid_t);
     loop {
         if let Some(s) = child.try_wait()? {
             return Ok(s);
         }
-        if Instant::now() >= deadline {
-            return Err(timed_out());
+        match &fd {
+            Some(fd) => poll_until(fd.as_raw_fd(), libc::POLLIN, deadline)?,
+            None => {
+                if Instant::now() >= deadline {
+                    return Err(timed_out());
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -399,4 +655,97 @@ pub fn child_main(stdin: impl Read, mut stdout: impl Write) -> i32 {
     let _ = serde_json::to_writer(&mut stdout, &reply);
     let _ = stdout.flush();
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Mount;
+    use std::os::fd::AsRawFd;
+
+    /// Forks a child that runs `f` (async-signal-safe calls only: the test
+    /// harness has threads) and `_exit`s with its result.
+    fn fork_raw(f: impl FnOnce() -> i32) -> libc::pid_t {
+        // SAFETY: the child only makes async-signal-safe calls, then _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = f();
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(code) }
+        }
+        pid
+    }
+
+    #[test]
+    fn the_reply_and_the_exit_status_are_collected() {
+        let (rd, wr) = pipe().unwrap();
+        let pid = fork_raw(|| {
+            // SAFETY: writing a static buffer to our pipe.
+            unsafe { libc::write(wr.as_raw_fd(), b"reply".as_ptr().cast(), 5) };
+            3
+        });
+        drop(wr);
+        let (out, status) = collect(pid, rd, Instant::now() + Duration::from_secs(10)).unwrap();
+        assert_eq!(out, b"reply");
+        assert_eq!(status.code(), Some(3));
+    }
+
+    #[test]
+    fn a_child_past_the_deadline_is_killed_and_reaped() {
+        let (rd, wr) = pipe().unwrap();
+        // Keeps the write end open and never answers.
+        let pid = fork_raw(|| {
+            // SAFETY: sleep is async-signal-safe.
+            unsafe { libc::sleep(30) };
+            0
+        });
+        drop(wr);
+        let t0 = Instant::now();
+        let err = collect(pid, rd, Instant::now() + Duration::from_millis(100)).unwrap_err();
+        assert!(
+            matches!(&err, HelperError::Pipe(e) if e.kind() == std::io::ErrorKind::TimedOut),
+            "{err}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        // Reaped: no such process any more.
+        // SAFETY: signal 0 only checks existence.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, -1);
+    }
+
+    #[test]
+    fn the_forked_helper_reports_its_refusal() {
+        // An invalid tweak fails in the child before any namespace work;
+        // its error comes back through the pipe. (The child allocates: the
+        // harness's other threads hold no lock glibc does not reset at fork.)
+        let tweaks = Tweaks {
+            mounts: vec![Mount {
+                source: "relative/libmpi.so.12".into(),
+                destination: "/usr/lib/libmpi.so.12".into(),
+                readonly: true,
+                reason: "test".into(),
+            }],
+            ..Default::default()
+        };
+        let target = Target {
+            rootfs: "/nonexistent".into(),
+            pid: 1,
+            ld_cache: None,
+        };
+        let err = apply_in_fork(&tweaks, &target, Duration::from_secs(10)).unwrap_err();
+        assert!(matches!(err, ApplyError::Remote(_)), "{err}");
+        assert!(
+            err.to_string().contains("must be an absolute path"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn threads_are_counted() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        assert!(!single_threaded());
+        drop(tx);
+        let _ = t.join();
+    }
 }

@@ -90,12 +90,7 @@ pub(super) fn check(image: &ImageSpec, node: &NodeFingerprint, out: &mut Verdict
 /// implementer code, `0x41`).
 fn node_vendor(node: &NodeFingerprint) -> String {
     let v = node.cpu.vendor.trim();
-    archspec::schema::MicroarchitecturesSchema::schema()
-        .conversions
-        .arm_vendors
-        .get(v)
-        .cloned()
-        .unwrap_or_else(|| v.to_owned())
+    crate::annotations::cpu_table::arm_vendor(v).map_or_else(|| v.to_owned(), str::to_owned)
 }
 
 fn cpu_target(target: &CpuTarget, node: &NodeFingerprint) -> Finding {
@@ -185,14 +180,9 @@ fn node_has_feature(node: &NodeFingerprint, feature: &str) -> bool {
     if node.cpu.flags.contains(feature) || (feature == "sse3" && node.cpu.flags.contains("pni")) {
         return true;
     }
-    let aliases = &archspec::schema::MicroarchitecturesSchema::schema().feature_aliases;
-    aliases.get(feature).is_some_and(|a| {
-        a.any_of
-            .as_ref()
-            .is_some_and(|any| any.iter().any(|f| node.cpu.flags.contains(f)))
-            || a.families
-                .as_ref()
-                .is_some_and(|fams| fams.contains(&node.cpu.platform))
+    crate::annotations::cpu_table::feature_alias(feature).is_some_and(|a| {
+        a.any_of.iter().any(|f| node.cpu.flags.contains(*f))
+            || a.families.contains(&node.cpu.platform.as_str())
     })
 }
 

@@ -7,6 +7,7 @@
 //! admin's policy and the host's own linker cache: they are trusted, but
 //! still read with bounds.
 
+use super::hostcache::{FileKey, HostLibCache};
 use super::ldcache::{native_flags, LdCache, LdCacheError, MAX_CACHE_BYTES};
 use crate::elf::{ElfError, ElfInfo};
 use std::io::Read;
@@ -46,7 +47,11 @@ pub trait Host {
 }
 
 /// The real host: `/etc/ld.so.cache` parsed once, when first needed (most
-/// launches plan no library tweak), `stat`, `readdir`.
+/// launches plan no library tweak), `stat`, `readdir`. With a per-boot
+/// cache ([`RealHost::for_policy`]) the ELF facts and linker cache answers
+/// of earlier launches are reused while the files are unchanged
+/// ([`super::hostcache`]), and [`RealHost::save`] keeps what this launch
+/// learnt.
 #[derive(Debug, Default)]
 pub struct RealHost {
     path: PathBuf,
@@ -54,16 +59,48 @@ pub struct RealHost {
     /// ELF facts already read: an MPI library is tens of MiB and several
     /// components ask about it.
     elves: std::cell::RefCell<std::collections::BTreeMap<PathBuf, ElfInfo>>,
+    /// The per-boot cache's directory, when used.
+    store_dir: Option<PathBuf>,
+    /// The per-boot cache, loaded when first needed.
+    store: std::cell::OnceCell<std::cell::RefCell<HostLibCache>>,
 }
 
 impl RealHost {
     /// A host whose linker cache is at `path` (normally `/etc/ld.so.cache`).
     /// A missing or broken cache is not an error: it is logged, and
-    /// dependency lookups then fail one by one, each reported.
+    /// dependency lookups then fail one by one, each reported. No per-boot
+    /// cache (tests).
+    #[cfg(test)]
     pub fn new(path: &Path) -> RealHost {
         RealHost {
             path: path.to_owned(),
             ..Default::default()
+        }
+    }
+
+    /// A host that reuses the per-boot host library cache in the policy's
+    /// `[cache] dir` (none when the policy disables caching).
+    pub fn for_policy(path: &Path, policy: &hpcc_config::Policy) -> RealHost {
+        RealHost {
+            path: path.to_owned(),
+            store_dir: policy.cache.enabled.then(|| policy.cache.dir.clone()),
+            ..Default::default()
+        }
+    }
+
+    fn store(&self) -> Option<&std::cell::RefCell<HostLibCache>> {
+        let dir = self.store_dir.as_ref()?;
+        Some(
+            self.store
+                .get_or_init(|| std::cell::RefCell::new(HostLibCache::load(dir, &self.path))),
+        )
+    }
+
+    /// Writes what this launch learnt into the per-boot cache (root only;
+    /// nothing when nothing changed or no cache is used).
+    pub fn save(&self) {
+        if let Some(s) = self.store.get() {
+            s.borrow().save();
         }
     }
 
@@ -93,6 +130,10 @@ impl RealHost {
     }
 }
 
+fn readable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::R_OK).is_ok()
+}
+
 fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     std::fs::File::open(path)?
@@ -109,22 +150,54 @@ fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 
 impl Host for RealHost {
     fn find_library(&self, soname: &str) -> Option<PathBuf> {
-        self.cache().find(soname, native_flags())
+        let store = self.store();
+        if let Some(hit) = store.and_then(|s| s.borrow().lookup(soname)) {
+            return hit;
+        }
+        let found = self.cache().find(soname, native_flags());
+        // An unusable linker cache answers nothing: not worth remembering.
+        if self
+            .cache
+            .get()
+            .is_some_and(|(_, problem)| problem.is_none())
+        {
+            if let Some(s) = store {
+                s.borrow_mut().record_lookup(soname, found.as_deref());
+            }
+        }
+        found
     }
 
     fn elf(&self, path: &Path) -> Result<ElfInfo, ElfError> {
         if let Some(i) = self.elves.borrow().get(path) {
             return Ok(i.clone());
         }
-        // Only the headers, dynamic section, strings and version sections
-        // are read: a 40 MiB MPI library costs a few pages, not a 40 MiB
-        // copy (about 23 ms here), at every container launch.
-        let name = path.display().to_string();
-        let f = std::fs::File::open(path).map_err(|source| ElfError::Read {
-            path: name.clone(),
-            source,
-        })?;
-        let info = ElfInfo::read_sparse(&f, &name)?;
+        let store = self.store();
+        // A non-root launch gets cached facts only of files it can read
+        // itself, as it would without the cache.
+        let cached = store
+            .and_then(|s| s.borrow_mut().elf(path))
+            .filter(|_| nix::unistd::geteuid().is_root() || readable(path));
+        let info = match cached {
+            Some(i) => i,
+            None => {
+                // Only the headers, dynamic section, strings and version
+                // sections are read: a 40 MiB MPI library costs a few
+                // pages, not a 40 MiB copy (about 23 ms here).
+                let name = path.display().to_string();
+                let f = std::fs::File::open(path).map_err(|source| ElfError::Read {
+                    path: name.clone(),
+                    source,
+                })?;
+                let info = ElfInfo::read_sparse(&f, &name)?;
+                // The identity of the file read, not of what the path
+                // names a moment later.
+                if let (Some(s), Ok(m)) = (store, f.metadata()) {
+                    s.borrow_mut().record_elf(path, FileKey::of(&m), &info);
+                }
+                info
+            }
+        };
         self.elves
             .borrow_mut()
             .insert(path.to_owned(), info.clone());
@@ -296,6 +369,63 @@ mod tests {
         assert_eq!(h.elf(&libc).unwrap(), info);
         assert!(h.elf(Path::new("/etc/hostname")).is_err());
         assert!(h.elf(Path::new("/nonexistent.so")).is_err());
+    }
+
+    #[test]
+    fn cached_host_answers_like_the_uncached_one_and_rereads_changed_files() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // only root writes the per-boot cache
+        }
+        let t = crate::testutil::TempDir::new("realhost-cache");
+        let mut policy = hpcc_config::Policy::default();
+        policy.cache.dir = t.0.join("cache");
+        let ld = Path::new("/etc/ld.so.cache");
+        let plain = RealHost::new(ld);
+        let libc = plain.find_library("libc.so.6").unwrap();
+        // A library of our own, to rewrite.
+        let lib = t.0.join("libown.so");
+        std::fs::copy(&libc, &lib).unwrap();
+        let names = ["libc.so.6", "libm.so.6", "libhpcc-none.so.9"];
+
+        let cold = RealHost::for_policy(ld, &policy);
+        for n in names {
+            assert_eq!(cold.find_library(n), plain.find_library(n), "{n}");
+        }
+        assert_eq!(cold.elf(&libc).unwrap(), plain.elf(&libc).unwrap());
+        assert_eq!(cold.elf(&lib).unwrap().soname.as_deref(), Some("libc.so.6"));
+        cold.save();
+
+        // Warm: the same answers, and the host linker cache is not even
+        // parsed.
+        let warm = RealHost::for_policy(ld, &policy);
+        for n in names {
+            assert_eq!(warm.find_library(n), plain.find_library(n), "{n}");
+        }
+        assert_eq!(warm.elf(&libc).unwrap(), plain.elf(&libc).unwrap());
+        assert!(
+            warm.cache.get().is_none(),
+            "the host linker cache was parsed"
+        );
+
+        // The library replaced by another: its new facts, not the cached.
+        let libm = plain.find_library("libm.so.6").unwrap();
+        std::fs::copy(&libm, &lib).unwrap();
+        let after = RealHost::for_policy(ld, &policy);
+        assert_eq!(
+            after.elf(&lib).unwrap().soname.as_deref(),
+            Some("libm.so.6")
+        );
+        after.save();
+        let again = RealHost::for_policy(ld, &policy);
+        assert_eq!(
+            again.elf(&lib).unwrap().soname.as_deref(),
+            Some("libm.so.6")
+        );
+
+        // A policy without the cache neither reads nor writes it.
+        policy.cache.enabled = false;
+        let off = RealHost::for_policy(ld, &policy);
+        assert!(off.store().is_none());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 pub mod cdi;
 pub mod gpu;
 pub mod host;
+pub mod hostcache;
 pub mod image;
 pub mod ldcache;
 pub mod libfabric;
