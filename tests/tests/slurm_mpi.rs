@@ -165,6 +165,12 @@ fn setup() -> Result<Env, String> {
         plugstack: Some(plugstack),
         n2_cpuinfo: Some(cpuinfo),
         kill_signal: Some("KILL".into()),
+        // As packaging/slurm/oci.conf: a cancel during the launch is seen
+        // by the start gate.
+        control: Some(format!(
+            "{} --hpcc-slurm --hpcc-runtime=/usr/sbin/runc",
+            runtime.display()
+        )),
     };
     match slurm2::start(&knobs) {
         Ok(()) => {}
@@ -188,6 +194,9 @@ fn text(b: &[u8]) -> String {
 /// A bundle of a fixture image (`mpich-ring`, `ompi-ring`) with these
 /// annotations and a unique test tag.
 fn bundle(name: &str, image: &str, annotations: &[(&str, &str)]) -> (Bundle, String) {
+    // The fixtures are built by the rig's setup: in a fresh clone the first
+    // test to run must not look for them before that.
+    env();
     let rootfs = work_dir().join("rootfs").join(image);
     assert!(rootfs.is_dir(), "{} was not built", rootfs.display());
     let mut b = Bundle::new(&format!("slurm-mpi-{name}"), &rootfs);
