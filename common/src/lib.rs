@@ -9,6 +9,7 @@
 pub mod annotations;
 pub mod apply;
 pub mod collections;
+pub mod date;
 pub(crate) mod elf;
 pub mod fingerprint;
 pub mod handoff;

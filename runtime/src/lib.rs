@@ -191,8 +191,9 @@ fn log_error(path: &Path, msg: &str) {
     use std::os::unix::fs::OpenOptionsExt;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let record = serde_json::json!({"level": "error", "msg": msg, "time": rfc3339(now)});
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let record =
+        serde_json::json!({"level": "error", "msg": msg, "time": hpcc_common::date::rfc3339(now)});
     let f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -202,26 +203,6 @@ fn log_error(path: &Path, msg: &str) {
     if let Ok(mut f) = f {
         let _ = writeln!(f, "{record}");
     }
-}
-
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days).
-fn rfc3339(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// The generic mode: any engine's bundle.
@@ -329,9 +310,6 @@ mod tests {
 
     #[test]
     fn runc_log_records_carry_the_line_and_a_utc_time() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         let d = std::env::temp_dir().join(format!("hpcc-rtlog-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
@@ -341,6 +319,11 @@ mod tests {
             serde_json::from_str(std::fs::read_to_string(&p).unwrap().trim()).unwrap();
         assert_eq!(v["level"], "error");
         assert_eq!(v["msg"], "hpcc: refused to start container x: \"why\"");
+        let t = v["time"].as_str().unwrap();
+        assert!(
+            t.len() == 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{t}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
