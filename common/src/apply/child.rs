@@ -401,6 +401,19 @@ fn pidfd(pid: libc::pid_t) -> Option<std::os::fd::OwnedFd> {
     (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Waits for a child's exit to be ready, until `deadline`: on its pidfd
+/// when there is one, else 200 µs.
+fn pause_until(pidfd: Option<&std::os::fd::OwnedFd>, deadline: Instant) -> Result<(), HelperError> {
+    match pidfd {
+        Some(fd) => poll_until(fd.as_raw_fd(), libc::POLLIN, deadline),
+        None if Instant::now() >= deadline => Err(timed_out()),
+        None => {
+            std::thread::sleep(Duration::from_micros(200));
+            Ok(())
+        }
+    }
+}
+
 /// Waits for our child `pid` until `deadline`: at once when it exits
 /// (pidfd), else by polling every 200 µs.
 fn wait_pid_until(
@@ -423,15 +436,7 @@ fn wait_pid_until(
             }
             continue;
         }
-        match &fd {
-            Some(fd) => poll_until(fd.as_raw_fd(), libc::POLLIN, deadline)?,
-            None => {
-                if Instant::now() >= deadline {
-                    return Err(timed_out());
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
+        pause_until(fd.as_ref(), deadline)?;
     }
 }
 
@@ -617,15 +622,7 @@ fn wait_until(
         if let Some(s) = child.try_wait()? {
             return Ok(s);
         }
-        match &fd {
-            Some(fd) => poll_until(fd.as_raw_fd(), libc::POLLIN, deadline)?,
-            None => {
-                if Instant::now() >= deadline {
-                    return Err(timed_out());
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
+        pause_until(fd.as_ref(), deadline)?;
     }
 }
 
