@@ -425,18 +425,6 @@ fn python(scan: &Scan, p: &mut Proposals) {
     }
 }
 
-fn path_dirs(image: &Image) -> Vec<String> {
-    image
-        .config
-        .env_var("PATH")
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .split(':')
-        .filter(|d| d.starts_with('/'))
-        .take(32)
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Finds an executable named `name` in `PATH` (resolved in the tree).
 pub fn which(scan: &Scan, dirs: &[String], name: &str) -> Option<(String, String)> {
     dirs.iter().find_map(|d| {
@@ -447,7 +435,7 @@ pub fn which(scan: &Scan, dirs: &[String], name: &str) -> Option<(String, String
 }
 
 fn shells_and_tools(image: &Image, scan: &Scan, p: &mut Proposals) {
-    let mut dirs = path_dirs(image);
+    let mut dirs = image.path_dirs();
     for d in ["/bin", "/usr/bin"] {
         if !dirs.iter().any(|x| x == d) {
             dirs.push(d.to_owned());
@@ -464,7 +452,7 @@ fn shells_and_tools(image: &Image, scan: &Scan, p: &mut Proposals) {
     if !shells.is_empty() {
         p.add("shell.implementation", shells.join(","), ev);
     }
-    let dirs = path_dirs(image);
+    let dirs = image.path_dirs();
     let mut tools = Vec::new();
     let mut ev = Vec::new();
     for t in TOOLS {

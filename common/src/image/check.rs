@@ -278,18 +278,6 @@ pub fn check(image: &Image, limits: &Limits) -> Result<CheckReport, ImageError> 
     Ok(r)
 }
 
-fn path_dirs(image: &Image) -> Vec<String> {
-    image
-        .config
-        .env_var("PATH")
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .split(':')
-        .filter(|d| d.starts_with('/'))
-        .take(32)
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Resolves a command as the runtime would: absolute, or through `PATH`.
 fn find_command(scan: &Scan, dirs: &[String], cmd: &str) -> Option<(String, String)> {
     if cmd.starts_with('/') {
@@ -306,7 +294,7 @@ fn behaviour(
     limits: &Limits,
     r: &mut CheckReport,
 ) -> Result<(), ImageError> {
-    let dirs = path_dirs(image);
+    let dirs = image.path_dirs();
     let ep = image.config.entrypoint.clone().unwrap_or_default();
     let cmd = image.config.cmd.clone().unwrap_or_default();
     let show = |v: &[String]| format!("{v:?}");

@@ -761,6 +761,19 @@ pub fn host_goarch() -> &'static str {
 }
 
 impl Image {
+    /// The absolute directories of the config's `PATH` (the usual default
+    /// when it sets none), at most 32: where its programs are looked for.
+    pub fn path_dirs(&self) -> Vec<String> {
+        self.config
+            .env_var("PATH")
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .take(32)
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Opens an image: index, manifest and config, all verified. No layer
     /// is read.
     pub fn open(r: &ImageRef, limits: &Limits) -> Result<Image, ImageError> {
