@@ -8,9 +8,8 @@
 //! on the runtime and which must reach the real one. [`command`] describes
 //! hpcc's own options with clap for the man page.
 //!
-//! Only `create`, `run` and `restore` are acted on, and in the Slurm mode
-//! `kill` and `delete` (the start gate, [`crate::gate`]); the rest
-//! (`start`, `state`, `exec`, `features`, ...) goes to the real runtime as
+//! Only `create` and `run` are acted on; the rest (`start`, `state`,
+//! `kill`, `delete`, `exec`, `features`, ...) goes to the real runtime as
 //! is. The command word is found after the runtime's global options (runc
 //! and crun: `--root DIR`, `--log FILE`, `--log-format F`, `--log-level L`,
 //! `--criu PATH`, `--rootless BOOL`, `--cgroup-manager M`, flags).
@@ -92,24 +91,6 @@ pub struct Launch {
     pub id: String,
     /// `--preserve-fds` already given.
     pub preserve_fds: u32,
-}
-
-/// `kill` or `delete`: the commands the Slurm mode's start gate acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlCommand {
-    /// `kill [-a] ID [SIGNAL]`.
-    Kill,
-    /// `delete [--force] ID`.
-    Delete,
-}
-
-/// A `kill` or `delete` command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Control {
-    /// Which.
-    pub command: ControlCommand,
-    /// The container id.
-    pub id: String,
 }
 
 /// A parsed command line.
@@ -224,8 +205,25 @@ impl Args {
     /// a second id, is an error: the runtime must start exactly the bundle
     /// hpcc checked.
     pub fn launch(&self) -> Result<Option<Launch>, UsageError> {
-        let args = self.strings();
-        let at = self.command_at();
+        let args: Vec<String> = self
+            .runtime
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut i = 0;
+        while i < args.len() {
+            let a = &args[i];
+            if VALUED_GLOBALS.contains(&a.as_str()) {
+                i += 2;
+                continue;
+            }
+            if a.starts_with('-') {
+                i += 1;
+                continue;
+            }
+            break;
+        }
+        let at = i;
         let Some(command) = args.get(at) else {
             return Ok(None);
         };
@@ -312,74 +310,6 @@ impl Args {
         }))
     }
 
-    /// The runtime's arguments as text.
-    fn strings(&self) -> Vec<String> {
-        self.runtime
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
-    }
-
-    /// Index of the command word: the first argument after the runtime's
-    /// global options (`args.len()` when there is none).
-    fn command_at(&self) -> usize {
-        let args = self.strings();
-        let mut i = 0;
-        while i < args.len() {
-            let a = &args[i];
-            if VALUED_GLOBALS.contains(&a.as_str()) {
-                i += 2;
-                continue;
-            }
-            if a.starts_with('-') {
-                i += 1;
-                continue;
-            }
-            break;
-        }
-        i
-    }
-
-    /// A global option's value (`--root DIR` or `--root=DIR`), given before
-    /// the command word.
-    pub fn global(&self, name: &str) -> Option<String> {
-        let args = self.strings();
-        let head = &args[..self.command_at().min(args.len())];
-        let mut found = None;
-        let mut i = 0;
-        while i < head.len() {
-            let a = &head[i];
-            if a == name {
-                found = head.get(i + 1).cloned();
-                i += 2;
-                continue;
-            }
-            if let Some(v) = a.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
-                found = Some(v.to_owned());
-            }
-            i += if VALUED_GLOBALS.contains(&a.as_str()) {
-                2
-            } else {
-                1
-            };
-        }
-        found
-    }
-
-    /// The `kill` or `delete` command of these arguments and its container
-    /// id (the first word after the command's flags), `None` for any other.
-    pub fn control(&self) -> Option<Control> {
-        let args = self.strings();
-        let at = self.command_at();
-        let command = match args.get(at)?.as_str() {
-            "kill" => ControlCommand::Kill,
-            "delete" => ControlCommand::Delete,
-            _ => return None,
-        };
-        let id = args[at + 1..].iter().find(|a| !a.starts_with('-'))?.clone();
-        Some(Control { command, id })
-    }
-
     /// The runtime's `--log FILE` (global option), where containerd's and
     /// docker's runc shim look for the error of a failed `create`.
     pub fn log_file(&self) -> Option<PathBuf> {
@@ -453,9 +383,7 @@ libraries, the container's linker cache, devices with their cgroup rules, enviro
 executes the real runtime. A refusal exits 3 with one line on stderr (and in the runtime's --log \
 file). Every other command goes to the real runtime unchanged. With --hpcc-slurm (oci.conf \
 RunTimeRun) only slurmstepd's spooled configs are edited, the decision is taken under the step \
-policy the SPANK plugin left, and MPI steps are wired (PMI-2 socket, PMIx, the node's namespaces); \
-as RunTimeKill and RunTimeDelete it also kills a container whose step was cancelled while it was \
-being launched (the start gate).",
+policy the SPANK plugin left, and MPI steps are wired (PMI-2 socket, PMIx, the node's namespaces).",
         )
         .override_usage("hpcc-runtime [--hpcc-KEY=VALUE]... RUNTIME-ARGS...")
         .arg(opt("hpcc-config", "PATH", "The policy [default: /etc/hpcc/hook.toml]"))
@@ -464,7 +392,7 @@ being launched (the start gate).",
             Arg::new("hpcc-slurm")
                 .long("hpcc-slurm")
                 .action(ArgAction::SetTrue)
-                .help("Slurm mode (oci.conf RunTimeRun, RunTimeKill, RunTimeDelete)"),
+                .help("Slurm mode (oci.conf RunTimeRun)"),
         )
         .arg(opt("hpcc-spool", "DIR", "Slurm mode: SlurmdSpoolDir [default: from slurm.conf]"))
         .arg(opt("hpcc-state", "DIR", "Slurm mode: the SPANK plugin's step files [default: /run/hpcc/slurm]"))
@@ -610,43 +538,6 @@ mod tests {
             Args::parse(os(&["run", "--help"])).unwrap().launch(),
             Ok(None)
         );
-    }
-
-    #[test]
-    fn kill_and_delete_with_their_id_and_the_global_root() {
-        let a = Args::parse(os(&[
-            "--hpcc-slurm",
-            "--root=/run/slurm-oci",
-            "kill",
-            "-a",
-            "n1.1000.7.0.0",
-            "KILL",
-        ]))
-        .unwrap();
-        assert_eq!(
-            a.control(),
-            Some(Control {
-                command: ControlCommand::Kill,
-                id: "n1.1000.7.0.0".into()
-            })
-        );
-        assert_eq!(a.global("--root").as_deref(), Some("/run/slurm-oci"));
-        let d = Args::parse(os(&[
-            "--log", "/l", "--root", "/r", "delete", "--force", "c1",
-        ]))
-        .unwrap();
-        assert_eq!(
-            d.control().map(|c| (c.command, c.id)),
-            Some((ControlCommand::Delete, "c1".into()))
-        );
-        assert_eq!(d.global("--root").as_deref(), Some("/r"));
-        assert_eq!(d.global("--criu"), None);
-        // A --root after the command word is not the global option.
-        let k = Args::parse(os(&["kill", "--root=/x", "c"])).unwrap();
-        assert_eq!(k.global("--root"), None);
-        for other in [&["state", "c"][..], &["kill"], &["run", "c"], &[]] {
-            assert_eq!(Args::parse(os(other)).unwrap().control(), None, "{other:?}");
-        }
     }
 
     #[test]

@@ -18,12 +18,10 @@
 //! - [`args`]: the command line;
 //! - [`bundle`]: reading and writing `config.json`;
 //! - [`slurm`]: the Slurm mode (spool checks, the plugin's decision, MPI);
-//! - [`gate`]: the Slurm mode's start gate (a cancel during the launch);
 //! - [`pmi`]: PMI-2 ranks from Slurm's step variables.
 
 pub mod args;
 pub mod bundle;
-pub mod gate;
 pub mod pmi;
 pub mod slurm;
 
@@ -81,19 +79,6 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
         Err(e) => {
             eprintln!("hpcc-runtime: {e}");
             return exit::USAGE;
-        }
-        // Slurm's kill and delete also close the start gate of a launch
-        // still in progress (see [`gate`]).
-        Ok(None) if args.options.slurm && args.control().is_some() => {
-            let Some(c) = args.control() else {
-                return exit::USAGE;
-            };
-            return gate::control(
-                &passthrough_runtime(&args, &policy_path),
-                &args,
-                c.command,
-                &c.id,
-            );
         }
         // state, kill, delete...: never blocked by hpcc, even when its
         // policy is broken (a container must always be deletable).

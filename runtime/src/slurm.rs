@@ -23,14 +23,12 @@
 
 use crate::args::{Args, Launch};
 use crate::bundle::Config;
-use crate::gate::Gate;
 use crate::{pmi, refuse, runtime_path, write_plan, Next};
 use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::handoff;
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
 use hpcc_common::plan::{EnvVar, Mount, Tweaks, UserRequest};
-use hpcc_common::text::escape;
 use hpcc_config::Policy;
 use serde_json::Value;
 use std::os::fd::RawFd;
@@ -99,26 +97,6 @@ fn node_name(args: &Args) -> String {
 
 /// The Slurm mode's launch.
 pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
-    let gate = Gate::of(args, &l.id);
-    if let Some(g) = &gate {
-        g.starting();
-    }
-    let next = prepare_gated(args, l, policy_path);
-    // The last moment before the runtime: a kill that found no container
-    // yet has left its mark by now, or sees this process alive and waits.
-    match (&next, &gate) {
-        (Next::Exec { .. }, Some(g)) if g.cancelled() => {
-            eprintln!(
-                "hpcc-runtime: container {} not started: its step was cancelled during the launch",
-                escape(&l.id)
-            );
-            Next::Exit(launch::exit::ERROR)
-        }
-        _ => next,
-    }
-}
-
-fn prepare_gated(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     let conf = slurm_conf();
     let node = node_name(args);
     let spool = args

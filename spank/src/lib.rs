@@ -13,8 +13,10 @@
 //! - [`remote`]: slurmstepd: the step's decision in `user_init` (the
 //!   bundle read as the job user, the same core as `hpcc-hook` and
 //!   `hpcc-runtime`), its refusal in `task_init` (an error returned from
-//!   `user_init` is not shown to the srun user, SchedMD bug 7573), and the
-//!   step's file for `hpcc-runtime` removed at `exit`.
+//!   `user_init` is not shown to the srun user, SchedMD bug 7573), the
+//!   task renamed in `task_init_privileged` (a cancel before its exec is
+//!   otherwise lost), and the step's file for `hpcc-runtime` removed at
+//!   `exit`.
 //!
 //! Jobs without `--container` are untouched: no fingerprint, no file read.
 //! No panic crosses into Slurm: every callback runs under `catch_unwind`.
@@ -249,6 +251,26 @@ pub unsafe extern "C" fn slurm_spank_user_init(
     guard("user_init", move || {
         if slurm::context() == Context::Remote {
             remote::user_init(&spank, &STATE);
+        }
+        OK
+    })
+}
+
+/// Slurm's `slurm_spank_task_init_privileged` (remote, in each task right
+/// after its fork, as root): a container step's task renames itself so
+/// that a cancel before its exec is not lost ([`remote::task_init_privileged`]).
+///
+/// # Safety
+/// Called by Slurm with a valid handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_task_init_privileged(
+    _sp: ffi::spank_t,
+    _ac: c_int,
+    _av: *mut *mut c_char,
+) -> c_int {
+    guard("task_init_privileged", || {
+        if slurm::context() == Context::Remote {
+            remote::task_init_privileged(&STATE);
         }
         OK
     })

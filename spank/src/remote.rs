@@ -128,6 +128,39 @@ fn decide(
     st.step = Some((ids.job, ids.step));
 }
 
+/// The name a container step's task carries from its fork until it
+/// executes the runtime (at most 15 bytes: the kernel's `comm`).
+pub const STARTING_TASK_NAME: &str = "hpcc-starting";
+
+/// `task_init_privileged` (in each task, right after slurmstepd forked it):
+/// a container step's task renames itself from `slurmstepd`.
+///
+/// Why: a cancel that reaches a node while its tasks are forked but not yet
+/// executed is lost. Slurm's process tracking (proctrack/linuxproc and
+/// proctrack/cgroup) never signals a process named `slurmstepd`, to spare
+/// itself, and a task keeps that name until its exec. When one node
+/// refuses a step, srun cancels the others within milliseconds, often in
+/// exactly that window: the container then started and its MPI rank waited
+/// in `MPI_Init` for the refused node until srun gave up 32 s later (seen
+/// in 1 of 4 runs on the two-node rig). Renamed, the task is killed like
+/// any task, and its container never starts.
+pub fn task_init_privileged(state: &std::sync::Mutex<State>) {
+    if crate::lock(state).outcome.is_none() {
+        return;
+    }
+    let name = std::ffi::CString::new(STARTING_TASK_NAME).unwrap_or_default();
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
+    // bytes from a pointer valid for the call; it only renames this
+    // thread (the task's only one, just forked).
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        slurm::log(
+            Level::Info,
+            "hpcc: could not rename the starting task (a cancel before its exec may be lost)",
+        );
+    }
+}
+
 /// `task_init` (in each task, as the user, before the container runtime
 /// is executed). A refused step: the line, where srun shows it, then the
 /// whole step ended on every node (`slurm_kill_job_step`), so that the

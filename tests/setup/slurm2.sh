@@ -22,8 +22,6 @@
 #                                   "--root=/run/hpcc-slurm2-oci run %n.%u.%j.%s.%t -b %b"
 #                                   (may itself contain Slurm % patterns, e.g.
 #                                   "/path/wrapper --hpcc-node=%n")
-#   SLURM2_OCI_CONTROL=runc         command that RunTimeKill and RunTimeDelete run (e.g.
-#                                   "/path/hpcc-runtime --hpcc-slurm --hpcc-runtime=/usr/sbin/runc")
 #   SLURM2_OCI_KILL_SIGNAL=KILL     signal argument of RunTimeKill (default: none, i.e.
 #                                   runc's SIGTERM, which a container's pid 1 may ignore)
 #   SLURM2_PLUGSTACK=FILE           PlugStackConfig (default: an empty $SLURM2_DIR/etc/plugstack.conf)
@@ -134,7 +132,7 @@ net_down() {
 # -------------------------------------------------------------- config ------
 # Everything that start depends on; a change restarts the daemons.
 params() {
-  printf 'killsig=%s\ncontrol=%s\n' "${SLURM2_OCI_KILL_SIGNAL:-}" "${SLURM2_OCI_CONTROL:-runc}"
+  printf 'killsig=%s\n' "${SLURM2_OCI_KILL_SIGNAL:-}"
   printf 'runtime=%s\nplugstack=%s\nn1cpu=%s\nn2cpu=%s\ndebug=%s\nextra=%s\n' \
     "${SLURM2_OCI_RUNTIME:-runc}" "${SLURM2_PLUGSTACK:-$ETC/plugstack.conf}" \
     "${SLURM2_N1_CPUINFO:-}" "${SLURM2_N2_CPUINFO:-}" "${SLURM2_DEBUG:-info}" \
@@ -182,8 +180,8 @@ EOF
   cat >"$ETC/oci.conf" <<EOF
 # written by hpcc tests/setup/slurm2.sh
 RunTimeQuery="runc --root=$OCI_ROOT state %n.%u.%j.%s.%t"
-RunTimeKill="${SLURM2_OCI_CONTROL:-runc} --root=$OCI_ROOT kill -a %n.%u.%j.%s.%t${SLURM2_OCI_KILL_SIGNAL:+ $SLURM2_OCI_KILL_SIGNAL}"
-RunTimeDelete="${SLURM2_OCI_CONTROL:-runc} --root=$OCI_ROOT delete --force %n.%u.%j.%s.%t"
+RunTimeKill="runc --root=$OCI_ROOT kill -a %n.%u.%j.%s.%t${SLURM2_OCI_KILL_SIGNAL:+ $SLURM2_OCI_KILL_SIGNAL}"
+RunTimeDelete="runc --root=$OCI_ROOT delete --force %n.%u.%j.%s.%t"
 RunTimeRun="$rt --root=$OCI_ROOT run %n.%u.%j.%s.%t -b %b"
 EOF
   params >"$DIR/params"

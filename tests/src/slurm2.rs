@@ -37,9 +37,6 @@ pub struct Knobs {
     pub n2_cpuinfo: Option<PathBuf>,
     /// `SLURM2_OCI_KILL_SIGNAL` (RunTimeKill's signal).
     pub kill_signal: Option<String>,
-    /// `SLURM2_OCI_CONTROL`: the command RunTimeKill and RunTimeDelete run
-    /// before `--root=... kill|delete ...` (default runc).
-    pub control: Option<String>,
 }
 
 fn script() -> PathBuf {
@@ -97,7 +94,6 @@ pub fn start(k: &Knobs) -> Result<(), String> {
         k.n2_cpuinfo.as_ref().map(|p| p.display().to_string()),
     );
     set(&mut cmd, "SLURM2_OCI_KILL_SIGNAL", k.kill_signal.clone());
-    set(&mut cmd, "SLURM2_OCI_CONTROL", k.control.clone());
     let (out, took) = bounded(&mut cmd, START_BOUND);
     if out.status.success() {
         eprintln!("slurm2.sh start: up in {:.1} s", took.as_secs_f64());

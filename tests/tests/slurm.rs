@@ -144,18 +144,11 @@ fn env() -> &'static Env {
             "/etc/slurm/oci.conf",
             format!(
                 "RunTimeQuery=\"runc {rt} state %n.%u.%j.%s.%t\"\n\
-                 RunTimeKill=\"{ctl} {rt} kill -a %n.%u.%j.%s.%t KILL\"\n\
-                 RunTimeDelete=\"{ctl} {rt} delete --force %n.%u.%j.%s.%t\"\n\
+                 RunTimeKill=\"runc {rt} kill -a %n.%u.%j.%s.%t KILL\"\n\
+                 RunTimeDelete=\"runc {rt} delete --force %n.%u.%j.%s.%t\"\n\
                  RunTimeRun=\"{} --hpcc-slurm --hpcc-config={} --hpcc-node=%n {rt} run %n.%u.%j.%s.%t -b %b\"\n",
                 spy.display(),
-                policy.display(),
-                // As the shipped oci.conf (the start gate), without the spy,
-                // which counts launches only.
-                ctl = format!(
-                    "{} --hpcc-slurm --hpcc-config={}",
-                    runtime.display(),
-                    policy.display()
-                ),
+                policy.display()
             ),
         )
         .unwrap();

@@ -165,12 +165,6 @@ fn setup() -> Result<Env, String> {
         plugstack: Some(plugstack),
         n2_cpuinfo: Some(cpuinfo),
         kill_signal: Some("KILL".into()),
-        // As packaging/slurm/oci.conf: a cancel during the launch is seen
-        // by the start gate.
-        control: Some(format!(
-            "{} --hpcc-slurm --hpcc-runtime=/usr/sbin/runc",
-            runtime.display()
-        )),
     };
     match slurm2::start(&knobs) {
         Ok(()) => {}

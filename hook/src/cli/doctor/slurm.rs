@@ -391,52 +391,8 @@ fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
                     CHECK,
                     format!("{}: {key} runs {cmd} --hpcc-slurm", path.display()),
                 ));
-                control_commands(&text, path, &example, out);
             }
         }
-    }
-}
-
-/// Whether oci.conf's `key` runs hpcc-runtime in its Slurm mode.
-fn runs_hpcc_slurm(text: &str, key: &str) -> bool {
-    let conf = parse_conf(text);
-    setting(&conf, key).is_some_and(|v| {
-        let mut words = v.split_whitespace();
-        let first = words.next().unwrap_or_default();
-        Path::new(first)
-            .file_name()
-            .is_some_and(|n| n == "hpcc-runtime")
-            && words.any(|w| w == "--hpcc-slurm")
-    })
-}
-
-/// `RunTimeKill` and `RunTimeDelete` through hpcc-runtime close its start
-/// gate: without, a step cancelled while its container is being launched
-/// (every other node of a step that one node refused) keeps the container
-/// until Slurm abandons the step.
-fn control_commands(text: &str, path: &Path, example: &str, out: &mut Vec<Finding>) {
-    let missing: Vec<&str> = ["RunTimeKill", "RunTimeDelete"]
-        .into_iter()
-        .filter(|k| !runs_hpcc_slurm(text, k))
-        .collect();
-    if missing.is_empty() {
-        out.push(Finding::ok(
-            CHECK,
-            format!(
-                "{}: RunTimeKill and RunTimeDelete run hpcc-runtime --hpcc-slurm",
-                path.display()
-            ),
-        ));
-    } else {
-        out.push(Finding::warn(
-            CHECK,
-            format!(
-                "{}: {} not through hpcc-runtime --hpcc-slurm: a step cancelled while its container starts (the other nodes of a step one node refused) keeps that container until Slurm gives up on the step (about a minute)",
-                path.display(),
-                missing.join(" and ")
-            ),
-            format!("run them through {DEFAULT_RUNTIME} --hpcc-slurm, as in {example}"),
-        ));
     }
 }
 
@@ -465,10 +421,6 @@ mod tests {
         assert_eq!(key, "RunTimeRun");
         assert_eq!(cmd, DEFAULT_RUNTIME);
         assert!(slurm_mode, "the shipped oci.conf must use the Slurm mode");
-        for key in ["RunTimeKill", "RunTimeDelete"] {
-            assert!(runs_hpcc_slurm(oci, key), "{key} must close the start gate");
-        }
-        assert!(!runs_hpcc_slurm(oci, "RunTimeQuery"));
         let dir =
             std::env::temp_dir().join(format!("hpcc-doctor-plugstack-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("plugstack.conf.d")).unwrap();
@@ -523,34 +475,6 @@ mod tests {
             oci_conf(&f, &mut out);
             assert_eq!(out[0].status, status, "{out:?}");
         }
-        // Kill and delete straight to runc: a warning that says what it costs.
-        let run = format!(
-            "RunTimeRun=\"{} --hpcc-slurm --root=/r run %n -b %b\"\n",
-            rt.display()
-        );
-        std::fs::write(
-            &f,
-            format!("{run}RunTimeKill=\"runc --root=/r kill -a %n KILL\"\n"),
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        oci_conf(&f, &mut out);
-        assert_eq!(out[1].status, Status::Warn, "{out:?}");
-        assert!(
-            out[1].message.contains("RunTimeKill and RunTimeDelete"),
-            "{out:?}"
-        );
-        std::fs::write(
-            &f,
-            format!(
-                "{run}RunTimeKill=\"{rt} --hpcc-slurm --root=/r kill -a %n KILL\"\nRunTimeDelete=\"{rt} --hpcc-slurm --root=/r delete --force %n\"\n",
-                rt = rt.display()
-            ),
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        oci_conf(&f, &mut out);
-        assert_eq!(out[1].status, Status::Ok, "{out:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
