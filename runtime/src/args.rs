@@ -47,6 +47,11 @@ pub enum UsageError {
         /// The option as given.
         option: String,
     },
+    /// A global option of the runtime that hpcc-runtime does not know: it
+    /// could not tell whether it takes a value, and so which word is the
+    /// command.
+    #[error("runtime option {0:?} before the command: not one hpcc-runtime knows (runc and crun's --root, --log, --log-format, --log-level, --criu, --rootless, --cgroup-manager, --debug, --systemd-cgroup), refused so that a launch cannot pass unchecked")]
+    GlobalOption(String),
     /// A launch with more than one container id.
     #[error("`{command}` with more than one container id ({first:?}, {second:?})")]
     TwoIds {
@@ -111,6 +116,22 @@ const VALUED_GLOBALS: &[&str] = &[
     "--criu",
     "--rootless",
     "--cgroup-manager",
+];
+
+/// Global flags of runc and crun (no value). Any other global option is
+/// refused: runc also reads `-root DIR`, crun any unambiguous prefix
+/// (`--roo DIR`), and hpcc, not knowing that the option takes a value,
+/// would take `DIR` for the command word and let a `run` through unchecked.
+const GLOBAL_FLAGS: &[&str] = &[
+    "--debug",
+    "--systemd-cgroup",
+    "--help",
+    "-h",
+    "--version",
+    "-v",
+    "-V",
+    "--usage",
+    "-?",
 ];
 
 /// `create`/`run`/`restore` options of runc and crun that take a value.
@@ -217,9 +238,15 @@ impl Args {
                 i += 2;
                 continue;
             }
-            if a.starts_with('-') {
+            let known = GLOBAL_FLAGS.contains(&a.as_str())
+                || a.split_once('=')
+                    .is_some_and(|(k, _)| VALUED_GLOBALS.contains(&k));
+            if known {
                 i += 1;
                 continue;
+            }
+            if a.starts_with('-') {
+                return Err(UsageError::GlobalOption(a.clone()));
             }
             break;
         }
@@ -510,6 +537,41 @@ mod tests {
             Args::parse(os(&["run", "a", "b"])).unwrap().launch(),
             Err(UsageError::TwoIds { .. })
         ));
+        // Global options whose value hpcc cannot place: runc's single-dash
+        // long form, crun's prefixes, anything unknown.
+        for bad in [
+            &["-root", "/x", "run", "-b", "/b", "id"][..],
+            &["--roo", "/x", "run", "id"],
+            &["--weird", "state", "id"],
+            &["-root=/x", "run", "id"],
+        ] {
+            assert!(
+                matches!(
+                    Args::parse(os(bad)).unwrap().launch(),
+                    Err(UsageError::GlobalOption(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        // What engines pass is known.
+        let l = Args::parse(os(&[
+            "--debug",
+            "--log-format=json",
+            "--log",
+            "/l",
+            "--root=/r",
+            "--systemd-cgroup",
+            "--cgroup-manager=systemd",
+            "create",
+            "--bundle",
+            "/b",
+            "id",
+        ]))
+        .unwrap()
+        .launch()
+        .unwrap()
+        .unwrap();
+        assert_eq!((l.at, l.id.as_str()), (7, "id"));
         // Attached short value and restore are launches.
         let l = Args::parse(os(&["run", "-b/x", "-d", "id"]))
             .unwrap()
