@@ -96,7 +96,10 @@ mk() { # NAME ROOTFS ARGS HOOK(none|true|hpcc|sarus) ANNOTATIONS...
     # configuration is the hook's environment; the libraries are those
     # hpcc's plan mounts.
     sarus) ARGS=$args HOOK_STAGE=createContainer HOOK=$SARUS_MPI_HOOK bash tests/setup/make-bundle.sh "$rootfs" "$W/$name" "$@"
-           local deps; deps=$(jq -r '[.tweaks.mounts[1:][].source] | join(":")' "$W/plan.json")
+           # Files only: Sarus's hook mounts libraries, not the UCX module
+           # directory hpcc also mounts (so Sarus does slightly less here).
+           local deps; deps=$(jq -r '.tweaks.mounts[1:][].source' "$W/plan.json" |
+             while read -r p; do [ -f "$p" ] && printf '%s\n' "$p"; done | paste -sd: -)
            jq --arg deps "$deps" --arg ldc "$(command -v ldconfig || echo /sbin/ldconfig)" '.hooks.createContainer[0].env += [
                "MPI_LIBS=/usr/lib/x86_64-linux-gnu/libmpich.so.12", "MPI_DEPENDENCY_LIBS=" + $deps,
                "LDCONFIG_PATH=" + $ldc, "MPI_COMPATIBILITY_TYPE=major"]' \
@@ -112,7 +115,9 @@ jq -e '.tweaks.mounts | length > 1' "$W/plan.json" >/dev/null || { log "hpcc pla
 cp -a tests/work/rootfs/mpich-app "$W/mpich-host"
 libdir=$W/mpich-host/usr/lib/x86_64-linux-gnu
 jq -r '.tweaks.mounts[] | "\(.source) \(.destination)"' "$W/plan.json" | while read -r src dst; do
-  cp -L "$src" "$libdir/$(basename "$dst")"   # the file hpcc mounts, under the name it gets
+  # the file hpcc mounts, under the name it gets; a directory (UCX's
+  # transport modules) next to the libraries, where libucs looks for it
+  if [ -d "$src" ]; then cp -rL "$src" "$libdir/$(basename "$dst")"; else cp -L "$src" "$libdir/$(basename "$dst")"; fi
 done
 /sbin/ldconfig -r "$W/mpich-host"
 IMAGES_NOTE="baseline image = mpich-app + $(jq '.tweaks.mounts | length' "$W/plan.json") host libraries copied in (libmpich + its closure)"

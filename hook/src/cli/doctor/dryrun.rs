@@ -168,7 +168,7 @@ pub fn check(layout: &Layout, policy: Option<&Policy>, files: &[HookFile], out: 
             ("good", code) => Finding::fail(
                 CHECK,
                 format!("an image built for this node ({target}) was not let through (exit {code:?}){said}"),
-                "read the message above; `HPCC_LOG=debug` and `journalctl -t hpcc-hook` show the whole decision",
+                "read the message above; `journalctl -t hpcc-hook` shows the whole decision (policy [log] level = \"debug\" for more)",
             ),
             (_, Some(3)) => Finding::ok(
                 CHECK,
