@@ -52,6 +52,12 @@ pub enum UsageError {
     /// command.
     #[error("runtime option {0:?} before the command: not one hpcc-runtime knows (runc and crun's --root, --log, --log-format, --log-level, --criu, --rootless, --cgroup-manager, --debug, --systemd-cgroup), refused so that a launch cannot pass unchecked")]
     GlobalOption(String),
+    /// A launch without `--bundle` whose current directory cannot be read.
+    #[error("`{command}` without --bundle, and the current directory cannot be read")]
+    NoBundle {
+        /// `create`, `run` or `restore`.
+        command: String,
+    },
     /// A launch with more than one container id.
     #[error("`{command}` with more than one container id ({first:?}, {second:?})")]
     TwoIds {
@@ -238,15 +244,26 @@ impl Args {
                 i += 2;
                 continue;
             }
+            // `--root=DIR`, and Go's `--debug=true` for a flag.
             let known = GLOBAL_FLAGS.contains(&a.as_str())
                 || a.split_once('=')
-                    .is_some_and(|(k, _)| VALUED_GLOBALS.contains(&k));
+                    .is_some_and(|(k, _)| VALUED_GLOBALS.contains(&k) || GLOBAL_FLAGS.contains(&k));
             if known {
                 i += 1;
                 continue;
             }
             if a.starts_with('-') {
-                return Err(UsageError::GlobalOption(a.clone()));
+                // Which word is the command is unknown from here. A launch
+                // word anywhere after must not pass unchecked; anything
+                // else (state, kill, delete with another runtime's options)
+                // goes to the runtime: a container must stay deletable.
+                let launch_later = args[i + 1..]
+                    .iter()
+                    .any(|w| matches!(w.as_str(), "create" | "run" | "restore"));
+                if launch_later {
+                    return Err(UsageError::GlobalOption(a.clone()));
+                }
+                return Ok(None);
             }
             break;
         }
@@ -258,9 +275,6 @@ impl Args {
             return Ok(None);
         }
         let rest = &args[at + 1..];
-        if rest.iter().any(|a| a == "--help" || a == "-h") {
-            return Ok(None);
-        }
         let unknown = |option: &str| UsageError::LaunchOption {
             command: command.clone(),
             option: option.to_owned(),
@@ -274,6 +288,11 @@ impl Args {
             j += 1;
             if a == "--" {
                 return Err(unknown(a));
+            }
+            // Help only as a flag: `--pid-file --help` is a value, and the
+            // runtime would launch.
+            if a == "--help" || a == "-h" {
+                return Ok(None);
             }
             if !a.starts_with('-') || a == "-" {
                 if let Some(first) = &id {
@@ -290,8 +309,13 @@ impl Args {
             // its value attached (-b/x, as crun's argp takes it).
             let (flag, inline) = match a.split_once('=') {
                 Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+                // Only an absolute path: Go's flag package reads `-b=/x`
+                // and `-bundle=/x` as the bundle /x, which hpcc would take
+                // for `=/x` or `undle=/x`.
                 _ => match a.strip_prefix("-b") {
-                    Some(v) if !v.is_empty() && !a.starts_with("--") => ("-b", Some(v.to_owned())),
+                    Some(v) if v.starts_with('/') && !a.starts_with("--") => {
+                        ("-b", Some(v.to_owned()))
+                    }
                     _ => (a.as_str(), None),
                 },
             };
@@ -328,9 +352,11 @@ impl Args {
             command: command.clone(),
             at,
             // runc's default bundle is the current directory.
-            bundle: match bundle.or_else(|| std::env::current_dir().ok()) {
+            bundle: match bundle {
                 Some(b) => b,
-                None => return Ok(None),
+                None => std::env::current_dir().map_err(|_| UsageError::NoBundle {
+                    command: command.clone(),
+                })?,
             },
             id,
             preserve_fds,
@@ -537,12 +563,32 @@ mod tests {
             Args::parse(os(&["run", "a", "b"])).unwrap().launch(),
             Err(UsageError::TwoIds { .. })
         ));
-        // Global options whose value hpcc cannot place: runc's single-dash
-        // long form, crun's prefixes, anything unknown.
+        // Help given as an option's value is a value: the runtime launches,
+        // so hpcc checks that bundle.
+        for (args, bundle) in [
+            (
+                &["create", "--bundle", "/b", "--pid-file", "--help", "id"][..],
+                "/b",
+            ),
+            (
+                &["create", "--pid-file", "-h", "-b", "/evil", "id"],
+                "/evil",
+            ),
+        ] {
+            let l = Args::parse(os(args)).unwrap().launch().unwrap();
+            assert_eq!(l.map(|l| l.bundle), Some(PathBuf::from(bundle)), "{args:?}");
+        }
+        // Go's single-dash forms of the bundle are not what they seem.
+        for bad in [&["run", "-b=/x", "id"][..], &["run", "-bundle=/x", "id"]] {
+            assert!(Args::parse(os(bad)).unwrap().launch().is_err(), "{bad:?}");
+        }
+        // Global options whose value hpcc cannot place before a launch
+        // word: runc's single-dash long form, crun's prefixes, anything
+        // unknown.
         for bad in [
             &["-root", "/x", "run", "-b", "/b", "id"][..],
             &["--roo", "/x", "run", "id"],
-            &["--weird", "state", "id"],
+            &["--weird", "create", "id"],
             &["-root=/x", "run", "id"],
         ] {
             assert!(
@@ -553,6 +599,26 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // Without a launch word the runtime gets them: a container stays
+        // deletable whatever options an admin's runtime takes.
+        for ok in [
+            &["--weird", "delete", "id"][..],
+            &[
+                "--debug=true",
+                "--systemd-cgroup=true",
+                "delete",
+                "--force",
+                "id",
+            ],
+            &["--platform-flag", "x", "state", "id"],
+        ] {
+            assert_eq!(Args::parse(os(ok)).unwrap().launch(), Ok(None), "{ok:?}");
+        }
+        assert!(Args::parse(os(&["--debug=true", "run", "-b", "/b", "id"]))
+            .unwrap()
+            .launch()
+            .unwrap()
+            .is_some());
         // What engines pass is known.
         let l = Args::parse(os(&[
             "--debug",
