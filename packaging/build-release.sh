@@ -86,10 +86,10 @@ install -m 0644 packaging/slurm/plugstack.conf packaging/slurm/oci.conf \
 mkdir -p "$STAGE/examples/rpm"
 sed 's|/usr/lib/x86_64-linux-gnu/slurm-wlm/|/usr/lib64/slurm/|' \
   packaging/slurm/plugstack.conf >"$STAGE/examples/rpm/plugstack.conf"
-sed 's|^RunTimeRun="/usr/libexec/hpcc/hpcc-runtime |&--hpcc-runc=/usr/bin/runc |' \
+sed 's|^RunTimeRun="exec /usr/libexec/hpcc/hpcc-runtime |&--hpcc-runtime=/usr/bin/runc |' \
   packaging/slurm/oci.conf >"$STAGE/examples/rpm/oci.conf"
 grep -q /usr/lib64/slurm/hpcc_spank.so "$STAGE/examples/rpm/plugstack.conf" &&
-  grep -q -- --hpcc-runc=/usr/bin/runc "$STAGE/examples/rpm/oci.conf" ||
+  grep -q -- --hpcc-runtime=/usr/bin/runc "$STAGE/examples/rpm/oci.conf" ||
   { log "error: packaging/slurm/*.conf changed shape: fix the RPM variants above"; exit 1; }
 
 # The plugin's Slurm release, as hpcc --version reports it.

@@ -460,7 +460,7 @@ policy the SPANK plugin left, and MPI steps are wired (PMI-2 socket, PMIx, the n
         .after_help(
             "Exit status: the real runtime's once it runs; 2 bad command line; 3 refused by policy; \
 4 hpcc failed (on_error = \"refuse\").\n\nExample (/etc/slurm/oci.conf):\n  \
-RunTimeRun=\"/usr/libexec/hpcc/hpcc-runtime --hpcc-slurm --hpcc-node=%n --rootless=true \
+RunTimeRun=\"exec /usr/libexec/hpcc/hpcc-runtime --hpcc-slurm --hpcc-node=%n --rootless=true \
 --root=/run/user-oci/%u run %n.%u.%j.%s.%t -b %b\"",
         )
 }

@@ -14,8 +14,9 @@
 //!   bundle read as the job user, the same core as `hpcc-hook` and
 //!   `hpcc-runtime`), its refusal in `task_init` (an error returned from
 //!   `user_init` is not shown to the srun user, SchedMD bug 7573), the
-//!   task renamed in `task_init_privileged` (a cancel before its exec is
-//!   otherwise lost), and the step's file for `hpcc-runtime` removed at
+//!   task renamed in `task_init_privileged`, slurmstepd waiting for that
+//!   in `task_post_fork` (with proctrack/linuxproc a cancel before the
+//!   task's exec is otherwise lost), and the step's file for `hpcc-runtime` removed at
 //!   `exit`.
 //!
 //! Jobs without `--container` are untouched: no fingerprint, no file read.
@@ -271,6 +272,28 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
     guard("task_init_privileged", || {
         if slurm::context() == Context::Remote {
             remote::task_init_privileged(&STATE);
+        }
+        OK
+    })
+}
+
+/// Slurm's `slurm_spank_task_post_fork` (remote, in slurmstepd once per
+/// task, before the tasks are released): waits for the task's rename
+/// ([`remote::task_post_fork`]).
+///
+/// # Safety
+/// Called by Slurm with a valid handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_task_post_fork(
+    sp: ffi::spank_t,
+    _ac: c_int,
+    _av: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: the handle of this callback.
+    let spank = unsafe { Spank::from_raw(sp) };
+    guard("task_post_fork", move || {
+        if slurm::context() == Context::Remote {
+            remote::task_post_fork(&spank, &STATE);
         }
         OK
     })

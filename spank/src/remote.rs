@@ -132,18 +132,23 @@ fn decide(
 /// executes the runtime (at most 15 bytes: the kernel's `comm`).
 pub const STARTING_TASK_NAME: &str = "hpcc-starting";
 
+/// How long slurmstepd waits, per task, for the task to take that name.
+const RENAME_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `task_init_privileged` (in each task, right after slurmstepd forked it):
 /// a container step's task renames itself from `slurmstepd`.
 ///
-/// Why: a cancel that reaches a node while its tasks are forked but not yet
-/// executed is lost. Slurm's process tracking (proctrack/linuxproc and
-/// proctrack/cgroup) never signals a process named `slurmstepd`, to spare
-/// itself, and a task keeps that name until its exec. When one node
-/// refuses a step, srun cancels the others within milliseconds, often in
-/// exactly that window: the container then started and its MPI rank waited
-/// in `MPI_Init` for the refused node until srun gave up 32 s later (seen
-/// in 1 of 4 runs on the two-node rig). Renamed, the task is killed like
-/// any task, and its container never starts.
+/// Why: with proctrack/linuxproc, a cancel that reaches a node while its
+/// tasks are forked but not yet executed is lost: that plugin never
+/// signals a process named `slurmstepd`, to spare slurmstepd itself, and a
+/// task keeps that name until its exec (proctrack/cgroup signals forked
+/// tasks by parentage, and is not affected). When one node refuses a step,
+/// srun cancels the others within milliseconds, often in exactly that
+/// window: the container then started and its MPI rank waited in
+/// `MPI_Init` for the refused node until srun gave up 32 s later (1 of 4
+/// runs on the two-node rig). Renamed, the task is killed like any task,
+/// and its container never starts. [`task_post_fork`] makes slurmstepd
+/// wait for the rename before it releases the tasks.
 pub fn task_init_privileged(state: &std::sync::Mutex<State>) {
     if crate::lock(state).outcome.is_none() {
         return;
@@ -159,6 +164,51 @@ pub fn task_init_privileged(state: &std::sync::Mutex<State>) {
             "hpcc: could not rename the starting task (a cancel before its exec may be lost)",
         );
     }
+}
+
+/// `task_post_fork` (in slurmstepd, once per task, before it releases the
+/// tasks and marks the step running, which is what a cancel waits for):
+/// waits, at most [`RENAME_WAIT`], until the task has taken its new name
+/// or has ended. Without the wait a slow task could still be called
+/// `slurmstepd` when the cancel comes.
+pub fn task_post_fork(spank: &Spank, state: &std::sync::Mutex<State>) {
+    if crate::lock(state).outcome.is_none() {
+        return;
+    }
+    let Some(pid) = spank.task_pid() else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + RENAME_WAIT;
+    loop {
+        match task_name(pid) {
+            // Gone, or a zombie: nothing left to signal.
+            None => return,
+            Some(n) if n == STARTING_TASK_NAME => return,
+            Some(_) if std::time::Instant::now() >= deadline => {
+                slurm::log(
+                    Level::Info,
+                    &format!(
+                        "hpcc: task {pid} did not take its name within {} ms (a cancel before its exec may be lost)",
+                        RENAME_WAIT.as_millis()
+                    ),
+                );
+                return;
+            }
+            Some(_) => std::thread::sleep(std::time::Duration::from_micros(200)),
+        }
+    }
+}
+
+/// The `comm` of a live process (`None` when it is gone or a zombie).
+fn task_name(pid: libc::pid_t) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let state = stat.get(close + 1..)?.split_whitespace().next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    Some(stat.get(open + 1..close)?.to_owned())
 }
 
 /// `task_init` (in each task, as the user, before the container runtime
@@ -226,5 +276,34 @@ fn pass_pmi_env(spank: &Spank) {
 pub fn exit(state: &std::sync::Mutex<State>) {
     if let Some((dir, job, step)) = crate::lock(state).handoff.take() {
         handoff::remove(&dir, job, step);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_name_is_read_from_proc_and_a_gone_task_has_none() {
+        let me = task_name(std::process::id() as libc::pid_t).unwrap();
+        assert!(!me.is_empty() && me.len() <= 15, "{me:?}");
+        // A child that renames itself, as a task does, is seen renamed;
+        // once reaped it has no name.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "printf hpcc-starting > /proc/self/comm; sleep 5"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while task_name(pid).as_deref() != Some(STARTING_TASK_NAME) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", task_name(pid));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        // A zombie counts as gone.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(task_name(pid), None);
+        child.wait().unwrap();
+        assert_eq!(task_name(pid), None);
     }
 }

@@ -124,6 +124,16 @@ impl Spank {
         })
     }
 
+    /// The pid of the task of this callback (`S_TASK_PID`: remote
+    /// `task_post_fork` and later).
+    pub fn task_pid(&self) -> Option<libc::pid_t> {
+        let mut pid: libc::pid_t = 0;
+        // SAFETY: S_TASK_PID takes one pid_t *.
+        let rc =
+            unsafe { ffi::spank_get_item(self.0, ffi::S_TASK_PID, &mut pid as *mut libc::pid_t) };
+        (rc == ffi::ESPANK_SUCCESS && pid > 0).then_some(pid)
+    }
+
     /// A count item (`S_JOB_TOTAL_TASK_COUNT`, `S_JOB_NNODES`), where the
     /// context has it.
     pub fn count(&self, item: ffi::spank_item_t) -> Option<u32> {

@@ -259,7 +259,7 @@ if has slurm; then
 RunTimeQuery="runc --root=/run/slurm-oci state %n.%u.%j.%s.%t"
 RunTimeKill="runc --root=/run/slurm-oci kill -a %n.%u.%j.%s.%t"
 RunTimeDelete="runc --root=/run/slurm-oci delete --force %n.%u.%j.%s.%t"
-RunTimeRun="$1 --root=/run/slurm-oci run %n.%u.%j.%s.%t -b %b"
+RunTimeRun="exec $1 --root=/run/slurm-oci run %n.%u.%j.%s.%t -b %b"
 EOC
     }
     slurm_setup() {

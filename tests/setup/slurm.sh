@@ -87,7 +87,7 @@ $MARK
 RunTimeQuery="runc --root=$OCI_ROOT state %n.%u.%j.%s.%t"
 RunTimeKill="runc --root=$OCI_ROOT kill -a %n.%u.%j.%s.%t"
 RunTimeDelete="runc --root=$OCI_ROOT delete --force %n.%u.%j.%s.%t"
-RunTimeRun="${SLURM_OCI_RUNTIME:-runc} --root=$OCI_ROOT run %n.%u.%j.%s.%t -b %b"
+RunTimeRun="exec ${SLURM_OCI_RUNTIME:-runc} --root=$OCI_ROOT run %n.%u.%j.%s.%t -b %b"
 EOF2
   fi
   if [ ! -e "$PLUGSTACK" ]; then

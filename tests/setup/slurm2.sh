@@ -182,7 +182,7 @@ EOF
 RunTimeQuery="runc --root=$OCI_ROOT state %n.%u.%j.%s.%t"
 RunTimeKill="runc --root=$OCI_ROOT kill -a %n.%u.%j.%s.%t${SLURM2_OCI_KILL_SIGNAL:+ $SLURM2_OCI_KILL_SIGNAL}"
 RunTimeDelete="runc --root=$OCI_ROOT delete --force %n.%u.%j.%s.%t"
-RunTimeRun="$rt --root=$OCI_ROOT run %n.%u.%j.%s.%t -b %b"
+RunTimeRun="exec $rt --root=$OCI_ROOT run %n.%u.%j.%s.%t -b %b"
 EOF
   params >"$DIR/params"
 }

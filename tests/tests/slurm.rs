@@ -146,7 +146,7 @@ fn env() -> &'static Env {
                 "RunTimeQuery=\"runc {rt} state %n.%u.%j.%s.%t\"\n\
                  RunTimeKill=\"runc {rt} kill -a %n.%u.%j.%s.%t KILL\"\n\
                  RunTimeDelete=\"runc {rt} delete --force %n.%u.%j.%s.%t\"\n\
-                 RunTimeRun=\"{} --hpcc-slurm --hpcc-config={} --hpcc-node=%n {rt} run %n.%u.%j.%s.%t -b %b\"\n",
+                 RunTimeRun=\"exec {} --hpcc-slurm --hpcc-config={} --hpcc-node=%n {rt} run %n.%u.%j.%s.%t -b %b\"\n",
                 spy.display(),
                 policy.display()
             ),

@@ -326,13 +326,24 @@ pub fn oci_runtime(text: &str) -> Option<(String, String, bool)> {
     let conf = parse_conf(text);
     for key in ["RunTimeRun", "RunTimeCreate"] {
         if let Some(v) = setting(&conf, key) {
-            let mut words = v.split_whitespace();
+            // slurmstepd runs the line with /bin/sh -c: a leading `exec`
+            // is the shell's, the command follows it.
+            let mut words = v.split_whitespace().peekable();
+            if words.peek() == Some(&"exec") {
+                words.next();
+            }
             let cmd = words.next().unwrap_or_default().to_owned();
             let slurm_mode = words.any(|w| w == "--hpcc-slurm");
             return Some((key.to_owned(), cmd, slurm_mode));
         }
     }
     None
+}
+
+/// Whether oci.conf's `key` starts with the shell's `exec`.
+fn runs_by_exec(text: &str, key: &str) -> bool {
+    let conf = parse_conf(text);
+    setting(&conf, key).is_some_and(|v| v.split_whitespace().next() == Some("exec"))
 }
 
 fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
@@ -386,10 +397,20 @@ fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
                     format!("{}: {key} runs {cmd} without --hpcc-slurm: the plugin's decision is not applied and MPI steps are not wired", path.display()),
                     format!("add --hpcc-slurm right after {cmd} in {key}, as in {example}"),
                 ));
+            } else if !runs_by_exec(&text, &key) {
+                // slurmstepd runs the line with /bin/sh -c; a shell that
+                // forks the runtime leaves a moment in which a cancel kills
+                // the shell (proctrack lists the tree, then signals it)
+                // and misses the runtime it is forking.
+                out.push(Finding::warn(
+                    CHECK,
+                    format!("{}: {key} runs {cmd} without `exec` in front: a step cancelled while it starts may leave its container running", path.display()),
+                    format!("write {key}=\"exec {cmd} ...\", as in {example}"),
+                ));
             } else {
                 out.push(Finding::ok(
                     CHECK,
-                    format!("{}: {key} runs {cmd} --hpcc-slurm", path.display()),
+                    format!("{}: {key} runs exec {cmd} --hpcc-slurm", path.display()),
                 ));
             }
         }
@@ -462,11 +483,16 @@ mod tests {
         let rt = dir.join("hpcc-runtime");
         std::fs::write(&rt, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&rt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        for (args, status) in [("", Status::Fail), (" --hpcc-slurm", Status::Ok)] {
+        for (exec, args, status) in [
+            ("exec ", "", Status::Fail),
+            ("exec ", " --hpcc-slurm", Status::Ok),
+            // A shell that forks the runtime: a cancel can miss it.
+            ("", " --hpcc-slurm", Status::Warn),
+        ] {
             std::fs::write(
                 &f,
                 format!(
-                    "RunTimeRun=\"{}{args} --root=/run/slurm-oci run %n -b %b\"\n",
+                    "RunTimeRun=\"{exec}{}{args} --root=/run/slurm-oci run %n -b %b\"\n",
                     rt.display()
                 ),
             )
