@@ -375,9 +375,7 @@ mod tests {
 
     #[test]
     fn round_trip_then_each_key_change_invalidates() {
-        if !root() {
-            return; // only root writes the cache; the e2e suite runs as root
-        }
+        require_root();
         let (t, ld, lib) = setup();
         let dir = t.0.join("cache");
         let mut c = HostLibCache::load(&dir, &ld);
