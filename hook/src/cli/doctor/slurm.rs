@@ -410,7 +410,10 @@ fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
             } else {
                 out.push(Finding::ok(
                     CHECK,
-                    format!("{}: {key} runs exec {cmd} --hpcc-slurm", path.display()),
+                    format!(
+                        "{}: {key} runs {cmd} --hpcc-slurm (by exec)",
+                        path.display()
+                    ),
                 ));
             }
         }
