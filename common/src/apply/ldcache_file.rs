@@ -27,7 +27,7 @@ use crate::plan::CacheEntry;
 use crate::rootfs::{Rootfs, RootfsError};
 use crate::tweaks::ldcache::{self, LdCache, LdCacheError, MAX_CACHE_BYTES};
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Most cache files kept in one store.
@@ -147,6 +147,16 @@ pub(crate) fn save(store: &Path, bytes: &[u8]) -> Result<PathBuf, LdCacheFileErr
     let path = store.join(format!("{name}.cache"));
     if let Ok(m) = std::fs::symlink_metadata(&path) {
         if m.is_file() && m.uid() == uid && m.len() == bytes.len() as u64 {
+            // Reused: made the newest, so that pruning (oldest first) does
+            // not remove it before the runtime binds it.
+            let touched = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            if let Err(e) = touched {
+                tracing::debug!(path = %path.display(), error = %e, "could not refresh the cache file's time");
+            }
             return Ok(path);
         }
     }
@@ -390,5 +400,36 @@ mod tests {
             let p = save(&store.0, b"x").unwrap();
             assert!(!p.starts_with(&store.0), "{}", p.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod reuse_tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    #[test]
+    fn a_reused_cache_file_becomes_the_newest_so_pruning_spares_it() {
+        let store = TempDir::new("ldfile-reuse");
+        let dir = store.0.join("s");
+        let first = save(&dir, b"cache one").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        std::fs::File::open(&first)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let again = save(&dir, b"cache one").unwrap();
+        assert_eq!(again, first);
+        let t = std::fs::metadata(&again).unwrap().modified().unwrap();
+        assert!(t > old, "the reused file kept its old time");
+        // Pruning to room for one more keeps the reused one, not the older.
+        let other = save(&dir, b"cache two").unwrap();
+        std::fs::File::open(&other)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        save(&dir, b"cache one").unwrap();
+        prune_within(&dir, 0, 2, u64::MAX);
+        assert!(first.exists() && !other.exists());
     }
 }

@@ -539,9 +539,33 @@ fn glibc_family(
     f.node = Some(format!("glibc {}", show(&host_glibc)));
 }
 
+/// Whether `name` can be a file name in a directory of hpcc's: one plain
+/// component. Sonames and cache names come from the image's files; joined
+/// as they are, `/home/u/.rc` would replace the directory and `..` leave it.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c.is_control())
+}
+
 /// Mounts a host library into the component's dependency directory under
-/// `name`.
+/// `name`; a name that is not one plain file name (the image chose it) is
+/// skipped with a finding.
 fn provide(part: &mut Part, comp: &Component, host_path: &Path, name: &str, why: &str) {
+    if !plain_file_name(name) {
+        part.finding(
+            comp.check,
+            Level::Degraded,
+            format!(
+                "the {} is not provided as \"{}\" ({why}): not a file name",
+                comp.what,
+                crate::text::escape(name)
+            ),
+        );
+        return;
+    }
     part.mount(
         host_path,
         comp.deps_dir.join(name),
@@ -758,6 +782,49 @@ mod tests {
             extra_deps: vec![],
             extra_key: "mpi.x.dependencies".into(),
         }
+    }
+
+    #[test]
+    fn a_name_from_the_image_is_provided_only_as_a_plain_file_name() {
+        for bad in [
+            "/home/u/.rc",
+            "/etc/x",
+            "../../../x",
+            "a/b",
+            "..",
+            ".",
+            "",
+            "x\ny",
+        ] {
+            assert!(!plain_file_name(bad), "{bad:?}");
+            let mut part = Part::default();
+            let c = comp(vec![]);
+            provide(
+                &mut part,
+                &c,
+                Path::new("/usr/lib/libmpi.so.40"),
+                bad,
+                "test",
+            );
+            assert!(
+                part.tweaks.mounts.is_empty(),
+                "{bad:?}: {:?}",
+                part.tweaks.mounts
+            );
+            assert_eq!(part.findings.len(), 1);
+            assert_eq!(part.findings[0].level, Level::Degraded);
+            assert!(!part.findings[0].reason.contains('\n'));
+        }
+        let mut part = Part::default();
+        provide(
+            &mut part,
+            &comp(vec![]),
+            Path::new("/usr/lib/libmpi.so.40"),
+            "libmpi.so.12",
+            "test",
+        );
+        assert_eq!(part.mount_destinations(), ["/dev/hpcc/lib/x/libmpi.so.12"]);
+        assert!(part.findings.is_empty());
     }
 
     #[test]
