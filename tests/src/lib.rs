@@ -5,6 +5,7 @@
 //! They fail, never skip, when something is missing: a suite that passes
 //! because it ran nothing is worse than a red one.
 
+pub mod node_cpu;
 pub mod slurm2;
 
 use serde_json::{json, Value};

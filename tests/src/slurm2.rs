@@ -203,10 +203,24 @@ pub fn mpi_fixtures() -> PathBuf {
     crate::work_dir()
 }
 
-/// `/proc/cpuinfo` of this machine with every AVX-512 and AMX flag
-/// removed and the model renamed: a node that looks older
-/// (`SLURM2_N2_CPUINFO`).
+/// The CPU level n2 is masked below: the highest generic level this
+/// machine runs (`x86_64_v3` on an AVX2 machine, `x86_64_v4` on an
+/// AVX-512 one), with the features that level adds. An image built for it
+/// runs on n1 and is refused on n2, on whatever machine the suite gets.
+pub fn n2_masked_level() -> (String, Vec<String>) {
+    crate::node_cpu::runnable_generic_level().unwrap_or_else(|| {
+        panic!(
+            "this node ({}) runs no x86_64_v2..v4 level: the two-node rig cannot make n2 an older CPU than n1",
+            crate::node_cpu::family()
+        )
+    })
+}
+
+/// `/proc/cpuinfo` of this machine with every AVX-512 and AMX flag and the
+/// features of [`n2_masked_level`] removed, and the model renamed: a node
+/// that looks older (`SLURM2_N2_CPUINFO`).
 pub fn older_cpuinfo() -> String {
+    let (_, added) = n2_masked_level();
     let text = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo is readable");
     text.lines()
         .map(|l| {
@@ -216,7 +230,11 @@ pub fn older_cpuinfo() -> String {
                 let (k, v) = l.split_once(':').unwrap_or((l, ""));
                 let kept: Vec<&str> = v
                     .split_whitespace()
-                    .filter(|f| !f.starts_with("avx512") && !f.starts_with("amx"))
+                    .filter(|f| {
+                        !f.starts_with("avx512")
+                            && !f.starts_with("amx")
+                            && !added.iter().any(|a| a == f)
+                    })
                     .collect();
                 format!("{k}: {}", kept.join(" "))
             } else {

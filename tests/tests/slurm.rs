@@ -11,7 +11,9 @@
 //! acted: the plugin's refusal (the runtime never ran), or the runtime
 //! applying the plugin's decision (`run.hpcc.decided-by`).
 
-use hpcc_e2e::{ensure_fixtures, fixture_rootfs, repo_root, require, require_root, Bundle};
+use hpcc_e2e::{
+    ensure_fixtures, fixture_rootfs, node_cpu, repo_root, require, require_root, Bundle,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -261,7 +263,8 @@ fn srun_help_lists_the_options() {
 
 #[test]
 fn impossible_cpu_is_refused_with_the_reason_in_srun_stderr() {
-    let (b, tag) = bundle("a64fx", "busybox", &[(CPU, "a64fx")]);
+    let foreign = node_cpu::foreign_target();
+    let (b, tag) = bundle("a64fx", "busybox", &[(CPU, foreign)]);
     let out = srun(&[
         &format!("--container={}", b.dir.display()),
         "/bin/echo",
@@ -277,8 +280,11 @@ fn impossible_cpu_is_refused_with_the_reason_in_srun_stderr() {
     assert_eq!(lines.len(), 1, "exactly one refusal line expected:\n{err}");
     let line = lines[0];
     assert!(line.contains(&b.dir.display().to_string()), "{line}");
-    assert!(line.contains("a64fx"), "image need missing: {line}");
-    assert!(line.contains("x86_64"), "node fact missing: {line}");
+    assert!(line.contains(foreign), "image need missing: {line}");
+    assert!(
+        line.contains(node_cpu::family()),
+        "node fact missing: {line}"
+    );
     assert!(
         line.contains("checks.cpu = \"enforce\"")
             && line.contains(&env().policy.display().to_string()),
@@ -385,11 +391,27 @@ fn step_file_of(bundle_name: &str) -> String {
 
 #[test]
 fn user_may_relax_only_as_far_as_the_policy_allows() {
-    let (b, tag) = bundle("relax", "busybox", &[(CPU, "sapphirerapids")]);
+    // A CPU target this node cannot run, chosen from the node itself
+    // (issue 17: a fixed `sapphirerapids` ran on a machine with AMX).
+    let target = match node_cpu::unrunnable_target() {
+        Some((t, missing)) => {
+            eprintln!(
+                "refused target for this node: {t} (lacks {})",
+                missing.join(", ")
+            );
+            t
+        }
+        None => {
+            let t = node_cpu::foreign_target();
+            eprintln!("this node has every feature of every {} target archspec knows: using {t}, of another architecture", node_cpu::family());
+            t.to_owned()
+        }
+    };
+    let (b, tag) = bundle("relax", "busybox", &[(CPU, &target)]);
     let container = format!("--container={}", b.dir.display());
     let refused = srun(&[&container, "/bin/echo", "ran"]);
-    assert!(!refused.status.success());
-    assert!(text(&refused.stderr).contains("sapphirerapids"));
+    assert!(!refused.status.success(), "{target} must be refused here");
+    assert!(text(&refused.stderr).contains(&target));
     // --hpcc=off is bounded to warn (may_relax_to = "warn"): starts, logged.
     let relaxed = srun(&["--hpcc=off", &container, "/bin/echo", "ran"]);
     assert!(relaxed.status.success());

@@ -2,9 +2,10 @@
 //! Slurm rig (`tests/setup/slurm2.sh`, measured spec in
 //! `tests/setup/MPI-RIG.md`): the freshly built `hpcc_spank.so` loaded as
 //! `required`, `hpcc-runtime --hpcc-slurm --hpcc-node=%n` as oci.conf's
-//! RunTimeRun, node n2 made to look like an older CPU (no AVX-512 in its
-//! `/proc/cpuinfo`). They fail, never skip, when Slurm, runc, the MPIs or
-//! root are missing.
+//! RunTimeRun, node n2 made to look like an older CPU (the features of the
+//! highest generic level this machine runs, and any AVX-512 or AMX, taken
+//! out of its `/proc/cpuinfo`: `slurm2::older_cpuinfo`). They fail, never
+//! skip, when Slurm, runc, the MPIs or root are missing.
 //!
 //! Between hpcc-runtime and runc sits a one-line spy (`runc-spy.sh`) that
 //! keeps a copy of the config hpcc-runtime wrote, then `exec`s runc: no
@@ -365,11 +366,15 @@ fn open_mpi_pmix_ring_runs_on_the_host_open_mpi() {
 #[test]
 fn a_node_that_cannot_run_the_image_ends_the_whole_step_at_once() {
     let _s = serial();
+    // The highest generic level this machine runs: n1 (this CPU) runs it,
+    // n2 has its features masked (slurm2::older_cpuinfo).
+    let (level, masked) = slurm2::n2_masked_level();
+    eprintln!("image level {level}; masked on n2: {}", masked.join(" "));
     let (b, _) = bundle(
         "avx512",
         "mpich-ring",
         &[
-            (CPU, "x86_64_v4"),
+            (CPU, &level),
             (MPI_IMPL, "mpich"),
             (MPI_MODE, "mpi_replace"),
         ],
@@ -393,8 +398,11 @@ fn a_node_that_cannot_run_the_image_ends_the_whole_step_at_once() {
     for line in &refusals {
         // The node as Slurm knows it (both nodes share this host's name).
         assert!(line.contains(" on n2: "), "the node is not named: {line}");
-        assert!(line.contains("x86_64_v4"), "{line}");
-        assert!(line.contains("avx512"), "the missing features: {line}");
+        assert!(line.contains(&level), "{line}");
+        assert!(
+            masked.iter().any(|f| line.contains(f.as_str())),
+            "the missing features ({masked:?}): {line}"
+        );
     }
     // Nothing of the step is left on the nodes.
     let mut q = std::process::Command::new("squeue");
