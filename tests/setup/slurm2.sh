@@ -142,6 +142,9 @@ write_configs() {
   mkdir -p "$ETC"
   local rt=${SLURM2_OCI_RUNTIME:-runc} ps=${SLURM2_PLUGSTACK:-$ETC/plugstack.conf}
   local dbg=${SLURM2_DEBUG:-info} host; host=$(hostname -s)
+  # Both nodes share this machine's CPUs: each declares what is there, at
+  # most 2 (a node declaring more CPUs than slurmd finds is drained).
+  local cpus; cpus=$(nproc); [ "$cpus" -le 2 ] || cpus=2
   [ -e "$ETC/plugstack.conf" ] || : >"$ETC/plugstack.conf"
   [ -f "$ps" ] || die "SLURM2_PLUGSTACK=$ps: no such file"
   cat >"$CONF" <<EOF
@@ -173,8 +176,8 @@ JobCompType=jobcomp/none
 PlugStackConfig=$ps
 MessageTimeout=10
 $(printf '%b' "${SLURM2_EXTRA_CONF:-}")
-NodeName=n1 NodeAddr=$NET.11 CPUs=2 RealMemory=2000 State=UNKNOWN
-NodeName=n2 NodeAddr=$NET.12 CPUs=2 RealMemory=2000 State=UNKNOWN
+NodeName=n1 NodeAddr=$NET.11 CPUs=$cpus RealMemory=2000 State=UNKNOWN
+NodeName=n2 NodeAddr=$NET.12 CPUs=$cpus RealMemory=2000 State=UNKNOWN
 PartitionName=all Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
 EOF
   cat >"$ETC/oci.conf" <<EOF

@@ -505,3 +505,38 @@ pub fn as_user(script: &str) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// The host MPICH's version as its own tool reports it (`mpichversion`:
+/// `4.0.2` on Debian 12), so that no test pins Debian's exact package.
+pub fn host_mpich_version() -> String {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        tool_version("mpichversion", &[], "MPICH Version:").unwrap_or_else(|| {
+            panic!("mpichversion printed no MPICH Version (is mpich installed?)")
+        })
+    })
+    .clone()
+}
+
+/// The host Open MPI's version (`ompi_info -V`: `Open MPI v4.1.4`), without
+/// the `v`.
+pub fn host_ompi_version() -> String {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        tool_version("ompi_info", &["-V"], "Open MPI")
+            .map(|v| v.trim_start_matches('v').to_owned())
+            .unwrap_or_else(|| {
+                panic!("ompi_info -V printed no Open MPI version (is openmpi-bin installed?)")
+            })
+    })
+    .clone()
+}
+
+fn tool_version(tool: &str, args: &[&str], prefix: &str) -> Option<String> {
+    let out = Command::new(tool).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+}
