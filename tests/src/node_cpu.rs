@@ -177,6 +177,28 @@ pub fn runnable_generic_level() -> Option<(String, Vec<String>)> {
     Some((level.to_owned(), added))
 }
 
+/// The score hpcc should give an image built for the family's baseline
+/// (`x86_64`, `aarch64`): "orange" (a generic build: runs, without the
+/// CPU's newer instructions) on any CPU archspec names above the
+/// baseline, "green" on the baseline itself. From archspec's own host
+/// detection, which reads the same (possibly masked) `/proc/cpuinfo`.
+pub fn family_build_score() -> &'static str {
+    match archspec::cpu::host() {
+        Ok(m) if m.name() == family() => "green",
+        _ => "orange",
+    }
+}
+
+/// `hpcc match`'s exit code for [`family_build_score`] (docs/cli.md: 0
+/// green, 1 orange).
+pub fn family_build_exit() -> i32 {
+    if family_build_score() == "green" {
+        0
+    } else {
+        1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
