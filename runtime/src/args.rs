@@ -15,7 +15,7 @@
 //! `--criu PATH`, `--rootless BOOL`, `--cgroup-manager M`, flags).
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A command line `hpcc-runtime` does not accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -385,6 +385,123 @@ impl Args {
         None
     }
 
+    /// The value of a global option of the runtime (`--root DIR` or
+    /// `--root=DIR`), before the command word.
+    pub fn global(&self, name: &str) -> Option<PathBuf> {
+        let args: Vec<String> = self
+            .runtime
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let prefix = format!("{name}=");
+        let mut i = 0;
+        while i < args.len() {
+            let a = &args[i];
+            if let Some(v) = a.strip_prefix(&prefix) {
+                return Some(PathBuf::from(v));
+            }
+            if a == name {
+                return args.get(i + 1).map(PathBuf::from);
+            }
+            if VALUED_GLOBALS.contains(&a.as_str()) {
+                i += 2;
+                continue;
+            }
+            if !a.starts_with('-') {
+                return None;
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The runtime's `--root` (where it keeps its containers' state).
+    pub fn runtime_root(&self) -> Option<PathBuf> {
+        self.global("--root")
+    }
+
+    /// The container id of a `delete` command, `None` for any other.
+    pub fn deleted(&self) -> Option<String> {
+        let args: Vec<String> = self
+            .runtime
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut i = 0;
+        while i < args.len() && args[i].starts_with('-') {
+            i += if VALUED_GLOBALS.contains(&args[i].as_str()) {
+                2
+            } else {
+                1
+            };
+        }
+        if args.get(i).map(String::as_str) != Some("delete") {
+            return None;
+        }
+        args[i + 1..].iter().rfind(|a| !a.starts_with('-')).cloned()
+    }
+
+    /// The runtime arguments with the launch's bundle replaced by
+    /// `bundle` (every `--bundle`/`-b` form dropped, `--bundle DIR` put
+    /// right after the command word). runc chdirs into the bundle before
+    /// it opens `--console-socket`, `--image-path` and `--work-path`, so a
+    /// relative one of those is made absolute against the original bundle
+    /// (crun opens them from its own working directory: left alone).
+    pub fn with_bundle(&self, launch: &Launch, bundle: &Path, runtime: &Path) -> Vec<OsString> {
+        let runc_like = !runtime
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("crun"));
+        let original =
+            std::path::absolute(&launch.bundle).unwrap_or_else(|_| launch.bundle.clone());
+        let mut out = Vec::with_capacity(self.runtime.len() + 2);
+        let mut i = 0;
+        while i < self.runtime.len() {
+            let a = &self.runtime[i];
+            i += 1;
+            if i - 1 <= launch.at {
+                out.push(a.clone());
+                if i - 1 == launch.at {
+                    out.push(OsString::from("--bundle"));
+                    out.push(bundle.as_os_str().to_owned());
+                }
+                continue;
+            }
+            let s = a.to_string_lossy();
+            if s == "--bundle" || s == "-b" {
+                i += 1;
+                continue;
+            }
+            if s.starts_with("--bundle=") || (s.starts_with("-b/") && !s.starts_with("--")) {
+                continue;
+            }
+            let relative_to_bundle = ["--console-socket", "--image-path", "--work-path"];
+            if runc_like && relative_to_bundle.contains(&s.as_ref()) {
+                out.push(a.clone());
+                if let Some(v) = self.runtime.get(i) {
+                    let p = Path::new(v);
+                    out.push(if p.is_absolute() {
+                        v.clone()
+                    } else {
+                        original.join(p).into_os_string()
+                    });
+                    i += 1;
+                }
+                continue;
+            }
+            if let Some((k, v)) = s.split_once('=') {
+                if runc_like && relative_to_bundle.contains(&k) && !v.starts_with('/') {
+                    out.push(OsString::from(format!(
+                        "{k}={}",
+                        original.join(v).display()
+                    )));
+                    continue;
+                }
+            }
+            out.push(a.clone());
+        }
+        out
+    }
+
     /// The runtime arguments with `--preserve-fds=N` set on the launch
     /// command (fds 3..3+N-1 pass into the container).
     pub fn with_preserved_fds(&self, launch: &Launch, n: u32) -> Vec<OsString> {
@@ -471,6 +588,107 @@ mod tests {
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
+    }
+
+    fn with_bundle(argv: &[&str], runtime: &str) -> Vec<String> {
+        let a = Args::parse(os(argv)).unwrap();
+        let l = a.launch().unwrap().unwrap();
+        a.with_bundle(&l, Path::new("/run/hpcc/bundles/k"), Path::new(runtime))
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_private_bundle_replaces_every_form_of_the_users() {
+        for argv in [
+            &["--root", "/r", "run", "--bundle", "/b", "id"][..],
+            &["--root", "/r", "run", "-b", "/b", "id"],
+            &["--root", "/r", "run", "--bundle=/b", "id"],
+            &["--root", "/r", "run", "-b/b", "id"],
+        ] {
+            assert_eq!(
+                with_bundle(argv, "/usr/sbin/runc"),
+                [
+                    "--root",
+                    "/r",
+                    "run",
+                    "--bundle",
+                    "/run/hpcc/bundles/k",
+                    "id"
+                ],
+                "{argv:?}"
+            );
+        }
+        // No bundle given (the current directory): one is added.
+        assert_eq!(
+            with_bundle(&["create", "--pid-file", "p", "id"], "/usr/sbin/runc"),
+            [
+                "create",
+                "--bundle",
+                "/run/hpcc/bundles/k",
+                "--pid-file",
+                "p",
+                "id"
+            ]
+        );
+        // runc opens the console socket after its chdir into the bundle:
+        // a relative one stays the one in the user's bundle.
+        assert_eq!(
+            with_bundle(
+                &["create", "-b", "/b", "--console-socket", "s.sock", "id"],
+                "/usr/sbin/runc"
+            ),
+            [
+                "create",
+                "--bundle",
+                "/run/hpcc/bundles/k",
+                "--console-socket",
+                "/b/s.sock",
+                "id"
+            ]
+        );
+        assert_eq!(
+            with_bundle(&["create", "-b", "/b", "--console-socket=s", "id"], "runc"),
+            [
+                "create",
+                "--bundle",
+                "/run/hpcc/bundles/k",
+                "--console-socket=/b/s",
+                "id"
+            ]
+        );
+        // crun opens it from its own working directory.
+        assert_eq!(
+            with_bundle(
+                &["create", "-b", "/b", "--console-socket", "s.sock", "id"],
+                "/usr/bin/crun"
+            ),
+            [
+                "create",
+                "--bundle",
+                "/run/hpcc/bundles/k",
+                "--console-socket",
+                "s.sock",
+                "id"
+            ]
+        );
+    }
+
+    #[test]
+    fn delete_and_root_are_read_from_the_runtimes_arguments() {
+        let a = Args::parse(os(&["--root", "/r", "delete", "--force", "c1"])).unwrap();
+        assert_eq!(a.deleted().as_deref(), Some("c1"));
+        assert_eq!(a.runtime_root(), Some(PathBuf::from("/r")));
+        let a = Args::parse(os(&["--root=/q", "--debug", "delete", "c2"])).unwrap();
+        assert_eq!(a.deleted().as_deref(), Some("c2"));
+        assert_eq!(a.runtime_root(), Some(PathBuf::from("/q")));
+        let a = Args::parse(os(&["kill", "c3", "KILL"])).unwrap();
+        assert_eq!(a.deleted(), None);
+        assert_eq!(a.runtime_root(), None);
+        // A container named "delete" is not a delete.
+        let a = Args::parse(os(&["state", "delete"])).unwrap();
+        assert_eq!(a.deleted(), None);
     }
 
     #[test]

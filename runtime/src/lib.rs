@@ -1,9 +1,10 @@
 //! `hpcc-runtime`: an OCI runtime shim. On `create` and `run` it takes the
 //! launch decision with the same core as `hpcc-hook` and the SPANK plugin
-//! (`hpcc_common::launch`), writes the plan into the bundle's
-//! `config.json` (`hpcc_common::apply::spec`: mounts, devices with their
-//! cgroup rules, environment, the container's linker cache) and executes
-//! the real runtime (runc or crun, by absolute path: `--hpcc-runtime` or
+//! (`hpcc_common::launch`), writes the plan into a copy of the bundle's
+//! `config.json` in a private bundle of its own ([`private`]; the user's
+//! bundle is never written) (`hpcc_common::apply::spec`: mounts, devices
+//! with their cgroup rules, environment, the container's linker cache) and
+//! executes the real runtime on it (runc or crun, by absolute path: `--hpcc-runtime` or
 //! the policy's `[runtime] path`). Every other command goes to the real
 //! runtime unchanged. A refusal exits with the one line on stderr, which
 //! podman, docker and srun show as the runtime's error.
@@ -18,11 +19,13 @@
 //! - [`args`]: the command line;
 //! - [`bundle`]: reading and writing `config.json`;
 //! - [`slurm`]: the Slurm mode (spool checks, the plugin's decision, MPI);
-//! - [`pmi`]: PMI-2 ranks from Slurm's step variables.
+//! - [`pmi`]: PMI-2 ranks from Slurm's step variables;
+//! - [`private`]: the private bundle the edited config goes into.
 
 pub mod args;
 pub mod bundle;
 pub mod pmi;
+pub mod private;
 pub mod slurm;
 
 use args::{Args, Launch};
@@ -82,10 +85,13 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
         }
         // state, kill, delete...: never blocked by hpcc, even when its
         // policy is broken (a container must always be deletable).
-        Ok(None) => Next::Exec {
-            runtime: passthrough_runtime(&args, &policy_path),
-            args: args.runtime.clone(),
-            pmi_fd: None,
+        Ok(None) => match args.deleted() {
+            Some(id) if !args.options.slurm => delete(&args, &policy_path, &id),
+            _ => Next::Exec {
+                runtime: passthrough_runtime(&args, &policy_path),
+                args: args.runtime.clone(),
+                pmi_fd: None,
+            },
         },
         Ok(Some(l)) if args.options.slurm => slurm::prepare(&args, &l, &policy_path),
         Ok(Some(l)) => prepare(&args, &l, &policy_path),
@@ -215,6 +221,7 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
                 &policy,
                 launch::failed(&policy, policy_path, Some(&l.id), here, e),
                 &l.id,
+                args.runtime.clone(),
             )
         }
     };
@@ -226,26 +233,77 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
         Outcome::Start(plan) if !plan.tweaks.is_empty() => Some(plan),
         _ => None,
     };
+    let mut runtime_args = args.runtime.clone();
     if let Some(plan) = to_write {
+        // The user's bundle is never written (two nodes may start it from
+        // one shared file system): the edited config goes into a private
+        // bundle of hpcc's own, and the runtime is given that one.
         let edited = config.json().map_err(LaunchError::input).and_then(|mut v| {
             write_plan(&mut v, plan, &ctx.rootfs, &policy, "hpcc-runtime")?;
-            config.write(&v).map_err(LaunchError::input)
+            let bundle = std::path::absolute(&l.bundle).map_err(|e| {
+                LaunchError::input(bundle::BundleError::Read {
+                    path: l.bundle.clone(),
+                    source: e,
+                })
+            })?;
+            private::absolutize(&mut v, &bundle).map_err(LaunchError::input)?;
+            let runtime = runtime_path(args, &policy);
+            let state = private::state_dir(&runtime, args.runtime_root().as_deref(), &l.id);
+            let dir = private::write(&private::store(&policy.cache.dir), &state, &v)
+                .map_err(LaunchError::input)?;
+            tracing::info!(container = %l.id, bundle = %dir.display(), "the plan is in a private bundle; the user's bundle is unchanged");
+            Ok(args.with_bundle(l, &dir, &runtime))
         });
-        if let Err(e) = edited {
-            outcome = launch::failed(&policy, policy_path, Some(&l.id), here, e);
+        match edited {
+            Ok(a) => runtime_args = a,
+            Err(e) => outcome = launch::failed(&policy, policy_path, Some(&l.id), here, e),
         }
     }
-    finish(args, &policy, outcome, &l.id)
+    finish(args, &policy, outcome, &l.id, runtime_args)
 }
 
-/// Logs the outcome and says what to do.
-fn finish(args: &Args, policy: &Policy, outcome: Outcome, id: &str) -> Next {
+/// `delete`: the runtime deletes the container (as a child, not by exec),
+/// then the container's private bundle goes with it.
+fn delete(args: &Args, policy_path: &Path, id: &str) -> Next {
+    let runtime = passthrough_runtime(args, policy_path);
+    let status = std::process::Command::new(&runtime)
+        .args(&args.runtime)
+        .status();
+    let code = match status {
+        Ok(s) => s.code().unwrap_or(exit::ERROR),
+        Err(e) => {
+            eprintln!(
+                "hpcc-runtime: cannot execute the runtime {}: {e}",
+                runtime.display()
+            );
+            return Next::Exit(exit::ERROR);
+        }
+    };
+    if code == 0 {
+        let cache = Policy::load(policy_path)
+            .map(|p| p.cache.dir)
+            .unwrap_or_else(|_| Policy::default().cache.dir);
+        let state = private::state_dir(&runtime, args.runtime_root().as_deref(), id);
+        private::remove(&private::store(&cache), &state);
+    }
+    Next::Exit(code)
+}
+
+/// Logs the outcome and says what to do: run the runtime with
+/// `runtime_args` (the private bundle's when the plan was written).
+fn finish(
+    args: &Args,
+    policy: &Policy,
+    outcome: Outcome,
+    id: &str,
+    runtime_args: Vec<OsString>,
+) -> Next {
     launch::log(&outcome, id);
     match outcome {
         Outcome::Refuse { .. } => refuse(args, &outcome),
         _ => Next::Exec {
             runtime: runtime_path(args, policy),
-            args: args.runtime.clone(),
+            args: runtime_args,
             pmi_fd: None,
         },
     }

@@ -540,3 +540,26 @@ fn tool_version(tool: &str, args: &[&str], prefix: &str) -> Option<String> {
         .and_then(|rest| rest.split_whitespace().next())
         .map(str::to_owned)
 }
+
+/// A file of `/proc` that something is mounted over in this mount
+/// namespace (`tests/setup/masked-cpu.sh`'s `/proc/cpuinfo`), if any.
+/// The kernel then refuses a user namespace a new procfs (it would reveal
+/// what the mount hides), so a rootless container cannot start here.
+pub fn proc_file_overmounted() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with("/proc/"))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| !m.is_dir()))
+        .map(str::to_owned)
+}
+
+/// Fails a test that starts a rootless container, with the one line that
+/// says why, where a masked `/proc` file makes that impossible.
+pub fn require_unmasked_proc(what: &str) {
+    if let Some(p) = proc_file_overmounted() {
+        panic!(
+            "{what} cannot run here: {p} is mounted over (a masked CPU), and the kernel gives a rootless container no procfs then"
+        );
+    }
+}

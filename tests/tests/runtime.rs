@@ -3,7 +3,10 @@
 //! `containers.conf`), and for a normal user with rootless runc. Each test
 //! observes the effect from outside: what the container prints (the host
 //! MPICH instead of the image's stand-in), the refusal line on the
-//! engine's stderr and the exit code, and the edited `config.json`.
+//! engine's stderr and the exit code, and the edited `config.json` the
+//! real runtime was given (a one-line spy in front of it copies the config
+//! of the bundle it is handed): a private bundle of hpcc's own, while the
+//! user's `config.json` stays byte-identical (issue 19).
 //!
 //! Needs root (to make the test user and run podman), runc, crun, podman
 //! and the fixtures; fails, never skips.
@@ -37,13 +40,75 @@ fn policy() -> PathBuf {
     p
 }
 
-/// `hpcc-runtime` with the suite's policy in front of `runtime`.
+/// Where the spies leave what they saw: `<id>.json` (the config of the
+/// bundle the real runtime got) and `<id>.bundle` (that bundle's path).
+const SPIED: &str = "/tmp/hpcc-runtime-tests/spied";
+
+/// A spy in front of `runtime` (its name keeps the runtime's, so that
+/// hpcc-runtime still knows runc from crun): on `create` and `run` it
+/// copies the config of the bundle it is given, then becomes the runtime.
+fn spy(runtime: &str) -> String {
+    let dir = PathBuf::from("/tmp/hpcc-runtime-tests/spy");
+    for d in [&dir, &PathBuf::from(SPIED)] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // The rootless test's user writes there too.
+    std::fs::set_permissions(SPIED, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name = Path::new(runtime).file_name().unwrap().to_string_lossy();
+    let p = dir.join(format!("{name}-spy"));
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh
+b=; prev=; id=; cmd=
+for a; do
+  [ \"$prev\" = --bundle ] && b=$a
+               case $a in create|run) [ -z \"$cmd\" ] && cmd=$a ;; esac
+  prev=$a; id=$a
+done
+             if [ -n \"$cmd\" ]; then
+  [ -n \"$b\" ] || b=$PWD
+               cp \"$b/config.json\" \"{SPIED}/$id.json\"; echo \"$b\" >\"{SPIED}/$id.bundle\"
+fi
+             exec {runtime} \"$@\"
+"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.display().to_string()
+}
+
+/// `hpcc-runtime` with the suite's policy in front of `runtime` (through
+/// its spy).
 fn shim(runtime: &str) -> Vec<String> {
+    shim_with(runtime, &policy())
+}
+
+fn shim_with(runtime: &str, policy: &Path) -> Vec<String> {
     vec![
         bin("hpcc-runtime").display().to_string(),
-        format!("--hpcc-config={}", policy().display()),
-        format!("--hpcc-runtime={runtime}"),
+        format!("--hpcc-config={}", policy.display()),
+        format!("--hpcc-runtime={}", spy(runtime)),
     ]
+}
+
+/// The config the real runtime got for container `id`, and the bundle it
+/// was in.
+fn spied(id: &str) -> Option<(Value, PathBuf)> {
+    let c = std::fs::read(Path::new(SPIED).join(format!("{id}.json"))).ok()?;
+    let b = std::fs::read_to_string(Path::new(SPIED).join(format!("{id}.bundle"))).ok()?;
+    Some((
+        serde_json::from_slice(&c).unwrap(),
+        PathBuf::from(b.trim_end()),
+    ))
+}
+
+fn forget(id: &str) {
+    for ext in ["json", "bundle"] {
+        let _ = std::fs::remove_file(Path::new(SPIED).join(format!("{id}.{ext}")));
+    }
 }
 
 fn mpich_bundle(name: &str) -> Bundle {
@@ -56,13 +121,21 @@ fn mpich_bundle(name: &str) -> Bundle {
     b
 }
 
+/// The config the real runtime was given for `b` (the private bundle's
+/// when hpcc had something to add).
 fn config(b: &Bundle) -> Value {
-    serde_json::from_slice(&std::fs::read(b.dir.join("config.json")).unwrap()).unwrap()
+    spied(&b.id)
+        .unwrap_or_else(|| panic!("the runtime was never given a bundle for {}", b.id))
+        .0
 }
 
-/// `runc run` through the shim, bounded.
+/// `runc run` through the shim, bounded; then `delete` through the shim,
+/// which removes the private bundle. The user's `config.json` must be
+/// byte-identical afterwards.
 fn run_shim(b: &Bundle, runtime: &str) -> Run {
     b.write();
+    forget(&b.id);
+    let user_config = std::fs::read(b.dir.join("config.json")).unwrap();
     let mut cmd = Command::new("timeout");
     cmd.arg("120").args(shim(runtime));
     cmd.args(["--root", "/run/hpcc-test-runtime", "run", "--bundle"])
@@ -70,7 +143,10 @@ fn run_shim(b: &Bundle, runtime: &str) -> Run {
         .arg(&b.id)
         .stdin(Stdio::null());
     let out = cmd.output().unwrap();
-    let _ = Command::new(runtime)
+    let given = spied(&b.id).map(|(_, bundle)| bundle);
+    let del = Command::new("timeout")
+        .arg("60")
+        .args(shim(runtime))
         .args([
             "--root",
             "/run/hpcc-test-runtime",
@@ -78,7 +154,27 @@ fn run_shim(b: &Bundle, runtime: &str) -> Run {
             "--force",
             &b.id,
         ])
-        .output();
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::fs::read(b.dir.join("config.json")).unwrap(),
+        user_config,
+        "the user's config.json was written"
+    );
+    if let Some(given) = given.filter(|g| g != &b.dir) {
+        assert!(
+            given.starts_with("/run/hpcc/bundles/"),
+            "{}",
+            given.display()
+        );
+        if del.status.success() {
+            assert!(
+                !given.exists(),
+                "delete left the private bundle {}",
+                given.display()
+            );
+        }
+    }
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -149,7 +245,9 @@ fn the_edit_is_idempotent() {
     let b = mpich_bundle("rt-idempotent");
     assert_host_mpich(&run_shim(&b, "/usr/sbin/runc"));
     let once = config(&b);
-    // A second start of the same bundle (config as the first left it).
+    let user_config = std::fs::read(b.dir.join("config.json")).unwrap();
+    // A second start of the same bundle: the same plan, from the same
+    // untouched config.
     let mut cmd = Command::new("timeout");
     cmd.arg("120").args(shim("/usr/sbin/runc"));
     let out = cmd
@@ -159,12 +257,88 @@ fn the_edit_is_idempotent() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let _ = Command::new("runc")
+    let _ = Command::new("timeout")
+        .arg("60")
+        .args(shim("/usr/sbin/runc"))
         .args(["--root", "/run/hpcc-test-runtime", "delete", "--force"])
         .arg(format!("{}-2", b.id))
         .output();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(config(&b), once);
+    assert_eq!(spied(&format!("{}-2", b.id)).unwrap().0, once);
+    assert_eq!(
+        std::fs::read(b.dir.join("config.json")).unwrap(),
+        user_config
+    );
+}
+
+/// Two nodes starting one bundle from a shared file system, stood for by
+/// two policies on this machine: one offers the host MPICH, the other no
+/// host MPI. Started at the same instant, each gets its own plan (the
+/// container prints the host MPICH, or the image's stand-in), and the
+/// bundle's config.json is byte-identical afterwards.
+#[test]
+fn two_launches_of_one_bundle_each_get_their_own_plan() {
+    let b = mpich_bundle("rt-shared");
+    b.write();
+    let user_config = std::fs::read(b.dir.join("config.json")).unwrap();
+    let bare = PathBuf::from("/tmp/hpcc-runtime-tests/no-mpi.toml");
+    std::fs::write(&bare, "[log]\njournald = false\n").unwrap();
+    std::fs::set_permissions(&bare, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut runs = Vec::new();
+    for (n, policy) in [(0, policy()), (1, bare)] {
+        let id = format!("{}-node{n}", b.id);
+        forget(&id);
+        let child = Command::new("timeout")
+            .arg("120")
+            .args(shim_with("/usr/sbin/runc", &policy))
+            .args(["--root", "/run/hpcc-test-runtime", "run", "--bundle"])
+            .arg(&b.dir)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        runs.push((id, child));
+    }
+    let outs: Vec<(String, std::process::Output)> = runs
+        .into_iter()
+        .map(|(id, c)| (id, c.wait_with_output().unwrap()))
+        .collect();
+    for (id, _) in &outs {
+        let _ = Command::new("timeout")
+            .arg("60")
+            .args(shim("/usr/sbin/runc"))
+            .args(["--root", "/run/hpcc-test-runtime", "delete", "--force", id])
+            .output();
+    }
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let (with_mpi, without) = (&outs[0].1, &outs[1].1);
+    assert!(with_mpi.status.success(), "{with_mpi:?}");
+    assert!(without.status.success(), "{without:?}");
+    assert!(
+        text(with_mpi).contains(&host_mpich_version()) && !text(with_mpi).contains("stand-in"),
+        "node 0 offers the host MPICH: {with_mpi:?}"
+    );
+    assert!(
+        text(without).contains("stand-in"),
+        "node 1 offers no host MPI, the image's own runs: {without:?}"
+    );
+    let (plan0, bundle0) = spied(&outs[0].0).unwrap();
+    let (plan1, bundle1) = spied(&outs[1].0).unwrap();
+    assert!(mounts_of(&plan0)
+        .iter()
+        .any(|(s, _)| s.contains("libmpich")));
+    assert!(!mounts_of(&plan1)
+        .iter()
+        .any(|(s, _)| s.contains("libmpich")));
+    assert_ne!(bundle0, b.dir, "the plan went into the user's bundle");
+    assert_eq!(bundle1, b.dir, "nothing to add: the user's bundle as it is");
+    assert_eq!(
+        std::fs::read(b.dir.join("config.json")).unwrap(),
+        user_config,
+        "the user's config.json was written"
+    );
 }
 
 #[test]
@@ -185,8 +359,8 @@ fn runc_refusal_is_the_runtimes_one_line_and_exit_3() {
         lines[0].contains("a64fx") && lines[0].contains("checks.cpu"),
         "{r:?}"
     );
-    // Refused before the runtime ran: the config is as written.
-    assert!(config(&b)["annotations"]["run.hpcc.decided-by"].is_null());
+    // Refused before the runtime ran: it was given no bundle at all.
+    assert!(spied(&b.id).is_none(), "the runtime ran");
 }
 
 /// crun does not show a failing hook's stderr; through the runtime the
@@ -218,7 +392,9 @@ fn crun_through_the_runtime_shows_the_reason_and_delivers_mpi() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        let _ = Command::new("crun")
+        let _ = Command::new("timeout")
+            .arg("60")
+            .args(shim("/usr/bin/crun"))
             .args([
                 "--root",
                 "/run/hpcc-test-crun-rt",
@@ -360,6 +536,7 @@ fn podman_containers_conf_names_the_runtime() {
 /// needs root.
 #[test]
 fn a_normal_user_with_rootless_runc_gets_the_host_mpich() {
+    require_unmasked_proc("a_normal_user_with_rootless_runc_gets_the_host_mpich");
     require_root();
     let b = user_bundle(
         "rootless-mpi",
@@ -378,10 +555,15 @@ fn a_normal_user_with_rootless_runc_gets_the_host_mpich() {
         shim("/usr/sbin/runc").join(" "),
         b.display()
     ));
-    let _ = as_user(&format!("runc --root {state} delete --force {id}"));
+    let _ = as_user(&format!(
+        "{} --root {state} delete --force {id}",
+        shim("/usr/sbin/runc").join(" ")
+    ));
     assert_host_mpich(&r);
-    // The user's own linker cache store, not root's.
-    let c: Value = serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    // The user's own linker cache store and private bundle, not root's.
+    let (c, given) = spied(&id).expect("the runtime was given a bundle");
+    assert!(!given.starts_with("/run/hpcc/"), "{}", given.display());
+    assert!(!given.exists(), "delete left {}", given.display());
     let cache = mounts_of(&c)
         .into_iter()
         .find(|(_, d)| d == "/etc/ld.so.cache")
@@ -394,6 +576,7 @@ fn a_normal_user_with_rootless_runc_gets_the_host_mpich() {
 /// The hook under rootless runc says plainly what it cannot do.
 #[test]
 fn the_hook_under_rootless_runc_says_it_needs_the_runtime() {
+    require_unmasked_proc("the_hook_under_rootless_runc_says_it_needs_the_runtime");
     require_root();
     let b = user_bundle(
         "rootless-hook",

@@ -13,7 +13,7 @@
 
 use hpcc_e2e::{
     ensure_fixtures, fixture_rootfs, host_mpich_version, node_cpu, repo_root, require,
-    require_root, Bundle,
+    require_root, require_unmasked_proc, Bundle,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -632,6 +632,7 @@ fn unreadable_bundle_is_refused_without_leaking_it() {
 /// `mpi_replace` still delivers the host MPICH, through spec edits alone.
 #[test]
 fn non_root_job_with_rootless_runc_gets_the_host_mpich() {
+    require_unmasked_proc("non_root_job_with_rootless_runc_gets_the_host_mpich");
     env();
     let tag = format!("user-mpi-{}", std::process::id());
     let b = hpcc_e2e::user_bundle(

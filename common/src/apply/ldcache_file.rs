@@ -126,20 +126,8 @@ pub(crate) fn save(store: &Path, bytes: &[u8]) -> Result<PathBuf, LdCacheFileErr
     };
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    let usable = create_store(store, uid).and_then(|()| secure_path(store, uid));
-    let fresh;
-    let store = match usable {
-        Ok(()) => store,
-        Err(reason) if uid != 0 => {
-            // Another user may have made /tmp/hpcc-UID first (or made it
-            // writable to all, to swap the cache between our write and
-            // runc's bind): never use it, take a directory of our own.
-            tracing::warn!(store = %store.display(), %reason, "the linker cache store cannot be trusted: using a fresh private directory");
-            fresh = fresh_private_dir(uid).map_err(|e| bad(e.to_string()))?;
-            &fresh
-        }
-        Err(reason) => return Err(bad(reason)),
-    };
+    let store = trusted_dir(store).map_err(bad)?;
+    let store = store.as_path();
     let name: String = Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -171,6 +159,25 @@ pub(crate) fn save(store: &Path, bytes: &[u8]) -> Result<PathBuf, LdCacheFileErr
     )
     .map_err(|e| bad(e.to_string()))?;
     Ok(path)
+}
+
+/// `dir`, created when missing, when nobody but this user (or root) can
+/// change what it holds; for a user whose `dir` cannot be trusted (another
+/// user may have made `/tmp/hpcc-UID` first, or made it writable to all,
+/// to swap a file between our write and the runtime's read), a fresh
+/// private directory instead. Root's store must be trustworthy: an error.
+/// Used for the linker cache store and hpcc-runtime's private bundles.
+pub fn trusted_dir(dir: &Path) -> Result<PathBuf, String> {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    match create_store(dir, uid).and_then(|()| secure_path(dir, uid)) {
+        Ok(()) => Ok(dir.to_owned()),
+        Err(reason) if uid != 0 => {
+            tracing::warn!(store = %dir.display(), %reason, "the store cannot be trusted: using a fresh private directory");
+            fresh_private_dir(uid).map_err(|e| e.to_string())
+        }
+        Err(reason) => Err(reason),
+    }
 }
 
 /// Creates `dir` (and its parents) when missing: 0700 for a user, 0755
