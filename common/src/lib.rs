@@ -26,6 +26,7 @@ pub(crate) mod rootfs;
 pub(crate) mod testutil;
 pub mod text;
 pub(crate) mod tweaks;
+pub mod verdict;
 pub mod version;
 
 /// glibc's linker cache format (read and written by hpcc; see
