@@ -20,6 +20,7 @@ pub mod logging;
 pub mod matcher;
 pub mod oci;
 pub mod plan;
+pub mod process;
 pub mod report;
 pub(crate) mod rootfs;
 #[cfg(test)]
