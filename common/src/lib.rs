@@ -23,6 +23,7 @@ pub mod plan;
 pub mod process;
 pub mod report;
 pub(crate) mod rootfs;
+pub mod slurm_conf;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod text;
