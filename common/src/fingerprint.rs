@@ -358,7 +358,7 @@ fn untrusted_helper(exe: &Path) -> Option<String> {
 }
 
 /// Runs the GPU helper `exe fingerprint --gpus` bounded (see
-/// [`crate::apply::child::run_bounded`]: empty environment, `/` as cwd,
+/// [`crate::process::run_bounded`]: empty environment, `/` as cwd,
 /// death with the caller, `timeout`) and reads its JSON. A failure is the
 /// sentence for `nvml_note` ("no NVIDIA GPU seen: ..."): the launch goes on
 /// as on a node without NVIDIA GPU.
@@ -366,7 +366,7 @@ pub fn gpus_from_helper(
     exe: &Path,
     timeout: std::time::Duration,
 ) -> Result<GpuFingerprint, String> {
-    use crate::apply::child::{run_bounded, ChildLimits};
+    use crate::process::{run_bounded, ChildLimits};
     let none = |why: String| {
         Err(format!(
             "no NVIDIA GPU seen: hpcc-hook does not load NVML itself and its GPU helper {} {why}",
@@ -383,7 +383,7 @@ pub fn gpus_from_helper(
     let (out, err, status) =
         match run_bounded(exe, &["fingerprint", "--gpus"], &[], timeout, limits) {
             Ok(r) => r,
-            Err(crate::apply::child::HelperError::Timeout { ms }) => {
+            Err(crate::process::HelperError::Timeout { ms }) => {
                 return none(format!(
                     "did not answer within {ms} ms (policy limits.probe_timeout_ms): it was killed"
                 ))

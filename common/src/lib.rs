@@ -20,12 +20,15 @@ pub mod logging;
 pub mod matcher;
 pub mod oci;
 pub mod plan;
+pub mod process;
 pub mod report;
 pub(crate) mod rootfs;
+pub mod slurm_conf;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod text;
 pub(crate) mod tweaks;
+pub mod verdict;
 pub mod version;
 
 /// glibc's linker cache format (read and written by hpcc; see

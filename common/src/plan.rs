@@ -4,7 +4,7 @@
 //! plugin and `hpcc match --plan` print the same thing, and tests assert on
 //! it without touching the system.
 
-use crate::matcher::{Check, Verdict};
+use crate::verdict::{Check, Verdict};
 use hpcc_config::Enforcement;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

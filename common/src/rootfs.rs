@@ -29,6 +29,14 @@ pub const MAX_DIR_ENTRIES: usize = 65536;
 /// Longest container path accepted (the kernel's `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// Container directories whose files are the kernel's, never a mount
+/// target: a bind over `/proc/1/attr/apparmor/exec` or a `/proc/sys` knob in
+/// the container's namespace would change what the runtime writes after
+/// the hook (CVE-2019-16884 was that, with an image's own mount). An image
+/// symlink can aim a library path there; the planner resolves it inside the
+/// root and would otherwise pick it as the file to replace.
+pub const KERNEL_DIRS: &[&str] = &["/proc", "/sys"];
+
 /// How often an `openat2` that raced with a rename (`EAGAIN`) is retried.
 const OPENAT2_RETRIES: usize = 32;
 

@@ -10,7 +10,7 @@
 //! read: it is reported as a look-alike, since an image should not be able
 //! to pass a check with a key that a person reads as a known one.
 
-use crate::matcher::Check;
+use crate::verdict::Check;
 use serde::{Deserialize, Serialize};
 
 /// Where a key's spelling comes from.

@@ -22,7 +22,7 @@ pub use gpu::{GpuNeed, NvidiaRequire, SmArch};
 pub use keys::{Field, Source};
 pub use mpi::{CommFramework, LibcImplementation, MpiImplementation, PortabilityMode};
 
-use crate::matcher::Check;
+use crate::verdict::Check;
 use crate::version::Version;
 use base64::Engine as _;
 use keys::{Class, KEYS};

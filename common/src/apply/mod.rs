@@ -51,6 +51,8 @@ pub mod syscalls;
 
 use crate::plan::Tweaks;
 use crate::rootfs::{normalize, EntryKind};
+// In rootfs.rs, below this layer: the image library scan skips them too.
+pub use crate::rootfs::KERNEL_DIRS;
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 pub use syscalls::{BindOptions, CgroupGrant, HostKind, MountHandle, SysError, Syscalls};
@@ -230,14 +232,6 @@ fn check_abs(field: String, p: &Path) -> Result<(), ApplyError> {
     }
     Ok(())
 }
-
-/// Container directories whose files are the kernel's, never a mount
-/// target: a bind over `/proc/1/attr/apparmor/exec` or a `/proc/sys` knob in
-/// the container's namespace would change what the runtime writes after
-/// the hook (CVE-2019-16884 was that, with an image's own mount). An image
-/// symlink can aim a library path there; the planner resolves it inside the
-/// root and would otherwise pick it as the file to replace.
-pub const KERNEL_DIRS: &[&str] = &["/proc", "/sys"];
 
 fn check_not_kernel(field: String, p: &Path) -> Result<(), ApplyError> {
     let n = normalize(p).map_err(|e| ApplyError::InvalidTweak {

@@ -17,69 +17,12 @@ use super::elfscan::{self, ElfFacts, ElfKind};
 use super::layers::{self, Kind, Scan, ScanRequest};
 use super::layout::Image;
 use super::{ImageError, Limits};
-use crate::annotations::PREFIX;
+// The findings' data lives in `proposals.rs`, below this module and `nfd`;
+// re-exported where callers have always found it.
+pub use super::proposals::{CpuNeeds, Proposal, Proposals};
 use crate::version::Version;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
-
-/// One proposed annotation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Proposal {
-    /// Full key (`org.supercontainers....`).
-    pub key: String,
-    /// Proposed value.
-    pub value: String,
-    /// What it rests on, one fact per entry.
-    pub evidence: Vec<String>,
-}
-
-/// CPU needs found, for the NFD spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CpuNeeds {
-    /// Platform (`x86_64`, `aarch64`).
-    pub platform: String,
-    /// x86-64 level (1..=4) when known.
-    pub level: Option<u8>,
-    /// Features beyond the level used by the objects that decided it
-    /// (iced-x86 names).
-    pub extra_features: BTreeSet<String>,
-}
-
-/// Everything `hpcc annotate` found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Proposals {
-    /// The image.
-    pub image: String,
-    /// The proposals, in key order.
-    pub proposals: Vec<Proposal>,
-    /// Things worth knowing that are not annotations.
-    pub notes: Vec<String>,
-    /// CPU needs.
-    pub cpu: CpuNeeds,
-    /// Minimum kernel from the ABI tags.
-    pub kernel_min: Option<String>,
-    /// Counts of the layer walk.
-    pub stats: layers::ScanStats,
-}
-
-impl Proposals {
-    fn add(&mut self, short: &str, value: impl Into<String>, evidence: Vec<String>) {
-        self.proposals.push(Proposal {
-            key: format!("{PREFIX}{short}"),
-            value: value.into(),
-            evidence,
-        });
-    }
-
-    /// The value proposed for `short` (without the prefix).
-    pub fn get(&self, short: &str) -> Option<&str> {
-        self.proposals
-            .iter()
-            .find(|p| p.key.strip_prefix(PREFIX) == Some(short))
-            .map(|p| p.value.as_str())
-    }
-}
 
 /// Files read whole when present.
 const CAPTURE: &[&str] = &[

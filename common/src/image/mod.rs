@@ -7,7 +7,8 @@
 //!   extracted, with bounds on entries, bytes, ratio and time;
 //! - [`elfscan`]: what an ELF object in a layer says (sonames, symbol
 //!   versions, ISA notes, sampled instructions);
-//! - [`annotate`]: annotations proposed from the layers, each with evidence;
+//! - [`annotate`]: annotations proposed from the layers, each with evidence
+//!   (as [`proposals`]);
 //! - [`check`]: the conformance findings of `hpcc check IMAGE`;
 //! - [`nfd`]: the Kubernetes NFD image compatibility spec (`v1alpha1`),
 //!   written from proposals and scored against this node;
@@ -25,6 +26,7 @@ pub mod elfscan;
 pub mod layers;
 pub mod layout;
 pub mod nfd;
+pub mod proposals;
 pub mod yaml;
 
 use std::time::Duration;

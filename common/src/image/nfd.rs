@@ -23,8 +23,8 @@
 //! matching is green; only a lower-weight set matching is orange (runs,
 //! not on the preferred configuration); no set matching is red.
 
-use super::annotate::Proposals;
 use super::layout::{Image, Manifest};
+use super::proposals::Proposals;
 use super::yaml::{self, Node};
 use super::{ImageError, Limits};
 use crate::fingerprint::NodeFingerprint;

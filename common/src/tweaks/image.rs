@@ -284,7 +284,7 @@ impl<'a> ImageLibs<'a> {
             if let Some(real) = self.root.resolve(&p).ok().flatten() {
                 // A symlink into the runtime's /proc or /sys mounts is no
                 // library of the image: never a file to read or replace.
-                if crate::apply::KERNEL_DIRS
+                if crate::rootfs::KERNEL_DIRS
                     .iter()
                     .any(|k| real.starts_with(k))
                 {
