@@ -168,10 +168,15 @@ pub fn runnable_generic_level() -> Option<(String, Vec<String>)> {
         .first()
         .map(|p| p.all_features().into_iter().collect())
         .unwrap_or_default();
+    // archspec's `x86_64` lists no features, so `x86_64_v2` "adds" the
+    // psABI's baseline (MMX, SSE, SSE2) too: every x86-64 CPU has those,
+    // and software that reads /proc/cpuinfo may rely on them. Only what a
+    // level really adds is masked.
+    const BASELINE: &[&str] = &["mmx", "sse", "sse2", "fxsr", "cx8", "cmov", "fpu"];
     let mut added: Vec<String> = t
         .all_features()
         .into_iter()
-        .filter(|f| !parent.contains(f))
+        .filter(|f| !parent.contains(f) && !BASELINE.contains(&f.as_str()))
         .collect();
     added.sort();
     Some((level.to_owned(), added))
