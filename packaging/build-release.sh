@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # packaging/build-release.sh — builds EVERY file the hpcc packages ship, in one
 # place, and stages it under target/release/hpcc-package/ (STAGE below). The
-# package metadata (hook/Cargo.toml: hpcc; spank/Cargo.toml: hpcc-slurm; for both
+# package metadata (cli/Cargo.toml: hpcc; spank/Cargo.toml: hpcc-slurm; for both
 # cargo-deb and cargo-generate-rpm) takes its assets only from there, so what is
 # packaged is exactly what this script built:
 #
@@ -18,9 +18,9 @@
 #   slurm-release            the Slurm release the plugin was built for ("" = none)
 #
 # Usage: packaging/build-release.sh [--no-slurm]
-#   then: cargo deb --no-build -p hpcc-hook      (hpcc_*.deb)
+#   then: cargo deb --no-build -p hpcc-cli       (hpcc_*.deb)
 #         cargo deb --no-build -p hpcc-spank     (hpcc-slurm_*.deb)
-#         cargo generate-rpm -p hook; cargo generate-rpm -p spank
+#         cargo generate-rpm -p cli; cargo generate-rpm -p spank
 #   or all at once: packaging/make-packages.sh
 # Env: SLURM_INCLUDE_DIR (as spank/build.rs), CARGO_TARGET_DIR, SOURCE_DATE_EPOCH.
 set -euo pipefail
@@ -43,7 +43,7 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; t
 fi
 
 t0=$SECONDS
-crates=(-p hpcc-hook -p hpcc-runtime)
+crates=(-p hpcc-cli -p hpcc-runtime)
 [ "$with_slurm" = 1 ] && crates+=(-p hpcc-spank)
 log "cargo build --release --locked ${crates[*]}"
 nice -n "${HPCC_NICE:-10}" cargo build --release --locked "${crates[@]}"

@@ -24,10 +24,10 @@ slurm=$(cat "$STAGE/slurm-release")
 rm -rf "$OUT"; mkdir -p "$OUT"
 t0=$SECONDS
 # The staged binaries are stripped already; --no-build: package what was staged.
-cargo deb --no-build --no-strip -q -p hpcc-hook -o "$OUT/"
+cargo deb --no-build --no-strip -q -p hpcc-cli -o "$OUT/"
 [ -n "$slurm" ] && cargo deb --no-build --no-strip -q -p hpcc-spank -o "$OUT/"
 if [ "$rpm" = 1 ]; then
-  cargo generate-rpm -p hook -o "$OUT/"
+  cargo generate-rpm -p cli -o "$OUT/"
   [ -n "$slurm" ] && cargo generate-rpm -p spank -o "$OUT/"
 fi
 log "packaged in $((SECONDS - t0)) s:"

@@ -1,7 +1,5 @@
-//! The two binaries of the `hpcc-hook` package: the OCI hook (`hpcc-hook`)
-//! and the command line (`hpcc`). Both only speak their protocol; every
-//! decision comes from `hpcc-common`.
+//! `hpcc-hook`, the OCI hook: it only speaks its protocol; every decision
+//! comes from `hpcc-common`. The `hpcc` command line is the `hpcc-cli`
+//! crate.
 
-pub mod cli;
 pub mod hook;
-pub mod image_cmd;

@@ -52,7 +52,7 @@ has() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 log "building release binaries"
-nice -n 10 cargo build --release -q -p hpcc-hook -p hpcc-runtime -p hpcc-spank
+nice -n 10 cargo build --release -q -p hpcc-hook -p hpcc-cli -p hpcc-runtime -p hpcc-spank
 REL=$repo/target/release HOOK=$repo/target/release/hpcc-hook RUNTIME=$repo/target/release/hpcc-runtime
 RUNC=$(command -v runc)
 log "fixtures"

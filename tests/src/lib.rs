@@ -38,6 +38,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "-p",
                 "hpcc-hook",
                 "-p",
+                "hpcc-cli",
+                "-p",
                 "hpcc-runtime",
                 "--bins",
             ])

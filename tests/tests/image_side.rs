@@ -4,9 +4,9 @@
 //! built with -march=x86-64-v4), in gzip, zstd and plain tar layers and as
 //! an OCI archive. Nothing is started: the layers are only read.
 
+use hpcc_cli::image_cmd::{self, MatchOptions};
 use hpcc_common::image::annotate::Format;
 use hpcc_common::image::layout::ImageRef;
-use hpcc_hook::image_cmd::{self, MatchOptions};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;

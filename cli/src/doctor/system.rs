@@ -118,7 +118,7 @@ fn journald(socket: &Path, enabled: bool) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::doctor::Status;
+    use crate::doctor::Status;
 
     #[test]
     fn a_missing_socket_is_a_warning_not_a_problem() {

@@ -7,7 +7,9 @@
 //! member of [`source::SourceArgs`]'s group.
 //!
 //! The image side (`check IMAGE`, `match IMAGE`, `annotate IMAGE`) is
-//! `crate::image_cmd` on `hpcc_common::image`.
+//! [`image_cmd`] on the `hpcc-image` crate: only this crate links it (tar,
+//! zstd, the x86 decoder, YAML), never the hook, the runtime or the SPANK
+//! plugin.
 //!
 //! Conventions every command keeps:
 //! - `--help` on every subcommand, `--version` (and `hpcc version`);
@@ -25,6 +27,7 @@ pub mod docs;
 pub mod doctor;
 mod error;
 pub mod fingerprint;
+pub mod image_cmd;
 pub mod matching;
 mod output;
 pub mod policy;

@@ -440,7 +440,7 @@ mod tests {
 
     #[test]
     fn the_shipped_snippets_say_what_the_doctor_wants() {
-        let oci = include_str!("../../../../packaging/slurm/oci.conf");
+        let oci = include_str!("../../../packaging/slurm/oci.conf");
         let (key, cmd, slurm_mode) = oci_runtime(oci).unwrap();
         assert_eq!(key, "RunTimeRun");
         assert_eq!(cmd, DEFAULT_RUNTIME);
@@ -458,7 +458,7 @@ mod tests {
         .unwrap();
         std::fs::write(
             dir.join("plugstack.conf.d/hpcc.conf"),
-            include_str!("../../../../packaging/slurm/plugstack.conf"),
+            include_str!("../../../packaging/slurm/plugstack.conf"),
         )
         .unwrap();
         let lines = plugstack_lines(&dir.join("plugstack.conf"), 0).unwrap();

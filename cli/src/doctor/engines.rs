@@ -338,10 +338,10 @@ pub fn check(layout: &Layout, policy: &Policy, out: &mut Vec<Finding>) -> Vec<Ho
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::doctor::Status;
+    use crate::doctor::Status;
 
     fn shipped() -> Value {
-        serde_json::from_str(include_str!("../../../../packaging/hooks.d/hpcc.json")).unwrap()
+        serde_json::from_str(include_str!("../../../packaging/hooks.d/hpcc.json")).unwrap()
     }
 
     #[test]

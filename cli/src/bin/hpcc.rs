@@ -1,4 +1,4 @@
-//! `hpcc`: fingerprint, match, check, policy, doctor. See `hpcc_hook::cli`.
+//! `hpcc`: fingerprint, match, check, policy, doctor. See `hpcc_cli`.
 
 fn main() {
     // Behave like other filters under `| head`: die quietly on a closed pipe
@@ -7,5 +7,5 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    std::process::exit(hpcc_hook::cli::main(std::env::args_os().collect()));
+    std::process::exit(hpcc_cli::main(std::env::args_os().collect()));
 }

@@ -3,7 +3,7 @@
 //! `--help` (`packaging/build-release.sh` runs it):
 //!
 //! - `man1/hpcc.1` and `man1/hpcc-COMMAND.1` from [`super::command`];
-//! - `man8/hpcc-hook.8` from [`crate::hook::command`];
+//! - `man8/hpcc-hook.8` from [`hpcc_hook::hook::command`];
 //! - `man8/hpcc-runtime.8` from [`runtime_command`];
 //! - `man5/hook.toml.5` from the reference policy (`config/hook.toml`, what
 //!   `hpcc policy example` prints);
@@ -80,7 +80,7 @@ pub fn generate(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
     write(
         "man/man8/hpcc-hook.8".into(),
         page(
-            crate::hook::command(),
+            hpcc_hook::hook::command(),
             "8",
             &[
                 ("FILES", FILES.into()),
