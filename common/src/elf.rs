@@ -379,6 +379,107 @@ impl ElfInfo {
     }
 }
 
+/// Most notes read from an object's `PT_NOTE` segments.
+pub(crate) const MAX_NOTES: usize = 64;
+/// Most `.dynsym` entries looked at for `STT_GNU_IFUNC`.
+pub(crate) const MAX_DYNSYMS: usize = 1 << 20;
+
+/// What the image scan (`image::elfscan`) reads beyond [`ElfInfo`], with
+/// the same care: headers and the few parts named, nothing indexed, every
+/// slice checked against the file.
+pub(crate) struct ObjectParts<'a> {
+    /// `e_type`.
+    pub e_type: u16,
+    /// `PT_INTERP`, when a plain name of at most [`MAX_NAME`] bytes.
+    pub interp: Option<String>,
+    /// The notes of the `PT_NOTE` segments, at most [`MAX_NOTES`].
+    pub notes: Vec<goblin::elf::note::Note<'a>>,
+    /// One of the first [`MAX_DYNSYMS`] symbols of `.dynsym` is a defined
+    /// `STT_GNU_IFUNC`.
+    pub ifunc: bool,
+    /// `.text`: its address and bytes, when they are in the file.
+    pub text: Option<(u64, &'a [u8])>,
+}
+
+impl<'a> ObjectParts<'a> {
+    /// The parts of the ELF object `bytes`.
+    pub(crate) fn parse(bytes: &'a [u8], name: &str) -> Result<ObjectParts<'a>, ElfError> {
+        use goblin::elf::program_header::{PT_INTERP, PT_NOTE};
+        use goblin::elf::section_header::{SHT_DYNSYM, SHT_NOBITS};
+        let layout = Layout::parse(bytes, name)?;
+        let range = |off: u64, size: u64| -> Option<&'a [u8]> {
+            let start = usize::try_from(off).ok()?;
+            let end = start.checked_add(usize::try_from(size).ok()?)?;
+            bytes.get(start..end)
+        };
+        let interp = layout
+            .phdrs
+            .iter()
+            .find(|p| p.p_type == PT_INTERP)
+            .and_then(|p| range(p.p_offset, p.p_filesz))
+            .and_then(|b| {
+                let b = &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())];
+                (b.len() <= MAX_NAME).then_some(b)
+            })
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_owned);
+        let notes = layout
+            .phdrs
+            .iter()
+            .filter(|p| p.p_type == PT_NOTE)
+            .flat_map(|p| {
+                let offset = p.p_offset as usize;
+                goblin::elf::note::NoteDataIterator {
+                    data: bytes,
+                    offset,
+                    size: offset.saturating_add(p.p_filesz as usize),
+                    ctx: (p.p_align as usize, layout.ctx),
+                }
+            })
+            .take(MAX_NOTES)
+            .flatten()
+            .collect();
+        let ifunc = layout
+            .shdrs
+            .iter()
+            .find(|s| s.sh_type == SHT_DYNSYM)
+            .and_then(|s| {
+                let entry = match layout.ctx.container {
+                    Container::Big => goblin::elf::sym::sym64::SIZEOF_SYM,
+                    Container::Little => goblin::elf::sym::sym32::SIZEOF_SYM,
+                };
+                let count = (s.sh_size as usize / entry).min(MAX_DYNSYMS);
+                goblin::elf::Symtab::parse(bytes, s.sh_offset as usize, count, layout.ctx).ok()
+            })
+            .is_some_and(|syms| {
+                syms.iter()
+                    .any(|s| s.st_type() == goblin::elf::sym::STT_GNU_IFUNC && s.st_shndx != 0)
+            });
+        let section_names = layout
+            .shdrs
+            .get(usize::from(layout.header.e_shstrndx))
+            .and_then(|s| range(s.sh_offset, s.sh_size))
+            .unwrap_or_default();
+        let text = layout
+            .shdrs
+            .iter()
+            .find(|s| {
+                section_names
+                    .get(s.sh_name..)
+                    .is_some_and(|n| n.starts_with(b".text\0"))
+            })
+            .filter(|s| s.sh_type != SHT_NOBITS)
+            .and_then(|s| Some((s.sh_addr, range(s.sh_offset, s.sh_size)?)));
+        Ok(ObjectParts {
+            e_type: layout.header.e_type,
+            interp,
+            notes,
+            ifunc,
+            text,
+        })
+    }
+}
+
 /// `DT_NEEDED` names in order, each once, at most [`MAX_NEEDED`] entries.
 fn needed_libraries(dynamic: &Dynamic, names: &mut Names<'_>) -> Result<Vec<String>, ElfError> {
     let mut out: Vec<String> = Vec::new();

@@ -16,6 +16,9 @@
 use crate::io::ReadError;
 use std::path::{Path, PathBuf};
 
+/// Largest slurm.conf read, its includes counted.
+pub const MAX_BYTES: u64 = 4 << 20;
+
 /// Deepest `Include` nesting followed (a file including itself stops here).
 const MAX_INCLUDE_DEPTH: usize = 8;
 

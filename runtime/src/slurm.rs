@@ -38,8 +38,6 @@ use std::time::Duration;
 
 /// Where Slurm's configuration lives unless slurmstepd says otherwise.
 pub const SLURM_CONF: &str = "/etc/slurm/slurm.conf";
-/// Largest slurm.conf read.
-const MAX_CONF_BYTES: u64 = 4 << 20;
 /// How long `scancel` may take.
 const SCANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -69,8 +67,9 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// slurm.conf: `SLURM_CONF` (slurmstepd passes it) when root owns that
-/// file, else the default path.
+/// slurm.conf (its `Include`s in place, as slurmd reads them):
+/// `SLURM_CONF` (slurmstepd passes it) when root owns that file, else the
+/// default path.
 fn slurm_conf() -> String {
     let path = env("SLURM_CONF")
         .map(PathBuf::from)
@@ -78,7 +77,7 @@ fn slurm_conf() -> String {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0)
         })
         .unwrap_or_else(|| PathBuf::from(SLURM_CONF));
-    hpcc_common::io::read_text_bounded(&path, MAX_CONF_BYTES).unwrap_or_default()
+    hpcc_common::slurm_conf::read(&path, hpcc_common::slurm_conf::MAX_BYTES).unwrap_or_default()
 }
 
 /// This node's Slurm name: `--hpcc-node=%n`, `SLURMD_NODENAME`, else the
@@ -470,19 +469,12 @@ fn pmi2_socket() -> Result<RawFd, SlurmError> {
     }
 }
 
-/// The last value of a slurm.conf key (case-insensitive), comments
-/// stripped.
+/// The last value of a slurm.conf key (case-insensitive), as Slurm reads
+/// it (the doctor reads it the same way: [`hpcc_common::slurm_conf`]).
 pub fn conf_value(slurm_conf: &str, key: &str) -> Option<String> {
-    let mut found = None;
-    for line in slurm_conf.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if let Some((k, v)) = line.split_once('=') {
-            if k.trim().eq_ignore_ascii_case(key) {
-                found = Some(v.trim().to_owned());
-            }
-        }
-    }
-    found
+    hpcc_common::slurm_conf::SlurmConf::parse(slurm_conf)
+        .get(key)
+        .map(str::to_owned)
 }
 
 /// `SlurmdSpoolDir` from slurm.conf text (last one wins, `%n`/`%h` replaced

@@ -4,33 +4,13 @@
 //! `hpcc-runtime`.
 
 use super::{elf, find_program, is_executable, Finding, Layout, DEFAULT_RUNTIME, SLURM_EXAMPLES};
+use hpcc_common::slurm_conf::{self, SlurmConf};
 use std::path::{Path, PathBuf};
 
 const CHECK: &str = "slurm";
 
 /// The plugin's file name.
 pub const PLUGIN: &str = "hpcc_spank.so";
-
-/// `key=value` settings of slurm.conf (keys case-insensitive, lowercased).
-pub fn parse_conf(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or_default().trim())
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.trim().to_lowercase(),
-                v.trim().trim_matches('"').to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn setting<'a>(conf: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    conf.iter()
-        .rev()
-        .find(|(k, _)| k == &key.to_lowercase())
-        .map(|(_, v)| v.as_str())
-}
 
 /// One plugin line of plugstack.conf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,14 +131,16 @@ pub fn check(layout: &Layout, out: &mut Vec<Finding>) {
         ));
         return;
     }
-    let conf = std::fs::read_to_string(conf_path)
-        .map(|t| parse_conf(&t))
+    // Read as the runtime reads it (hpcc_common::slurm_conf).
+    let conf = slurm_conf::read(conf_path, slurm_conf::MAX_BYTES)
+        .map(|t| SlurmConf::parse(&t))
         .unwrap_or_default();
     let etc = conf_path
         .parent()
         .unwrap_or(Path::new("/etc/slurm"))
         .to_owned();
-    let plugin_dirs: Vec<PathBuf> = setting(&conf, "PluginDir")
+    let plugin_dirs: Vec<PathBuf> = conf
+        .get("PluginDir")
         .map(|d| d.split(':').map(PathBuf::from).collect())
         .unwrap_or_else(|| {
             [
@@ -176,7 +158,8 @@ pub fn check(layout: &Layout, out: &mut Vec<Finding>) {
         .map(|d| d.join(PLUGIN))
         .find(|p| p.exists());
     let running = running_release(layout);
-    let plugstack = setting(&conf, "PlugStackConfig")
+    let plugstack = conf
+        .get("PlugStackConfig")
         .map(PathBuf::from)
         .unwrap_or_else(|| etc.join("plugstack.conf"));
     let lines = if plugstack.exists() {
@@ -323,9 +306,9 @@ fn plugin_line(
 /// `RunTimeCreate`), its first word, and whether `--hpcc-slurm` is among its
 /// arguments.
 pub fn oci_runtime(text: &str) -> Option<(String, String, bool)> {
-    let conf = parse_conf(text);
+    let conf = SlurmConf::parse(text);
     for key in ["RunTimeRun", "RunTimeCreate"] {
-        if let Some(v) = setting(&conf, key) {
+        if let Some(v) = conf.get(key) {
             // slurmstepd runs the line with /bin/sh -c: a leading `exec`
             // is the shell's, the command follows it.
             let mut words = v.split_whitespace().peekable();
@@ -342,8 +325,9 @@ pub fn oci_runtime(text: &str) -> Option<(String, String, bool)> {
 
 /// Whether oci.conf's `key` starts with the shell's `exec`.
 fn runs_by_exec(text: &str, key: &str) -> bool {
-    let conf = parse_conf(text);
-    setting(&conf, key).is_some_and(|v| v.split_whitespace().next() == Some("exec"))
+    SlurmConf::parse(text)
+        .get(key)
+        .is_some_and(|v| v.split_whitespace().next() == Some("exec"))
 }
 
 fn oci_conf(path: &Path, out: &mut Vec<Finding>) {

@@ -5,8 +5,8 @@
 //! instructions use, from a bounded sample of `.text` decoded with
 //! `iced-x86`. Nothing is loaded or executed.
 
+use crate::elf::{ElfInfo, ObjectParts};
 use crate::version::Version;
-use goblin::elf::Elf;
 use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Instruction};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,97 +136,64 @@ pub fn is_elf(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\x7fELF")
 }
 
-/// Parses an ELF object; `None` when it is not one goblin can read.
+/// Parses an ELF object; `None` when it is not one the bounded parser of
+/// [`crate::elf`] reads (goblin's `Elf::parse` is not used: it indexes
+/// every string table and follows version chains without a budget, and
+/// image files are hostile).
 pub fn scan(bytes: &[u8], opts: ScanOptions) -> Option<ElfFacts> {
-    let elf = Elf::parse(bytes).ok()?;
-    let kind = match elf.header.e_type {
+    let info = ElfInfo::parse(bytes, "image object").ok()?;
+    let parts = ObjectParts::parse(bytes, "image object").ok()?;
+    let kind = match parts.e_type {
         goblin::elf::header::ET_EXEC => ElfKind::Executable,
         // A PIE program has an interpreter and no soname; libc.so.6 has
         // both (it runs, printing its version) and is a library.
-        goblin::elf::header::ET_DYN if elf.interpreter.is_some() && elf.soname.is_none() => {
+        goblin::elf::header::ET_DYN if parts.interp.is_some() && info.soname.is_none() => {
             ElfKind::Executable
         }
         goblin::elf::header::ET_DYN => ElfKind::SharedObject,
         _ => ElfKind::Other,
     };
-    let mut version_defs = BTreeSet::new();
-    if let Some(verdef) = &elf.verdef {
-        for def in verdef.iter() {
-            if let Some(aux) = def.iter().next() {
-                if let Some(n) = elf.dynstrtab.get_at(aux.vda_name) {
-                    version_defs.insert(n.to_owned());
-                }
-            }
-        }
-    }
-    let mut version_needs = Vec::new();
-    if let Some(verneed) = &elf.verneed {
-        for need in verneed.iter() {
-            let lib = elf.dynstrtab.get_at(need.vn_file).unwrap_or("?").to_owned();
-            for aux in need.iter() {
-                if let Some(n) = elf.dynstrtab.get_at(aux.vna_name) {
-                    version_needs.push((lib.clone(), n.to_owned()));
-                }
-            }
-        }
-    }
     let mut isa_needed = None;
     let mut isa_used = None;
     let mut abi_kernel = None;
-    if let Some(notes) = elf.iter_note_headers(bytes) {
-        for note in notes.take(64).flatten() {
-            if note.name != "GNU" {
-                continue;
-            }
-            match note.n_type {
-                NT_GNU_PROPERTY_TYPE_0 => {
-                    for (ty, data) in properties(note.desc, elf.is_64) {
-                        let bits = data
-                            .get(..4)
-                            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                        match ty {
-                            ISA_1_NEEDED => isa_needed = bits.or(isa_needed),
-                            ISA_1_USED => isa_used = bits.or(isa_used),
-                            _ => {}
-                        }
+    for note in &parts.notes {
+        if note.name != "GNU" {
+            continue;
+        }
+        match note.n_type {
+            NT_GNU_PROPERTY_TYPE_0 => {
+                for (ty, data) in properties(note.desc, info.is_64) {
+                    let bits = data
+                        .get(..4)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    match ty {
+                        ISA_1_NEEDED => isa_needed = bits.or(isa_needed),
+                        ISA_1_USED => isa_used = bits.or(isa_used),
+                        _ => {}
                     }
                 }
-                NT_GNU_ABI_TAG if note.desc.len() >= 16 => {
-                    let w = |i: usize| {
-                        u32::from_le_bytes([
-                            note.desc[i],
-                            note.desc[i + 1],
-                            note.desc[i + 2],
-                            note.desc[i + 3],
-                        ]) as u64
-                    };
-                    // OS 0 is Linux.
-                    if w(0) == 0 {
-                        abi_kernel = Some(Version::from_parts(&[w(4), w(8), w(12)]));
-                    }
-                }
-                _ => {}
             }
+            NT_GNU_ABI_TAG if note.desc.len() >= 16 => {
+                let w = |i: usize| {
+                    u32::from_le_bytes([
+                        note.desc[i],
+                        note.desc[i + 1],
+                        note.desc[i + 2],
+                        note.desc[i + 3],
+                    ]) as u64
+                };
+                // OS 0 is Linux.
+                if w(0) == 0 {
+                    abi_kernel = Some(Version::from_parts(&[w(4), w(8), w(12)]));
+                }
+            }
+            _ => {}
         }
     }
-    let ifunc = elf
-        .dynsyms
-        .iter()
-        .take(1 << 20)
-        .any(|s| s.st_type() == goblin::elf::sym::STT_GNU_IFUNC && s.st_shndx != 0);
-    let text = elf
-        .section_headers
-        .iter()
-        .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".text"))
-        .and_then(|sh| {
-            let start = usize::try_from(sh.sh_offset).ok()?;
-            let len = usize::try_from(sh.sh_size).ok()?;
-            let end = start.checked_add(len)?;
-            (end <= bytes.len() && sh.sh_type != goblin::elf::section_header::SHT_NOBITS)
-                .then_some((sh.sh_addr, &bytes[start..end]))
-        });
+    let ifunc = parts.ifunc;
+    let text = parts.text;
     let text_size = text.map_or(0, |(_, t)| t.len() as u64);
-    let machine = elf.header.e_machine;
+    let machine = info.machine;
     let sample = match (opts.sample_bytes, text) {
         (Some(n), Some((addr, t))) if machine == EM_X86_64 || machine == EM_386 => {
             let bitness = if machine == EM_X86_64 { 64 } else { 32 };
@@ -241,13 +208,13 @@ pub fn scan(bytes: &[u8], opts: ScanOptions) -> Option<ElfFacts> {
     };
     Some(ElfFacts {
         machine,
-        is_64: elf.is_64,
+        is_64: info.is_64,
         kind,
-        interp: elf.interpreter.map(str::to_owned),
-        soname: elf.soname.map(str::to_owned),
-        needed: elf.libraries.iter().map(|s| (*s).to_owned()).collect(),
-        version_needs,
-        version_defs,
+        interp: parts.interp,
+        soname: info.soname,
+        needed: info.needed,
+        version_needs: info.version_needs,
+        version_defs: info.version_defs,
         isa_needed,
         isa_used,
         abi_kernel,
@@ -505,5 +472,25 @@ mod tests {
     fn garbage_is_not_elf() {
         assert!(scan(b"\x7fELF garbage", ScanOptions::default()).is_none());
         assert!(!is_elf(b"#!/bin/sh"));
+    }
+
+    #[test]
+    fn hostile_version_chains_are_bounded() {
+        use crate::elf::crafted::verneed_bomb;
+        // An honest small one reads as before.
+        let f = scan(&verneed_bomb(2, 3), ScanOptions::default()).unwrap();
+        assert_eq!(f.kind, ElfKind::SharedObject);
+        assert_eq!(f.soname.as_deref(), Some("libbomb.so.1"));
+        assert_eq!(f.needed, ["libc.so.6"]);
+        assert_eq!(
+            f.version_needs,
+            [("libc.so.6".to_string(), "GLIBC_2.2.5".to_string())]
+        );
+        // 4096 records sharing one chain of 65,535: 268 million version
+        // needs through goblin's `Elf::parse`, which this scan used; the
+        // bounded parser refuses the object at its budget, at once.
+        let t = std::time::Instant::now();
+        assert!(scan(&verneed_bomb(4096, 65_535), ScanOptions::default()).is_none());
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 }
