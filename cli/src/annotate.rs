@@ -3,8 +3,8 @@
 //! each with its evidence.
 
 use super::{CliError, Global, Output};
-use hpcc_common::image::annotate::Format;
-use hpcc_common::image::layout::ImageRef;
+use hpcc_image::annotate::Format;
+use hpcc_image::layout::ImageRef;
 
 /// `hpcc annotate IMAGE [--format FORMAT]`.
 #[derive(Debug, Clone, clap::Args)]

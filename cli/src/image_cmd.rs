@@ -8,15 +8,15 @@
 
 use hpcc_common::collections::{self, Applied, CollectionError};
 use hpcc_common::fingerprint::NodeFingerprint;
-use hpcc_common::image::annotate::{self, Format};
-use hpcc_common::image::layout::{Image, ImageRef};
-use hpcc_common::image::nfd::{self, NodeFeatures, Spec};
-use hpcc_common::image::{check as conformance, ImageError, Limits};
 use hpcc_common::launch::{self, LaunchError};
 use hpcc_common::matcher::{Score, Verdict};
 use hpcc_common::oci::LaunchContext;
 use hpcc_common::plan::{MpiChoice, UserRequest};
 use hpcc_config::{ConfigError, Policy};
+use hpcc_image::annotate::{self, Format};
+use hpcc_image::layout::{Image, ImageRef};
+use hpcc_image::nfd::{self, NodeFeatures, Spec};
+use hpcc_image::{check as conformance, ImageError, Limits};
 use std::path::{Path, PathBuf};
 
 /// Exit code for bad input, shared by every command.

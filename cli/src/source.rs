@@ -28,10 +28,10 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     /// The image, when one was named.
-    pub fn image_ref(&self) -> Result<Option<hpcc_common::image::layout::ImageRef>, CliError> {
+    pub fn image_ref(&self) -> Result<Option<hpcc_image::layout::ImageRef>, CliError> {
         self.image
             .as_deref()
-            .map(hpcc_common::image::layout::ImageRef::parse)
+            .map(hpcc_image::layout::ImageRef::parse)
             .transpose()
             .map_err(|e| CliError::Image(e.into()))
     }

@@ -41,9 +41,9 @@
 //! `image`, or by the logical `name:tag` of its group; entries for another
 //! architecture than this machine's are skipped.
 
-use crate::image::layout::host_goarch;
-use crate::image::yaml::{self, Node};
+use crate::oci::host_goarch;
 use crate::oci::LaunchContext;
+use crate::yaml::{self, Node};
 use hpcc_config::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -380,14 +380,14 @@ impl ElfInfo {
 }
 
 /// Most notes read from an object's `PT_NOTE` segments.
-pub(crate) const MAX_NOTES: usize = 64;
+pub const MAX_NOTES: usize = 64;
 /// Most `.dynsym` entries looked at for `STT_GNU_IFUNC`.
-pub(crate) const MAX_DYNSYMS: usize = 1 << 20;
+pub const MAX_DYNSYMS: usize = 1 << 20;
 
 /// What the image scan (`image::elfscan`) reads beyond [`ElfInfo`], with
 /// the same care: headers and the few parts named, nothing indexed, every
 /// slice checked against the file.
-pub(crate) struct ObjectParts<'a> {
+pub struct ObjectParts<'a> {
     /// `e_type`.
     pub e_type: u16,
     /// `PT_INTERP`, when a plain name of at most [`MAX_NAME`] bytes.
@@ -403,7 +403,7 @@ pub(crate) struct ObjectParts<'a> {
 
 impl<'a> ObjectParts<'a> {
     /// The parts of the ELF object `bytes`.
-    pub(crate) fn parse(bytes: &'a [u8], name: &str) -> Result<ObjectParts<'a>, ElfError> {
+    pub fn parse(bytes: &'a [u8], name: &str) -> Result<ObjectParts<'a>, ElfError> {
         use goblin::elf::program_header::{PT_INTERP, PT_NOTE};
         use goblin::elf::section_header::{SHT_DYNSYM, SHT_NOBITS};
         let layout = Layout::parse(bytes, name)?;
@@ -592,10 +592,11 @@ impl Sparse<'_> {
     }
 }
 
-/// The review's hostile inputs, shared with the integration tests.
-#[cfg(test)]
+/// The review's hostile inputs, shared with the integration tests and
+/// (feature `testutil`) `hpcc-image`'s.
+#[cfg(any(test, feature = "testutil"))]
 #[path = "../tests/crafted/mod.rs"]
-pub(crate) mod crafted;
+pub mod crafted;
 
 #[cfg(test)]
 mod tests {

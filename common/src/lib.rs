@@ -10,10 +10,11 @@ pub mod annotations;
 pub mod apply;
 pub mod collections;
 pub mod date;
-pub(crate) mod elf;
+/// The bounded ELF reader for untrusted files: the launch and the image side
+/// (`hpcc-image`) both read ELF only through it.
+pub mod elf;
 pub mod fingerprint;
 pub mod handoff;
-pub mod image;
 pub mod io;
 pub mod launch;
 pub mod logging;
@@ -24,12 +25,15 @@ pub mod process;
 pub mod report;
 pub(crate) mod rootfs;
 pub mod slurm_conf;
-#[cfg(test)]
-pub(crate) mod testutil;
+/// Test helpers (temporary directories, synthetic nodes), for this crate's
+/// tests and, with the `testutil` feature, `hpcc-image`'s.
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 pub mod text;
 pub(crate) mod tweaks;
 pub mod verdict;
 pub mod version;
+pub mod yaml;
 
 /// glibc's linker cache format (read and written by hpcc; see
 /// `apply::ldcache_file`).

@@ -280,6 +280,17 @@ pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
+/// The `GOARCH` spelling of this machine's platform (an OCI image's
+/// `platform.architecture`).
+pub fn host_goarch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A temporary directory removed on drop.
-pub(crate) struct TempDir(pub PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub(crate) fn new(tag: &str) -> TempDir {
+    pub fn new(tag: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let p = std::env::temp_dir().join(format!(
             "hpcc-{tag}-{}-{}",
@@ -42,7 +42,7 @@ fn flags_of(name: &str) -> BTreeSet<String> {
 }
 
 /// A node as archspec would describe `micro`, with exactly its features.
-pub(crate) fn node(micro: &str) -> NodeFingerprint {
+pub fn node(micro: &str) -> NodeFingerprint {
     let m = &archspec::cpu::Microarchitecture::known_targets()[micro];
     NodeFingerprint {
         schema: SCHEMA,
@@ -75,7 +75,7 @@ pub(crate) fn node(micro: &str) -> NodeFingerprint {
 }
 
 /// A host library as the fingerprint records it.
-pub(crate) fn lib(path: &str) -> HostLibrary {
+pub fn lib(path: &str) -> HostLibrary {
     HostLibrary {
         path: PathBuf::from(path),
         real_path: None,
@@ -86,7 +86,7 @@ pub(crate) fn lib(path: &str) -> HostLibrary {
 }
 
 /// The node with Debian's MPICH as its host MPI.
-pub(crate) fn with_mpich(mut n: NodeFingerprint) -> NodeFingerprint {
+pub fn with_mpich(mut n: NodeFingerprint) -> NodeFingerprint {
     n.mpi.push(HostMpiFingerprint {
         name: "mpich".into(),
         abi: MpiAbi::Mpich,
@@ -97,7 +97,7 @@ pub(crate) fn with_mpich(mut n: NodeFingerprint) -> NodeFingerprint {
 
 /// A rootfs with copies of real host files under chosen names, and
 /// symbolic links (`(target, link)`).
-pub(crate) fn rootfs_with(files: &[(&str, &str)], links: &[(&str, &str)]) -> TempDir {
+pub fn rootfs_with(files: &[(&str, &str)], links: &[(&str, &str)]) -> TempDir {
     let t = TempDir::new("tweaks");
     for (src, dst) in files {
         let d = t.0.join(dst.trim_start_matches('/'));
@@ -113,7 +113,7 @@ pub(crate) fn rootfs_with(files: &[(&str, &str)], links: &[(&str, &str)]) -> Tem
 }
 
 /// A policy whose host MPI `mpich` is these libraries.
-pub(crate) fn policy_mpich(libs: &[&str]) -> Policy {
+pub fn policy_mpich(libs: &[&str]) -> Policy {
     let mut p = Policy::default();
     p.mpi.insert(
         "mpich".into(),
@@ -129,7 +129,7 @@ pub(crate) fn policy_mpich(libs: &[&str]) -> Policy {
 }
 
 /// A launch context with this process environment and these annotations.
-pub(crate) fn ctx(env: &[&str], annotations: &[(&str, &str)]) -> LaunchContext {
+pub fn ctx(env: &[&str], annotations: &[(&str, &str)]) -> LaunchContext {
     LaunchContext {
         id: "c1".into(),
         bundle: "/b".into(),

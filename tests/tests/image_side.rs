@@ -5,8 +5,8 @@
 //! an OCI archive. Nothing is started: the layers are only read.
 
 use hpcc_cli::image_cmd::{self, MatchOptions};
-use hpcc_common::image::annotate::Format;
-use hpcc_common::image::layout::ImageRef;
+use hpcc_image::annotate::Format;
+use hpcc_image::layout::ImageRef;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;

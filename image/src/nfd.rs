@@ -25,10 +25,10 @@
 
 use super::layout::{Image, Manifest};
 use super::proposals::Proposals;
-use super::yaml::{self, Node};
 use super::{ImageError, Limits};
-use crate::fingerprint::NodeFingerprint;
-use crate::matcher::{Check, Finding, Level};
+use hpcc_common::fingerprint::NodeFingerprint;
+use hpcc_common::matcher::{Check, Finding, Level};
+use hpcc_common::yaml::{self, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
@@ -422,7 +422,7 @@ impl NodeFeatures {
                     "subsystem_vendor",
                     "subsystem_device",
                 ] {
-                    if let Ok(v) = crate::io::read_text_bounded(&d.path().join(a), 64) {
+                    if let Ok(v) = hpcc_common::io::read_text_bounded(&d.path().join(a), 64) {
                         let v = v.trim().trim_start_matches("0x");
                         // NFD keeps the class's base class and subclass only.
                         let v = if a == "class" && v.len() > 4 {
@@ -473,8 +473,8 @@ impl Tri {
 
 fn cmp_num(a: &str, b: &str, version: bool) -> Option<std::cmp::Ordering> {
     if version {
-        let a = crate::version::Version::parse_prefix(a)?;
-        let b = crate::version::Version::parse_prefix(b)?;
+        let a = hpcc_common::version::Version::parse_prefix(a)?;
+        let b = hpcc_common::version::Version::parse_prefix(b)?;
         return Some(a.cmp(&b));
     }
     Some(
@@ -693,7 +693,7 @@ pub fn spec_yaml(p: &Proposals) -> String {
     let _ = writeln!(
         out,
         "# NFD image compatibility spec written by hpcc annotate for {}",
-        crate::text::escape(&p.image)
+        hpcc_common::text::escape(&p.image)
     );
     let _ = writeln!(out, "version: v1alpha1\ncompatibilities:");
     let desc = if p.cpu.platform == "x86_64" {
@@ -724,7 +724,7 @@ pub fn spec_yaml(p: &Proposals) -> String {
     if let Some(k) = p
         .kernel_min
         .as_deref()
-        .and_then(|k| crate::version::Version::parse(k).ok())
+        .and_then(|k| hpcc_common::version::Version::parse(k).ok())
     {
         let (maj, min) = (k.major(), k.minor());
         let _ = writeln!(
@@ -742,7 +742,7 @@ pub fn spec_yaml(p: &Proposals) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::node;
+    use hpcc_common::testutil::node;
 
     const SPEC: &str = r#"
 version: v1alpha1

@@ -12,8 +12,12 @@
 //! - [`check`]: the conformance findings of `hpcc check IMAGE`;
 //! - [`nfd`]: the Kubernetes NFD image compatibility spec (`v1alpha1`),
 //!   written from proposals and scored against this node;
-//! - [`yaml`]: the small, alias-free YAML reader that collections and NFD
-//!   specs go through.
+//! - YAML (collections, NFD specs) goes through the core's small,
+//!   alias-free reader, `hpcc_common::yaml`.
+//!
+//! This is a crate of its own so that only the `hpcc` command line links it
+//! (tar, gzip, zstd, the x86 decoder): not the hook, the runtime or the
+//! SPANK plugin that slurmstepd loads.
 //!
 //! Everything here reads hostile input: an image may be crafted to make a
 //! reader follow a symlink out, fill memory, decompress forever or run
@@ -27,7 +31,6 @@ pub mod layers;
 pub mod layout;
 pub mod nfd;
 pub mod proposals;
-pub mod yaml;
 
 use std::time::Duration;
 
@@ -96,7 +99,7 @@ pub enum ImageError {
     },
     /// A YAML document (collection, NFD spec) is not valid.
     #[error(transparent)]
-    Yaml(#[from] yaml::YamlError),
+    Yaml(#[from] hpcc_common::yaml::YamlError),
 }
 
 impl ImageError {

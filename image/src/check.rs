@@ -22,7 +22,7 @@ use super::annotate::which;
 use super::layers::{self, Kind, Scan, ScanRequest};
 use super::layout::{Image, MergedAnnotations};
 use super::{ImageError, Limits};
-use crate::annotations::{ImageSpec, PREFIX};
+use hpcc_common::annotations::{ImageSpec, PREFIX};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
@@ -131,7 +131,7 @@ impl CheckReport {
 
     /// The text report. Image text is escaped.
     pub fn render_text(&self) -> String {
-        let esc = crate::text::escape;
+        let esc = hpcc_common::text::escape;
         let verdict = if !self.valid {
             "INVALID annotations"
         } else if self.conformant {
@@ -191,7 +191,7 @@ pub fn check(image: &Image, limits: &Limits) -> Result<CheckReport, ImageError> 
         .filter(|p| {
             matches!(
                 p.problem,
-                crate::annotations::ProblemKind::Unreadable { .. }
+                hpcc_common::annotations::ProblemKind::Unreadable { .. }
             )
         })
         .collect();
@@ -209,7 +209,7 @@ pub fn check(image: &Image, limits: &Limits) -> Result<CheckReport, ImageError> 
                 "annotations",
                 &p.key,
                 Status::Fail,
-                crate::text::escape(&format!("{}={:?}: {}", p.key, p.value, p.problem)),
+                hpcc_common::text::escape(&format!("{}={:?}: {}", p.key, p.value, p.problem)),
             );
         }
     }
@@ -513,7 +513,7 @@ fn dirs_with_bin(dirs: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::TempDir;
+    use hpcc_common::testutil::TempDir;
 
     fn config_image(dir: &std::path::Path, config: &str) -> Image {
         let p = dir.join("config.json");

@@ -582,9 +582,9 @@ impl Store {
                 hint: "Limits::max_json_bytes",
             });
         }
-        crate::io::read_bounded(r, limit).map_err(|e| match e {
-            crate::io::ReadError::Io(e) => ImageError::io(&what, e),
-            crate::io::ReadError::TooLarge { limit } => ImageError::Limit {
+        hpcc_common::io::read_bounded(r, limit).map_err(|e| match e {
+            hpcc_common::io::ReadError::Io(e) => ImageError::io(&what, e),
+            hpcc_common::io::ReadError::TooLarge { limit } => ImageError::Limit {
                 what: what.clone(),
                 limit: format!("{limit} bytes"),
                 hint: "Limits::max_json_bytes",
@@ -624,7 +624,7 @@ impl Store {
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// A curated collection file (lowest, unless the policy puts it on top;
-    /// see [`crate::collections`]).
+    /// see [`hpcc_common::collections`]).
     Collection(String),
     /// The index's own annotations.
     IndexAnnotation,
@@ -696,7 +696,7 @@ impl MergedAnnotations {
             let Some(used) = vals.pop() else { continue };
             let overridden: Vec<Sourced> =
                 vals.into_iter().filter(|s| s.value != used.value).collect();
-            if !overridden.is_empty() && key.starts_with(crate::annotations::PREFIX) {
+            if !overridden.is_empty() && key.starts_with(hpcc_common::annotations::PREFIX) {
                 out.conflicts.push(Conflict {
                     key: key.clone(),
                     used: used.clone(),
@@ -708,7 +708,7 @@ impl MergedAnnotations {
         out
     }
 
-    /// `(key, value)` pairs for [`crate::annotations::ImageSpec::from_annotations`].
+    /// `(key, value)` pairs for [`hpcc_common::annotations::ImageSpec::from_annotations`].
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values
             .iter()
@@ -750,15 +750,7 @@ pub struct Image {
     pub layers: Vec<Descriptor>,
 }
 
-/// The `GOARCH` spelling of this machine's platform.
-pub fn host_goarch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
+pub use hpcc_common::oci::host_goarch;
 
 impl Image {
     /// The absolute directories of the config's `PATH` (the usual default
@@ -780,16 +772,15 @@ impl Image {
         match r {
             ImageRef::Config(path) => {
                 let what = path.display().to_string();
-                let bytes = crate::io::read_file_bounded(path, limits.max_json_bytes).map_err(
-                    |e| match e {
-                        crate::io::ReadError::Io(e) => ImageError::io(&what, e),
-                        crate::io::ReadError::TooLarge { limit } => ImageError::Limit {
+                let bytes = hpcc_common::io::read_file_bounded(path, limits.max_json_bytes)
+                    .map_err(|e| match e {
+                        hpcc_common::io::ReadError::Io(e) => ImageError::io(&what, e),
+                        hpcc_common::io::ReadError::TooLarge { limit } => ImageError::Limit {
                             what: what.clone(),
                             limit: format!("{limit} bytes"),
                             hint: "Limits::max_json_bytes",
                         },
-                    },
-                )?;
+                    })?;
                 let (config, platform) = parse_config(&bytes, &what)?;
                 Ok(Image {
                     reference: r.to_string(),
@@ -1043,7 +1034,7 @@ fn pick_platform<'a>(cands: &[&'a Descriptor]) -> Option<&'a Descriptor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::TempDir;
+    use hpcc_common::testutil::TempDir;
 
     fn sha256(b: &[u8]) -> String {
         let mut h = sha2::Sha256::new();

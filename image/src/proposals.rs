@@ -4,7 +4,7 @@
 //! need each other.
 
 use super::layers;
-use crate::annotations::PREFIX;
+use hpcc_common::annotations::PREFIX;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 

@@ -20,7 +20,7 @@ use super::{ImageError, Limits};
 // The findings' data lives in `proposals.rs`, below this module and `nfd`;
 // re-exported where callers have always found it.
 pub use super::proposals::{CpuNeeds, Proposal, Proposals};
-use crate::version::Version;
+use hpcc_common::version::Version;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
@@ -653,7 +653,7 @@ impl std::str::FromStr for Format {
 
 /// Renders proposals. Evidence lines are escaped: they carry image paths.
 pub fn render(p: &Proposals, format: Format) -> Result<String, serde_json::Error> {
-    let esc = crate::text::escape;
+    let esc = hpcc_common::text::escape;
     let mut out = String::new();
     match format {
         Format::Text => {

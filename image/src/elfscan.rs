@@ -5,8 +5,8 @@
 //! instructions use, from a bounded sample of `.text` decoded with
 //! `iced-x86`. Nothing is loaded or executed.
 
-use crate::elf::{ElfInfo, ObjectParts};
-use crate::version::Version;
+use hpcc_common::elf::{ElfInfo, ObjectParts};
+use hpcc_common::version::Version;
 use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Instruction};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -137,7 +137,7 @@ pub fn is_elf(bytes: &[u8]) -> bool {
 }
 
 /// Parses an ELF object; `None` when it is not one the bounded parser of
-/// [`crate::elf`] reads (goblin's `Elf::parse` is not used: it indexes
+/// [`hpcc_common::elf`] reads (goblin's `Elf::parse` is not used: it indexes
 /// every string table and follows version chains without a budget, and
 /// image files are hostile).
 pub fn scan(bytes: &[u8], opts: ScanOptions) -> Option<ElfFacts> {
@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn hostile_version_chains_are_bounded() {
-        use crate::elf::crafted::verneed_bomb;
+        use hpcc_common::elf::crafted::verneed_bomb;
         // An honest small one reads as before.
         let f = scan(&verneed_bomb(2, 3), ScanOptions::default()).unwrap();
         assert_eq!(f.kind, ElfKind::SharedObject);
