@@ -570,6 +570,79 @@ fn unannotated_refuse_holds_for_every_image_with_nothing_checkable() {
     }
 }
 
+/// The `unannotated` rule is the admin's: a user's `--hpcc=off`, even
+/// where `may_relax_to = "off"`, relaxes checks but not this rule.
+#[test]
+fn a_users_relaxation_does_not_relax_unannotated_refuse() {
+    let mut policy = refuse_unannotated();
+    policy.users.may_relax_to = Enforcement::Off;
+    let req = UserRequest {
+        enforcement: Some(Enforcement::Off),
+        ..Default::default()
+    };
+    let p = decide(
+        &ctx(&[("org.supercontainers.zzz", "1")]),
+        &node("icelake"),
+        &policy,
+        &req,
+    )
+    .unwrap();
+    assert!(!p.decision.allows_start(), "{:#?}", p.decision);
+}
+
+/// Two CPU keys that disagree: judged by each target, never by the one the
+/// author prefers. Another platform next to the node's refuses; two
+/// targets of the node's platform are both checked (the most demanding
+/// decides), whichever key carries which.
+#[test]
+fn conflicting_cpu_keys_are_judged_by_every_target() {
+    const V: &str = "org.supercontainers.hardware.cpu.optimized.version";
+    for (a, b) in [
+        (V, "io.archspec.cpu.target"),
+        ("io.archspec.cpu.target", V),
+        (V, "org.supercontainers.hardware.cpu.optimized.architecture"),
+    ] {
+        for (x, y) in [
+            ("x86_64", "a64fx"),
+            ("a64fx", "x86_64"),
+            ("x86_64", "sapphirerapids"),
+            ("sapphirerapids", "x86_64"),
+        ] {
+            let p = decide(
+                &ctx(&[(a, x), (b, y)]),
+                &node("icelake"),
+                &Policy::default(),
+                &UserRequest::default(),
+            )
+            .unwrap();
+            assert!(
+                !p.decision.allows_start(),
+                "{a}={x} {b}={y}: {:#?}",
+                p.verdict
+            );
+            assert!(line(&p).contains("checks.cpu"), "{}", line(&p));
+        }
+    }
+}
+
+/// A look-alike of the CPU key carrying a harder target than the real key:
+/// ignored (no engine reads it either), reported, and the real key decides.
+#[test]
+fn a_look_alike_cpu_key_is_reported_and_the_real_key_decides() {
+    const V: &str = "org.supercontainers.hardware.cpu.optimized.version";
+    let trailing = format!("{V} ");
+    let p = decide(
+        &ctx(&[(V, "x86_64"), (&trailing, "a64fx")]),
+        &node("icelake"),
+        &Policy::default(),
+        &UserRequest::default(),
+    )
+    .unwrap();
+    assert!(p.decision.allows_start());
+    let text = crate::report::verdict(&p.verdict, false);
+    assert!(text.contains("looks like"), "{text}");
+}
+
 /// A readable requirement next to junk passes the `unannotated` rule: the
 /// rule is about what could be checked, not about the junk.
 #[test]
