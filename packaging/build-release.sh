@@ -51,12 +51,13 @@ nice -n "${HPCC_NICE:-10}" cargo build --release --locked "${crates[@]}"
 # ==== STATIC HOOK ==============================================================
 # hpcc-hook ships statically linked: an image's LD_PRELOAD/LD_AUDIT (runc gives a
 # createContainer hook the container's env) must never reach a dynamic loader in
-# it. tests/setup/build-static-hook.sh builds it (crt-static, own --target dir)
+# it. packaging/build-static-hook.sh builds it (the only build of hpcc-hook:
+# `cargo build` above gives none, its [[bin]] needs the feature static-hook) (crt-static, own --target dir)
 # and proves it static (no PT_INTERP, file, ldd, no NVML, no NSS lookups). The
 # deb's Depends: $auto then drops libc for it; /usr/bin/hpcc stays dynamic (it is
 # the hook's GPU helper, `hpcc fingerprint --gpus`, with NVML).
-log "static hpcc-hook (tests/setup/build-static-hook.sh)"
-PROFILE=release nice -n "${HPCC_NICE:-10}" bash tests/setup/build-static-hook.sh "$TARGET/static" >/dev/null
+log "static hpcc-hook (packaging/build-static-hook.sh)"
+PROFILE=release nice -n "${HPCC_NICE:-10}" bash packaging/build-static-hook.sh "$TARGET/static" >/dev/null
 HOOK_BIN=$TARGET/static/hpcc-hook
 # ==============================================================================
 

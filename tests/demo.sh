@@ -14,10 +14,13 @@ say "installing Debian packages (runc, crun, podman, umoci, MPICH, libfabric, Sl
 bash tests/setup/install-deps.sh
 say "building hpcc (release)"
 cargo build --release -q
+# hpcc-hook only ever comes out of the static build (cargo build gives none).
+bash packaging/build-static-hook.sh target/static >/dev/null
+install -m 0755 target/release/hpcc target/static/hpcc   # the hook's GPU helper, beside it
 say "building fixtures: busybox and MPI images from real Debian packages, OCI layout with umoci"
 bash tests/setup/build-fixtures.sh tests/work >/dev/null
 
-HOOK=$PWD/target/release/hpcc-hook
+HOOK=$PWD/target/static/hpcc-hook
 RUNTIME=$PWD/target/release/hpcc-runtime
 HPCC=$PWD/target/release/hpcc
 DEMO=$PWD/tests/work/demo

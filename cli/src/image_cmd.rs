@@ -167,6 +167,7 @@ pub fn match_image(image: &ImageRef, opts: &MatchOptions) -> Result<(i32, String
             mpi: MpiChoice::default(),
         },
     )?;
+    let refused = !plan.decision.allows_start();
     let mut verdict = plan.verdict;
     let mut specs: Vec<(String, Spec)> = Spec::attached(&img, &limits)?;
     if let Some(f) = &opts.nfd_file {
@@ -182,7 +183,10 @@ pub fn match_image(image: &ImageRef, opts: &MatchOptions) -> Result<(i32, String
             verdict.extend(nfd::score(spec, what, &features, &opts.tags));
         }
     }
+    // Refused by the policy (`unannotated = "refuse"` on an image with
+    // nothing checkable is only "degraded"): red, as `hpcc match` says.
     let code = match verdict.score() {
+        _ if refused => 2,
         Score::Green => 0,
         Score::Orange => 1,
         Score::Red => 2,

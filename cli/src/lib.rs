@@ -16,7 +16,7 @@
 //! - `--json` (global): stdout carries exactly one JSON document, errors
 //!   included (`{"error": "..."}`), with the same exit code as without;
 //! - colour only on a terminal and never with `NO_COLOR`;
-//! - exit codes (docs/cli.md): match 0 green / 1 orange / 2 red; check 0
+//! - exit codes (docs/cli.md): match 0 green / 1 orange / 2 red or refused; check 0
 //!   conformant / 1 not / 2 invalid; fingerprint, policy, completions 0 ok;
 //!   doctor 0 healthy / 1 problems; 3 bad input or error for every command.
 
@@ -50,7 +50,7 @@ pub const MANDATORY: &[&str] = check::MANDATORY;
 
 const AFTER_HELP: &str = "\
 Exit status:
-  match        0 green, 1 orange, 2 red
+  match        0 green, 1 orange, 2 red or refused by the policy
   check        0 conformant, 1 not conformant, 2 invalid annotations
   annotate     0
   doctor       0 healthy, 1 problems found

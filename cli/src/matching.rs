@@ -17,7 +17,7 @@ use std::path::PathBuf;
     long_about = "Scores an image against this node, or against a fingerprint taken elsewhere \
 with `hpcc fingerprint --json`: every finding with the image's need and the node's offer. \
 --plan adds the decision and the tweaks (mounts, devices, environment) a launch would get.",
-    after_help = "Exit status: 0 green, 1 orange, 2 red, 3 bad input."
+    after_help = "Exit status: 0 green, 1 orange, 2 red or refused by the policy, 3 bad input."
 )]
 pub struct Args {
     /// The image.
@@ -92,11 +92,25 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         (true, true) => out.json(&plan)?,
         (true, false) => out.json(&plan.verdict)?,
         (false, true) => out.text(&report::plan(&plan, out.color))?,
-        (false, false) => out.text(&report::verdict(&plan.verdict, out.color))?,
+        (false, false) => {
+            out.text(&report::verdict(&plan.verdict, out.color))?;
+            // The score alone does not say that the policy refuses.
+            if let Some(line) = launch::refusal_line(&plan, &g.config) {
+                out.text(&format!("{line}\n"))?;
+            }
+        }
     }
-    Ok(match plan.verdict.score() {
-        Score::Green => 0,
-        Score::Orange => 1,
-        Score::Red => 2,
+    // A start the policy refuses is red whatever the findings' score: an
+    // image with nothing checkable is only "degraded", but a script that
+    // gates on `hpcc match` must not pass what `unannotated = "refuse"`
+    // (or any other rule) refuses.
+    Ok(if !plan.decision.allows_start() {
+        2
+    } else {
+        match plan.verdict.score() {
+            Score::Green => 0,
+            Score::Orange => 1,
+            Score::Red => 2,
+        }
     })
 }

@@ -215,7 +215,7 @@ pub fn log(outcome: &Outcome, container: &str) {
                 );
             }
             if plan.verdict.unannotated {
-                tracing::info!(container, "image carries no annotation hpcc knows: started unchecked (policy unannotated = \"allow\")");
+                tracing::info!(container, "image carries no annotation hpcc can check: started unchecked (policy unannotated = \"allow\")");
             }
             if let Decision::Start { warnings } = &plan.decision {
                 for w in warnings {
@@ -380,8 +380,19 @@ fn apply_policy(
             UnannotatedAction::Allow => {}
             UnannotatedAction::Refuse => reasons.push(Refusal {
                 check: Check::Annotations,
-                reason: "the image carries no annotation hpcc knows and this site runs only annotated images".into(),
-                image: Some("no annotations".into()),
+                reason: if verdict.uncheckable_keys.is_empty() {
+                    "the image carries no annotation hpcc can check and this site runs only images that declare what they need".into()
+                } else {
+                    format!(
+                        "the image carries no annotation hpcc can check (keys seen: {}; none could be checked) and this site runs only images that declare what they need",
+                        verdict.uncheckable_keys.join("; ")
+                    )
+                },
+                image: Some(if verdict.uncheckable_keys.is_empty() {
+                    "no annotations".into()
+                } else {
+                    "no requirement hpcc can check".into()
+                }),
                 node: None,
                 policy: "unannotated = \"refuse\"".into(),
             }),

@@ -295,6 +295,23 @@ pub fn host_goarch() -> &'static str {
 mod tests {
     use super::*;
 
+    /// A key twice in `config.json`'s annotations: hpcc reads the last
+    /// value, as runc's Go `encoding/json` does for a map, so hpcc checks
+    /// the value every engine sees (issue 24's sweep).
+    #[test]
+    fn a_duplicate_annotation_key_reads_the_last_value_as_go_does() {
+        let spec = read_config(
+            &br#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"annotations":{"org.supercontainers.hardware.cpu.optimized.version":"a64fx","org.supercontainers.hardware.cpu.optimized.version":"x86_64"}}"#[..],
+            "config.json",
+        )
+        .unwrap();
+        let ctx = LaunchContext::from_bundle(Path::new("/b"), &spec);
+        assert_eq!(
+            ctx.annotations["org.supercontainers.hardware.cpu.optimized.version"],
+            "x86_64"
+        );
+    }
+
     #[test]
     fn state_and_config_combine() {
         let state = read_state(

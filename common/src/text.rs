@@ -22,6 +22,23 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// An annotation key as hpcc shows it: [`escape`], and every non-ASCII
+/// character written as an escape too. Keys are ASCII in every
+/// specification hpcc reads, so a non-ASCII letter in one is a look-alike
+/// (a Cyrillic `о` for `o`): shown as is, the reader could not tell which
+/// letter is wrong.
+pub fn escape_key(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
 /// Characters that can change how a line reads without being seen.
 fn needs_escape(c: char) -> bool {
     c.is_control()
@@ -43,6 +60,15 @@ mod tests {
         let e = escape(forged);
         assert!(!e.contains('\n') && !e.contains('\r') && !e.contains('\u{1b}'));
         assert!(e.contains("\\n") && e.contains("\\u{1b}"), "{e}");
+    }
+
+    #[test]
+    fn keys_show_every_non_ascii_character() {
+        assert_eq!(super::escape_key("\u{43e}rg.x \n"), "\\u{43e}rg.x \\n");
+        assert_eq!(
+            super::escape_key("org.supercontainers.gpu"),
+            "org.supercontainers.gpu"
+        );
     }
 
     #[test]

@@ -205,10 +205,15 @@ pub struct Verdict {
     findings: Vec<Finding>,
     /// Tweaks that can be honoured.
     pub selection: Selection,
-    /// The image carries no key hpcc knows that feeds a check: the policy's
+    /// No requirement hpcc checks was read from the image's annotations
+    /// (`ImageSpec::has_checkable_requirement`): the policy's
     /// `unannotated` rule decides about it.
     #[serde(default)]
     pub unannotated: bool,
+    /// When [`Verdict::unannotated`]: the keys the image carried in hpcc's
+    /// namespaces, each with why it gave nothing to check (escaped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncheckable_keys: Vec<String>,
 }
 
 impl Verdict {

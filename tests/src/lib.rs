@@ -27,16 +27,20 @@ pub fn work_dir() -> PathBuf {
 }
 
 /// Path of a workspace binary (`hpcc-hook`, `hpcc`, `hpcc-runtime`),
-/// built once with the profile of this test run.
+/// built once with the profile of this test run. `hpcc-hook` is the
+/// static hook of [`static_hook`]: the only hpcc-hook a build produces.
 pub fn bin(name: &str) -> PathBuf {
+    if name == "hpcc-hook" {
+        return static_hook();
+    }
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        // No hpcc-hook here: it needs the feature `static-hook` (and
+        // crt-static), which only packaging/build-static-hook.sh sets.
         let status = Command::new(env!("CARGO"))
             .args([
                 "build",
                 "-q",
-                "-p",
-                "hpcc-hook",
                 "-p",
                 "hpcc-cli",
                 "-p",
@@ -46,17 +50,47 @@ pub fn bin(name: &str) -> PathBuf {
             .current_dir(repo_root())
             .status()
             .expect("cargo build runs");
-        assert!(
-            status.success(),
-            "building hpcc-hook, hpcc and hpcc-runtime failed"
-        );
+        assert!(status.success(), "building hpcc and hpcc-runtime failed");
     });
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let p = target.join("debug").join(name);
+    let p = target_dir().join("debug").join(name);
     assert!(p.exists(), "{} was not built", p.display());
     p
+}
+
+/// The cargo target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// The hook as a user gets it: `packaging/build-static-hook.sh` (the
+/// README's and the packages' command; `PROFILE=dev` here, faster to
+/// build), in a directory of its own with the dynamic `hpcc` beside it (its
+/// GPU helper), as a package installs them. Built once per test process.
+pub fn static_hook() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("static-dev");
+        let out = Command::new("bash")
+            .arg(repo_root().join("packaging/build-static-hook.sh"))
+            .arg(&dir)
+            .env("PROFILE", "dev")
+            .output()
+            .expect("build-static-hook.sh runs");
+        assert!(out.status.success(), "build-static-hook.sh: {out:?}");
+        // Through a name of this process's own: test processes run at once.
+        let tmp = dir.join(format!("hpcc.tmp.{}", std::process::id()));
+        std::fs::copy(bin("hpcc"), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("hpcc")).unwrap();
+        // A dynamic hpcc-hook left in the target directory by an older
+        // build must not be mistaken for the hook (nor installed).
+        for profile in ["debug", "release"] {
+            let _ = std::fs::remove_file(target_dir().join(profile).join("hpcc-hook"));
+        }
+        dir
+    })
+    .join("hpcc-hook")
 }
 
 /// Builds the fixtures of `tests/setup/build-fixtures.sh` once per test

@@ -138,7 +138,10 @@ fn runc_refuses_unannotated_image_when_policy_says_so() {
         .find(|l| l.contains("hpcc: refused to start container"))
         .unwrap_or_else(|| panic!("no refusal line: {r:?}"));
     let line = line.replace("\\\"", "\"");
-    assert!(line.contains("carries no annotation hpcc knows"), "{line}");
+    assert!(
+        line.contains("carries no annotation hpcc can check"),
+        "{line}"
+    );
     assert!(
         line.contains("unannotated = \"refuse\""),
         "policy key not named: {line}"

@@ -57,36 +57,35 @@ const CPU_POLICY: &str =
 /// An aarch64 target: impossible on this x86_64 node, so the hook refuses.
 const IMPOSSIBLE: &str = "a64fx";
 
-/// The hook that ships (static), in a directory of its own with the
-/// dynamic `hpcc` beside it (its GPU helper), as a package installs them.
+/// The hook that ships (static), with the fixtures of these tests.
 fn static_hook() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
+    static FIXTURES: OnceLock<()> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
         let out = Command::new("bash")
             .arg(repo_root().join("tests/setup/build-hostile-fixtures.sh"))
             .arg(work_dir())
             .output()
             .expect("build-hostile-fixtures.sh runs");
         assert!(out.status.success(), "build-hostile-fixtures.sh: {out:?}");
-        let dir = work_dir().join("static-hook");
-        let out = Command::new("bash")
-            .arg(repo_root().join("tests/setup/build-static-hook.sh"))
-            .arg(&dir)
-            .env("PROFILE", "dev")
-            .output()
-            .expect("build-static-hook.sh runs");
-        assert!(out.status.success(), "build-static-hook.sh: {out:?}");
-        std::fs::copy(bin("hpcc"), dir.join("hpcc")).unwrap();
-        dir
-    })
-    .join("hpcc-hook")
+    });
+    hpcc_e2e::static_hook()
 }
 
-/// The dynamic build of the same hook: the negative control of the loader
-/// tests.
+/// The negative control of the loader tests: a dynamically linked program
+/// in the hook's place. No dynamic hpcc-hook can be built any more (its
+/// [[bin]] needs the feature `static-hook` and crt-static), so the control
+/// is the dynamic `hpcc` of the same build, copied under a name of its own:
+/// the loader runs the payload before `main`, whatever the program.
 fn dynamic_hook() -> PathBuf {
-    bin("hpcc-hook")
+    let dir = scratch("dynamic-control").join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(DYNAMIC_CONTROL);
+    std::fs::copy(bin("hpcc"), &p).unwrap();
+    p
 }
+
+/// The name of [`dynamic_hook`]'s program, which the payload's marker names.
+const DYNAMIC_CONTROL: &str = "dynamic-control";
 
 /// One hook entry of `config.json`.
 struct Hook<'a> {
@@ -369,9 +368,9 @@ fn loader_variables_in_the_hook_env_are_inert_for_the_static_hook_at_prestart() 
     );
 }
 
-/// The negative control: the same two attacks against the dynamic build
-/// of the same hook run the image's code as root. If this test fails, the
-/// two above prove nothing.
+/// The negative control: the same two attacks against a dynamically
+/// linked program in the hook's place run the image's code as root. If
+/// this test fails, the two above prove nothing.
 #[test]
 fn the_same_attacks_run_the_payload_in_a_dynamic_hook() {
     let hook = dynamic_hook();
@@ -382,7 +381,10 @@ fn the_same_attacks_run_the_payload_in_a_dynamic_hook() {
     let marker = preload_image(&mut b);
     run_runc(&b);
     let got = std::fs::read_to_string(&marker).unwrap_or_default();
-    assert!(got.contains("hpcc-hook"), "createContainer: marker {got:?}");
+    assert!(
+        got.contains(DYNAMIC_CONTROL),
+        "createContainer: marker {got:?}"
+    );
 
     let mut b = bundle(
         "hs-preload-dyn-pre",
@@ -403,7 +405,7 @@ fn the_same_attacks_run_the_payload_in_a_dynamic_hook() {
     set_hook(&mut b, CPU_POLICY, &h);
     run_runc(&b);
     let got = std::fs::read_to_string(&marker).unwrap_or_default();
-    assert!(got.contains("hpcc-hook"), "prestart: marker {got:?}");
+    assert!(got.contains(DYNAMIC_CONTROL), "prestart: marker {got:?}");
 }
 
 /// A copy of the static hook with a fake GPU helper `hpcc` beside it
@@ -902,38 +904,76 @@ fn launch_dir(b: &Bundle, watched: &[&Path]) -> Launch {
 }
 
 // ---------------------------------------------------------------------------
-// Finding 7: unannotated = "refuse" counts only keys hpcc knows.
+// Finding 7: unannotated = "refuse" counts only requirements hpcc could
+// check (issue 24: also a known key whose value cannot be read, a
+// misspelt namespace, a trailing space), at prestart and createContainer.
 // ---------------------------------------------------------------------------
 
 #[test]
 fn unknown_and_look_alike_keys_do_not_make_an_image_annotated() {
     let hook = static_hook();
-    let policy = "unannotated = \"refuse\"\n[cache]\nenabled = false\n[log]\njournald = false\n";
-    for (i, key) in [
-        "org.supercontainers.nonsense.key",
+    // Every check at warn: only the `unannotated` rule may refuse.
+    let policy = "unannotated = \"refuse\"\n[checks]\ncpu = \"warn\"\nmpi = \"warn\"\nlibc = \"warn\"\n[cache]\nenabled = false\n[log]\njournald = false\n";
+    for (i, (key, value)) in [
+        ("org.supercontainers.nonsense.key", "x86_64"),
+        ("org.supercontainers.zzz", "x86_64"),
         // Cyrillic і (U+0456) for the Latin i of `version`.
-        "org.supercontainers.hardware.cpu.optimized.vers\u{456}on",
-        "org.supercontainers.hardware.cpu.optimized.\u{200b}version",
-        "ORG.SUPERCONTAINERS.HARDWARE.CPU.OPTIMIZED.VERSION",
+        (
+            "org.supercontainers.hardware.cpu.optimized.vers\u{456}on",
+            "x86_64",
+        ),
+        (
+            "org.supercontainers.hardware.cpu.optimized.\u{200b}version",
+            "x86_64",
+        ),
+        (
+            "ORG.SUPERCONTAINERS.HARDWARE.CPU.OPTIMIZED.VERSION",
+            "x86_64",
+        ),
+        (
+            "org.supercontainers.hardware.cpu.optimized.version ",
+            "x86_64",
+        ),
+        (
+            "org.supercontainer.hardware.cpu.optimized.version",
+            "x86_64",
+        ),
+        ("org.supercontainers.mpi.implementation", "zzz"),
+        ("org.supercontainers.libc.implementation", "zzz"),
+        (
+            "org.supercontainers.hardware.cpu.optimized.version",
+            "pentium9000",
+        ),
     ]
-    .iter()
+    .into_iter()
     .enumerate()
     {
-        let mut b = bundle(
-            &format!("hs-unannotated-{i}"),
-            "busybox",
-            policy,
-            &Hook::new(&hook, "prestart"),
-        );
-        b.annotate(key, "x86_64");
-        let l = launch(&b, "runc", &[]);
-        assert!(refused_by_hpcc(&l), "{key:?}: {:?}", l.run);
-        assert!(
-            l.run.stderr.contains("unannotated"),
-            "{key:?}: {}",
-            l.run.stderr
-        );
-        assert!(!l.run.stdout.contains("started"));
+        for stage in ["prestart", "createContainer"] {
+            let mut h = Hook::new(&hook, stage);
+            h.env = Some(vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()]);
+            let mut b = bundle(
+                &format!("hs-unannotated-{i}-{stage}"),
+                "busybox",
+                policy,
+                &h,
+            );
+            b.annotate(key, value);
+            let l = launch(&b, "runc", &[]);
+            assert!(refused_by_hpcc(&l), "{key:?} {stage}: {:?}", l.run);
+            assert!(
+                l.run.stderr.contains("unannotated")
+                    && l.run.stderr.contains("none could be checked"),
+                "{key:?} {stage}: {}",
+                l.run.stderr
+            );
+            // A non-ASCII letter of a key is shown as an escape.
+            assert!(
+                !l.run.stderr.contains('\u{456}'),
+                "{key:?}: {}",
+                l.run.stderr
+            );
+            assert!(!l.run.stdout.contains("started"));
+        }
     }
 }
 

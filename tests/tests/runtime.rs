@@ -363,6 +363,69 @@ fn runc_refusal_is_the_runtimes_one_line_and_exit_3() {
     assert!(spied(&b.id).is_none(), "the runtime ran");
 }
 
+/// Issue 24: `unannotated = "refuse"` through the runtime, for images with
+/// nothing checkable: an unknown key, a Cyrillic look-alike, a known key
+/// whose value cannot be read (under checks at "warn", so only the
+/// `unannotated` rule can refuse). Refused before runc runs, with the keys
+/// seen, escaped.
+#[test]
+fn runc_through_the_runtime_refuses_images_with_nothing_checkable() {
+    let dir = PathBuf::from("/tmp/hpcc-runtime-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("refuse-unannotated.toml");
+    std::fs::write(
+        &p,
+        "unannotated = \"refuse\"\n[checks]\ncpu = \"warn\"\nmpi = \"warn\"\n[cache]\nenabled = false\n[log]\njournald = false\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for (i, (key, value, shown)) in [
+        ("org.supercontainers.zzz", "x86_64", "did you mean"),
+        (
+            "\u{43e}rg.supercontainers.hardware.cpu.optimized.version",
+            "x86_64",
+            "\\u{43e}rg.supercontainers",
+        ),
+        (
+            "org.supercontainers.mpi.implementation",
+            "zzz",
+            "mpi.implementation",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = Bundle::new(&format!("rt-unannotated-{i}"), &fixture_rootfs("busybox"));
+        b.annotate(key, value).args(&["/bin/echo", "must-not-run"]);
+        b.write();
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(bin("hpcc-runtime"))
+            .arg(format!("--hpcc-config={}", p.display()))
+            .arg("--hpcc-runtime=/usr/sbin/runc")
+            .args(["--root", "/run/hpcc-test-runtime", "run", "--bundle"])
+            .arg(&b.dir)
+            .arg(&b.id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{key:?}: {stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("must-not-run"));
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("hpcc: refused"))
+            .unwrap_or_else(|| panic!("{key:?}: no refusal line: {stderr}"));
+        assert!(
+            line.contains("unannotated")
+                && line.contains("none could be checked")
+                && line.contains(shown),
+            "{key:?}: {line}"
+        );
+        assert!(!line.contains('\u{43e}'), "{line}");
+    }
+}
+
 /// crun does not show a failing hook's stderr; through the runtime the
 /// user reads the reason directly.
 #[test]

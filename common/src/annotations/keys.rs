@@ -394,8 +394,28 @@ pub fn classify(key: &str) -> Class {
     if OWN_NAMESPACES.iter().any(|ns| key.starts_with(ns)) {
         return Class::Unknown;
     }
+    // A misspelt namespace is the image author's typo (or a way to look
+    // annotated to a person while hpcc ignores the key): reported, with
+    // the known key it is closest to.
+    if NEAR_NAMESPACES.iter().any(|ns| folded.starts_with(ns)) {
+        return if folded != key {
+            Class::LookAlike
+        } else {
+            Class::Unknown
+        };
+    }
     Class::Foreign
 }
+
+/// Misspellings of hpcc's namespaces: keys there are reported, not
+/// skipped as another vendor's.
+const NEAR_NAMESPACES: &[&str] = &[
+    "org.supercontainer.",
+    "org.super-containers.",
+    "org.super.containers.",
+    "org.supercontainers-",
+    "io.archspecs.",
+];
 
 /// The known key `key` looks like, or the namespace it looks like.
 pub fn looks_like(key: &str) -> String {
@@ -664,6 +684,14 @@ mod tests {
     #[test]
     fn unknown_and_foreign_keys() {
         assert_eq!(classify("org.supercontainers.future.thing"), Class::Unknown);
+        let singular = "org.supercontainer.hardware.cpu.optimized.version";
+        assert_eq!(classify(singular), Class::Unknown);
+        assert_eq!(
+            suggest_key(singular),
+            Some("org.supercontainers.hardware.cpu.optimized.version")
+        );
+        assert_eq!(classify("ORG.supercontainer.gpu"), Class::LookAlike);
+        assert_eq!(classify("org.opencontainers.image.title"), Class::Foreign);
         assert_eq!(classify("io.archspec.cpu.flags"), Class::Unknown);
         assert_eq!(classify("org.opencontainers.image.title"), Class::Foreign);
         assert_eq!(classify("com.nvidia.cudnn.version"), Class::Foreign);

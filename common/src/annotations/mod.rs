@@ -243,7 +243,13 @@ impl KeyProblem {
 
     /// `key=value`, escaped, for evidence.
     pub fn shown(&self) -> String {
-        crate::text::escape(&format!("{}={:?}", self.key, self.value))
+        // The key with every non-ASCII letter escaped, so a look-alike
+        // shows which letter is not what it seems.
+        format!(
+            "{}={}",
+            crate::text::escape_key(&self.key),
+            crate::text::escape(&format!("{:?}", self.value))
+        )
     }
 
     /// Whether the key's value is lost (unreadable, or contradicted).
@@ -384,9 +390,14 @@ pub struct ImageSpec {
     /// How many `org.supercontainers.*` keys the image carried.
     pub annotated_keys: usize,
     /// How many keys hpcc knows that feed a check (see
-    /// [`ImageSpec::is_annotated`]).
+    /// [`ImageSpec::has_known_keys`]).
     #[serde(default)]
     pub known_keys: usize,
+    /// The keys in hpcc's namespaces the image carried, as it spells them
+    /// (shortened; at most [`MAX_SEEN`]): what the `unannotated` refusal
+    /// names when none of them could be checked.
+    #[serde(default)]
+    pub seen_keys: Vec<String>,
     /// Every key that did not give hpcc what it says.
     #[serde(default)]
     pub problems: Vec<KeyProblem>,
@@ -428,6 +439,9 @@ impl ImageSpec {
                 continue;
             }
             ours += 1;
+            if spec.seen_keys.len() < MAX_SEEN {
+                spec.seen_keys.push(shorten(key));
+            }
             if ours > MAX_KEYS {
                 over_limit = true;
                 break;
@@ -501,11 +515,54 @@ impl ImageSpec {
         Ok(Self::read(annotations, std::iter::empty()))
     }
 
-    /// Whether the image carries at least one key hpcc knows that feeds a
-    /// check. Unknown keys, look-alikes and documentation do not count:
-    /// `unannotated = "refuse"` must not be passed with a key hpcc ignores.
-    pub fn is_annotated(&self) -> bool {
+    /// Whether a requirement hpcc checks was read from the image's
+    /// annotations: a key hpcc knows, that feeds a check, whose value was
+    /// read. The one definition behind `unannotated = "refuse"` (every
+    /// entry point decides through [`crate::matcher::evaluate`]).
+    ///
+    /// What does not count, because nothing could be checked with it: no
+    /// key, unknown keys (whatever "did you mean" suggests), look-alikes
+    /// (other case, script, invisible characters, a trailing space, the
+    /// singular `org.supercontainer.`), documentation and informational
+    /// keys, the CPU mode alone, a known key whose value could not be read
+    /// or said nothing (`none`, `unknown`, only unknown list entries), and
+    /// the image's environment (`NVIDIA_REQUIRE_CUDA` is checked, but is
+    /// not an annotation). A fact is recorded in [`ImageSpec::sources`]
+    /// only when its value was read, so that map decides.
+    pub fn has_checkable_requirement(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|(field, key)| field.counts() && !key.starts_with(ENV_SOURCE))
+    }
+
+    /// Whether the image carries a key hpcc knows that feeds a check,
+    /// read or not: the checks then run (an unreadable value has its
+    /// cost there), whatever [`ImageSpec::has_checkable_requirement`] says.
+    pub fn has_known_keys(&self) -> bool {
         self.known_keys > 0
+    }
+
+    /// The keys of [`ImageSpec::seen_keys`], each with why it gives hpcc
+    /// nothing to check (its problem, with the "did you mean" hint), for
+    /// the `unannotated` finding and refusal. Escaped: keys with every
+    /// non-ASCII character as an escape.
+    pub fn uncheckable_keys(&self) -> Vec<String> {
+        self.seen_keys
+            .iter()
+            .map(|key| {
+                let text = match self.problems.iter().find(|p| &p.key == key) {
+                    Some(p) => p.to_string(),
+                    None if key.starts_with(keys::DOCS_PREFIX) => {
+                        format!("{}: documentation", crate::text::escape_key(key))
+                    }
+                    None => format!(
+                        "{}: gives nothing hpcc checks",
+                        crate::text::escape_key(key)
+                    ),
+                };
+                crate::text::escape(&text)
+            })
+            .collect()
     }
 
     /// Whether the image's environment said something hpcc checks.
@@ -979,7 +1036,7 @@ impl ImageSpec {
         let (Some(value), false) = (require, disabled) else {
             return;
         };
-        let key = format!("env {}", keys::ENV_REQUIRE_CUDA);
+        let key = format!("{ENV_SOURCE}{}", keys::ENV_REQUIRE_CUDA);
         if value.len() > MAX_VALUE_BYTES {
             return self.unreadable(
                 &key,
@@ -1030,6 +1087,12 @@ impl ImageSpec {
 }
 
 /// `s` cut to [`SHOWN`] bytes with a note of its size.
+/// How many keys [`ImageSpec::seen_keys`] keeps.
+pub const MAX_SEEN: usize = 8;
+
+/// How [`ImageSpec::sources`] names a fact read from the environment.
+const ENV_SOURCE: &str = "env ";
+
 fn shorten(s: &str) -> String {
     if s.len() <= SHOWN {
         return s.to_owned();

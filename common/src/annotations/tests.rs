@@ -82,7 +82,7 @@ fn parses_every_group() {
     );
     assert_eq!(s.docs["quickstart.base64"].decode().unwrap(), "# Hello");
     assert_eq!(s.annotated_keys, 23);
-    assert!(s.is_annotated());
+    assert!(s.has_checkable_requirement());
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn nvidia_label_and_environment() {
     );
     assert_eq!(s.cuda.as_ref().unwrap().to_string(), "10.1.243");
     assert_eq!(s.nvidia_require.as_ref().unwrap().alternatives.len(), 2);
-    assert!(s.is_annotated());
+    assert!(s.has_checkable_requirement());
     let s = ImageSpec::read(
         std::iter::empty(),
         [
@@ -159,7 +159,10 @@ fn nvidia_label_and_environment() {
     );
     assert!(s.nvidia_require.is_none());
     let s = ImageSpec::read(std::iter::empty(), ["NVIDIA_REQUIRE_CUDA=cuda>=12.0"]);
-    assert!(!s.is_annotated(), "the environment is not an annotation");
+    assert!(
+        !s.has_checkable_requirement(),
+        "the environment is not an annotation"
+    );
     assert!(s.has_env_facts());
 }
 
@@ -322,7 +325,7 @@ fn mode_target_mismatch_is_a_warning_in_display_form() {
 fn unknown_keys_and_look_alikes() {
     let s = spec(&[("org.supercontainers.future.thing", "1")]);
     assert!(
-        !s.is_annotated(),
+        !s.has_checkable_requirement(),
         "an unknown key is not an annotation hpcc knows"
     );
     assert!(matches!(
@@ -336,14 +339,14 @@ fn unknown_keys_and_look_alikes() {
     assert_eq!(s.problems[0].check(), Check::Cpu);
     let cyr = "\u{43e}rg.supercontainers.hardware.cpu.optimized.version";
     let s = spec(&[(cyr, "zen3")]);
-    assert!(!s.is_annotated());
+    assert!(!s.has_checkable_requirement());
     assert!(s.cpu_target.is_none());
     assert!(matches!(kinds(&s)[..], [ProblemKind::LookAlike { .. }]));
     // Documentation only does not make an image annotated either.
     let s = spec(&[("org.supercontainers.docs.quickstart.link", "https://x.org")]);
-    assert!(!s.is_annotated());
+    assert!(!s.has_checkable_requirement());
     let s = spec(&[("org.supercontainers.python.version", "3.10")]);
-    assert!(!s.is_annotated());
+    assert!(!s.has_checkable_requirement());
 }
 
 #[test]
@@ -397,7 +400,7 @@ fn sizes_are_bounded() {
 #[test]
 fn unannotated_image() {
     let s = spec(&[("org.opencontainers.image.title", "busybox")]);
-    assert!(!s.is_annotated());
+    assert!(!s.has_checkable_requirement());
     assert!(s.problems.is_empty());
 }
 

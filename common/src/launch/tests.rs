@@ -440,6 +440,228 @@ fn unknown_or_look_alike_keys_do_not_pass_unannotated_refuse() {
     assert!(!text.contains("zen3\nhpcc"), "{text}");
 }
 
+/// Every image about which nothing could be checked is refused under
+/// `unannotated = "refuse"`, whatever keys it carries, and the line names
+/// the keys seen (escaped) and says none could be checked.
+#[test]
+fn unannotated_refuse_holds_for_every_image_with_nothing_checkable() {
+    const CPU: &str = "org.supercontainers.hardware.cpu.optimized.version";
+    let trailing = format!("{CPU} ");
+    let upper = CPU.replace("org.", "ORG.");
+    let singular = CPU.replace("supercontainers", "supercontainer");
+    let cyr = CPU.replacen('o', "\u{43e}", 1);
+    // (what, annotations, text the refusal line must show)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        ("no key", vec![], &[]),
+        (
+            "unknown key with a suggestion",
+            vec![("org.supercontainers.zzz", "x86_64")],
+            &["org.supercontainers.zzz", "did you mean"],
+        ),
+        (
+            "look-alike",
+            vec![(&cyr, "x86_64")],
+            &["\\u{43e}rg.supercontainers"],
+        ),
+        (
+            "wrong case",
+            vec![(&upper, "x86_64")],
+            &["ORG.supercontainers"],
+        ),
+        (
+            "trailing space",
+            vec![(&trailing, "x86_64")],
+            &["version =\"x86_64"],
+        ),
+        (
+            "singular prefix",
+            vec![(&singular, "x86_64")],
+            &[
+                "org.supercontainer.hardware",
+                "did you mean org.supercontainers.hardware.cpu.optimized.version",
+            ],
+        ),
+        (
+            "documentation only",
+            vec![("org.supercontainers.docs.quickstart.link", "https://x.org")],
+            &["documentation"],
+        ),
+        (
+            "informational only",
+            vec![("org.supercontainers.python.version", "3.11")],
+            &["python.version"],
+        ),
+        (
+            "unreadable MPI",
+            vec![("org.supercontainers.mpi.implementation", "zzz")],
+            &["mpi.implementation=\"zzz\"", "not an MPI implementation"],
+        ),
+        (
+            "unreadable libc",
+            vec![("org.supercontainers.libc.implementation", "zzz")],
+            &["libc.implementation"],
+        ),
+        (
+            "only unknown portability modes",
+            vec![("org.supercontainers.mpi.portability.mode", "zzz")],
+            &["portability.mode"],
+        ),
+        (
+            "unreadable CPU target",
+            vec![(CPU, "pentium9000")],
+            &["pentium9000"],
+        ),
+        (
+            "a value that says nothing",
+            vec![("org.supercontainers.mpi.implementation", "none")],
+            &["mpi.implementation"],
+        ),
+        (
+            "CPU mode only",
+            vec![("org.supercontainers.hardware.cpu.optimized.mode", "generic")],
+            &["cpu.optimized.mode"],
+        ),
+    ];
+    // Every check at warn: an unreadable value must not be what refuses,
+    // only the `unannotated` rule.
+    let mut policy = refuse_unannotated();
+    policy.checks.cpu = Enforcement::Warn;
+    policy.checks.gpu = Enforcement::Warn;
+    policy.checks.mpi = Enforcement::Warn;
+    policy.checks.kernel = Enforcement::Warn;
+    for (what, pairs, shown) in cases {
+        let p = decide(
+            &ctx(&pairs),
+            &node("icelake"),
+            &policy,
+            &UserRequest::default(),
+        )
+        .unwrap();
+        assert!(p.verdict.unannotated, "{what}: {:#?}", p.verdict);
+        let Decision::Refuse { reasons } = &p.decision else {
+            panic!("{what}: started: {:#?}", p.verdict);
+        };
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.policy == "unannotated = \"refuse\""),
+            "{what}: {reasons:?}"
+        );
+        let l = line(&p);
+        assert!(l.contains("no annotation hpcc can check"), "{what}: {l}");
+        if !pairs.is_empty() {
+            assert!(l.contains("none could be checked"), "{what}: {l}");
+        }
+        for s in shown {
+            assert!(l.contains(s), "{what}: {s:?} not in {l}");
+        }
+        assert!(
+            !l.contains('\u{43e}'),
+            "{what}: a non-ASCII key letter unescaped: {l}"
+        );
+        // The same image under the default `allow` starts (or is refused
+        // by a check), and the verdict says nothing could be checked.
+        let text = crate::report::verdict(&p.verdict, false);
+        assert!(
+            text.contains("no annotation hpcc can check"),
+            "{what}: {text}"
+        );
+    }
+}
+
+/// The `unannotated` rule is the admin's: a user's `--hpcc=off`, even
+/// where `may_relax_to = "off"`, relaxes checks but not this rule.
+#[test]
+fn a_users_relaxation_does_not_relax_unannotated_refuse() {
+    let mut policy = refuse_unannotated();
+    policy.users.may_relax_to = Enforcement::Off;
+    let req = UserRequest {
+        enforcement: Some(Enforcement::Off),
+        ..Default::default()
+    };
+    let p = decide(
+        &ctx(&[("org.supercontainers.zzz", "1")]),
+        &node("icelake"),
+        &policy,
+        &req,
+    )
+    .unwrap();
+    assert!(!p.decision.allows_start(), "{:#?}", p.decision);
+}
+
+/// Two CPU keys that disagree: judged by each target, never by the one the
+/// author prefers. Another platform next to the node's refuses; two
+/// targets of the node's platform are both checked (the most demanding
+/// decides), whichever key carries which.
+#[test]
+fn conflicting_cpu_keys_are_judged_by_every_target() {
+    const V: &str = "org.supercontainers.hardware.cpu.optimized.version";
+    for (a, b) in [
+        (V, "io.archspec.cpu.target"),
+        ("io.archspec.cpu.target", V),
+        (V, "org.supercontainers.hardware.cpu.optimized.architecture"),
+    ] {
+        for (x, y) in [
+            ("x86_64", "a64fx"),
+            ("a64fx", "x86_64"),
+            ("x86_64", "sapphirerapids"),
+            ("sapphirerapids", "x86_64"),
+        ] {
+            let p = decide(
+                &ctx(&[(a, x), (b, y)]),
+                &node("icelake"),
+                &Policy::default(),
+                &UserRequest::default(),
+            )
+            .unwrap();
+            assert!(
+                !p.decision.allows_start(),
+                "{a}={x} {b}={y}: {:#?}",
+                p.verdict
+            );
+            assert!(line(&p).contains("checks.cpu"), "{}", line(&p));
+        }
+    }
+}
+
+/// A look-alike of the CPU key carrying a harder target than the real key:
+/// ignored (no engine reads it either), reported, and the real key decides.
+#[test]
+fn a_look_alike_cpu_key_is_reported_and_the_real_key_decides() {
+    const V: &str = "org.supercontainers.hardware.cpu.optimized.version";
+    let trailing = format!("{V} ");
+    let p = decide(
+        &ctx(&[(V, "x86_64"), (&trailing, "a64fx")]),
+        &node("icelake"),
+        &Policy::default(),
+        &UserRequest::default(),
+    )
+    .unwrap();
+    assert!(p.decision.allows_start());
+    let text = crate::report::verdict(&p.verdict, false);
+    assert!(text.contains("looks like"), "{text}");
+}
+
+/// A readable requirement next to junk passes the `unannotated` rule: the
+/// rule is about what could be checked, not about the junk.
+#[test]
+fn a_readable_requirement_next_to_junk_is_annotated() {
+    let p = decide(
+        &ctx(&[
+            ("org.supercontainers.zzz", "1"),
+            ("org.supercontainers.mpi.implementation", "zzz"),
+            ("org.supercontainers.libc.implementation", "glibc"),
+        ]),
+        &node("icelake"),
+        &refuse_unannotated(),
+        &UserRequest::default(),
+    )
+    .unwrap();
+    assert!(!p.verdict.unannotated, "{:#?}", p.verdict);
+    assert!(p.decision.allows_start(), "{:#?}", p.decision);
+}
+
 #[test]
 fn a_known_key_passes_unannotated_refuse() {
     let p = decide(

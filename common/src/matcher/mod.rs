@@ -27,14 +27,28 @@ use std::fmt;
 pub fn evaluate(image: &ImageSpec, node: &NodeFingerprint, policy: &Policy) -> Verdict {
     let mut v = Verdict::default();
     problems::check(image, node, policy, &mut v);
-    if !image.is_annotated() {
+    if !image.has_checkable_requirement() {
         v.unannotated = true;
-        let reason = if image.has_env_facts() {
-            "the image carries no annotation hpcc knows: only what its environment says (NVIDIA_REQUIRE_CUDA) was checked"
+        v.uncheckable_keys = image.uncheckable_keys();
+        let seen = if v.uncheckable_keys.is_empty() {
+            String::new()
         } else {
-            "the image carries no annotation hpcc knows (org.supercontainers.*, io.archspec.cpu.target, com.nvidia.cuda.version): nothing could be checked"
+            format!(
+                " (keys seen: {}; none could be checked)",
+                v.uncheckable_keys.join("; ")
+            )
+        };
+        let reason = if image.has_env_facts() {
+            format!("the image carries no annotation hpcc can check{seen}: only what its environment says (NVIDIA_REQUIRE_CUDA) was checked")
+        } else {
+            format!("the image carries no annotation hpcc can check (org.supercontainers.*, io.archspec.cpu.target, com.nvidia.cuda.version){seen}: nothing could be checked")
         };
         v.push(Finding::new(Check::Annotations, Level::Degraded, reason));
+    }
+    // A known key whose value could not be read still runs the checks:
+    // its cost is theirs to decide (an unreadable CUDA version is a GPU
+    // need), whether or not the `unannotated` rule refuses the image.
+    if !image.has_known_keys() {
         if image.has_env_facts() {
             gpu::check(image, node, policy, &mut v);
         }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# build-static-hook.sh [OUTDIR]   (default: <repo>/target/static)
+#
+# Builds hpcc-hook statically linked (glibc static, `crt-static`): no dynamic
+# loader ever runs in it, so LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT or any
+# other loader variable in its environment is inert. That matters because
+# runc gives a hook listed at createContainer the container's own
+# process.env, which the image writes, with the rootfs as cwd
+# (CVE-2025-23266 was that attack on another vendor's hook). A static build
+# has no NVML code (it would need dlopen): on a fingerprint cache miss the
+# hook runs the dynamic `hpcc fingerprint --gpus` installed next to it, with
+# an empty environment.
+#
+# Writes OUTDIR/hpcc-hook (static) and checks that it is static and runs.
+# PROFILE=release (default, what packages ship) or PROFILE=dev (the tests:
+# faster to build). This is the only way to build hpcc-hook: its [[bin]]
+# needs the feature `static-hook`, which this script passes, and the binary
+# does not compile without crt-static (hook/src/bin/hpcc-hook.rs), so a
+# plain `cargo build --release` or `cargo install --path hook` gives no
+# hpcc-hook at all. Packages: `bash packaging/build-static-hook.sh DIR` and
+# install DIR/hpcc-hook as /usr/libexec/hpcc/hpcc-hook, next to the normal
+# (dynamic) /usr/bin/hpcc from `cargo build --release`.
+# (tests/setup/build-static-hook.sh runs this script.)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+OUT=${1:-$repo/target/static}
+PROFILE=${PROFILE:-release}
+TARGET=$(rustc -vV | sed -n 's/^host: //p')    # x86_64-unknown-linux-gnu
+case $TARGET in *-linux-gnu) ;; *) echo "build-static-hook: host $TARGET is not a glibc target" >&2; exit 1 ;; esac
+log() { printf '[build-static-hook] %s\n' "$*"; }
+
+cd "$repo"
+# --target keeps the static artifacts apart (target/$TARGET/) from the
+# normal dynamic build, and RUSTFLAGS then apply to them only, not to build
+# scripts and proc macros.
+log "cargo build --profile $PROFILE --target $TARGET -p hpcc-hook --features static-hook --bin hpcc-hook (crt-static)"
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+  cargo build -q --locked --profile "$PROFILE" --target "$TARGET" -p hpcc-hook --features static-hook --bin hpcc-hook
+dir=$PROFILE; [ "$PROFILE" = dev ] && dir=debug
+bin=${CARGO_TARGET_DIR:-$repo/target}/$TARGET/$dir/hpcc-hook
+mkdir -p "$OUT"
+# A temporary name of this process's own: test processes build at once.
+install -m 0755 "$bin" "$OUT/hpcc-hook.tmp.$$"
+mv "$OUT/hpcc-hook.tmp.$$" "$OUT/hpcc-hook"
+
+# Proofs, every build: static for the kernel (no PT_INTERP), for file(1),
+# for ldd; no dlopen of NVML possible; and it runs.
+if readelf -lW "$OUT/hpcc-hook" | grep -q 'INTERP'; then
+  echo "build-static-hook: $OUT/hpcc-hook has a PT_INTERP: not static" >&2; exit 1
+fi
+f=$(file -b "$OUT/hpcc-hook")
+case $f in *"statically linked"*|*"static-pie linked"*) ;; *)
+  echo "build-static-hook: file(1) says: $f" >&2; exit 1 ;; esac
+l=$(ldd "$OUT/hpcc-hook" 2>&1 || true)
+case $l in *"statically linked"*|*"not a dynamic executable"*) ;; *)
+  echo "build-static-hook: ldd lists libraries for $OUT/hpcc-hook: $l" >&2; exit 1 ;; esac
+if strings -a "$OUT/hpcc-hook" | grep -q 'libnvidia-ml'; then
+  echo "build-static-hook: the static hook still names libnvidia-ml (NVML code linked)" >&2; exit 1
+fi
+# glibc's static dlopen is always linked (libdl is part of libc since 2.34);
+# what must be absent is every caller that would use it: NSS lookups load
+# the modules nsswitch.conf names, with LD_LIBRARY_PATH honoured.
+nss=$(nm "$OUT/hpcc-hook" 2>/dev/null | grep -E ' [TtWw] (getpw(nam|uid|ent)|getgr(nam|gid|ent)|getspnam|getaddrinfo|gethostbyname|getservbyname|initgroups|iconv_open)(_r)?$' || true)
+if [ -n "$nss" ]; then
+  echo "build-static-hook: the static hook links NSS/iconv lookups (static dlopen): $nss" >&2; exit 1
+fi
+out=$(env -i "$OUT/hpcc-hook" bogus-stage 2>&1 || true)
+case $out in *"unknown hook stage"*) ;; *)
+  echo "build-static-hook: $OUT/hpcc-hook does not run: $out" >&2; exit 1 ;; esac
+log "$OUT/hpcc-hook: $f"
