@@ -24,6 +24,7 @@
 use crate::args::{Args, Launch};
 use crate::bundle::Config;
 use crate::{pmi, refuse, runtime_path, write_plan, Next};
+use hpcc_common::apply::namespaces;
 use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::handoff;
 use hpcc_common::launch::{self, LaunchError, Outcome};
@@ -422,16 +423,14 @@ fn unsafe_uid() -> u32 {
 /// needs the peers in one PID namespace) must be reachable, as with
 /// Pyxis/enroot and Apptainer; a rank that hangs then also gets the
 /// signals of a cancelled step (as pid 1 of its own namespace it ignores
-/// SIGTERM). A rootless container keeps its PID namespace: in a user
-/// namespace it could not mount /proc without one.
+/// SIGTERM). A rootless container keeps its PID namespace (in a user
+/// namespace it could not mount /proc without one), and its mounts of the
+/// node's IPC and network filesystems become binds of the node's
+/// (`hpcc_common::apply::namespaces`: rootless runc cannot mount a new
+/// mqueue or sysfs there). Every change is logged with its reason.
 fn share_node_namespaces(config: &mut Value) {
-    if let Some(ns) = config["linux"]["namespaces"].as_array_mut() {
-        let rootless = ns.iter().any(|n| n["type"] == "user");
-        ns.retain(|n| match n["type"].as_str() {
-            Some("network" | "ipc") => false,
-            Some("pid") => rootless,
-            _ => true,
-        });
+    for e in namespaces::share_node_namespaces(config, namespaces::Node::this()) {
+        tracing::info!(what = %e.what, "MPI step: {}", e.why);
     }
 }
 
@@ -709,6 +708,21 @@ mod tests {
             c["linux"]["namespaces"],
             json!([{"type": "pid"}, {"type": "user"}])
         );
+        // Rootless with the node's IPC: runc could not mount a new mqueue
+        // (`operation not permitted`): the node's is bound, or none at all.
+        let mut c = json!({
+            "mounts": [{"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}, {"type": "user"}]}
+        });
+        share_node_namespaces(&mut c);
+        let mounts = c["mounts"].as_array().unwrap();
+        assert!(mounts.iter().all(|m| m["type"] != "mqueue"), "{mounts:?}");
+        if namespaces::Node::this().has_mqueue {
+            assert_eq!(mounts[0]["source"], "/dev/mqueue");
+            assert_eq!(mounts[0]["type"], "bind");
+        } else {
+            assert!(mounts.is_empty());
+        }
     }
 
     #[test]
