@@ -394,6 +394,9 @@ pub fn wire_mpi(
                     });
                 }
             }
+            if let Some(m) = pmix_munge_mount(config, env("PMIX_SECURITY_MODE").as_deref()) {
+                tw.mounts.push(m);
+            }
         }
         _ => return Ok(None),
     }
@@ -410,6 +413,48 @@ pub fn wire_mpi(
     hpcc_common::apply::spec::edit(config, &tw, None)
         .map_err(|e| SlurmError::Mpi(e.to_string()))?;
     Ok(fd)
+}
+
+/// Where munged listens on a Debian/RHEL node (`/var/run` is `/run`).
+const MUNGE_DIRS: &[&str] = &["/run/munge", "/var/run/munge"];
+
+/// The node's munge socket directory, read-only, for a PMIx rank in a user
+/// namespace. There the rank's uid is not the job's (`runc spec
+/// --rootless` maps the user to root, and runc needs root mapped), and
+/// PMIx's `native` security over TCP sends the uid the rank sees: Slurm's
+/// PMIx server refuses it, and every rank stops with `OPAL ERROR:
+/// Unreachable in file ext3x_client.c` (measured, rootless runc). With
+/// munged's socket, the client's `munge` module (the server offers
+/// `munge,native`, in that order) gets a credential from munged, which
+/// takes the uid from the socket: the job user's. Anyone on the node may
+/// talk to munged, so this gives the job nothing it did not have.
+fn pmix_munge_mount(config: &Value, security_mode: Option<&str>) -> Option<Mount> {
+    let userns = config["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|n| n["type"] == "user"));
+    if !userns || !security_mode.is_some_and(|m| m.split(',').any(|x| x.trim() == "munge")) {
+        return None;
+    }
+    let dir = munge_dir(MUNGE_DIRS);
+    if dir.is_none() {
+        tracing::warn!("PMIx step in a user namespace and no munged socket in /run/munge: Slurm's PMIx server may refuse the ranks (the uid they see is not the job's)");
+    }
+    dir.map(|d| Mount {
+        source: d.clone(),
+        destination: d,
+        readonly: true,
+        reason: "munged's socket: PMIx security for a rank in a user namespace".into(),
+    })
+}
+
+/// The first of `dirs` (canonical) that holds munged's socket.
+fn munge_dir(dirs: &[&str]) -> Option<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    dirs.iter().find_map(|d| {
+        let d = std::fs::canonicalize(d).ok()?;
+        let sock = std::fs::symlink_metadata(d.join("munge.socket.2")).ok()?;
+        sock.file_type().is_socket().then_some(d)
+    })
 }
 
 fn unsafe_uid() -> u32 {
@@ -722,6 +767,38 @@ mod tests {
             assert_eq!(mounts[0]["type"], "bind");
         } else {
             assert!(mounts.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_pmix_rank_in_a_user_namespace_gets_munged_s_socket() {
+        let base = std::env::temp_dir().join(format!("hpcc-munge-test-{}", std::process::id()));
+        let (dir, other) = (base.join("a"), base.join("b"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(dir.join("munge.socket.2")).unwrap();
+        let d = dir.to_str().unwrap();
+        let real = std::fs::canonicalize(d).unwrap();
+        assert_eq!(munge_dir(&["/nonexistent/munge", d]), Some(real));
+        // A plain file of that name is not munged.
+        std::fs::write(other.join("munge.socket.2"), "").unwrap();
+        assert_eq!(munge_dir(&[other.to_str().unwrap()]), None);
+        let _ = std::fs::remove_dir_all(&base);
+
+        let rootless = json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "user"}]}});
+        let root = json!({"linux": {"namespaces": [{"type": "pid"}]}});
+        // Root's ranks keep their uid: native security works, nothing added.
+        assert!(pmix_munge_mount(&root, Some("munge,native")).is_none());
+        // A server without munge: nothing to talk to.
+        assert!(pmix_munge_mount(&rootless, Some("native")).is_none());
+        assert!(pmix_munge_mount(&rootless, None).is_none());
+        // Where this node has munged, its directory is bound read-only.
+        if let Some(d) = munge_dir(MUNGE_DIRS) {
+            let m = pmix_munge_mount(&rootless, Some("munge,native")).unwrap();
+            assert_eq!(
+                (m.source, m.destination.clone(), m.readonly),
+                (d.clone(), d, true)
+            );
         }
     }
 

@@ -42,7 +42,8 @@
 #                                   policy the plugin left for the step (SLURM2_PLUGSTACK must load it).
 #   SLURM2_ROOTLESS=1               with SLURM2_DOCS: the rootless runc options of docs/slurm.md
 #                                   (--rootless=true --root=/run/user-oci/%u) on every oci.conf line,
-#                                   and /run/user-oci/USER made for root and SLURM2_USERS (owned, 0700)
+#                                   and /run/user-oci/USER made for root and SLURM2_USERS (owned, 0700;
+#                                   left by stop: the one-node rig of tests/tests/slurm.rs uses them too)
 #   SLURM2_USERS="hpcctest"         users given a /run/user-oci directory (SLURM2_ROOTLESS=1)
 set -euo pipefail
 export LC_ALL=C
@@ -131,6 +132,14 @@ net_up() {
   ip link set "$BR" up
   local i
   for i in $NODES; do
+    # A name left by a rig whose netns mount lived in another mount
+    # namespace (tests/setup/masked-cpu.sh runs the rig under unshare -m):
+    # an empty file here, which nsenter cannot enter. We hold the lock.
+    if [ -e "/run/netns/hn$i" ] && ! nsenter --net="/run/netns/hn$i" true 2>/dev/null; then
+      log "removing stale netns name hn$i"
+      ip netns del "hn$i" 2>/dev/null || rm -f "/run/netns/hn$i"
+      ip link del "hpccveth$i" 2>/dev/null || true
+    fi
     if [ ! -e "/run/netns/hn$i" ]; then
       log "creating netns hn$i ($NET.1$i)"
       ip netns add "hn$i"

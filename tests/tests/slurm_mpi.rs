@@ -166,6 +166,7 @@ fn setup() -> Result<Env, String> {
         plugstack: Some(plugstack),
         n2_cpuinfo: Some(cpuinfo),
         kill_signal: Some("KILL".into()),
+        ..Knobs::default()
     };
     match slurm2::start(&knobs) {
         Ok(()) => {}
