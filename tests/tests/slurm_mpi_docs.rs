@@ -346,3 +346,67 @@ fn a_normal_users_open_mpi_job_runs_rootless_across_both_nodes() {
     assert_ring(&out, OPEN_MPI);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The issue's site: an `[mpi.openmpi]` table with the library and the
+/// Open MPI directories, but neither PMIx's plugin directory nor the
+/// libraries Open MPI's PMIx component dlopens. The plan is made (slurmd
+/// logs "may start"), every rank stops before `MPI_Init` completes, and
+/// `hpcc doctor` fails on that table, naming what to add.
+#[test]
+fn a_short_open_mpi_table_fails_the_job_and_hpcc_doctor_names_the_gap() {
+    let _s = serial();
+    let e = env();
+    let full = std::fs::read_to_string(&e.policy).unwrap();
+    let lib = "/usr/lib/x86_64-linux-gnu";
+    let short = format!(
+        "[mpi.openmpi]\nabi = \"openmpi\"\nlibraries = [\"{lib}/libmpi.so.40\"]\n\
+         mounts = [\"{lib}/openmpi/lib\", \"/usr/share/openmpi\", \"/etc/openmpi\"]\n"
+    );
+    // The plugin reads its policy per step: swapped for this test only.
+    struct Restore<'a>(&'a std::path::Path, String);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            std::fs::write(self.0, &self.1).unwrap();
+        }
+    }
+    let _restore = Restore(&e.policy, full);
+    std::fs::write(&e.policy, &short).unwrap();
+
+    let rootfs = work_dir().join("rootfs/ompi-ring");
+    let mut b = Bundle::new("slurm-docs-ompi-short", &rootfs);
+    for (k, v) in annotations("openmpi") {
+        b.annotate(k, v);
+    }
+    b.args(&["/usr/bin/ring"]);
+    b.write();
+    let container = format!("--container={}", b.dir.display());
+    let out = srun_as(
+        "root",
+        &[
+            "-N2",
+            "--ntasks-per-node=1",
+            "--mpi=pmix",
+            &container,
+            "/usr/bin/ring",
+        ],
+    );
+    assert!(!out.status.success(), "the short table must fail the job");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Local abort before MPI_INIT"),
+        "not the issue's failure:\n{err}"
+    );
+    let doctor = Command::new(target_debug().join("hpcc"))
+        .args(["doctor", "--no-dry-run", "--config"])
+        .arg(&e.policy)
+        .output()
+        .unwrap();
+    let report = text(&doctor.stdout);
+    let fail = report
+        .lines()
+        .find(|l| l.contains("FAIL") && l.contains("mpi.openmpi: Open MPI cannot start"))
+        .unwrap_or_else(|| panic!("doctor does not fail the table:\n{report}"));
+    assert!(fail.contains("pmix2/lib/pmix"), "{fail}");
+    assert!(fail.contains("libpmix.so.2"), "{fail}");
+    assert_ne!(doctor.status.code(), Some(0), "{report}");
+}
