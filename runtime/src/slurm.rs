@@ -24,6 +24,7 @@
 use crate::args::{Args, Launch};
 use crate::bundle::Config;
 use crate::{pmi, refuse, runtime_path, write_plan, Next};
+use hpcc_common::apply::namespaces;
 use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::handoff;
 use hpcc_common::launch::{self, LaunchError, Outcome};
@@ -392,6 +393,9 @@ pub fn wire_mpi(
                     });
                 }
             }
+            if let Some(m) = pmix_munge_mount(config, env("PMIX_SECURITY_MODE").as_deref()) {
+                tw.mounts.push(m);
+            }
         }
         _ => return Ok(None),
     }
@@ -410,6 +414,48 @@ pub fn wire_mpi(
     Ok(fd)
 }
 
+/// Where munged listens on a Debian/RHEL node (`/var/run` is `/run`).
+const MUNGE_DIRS: &[&str] = &["/run/munge", "/var/run/munge"];
+
+/// The node's munge socket directory, read-only, for a PMIx rank in a user
+/// namespace. There the rank's uid is not the job's (`runc spec
+/// --rootless` maps the user to root, and runc needs root mapped), and
+/// PMIx's `native` security over TCP sends the uid the rank sees: Slurm's
+/// PMIx server refuses it, and every rank stops with `OPAL ERROR:
+/// Unreachable in file ext3x_client.c` (measured, rootless runc). With
+/// munged's socket, the client's `munge` module (the server offers
+/// `munge,native`, in that order) gets a credential from munged, which
+/// takes the uid from the socket: the job user's. Anyone on the node may
+/// talk to munged, so this gives the job nothing it did not have.
+fn pmix_munge_mount(config: &Value, security_mode: Option<&str>) -> Option<Mount> {
+    let userns = config["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|n| n["type"] == "user"));
+    if !userns || !security_mode.is_some_and(|m| m.split(',').any(|x| x.trim() == "munge")) {
+        return None;
+    }
+    let dir = munge_dir(MUNGE_DIRS);
+    if dir.is_none() {
+        tracing::warn!("PMIx step in a user namespace and no munged socket in /run/munge: Slurm's PMIx server may refuse the ranks (the uid they see is not the job's)");
+    }
+    dir.map(|d| Mount {
+        source: d.clone(),
+        destination: d,
+        readonly: true,
+        reason: "munged's socket: PMIx security for a rank in a user namespace".into(),
+    })
+}
+
+/// The first of `dirs` (canonical) that holds munged's socket.
+fn munge_dir(dirs: &[&str]) -> Option<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    dirs.iter().find_map(|d| {
+        let d = std::fs::canonicalize(d).ok()?;
+        let sock = std::fs::symlink_metadata(d.join("munge.socket.2")).ok()?;
+        sock.file_type().is_socket().then_some(d)
+    })
+}
+
 fn unsafe_uid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
@@ -421,16 +467,14 @@ fn unsafe_uid() -> u32 {
 /// needs the peers in one PID namespace) must be reachable, as with
 /// Pyxis/enroot and Apptainer; a rank that hangs then also gets the
 /// signals of a cancelled step (as pid 1 of its own namespace it ignores
-/// SIGTERM). A rootless container keeps its PID namespace: in a user
-/// namespace it could not mount /proc without one.
+/// SIGTERM). A rootless container keeps its PID namespace (in a user
+/// namespace it could not mount /proc without one), and its mounts of the
+/// node's IPC and network filesystems become binds of the node's
+/// (`hpcc_common::apply::namespaces`: rootless runc cannot mount a new
+/// mqueue or sysfs there). Every change is logged with its reason.
 fn share_node_namespaces(config: &mut Value) {
-    if let Some(ns) = config["linux"]["namespaces"].as_array_mut() {
-        let rootless = ns.iter().any(|n| n["type"] == "user");
-        ns.retain(|n| match n["type"].as_str() {
-            Some("network" | "ipc") => false,
-            Some("pid") => rootless,
-            _ => true,
-        });
+    for e in namespaces::share_node_namespaces(config, namespaces::Node::this()) {
+        tracing::info!(what = %e.what, "MPI step: {}", e.why);
     }
 }
 
@@ -701,6 +745,53 @@ mod tests {
             c["linux"]["namespaces"],
             json!([{"type": "pid"}, {"type": "user"}])
         );
+        // Rootless with the node's IPC: runc could not mount a new mqueue
+        // (`operation not permitted`): the node's is bound, or none at all.
+        let mut c = json!({
+            "mounts": [{"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}, {"type": "user"}]}
+        });
+        share_node_namespaces(&mut c);
+        let mounts = c["mounts"].as_array().unwrap();
+        assert!(mounts.iter().all(|m| m["type"] != "mqueue"), "{mounts:?}");
+        if namespaces::Node::this().has_mqueue {
+            assert_eq!(mounts[0]["source"], "/dev/mqueue");
+            assert_eq!(mounts[0]["type"], "bind");
+        } else {
+            assert!(mounts.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_pmix_rank_in_a_user_namespace_gets_munged_s_socket() {
+        let base = std::env::temp_dir().join(format!("hpcc-munge-test-{}", std::process::id()));
+        let (dir, other) = (base.join("a"), base.join("b"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(dir.join("munge.socket.2")).unwrap();
+        let d = dir.to_str().unwrap();
+        let real = std::fs::canonicalize(d).unwrap();
+        assert_eq!(munge_dir(&["/nonexistent/munge", d]), Some(real));
+        // A plain file of that name is not munged.
+        std::fs::write(other.join("munge.socket.2"), "").unwrap();
+        assert_eq!(munge_dir(&[other.to_str().unwrap()]), None);
+        let _ = std::fs::remove_dir_all(&base);
+
+        let rootless = json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "user"}]}});
+        let root = json!({"linux": {"namespaces": [{"type": "pid"}]}});
+        // Root's ranks keep their uid: native security works, nothing added.
+        assert!(pmix_munge_mount(&root, Some("munge,native")).is_none());
+        // A server without munge: nothing to talk to.
+        assert!(pmix_munge_mount(&rootless, Some("native")).is_none());
+        assert!(pmix_munge_mount(&rootless, None).is_none());
+        // Where this node has munged, its directory is bound read-only.
+        if let Some(d) = munge_dir(MUNGE_DIRS) {
+            let m = pmix_munge_mount(&rootless, Some("munge,native")).unwrap();
+            assert_eq!(
+                (m.source, m.destination.clone(), m.readonly),
+                (d.clone(), d, true)
+            );
+        }
     }
 
     #[test]

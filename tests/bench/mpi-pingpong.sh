@@ -25,7 +25,7 @@ cd "$repo"
 T=${HPCC_TARGET:-$repo/target/debug}
 if [ ! -f "$T/libhpcc_spank.so" ] || [ ! -x "$T/hpcc-runtime" ] || [ ! -x "$T/hpcc" ]; then
   [ -z "${HPCC_TARGET:-}" ] || { echo "missing $T/libhpcc_spank.so or hpcc-runtime" >&2; exit 1; }
-  nice -n 10 cargo build -q -p hpcc-spank -p hpcc-runtime -p hpcc-hook -p hpcc-cli
+  nice -n 10 cargo build -q -p hpcc-spank -p hpcc-runtime -p hpcc-cli
 fi
 [ -x "$T/hpcc" ] || { echo "missing $T/hpcc (cargo build -p hpcc-cli)" >&2; exit 1; }
 bash tests/setup/build-mpi-fixtures.sh tests/work >/dev/null

@@ -34,6 +34,17 @@
 #   SLURM2_LOCK_WAIT=300            bound on the wait for the lock
 #   SLURM2_LOCK_MAX=900             the lock is given up after this many seconds
 #   SLURM2_KEEP_LOGS=DIR            stop copies the logs to DIR first
+#   SLURM2_DOCS=BIN                 "docs" mode: oci.conf is packaging/slurm/oci.conf as an admin
+#                                   copies it (docs/slurm.md), with only the runtime's installed
+#                                   path /usr/libexec/hpcc/hpcc-runtime replaced by BIN (the built
+#                                   hpcc-runtime); SLURM2_OCI_RUNTIME and SLURM2_OCI_KILL_SIGNAL
+#                                   are not used. No --hpcc-config: the runtime decides under the
+#                                   policy the plugin left for the step (SLURM2_PLUGSTACK must load it).
+#   SLURM2_ROOTLESS=1               with SLURM2_DOCS: the rootless runc options of docs/slurm.md
+#                                   (--rootless=true --root=/run/user-oci/%u) on every oci.conf line,
+#                                   and /run/user-oci/USER made for root and SLURM2_USERS (owned, 0700;
+#                                   left by stop: the one-node rig of tests/tests/slurm.rs uses them too)
+#   SLURM2_USERS="hpcctest"         users given a /run/user-oci directory (SLURM2_ROOTLESS=1)
 set -euo pipefail
 export LC_ALL=C
 
@@ -41,6 +52,9 @@ DIR=${SLURM2_DIR:-/tmp/hpcc-slurm2}
 ETC=$DIR/etc
 CONF=$ETC/slurm.conf
 OCI_ROOT=/run/hpcc-slurm2-oci
+# Docs mode keeps the runc roots of packaging/slurm/oci.conf (shared with
+# the one-node rig): only containers of n1/n2 are ever deleted there.
+DOCS_OCI_ROOT=/run/slurm-oci USER_OCI_ROOT=/run/user-oci
 BR=hpccbr0 NET=10.77.0 NODES="1 2"
 CTLD_PORT=6917 SLURMD_PORT=6918
 LOCK=/tmp/hpcc-e2e.lock
@@ -54,31 +68,40 @@ munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 export SLURM_CONF=$CONF
 
 # ---------------------------------------------------------------- lock ------
+# The rig's paths are fixed and shared by every checkout on this machine: a
+# live holder is ours only when it was taken from this checkout (lock.owner);
+# another checkout's rig is waited for, never restarted or stopped from here.
+OWNER=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ours() { alive "$DIR/lock.pid" && [ "$(cat "$DIR/lock.owner" 2>/dev/null)" = "$OWNER" ]; }
 take_lock() {
   if [ "${SLURM2_NOLOCK:-}" = 1 ]; then log "SLURM2_NOLOCK=1: not taking $LOCK"; return; fi
-  if alive "$DIR/lock.pid"; then return; fi
-  local w=${SLURM2_LOCK_WAIT:-300} max=${SLURM2_LOCK_MAX:-900}
-  rm -f "$DIR/lock.ok"
+  if ours; then return; fi
+  local w=${SLURM2_LOCK_WAIT:-300} max=${SLURM2_LOCK_MAX:-900} ok=/tmp/hpcc-slurm2-lock.$$ holder
+  rm -f "$ok"
   log "taking $LOCK (wait <= ${w}s, held <= ${max}s)"
   # The holder keeps fd 9 (the lock) open in `sleep`; stop kills it by pid.
+  # It writes lock.pid and lock.owner only once it holds the lock: until
+  # then they are the previous holder's (whose stop removes $DIR).
   ( exec 9>>"$LOCK"
     flock -w "$w" 9 || exit 1
-    : >"$DIR/lock.ok"
+    mkdir -p "$DIR"; echo "$BASHPID" >"$DIR/lock.pid"; echo "$OWNER" >"$DIR/lock.owner"
+    : >"$ok"
     exec sleep "$max" ) </dev/null >/dev/null 2>&1 &
-  echo $! >"$DIR/lock.pid"
+  holder=$!
   local t0=$SECONDS
-  until [ -e "$DIR/lock.ok" ]; do
-    kill -0 "$(cat "$DIR/lock.pid")" 2>/dev/null || die "could not take $LOCK within ${w}s"
+  until [ -e "$ok" ]; do
+    kill -0 "$holder" 2>/dev/null || die "could not take $LOCK within ${w}s"
     [ $((SECONDS - t0)) -le $((w + 5)) ] || die "lock holder hangs"
     sleep 0.2
   done
+  rm -f "$ok"
 }
 drop_lock() {
-  if alive "$DIR/lock.pid"; then
+  if ours; then
     log "releasing $LOCK (holder pid $(cat "$DIR/lock.pid"))"
     kill "$(cat "$DIR/lock.pid")" 2>/dev/null || true
   fi
-  rm -f "$DIR/lock.pid" "$DIR/lock.ok"
+  rm -f "$DIR/lock.pid" "$DIR/lock.owner"
 }
 
 # --------------------------------------------------------------- munge ------
@@ -109,6 +132,14 @@ net_up() {
   ip link set "$BR" up
   local i
   for i in $NODES; do
+    # A name left by a rig whose netns mount lived in another mount
+    # namespace (tests/setup/masked-cpu.sh runs the rig under unshare -m):
+    # an empty file here, which nsenter cannot enter. We hold the lock.
+    if [ -e "/run/netns/hn$i" ] && ! nsenter --net="/run/netns/hn$i" true 2>/dev/null; then
+      log "removing stale netns name hn$i"
+      ip netns del "hn$i" 2>/dev/null || rm -f "/run/netns/hn$i"
+      ip link del "hpccveth$i" 2>/dev/null || true
+    fi
     if [ ! -e "/run/netns/hn$i" ]; then
       log "creating netns hn$i ($NET.1$i)"
       ip netns add "hn$i"
@@ -133,6 +164,7 @@ net_down() {
 # Everything that start depends on; a change restarts the daemons.
 params() {
   printf 'killsig=%s\n' "${SLURM2_OCI_KILL_SIGNAL:-}"
+  printf 'docs=%s\nrootless=%s\nusers=%s\n' "${SLURM2_DOCS:-}" "${SLURM2_ROOTLESS:-}" "${SLURM2_USERS:-hpcctest}"
   printf 'runtime=%s\nplugstack=%s\nn1cpu=%s\nn2cpu=%s\ndebug=%s\nextra=%s\n' \
     "${SLURM2_OCI_RUNTIME:-runc}" "${SLURM2_PLUGSTACK:-$ETC/plugstack.conf}" \
     "${SLURM2_N1_CPUINFO:-}" "${SLURM2_N2_CPUINFO:-}" "${SLURM2_DEBUG:-info}" \
@@ -180,14 +212,53 @@ NodeName=n1 NodeAddr=$NET.11 CPUs=$cpus RealMemory=2000 State=UNKNOWN
 NodeName=n2 NodeAddr=$NET.12 CPUs=$cpus RealMemory=2000 State=UNKNOWN
 PartitionName=all Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
 EOF
-  cat >"$ETC/oci.conf" <<EOF
+  if [ -n "${SLURM2_DOCS:-}" ]; then
+    write_docs_oci_conf
+  else
+    cat >"$ETC/oci.conf" <<EOF
 # written by hpcc tests/setup/slurm2.sh
 RunTimeQuery="runc --root=$OCI_ROOT state %n.%u.%j.%s.%t"
 RunTimeKill="runc --root=$OCI_ROOT kill -a %n.%u.%j.%s.%t${SLURM2_OCI_KILL_SIGNAL:+ $SLURM2_OCI_KILL_SIGNAL}"
 RunTimeDelete="runc --root=$OCI_ROOT delete --force %n.%u.%j.%s.%t"
 RunTimeRun="exec $rt --root=$OCI_ROOT run %n.%u.%j.%s.%t -b %b"
 EOF
+  fi
   params >"$DIR/params"
+}
+
+# The shipped oci.conf, as docs/slurm.md tells an admin to install it: only
+# the installed runtime path differs (this rig runs the build), and, for
+# rootless runc, the options docs/slurm.md says to put on every line.
+write_docs_oci_conf() {
+  local src here bin=$SLURM2_DOCS u uid
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  src=$here/../../packaging/slurm/oci.conf
+  [ -x "$bin" ] || die "SLURM2_DOCS=$bin: not an executable"
+  grep -q '/usr/libexec/hpcc/hpcc-runtime' "$src" || die "$src no longer names /usr/libexec/hpcc/hpcc-runtime"
+  { echo "# packaging/slurm/oci.conf, copied by hpcc tests/setup/slurm2.sh (docs mode)"
+    if [ "${SLURM2_ROOTLESS:-}" = 1 ]; then
+      sed -e "s#/usr/libexec/hpcc/hpcc-runtime#$bin#" \
+          -e "s#--root=$DOCS_OCI_ROOT#--rootless=true --root=$USER_OCI_ROOT/%u#" "$src"
+    else
+      sed -e "s#/usr/libexec/hpcc/hpcc-runtime#$bin#" "$src"
+    fi; } >"$ETC/oci.conf"
+  if [ "${SLURM2_ROOTLESS:-}" = 1 ]; then
+    if grep -q -- "--root=$DOCS_OCI_ROOT" "$ETC/oci.conf"; then die "oci.conf: a line kept --root=$DOCS_OCI_ROOT"; fi
+    # docs/slurm.md: the state directory exists and belongs to the user.
+    for u in root ${SLURM2_USERS:-hpcctest}; do
+      uid=$(id -u "$u") || die "no user $u"
+      mkdir -p "$USER_OCI_ROOT/$u"; chown "$uid:$(id -g "$u")" "$USER_OCI_ROOT/$u"; chmod 0700 "$USER_OCI_ROOT/$u"
+    done
+  fi
+}
+
+# Every runc root that may hold this rig's containers.
+oci_roots() {
+  if [ -z "${SLURM2_DOCS:-}" ] && ! grep -qs '^docs=.' "$DIR/params"; then echo "$OCI_ROOT"; return 0; fi
+  echo "$DOCS_OCI_ROOT"
+  local d
+  for d in "$USER_OCI_ROOT"/*/; do [ -d "$d" ] && echo "${d%/}"; done
+  return 0
 }
 
 # --------------------------------------------------------------- nodes ------
@@ -253,11 +324,15 @@ stop_pid() {  # NAME PID
 
 stop_daemons() {
   local i p
-  if [ -d "$OCI_ROOT" ]; then
-    for c in $(runc --root="$OCI_ROOT" list -q 2>/dev/null); do
-      log "deleting container $c"; timeout 20 runc --root="$OCI_ROOT" delete --force "$c" || true
+  local root c
+  for root in $(oci_roots); do
+    [ -d "$root" ] || continue
+    for c in $(runc --root="$root" list -q 2>/dev/null); do
+      # Shared roots (docs mode): only this rig's nodes' containers.
+      case $c in n1.*|n2.*) ;; *) [ "$root" = "$OCI_ROOT" ] || continue ;; esac
+      log "deleting container $c"; timeout 20 runc --root="$root" delete --force "$c" || true
     done
-  fi
+  done
   for i in $NODES; do
     alive "$DIR/slurmd-n$i.pid" && { log "stopping slurmd n$i"; stop_pid slurmd "$(cat "$DIR/slurmd-n$i.pid")"; }
     # Steps, runtimes and tasks left in the node's mount namespace.
@@ -291,6 +366,9 @@ do_start() {
 }
 
 do_stop() {
+  if [ "${SLURM2_NOLOCK:-}" != 1 ] && alive "$DIR/lock.pid" && ! ours; then
+    die "the rig is held by $(cat "$DIR/lock.owner" 2>/dev/null || echo 'another checkout') (lock holder pid $(cat "$DIR/lock.pid")): not stopping it"
+  fi
   stop_daemons
   net_down
   if [ -f "$DIR/started" ] && grep -qx munged "$DIR/started" && alive "$MUNGE_PID"; then

@@ -37,6 +37,12 @@ pub struct Knobs {
     pub n2_cpuinfo: Option<PathBuf>,
     /// `SLURM2_OCI_KILL_SIGNAL` (RunTimeKill's signal).
     pub kill_signal: Option<String>,
+    /// `SLURM2_DOCS`: "docs" mode, oci.conf is `packaging/slurm/oci.conf`
+    /// with only the runtime's installed path replaced by this one.
+    pub docs: Option<PathBuf>,
+    /// `SLURM2_ROOTLESS=1` (with `docs`): the rootless runc options of
+    /// docs/slurm.md on every oci.conf line.
+    pub rootless: bool,
 }
 
 fn script() -> PathBuf {
@@ -94,6 +100,17 @@ pub fn start(k: &Knobs) -> Result<(), String> {
         k.n2_cpuinfo.as_ref().map(|p| p.display().to_string()),
     );
     set(&mut cmd, "SLURM2_OCI_KILL_SIGNAL", k.kill_signal.clone());
+    set(
+        &mut cmd,
+        "SLURM2_DOCS",
+        k.docs.as_ref().map(|p| p.display().to_string()),
+    );
+    set(&mut cmd, "SLURM2_ROOTLESS", k.rootless.then(|| "1".into()));
+    set(
+        &mut cmd,
+        "SLURM2_USERS",
+        k.rootless.then(|| crate::USER.to_owned()),
+    );
     let (out, took) = bounded(&mut cmd, START_BOUND);
     if out.status.success() {
         eprintln!("slurm2.sh start: up in {:.1} s", took.as_secs_f64());

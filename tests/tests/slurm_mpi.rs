@@ -168,6 +168,7 @@ fn setup() -> Result<Env, String> {
         plugstack: Some(plugstack),
         n2_cpuinfo: Some(cpuinfo),
         kill_signal: Some("KILL".into()),
+        ..Knobs::default()
     };
     match slurm2::start(&knobs) {
         Ok(()) => {}

@@ -18,6 +18,7 @@ pub mod dryrun;
 pub mod elf;
 pub mod engines;
 pub mod libraries;
+pub mod openmpi;
 pub mod policy;
 pub mod slurm;
 pub mod system;
@@ -305,6 +306,7 @@ pub fn examine(layout: &Layout) -> Report {
     let hook_files = match &policy {
         Some(p) => {
             libraries::check(p, &mut findings);
+            openmpi::check(p, &mut findings);
             let files = engines::check(layout, p, &mut findings);
             slurm::check(layout, &mut findings);
             system::check(layout, p, &mut findings);

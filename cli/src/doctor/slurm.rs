@@ -330,6 +330,59 @@ fn runs_by_exec(text: &str, key: &str) -> bool {
         .is_some_and(|v| v.split_whitespace().next() == Some("exec"))
 }
 
+/// The per-user state root of a rootless oci.conf (`--rootless=true
+/// --root=DIR/%u` in the runtime command): DIR.
+pub fn rootless_state_root(text: &str) -> Option<PathBuf> {
+    let conf = SlurmConf::parse(text);
+    let v = conf
+        .get("RunTimeRun")
+        .or_else(|| conf.get("RunTimeCreate"))?;
+    let words: Vec<&str> = v.split_whitespace().collect();
+    if !words
+        .iter()
+        .any(|w| *w == "--rootless=true" || *w == "--rootless")
+    {
+        return None;
+    }
+    words
+        .iter()
+        .find_map(|w| w.strip_prefix("--root="))
+        .and_then(|r| r.strip_suffix("/%u"))
+        .map(PathBuf::from)
+}
+
+/// Slurm expands `%u` but creates nothing: runc fails every container step
+/// of a user whose state directory is missing. Root's is checked here (the
+/// others' cannot be listed); /run is emptied at boot.
+fn rootless_state(path: &Path, text: &str, root_dir: &Path, out: &mut Vec<Finding>) {
+    let Some(dir) = rootless_state_root(text) else {
+        return;
+    };
+    let dir = root_dir.join(dir.strip_prefix("/").unwrap_or(&dir));
+    let fix = format!(
+        "create {}/USER (owned by USER, mode 0700) for root and every user who runs containers, at every boot (e.g. systemd-tmpfiles: `d {}/USER 0700 USER USER`)",
+        dir.display(),
+        dir.display()
+    );
+    if dir.join("root").is_dir() {
+        out.push(Finding::ok(
+            CHECK,
+            format!(
+                "{}: rootless runc state under {}/%u; {}/root exists",
+                path.display(),
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    } else {
+        out.push(Finding::warn(
+            CHECK,
+            format!("{}: rootless runc keeps its state in {}/%u, and {}/root does not exist: container steps of a user without that directory fail in runc", path.display(), dir.display(), dir.display()),
+            fix,
+        ));
+    }
+}
+
 fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
     let example = format!("{SLURM_EXAMPLES}/oci.conf");
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -346,6 +399,7 @@ fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
         ));
         return;
     };
+    rootless_state(path, &text, Path::new("/"), out);
     match oci_runtime(&text) {
         None => out.push(Finding::fail(
             CHECK,
@@ -408,6 +462,39 @@ fn oci_conf(path: &Path, out: &mut Vec<Finding>) {
 mod tests {
     use super::super::Status;
     use super::*;
+
+    #[test]
+    fn a_rootless_oci_conf_needs_its_state_directories() {
+        let rootless = "RunTimeRun=\"exec /usr/libexec/hpcc/hpcc-runtime --hpcc-slurm --hpcc-node=%n --rootless=true --root=/run/user-oci/%u run %n.%u.%j.%s.%t -b %b\"\n";
+        assert_eq!(
+            rootless_state_root(rootless),
+            Some(PathBuf::from("/run/user-oci"))
+        );
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/slurm/oci.conf"),
+        )
+        .unwrap();
+        assert_eq!(rootless_state_root(&shipped), None);
+        let base = std::env::temp_dir().join(format!("hpcc-doctor-oci-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let mut out = Vec::new();
+        rootless_state(Path::new("oci.conf"), rootless, &base, &mut out);
+        assert_eq!(out[0].status, Status::Warn, "{out:?}");
+        assert!(
+            out[0]
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("/run/user-oci/USER"),
+            "{out:?}"
+        );
+        std::fs::create_dir_all(base.join("run/user-oci/root")).unwrap();
+        let mut out = Vec::new();
+        rootless_state(Path::new("oci.conf"), rootless, &base, &mut out);
+        assert_eq!(out[0].status, Status::Ok, "{out:?}");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn releases_parse() {

@@ -44,6 +44,7 @@
 pub mod child;
 pub mod ldcache_file;
 pub mod linux;
+pub mod namespaces;
 #[cfg(test)]
 pub(crate) mod recording;
 pub mod spec;
