@@ -660,7 +660,7 @@ mod tests {
             conf.push_str(&format!("/opt/lib{i}\n"));
         }
         std::fs::write(r.join("etc/ld.so.conf"), &conf).unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let t0 = std::time::Instant::now();
         let dirs = conf_dirs(&root);
         let took = t0.elapsed();
@@ -710,7 +710,7 @@ mod tests {
         std::fs::write(r.join("usr/lib/x86_64-linux-gnu/libfabric.so.1.20.0"), b"x").unwrap();
         // Only a versioned file, no soname link.
         std::fs::write(r.join("usr/lib/x86_64-linux-gnu/libucp.so.0.0.0"), b"x").unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         assert!(!libs.has_cache());
         assert!(libs.searched().contains("absent"), "{}", libs.searched());
@@ -749,7 +749,7 @@ mod tests {
             ("libgone.so.1", "/srv/mpi/libgone.so.1", native_flags()),
         ]);
         std::fs::write(r.join("etc/ld.so.cache"), cache).unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         assert_eq!(
             libs.find("libmpich.so.12")[0].path,
@@ -769,7 +769,7 @@ mod tests {
             r.join("lib/x86_64-linux-gnu/libc.so.6"),
         )
         .unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         let v = libs.glibc().unwrap();
         // Debian 12: glibc 2.36.
@@ -845,11 +845,11 @@ mod many_candidates {
     #[test]
     fn candidates_per_soname_are_capped_counted_and_cheap() {
         let one = image_with_candidates(1);
-        let baseline = plan_mpich(&Rootfs::open(&one.0).unwrap());
+        let baseline = plan_mpich(&Rootfs::open_snapshot(&one.0).unwrap());
         assert!(!baseline.fatal(), "{:#?}", baseline.findings);
         for n in [20_000, 60_000] {
             let t = image_with_candidates(n);
-            let root = Rootfs::open(&t.0).unwrap();
+            let root = Rootfs::open_snapshot(&t.0).unwrap();
             let start = Instant::now();
             let libs = ImageLibs::scan(&root);
             let found = libs.find("libmpich.so.12");
@@ -899,7 +899,7 @@ mod many_candidates {
             one_name_cache("libx.so.1", &paths, native_flags()),
         )
         .unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         let f = libs.find("libx.so.1");
         assert_eq!(f.len(), 2, "{f:?}");
@@ -914,6 +914,8 @@ mod many_candidates {
             one_name_cache("libx.so.1", &paths, native_flags()),
         )
         .unwrap();
+        // Another launch: a snapshot remembers the cache it read.
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         let f = libs.find("libx.so.1");
         assert!(f.is_empty());
