@@ -367,6 +367,8 @@ enum Resolved {
     Found {
         path: PathBuf,
         kind: EntryKind,
+        /// Its modification time (seconds, nanoseconds).
+        mtime: (i64, i64),
         /// The `O_PATH` fd it was resolved to, kept for the first
         /// [`MEMO_MAX_FDS`] regular files: reading it reopens this very
         /// inode, obtained inside the root.
@@ -504,6 +506,18 @@ impl Rootfs {
     /// the snapshot's memory; also returns the `O_PATH` fd when one was
     /// opened or kept. Absent (ENOENT, ENOTDIR) is `Resolved::Absent`.
     fn lookup(&self, path: &Path) -> Result<(Resolved, Option<Arc<OwnedFd>>), RootfsError> {
+        self.lookup_as(path, false)
+    }
+
+    /// [`Rootfs::lookup`]; `want_dir`: the caller will list it, so it is
+    /// opened readable with `O_DIRECTORY` in the same call (the kernel
+    /// refuses a non-directory before opening anything, so no device is
+    /// ever opened this way), and ENOTDIR is an error.
+    fn lookup_as(
+        &self,
+        path: &Path,
+        want_dir: bool,
+    ) -> Result<(Resolved, Option<Arc<OwnedFd>>), RootfsError> {
         let key = relative(path)?;
         let asked = match self.memo().map(|m| m.get(&key)) {
             Some(Ok(r)) => {
@@ -516,8 +530,17 @@ impl Rootfs {
             Some(Err(asked)) => asked,
             None => key.clone(),
         };
-        let fd = match openat2(self.fd.as_fd(), &asked, libc::O_PATH, 0, RESOLVE) {
+        let flags = if want_dir {
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK
+        } else {
+            libc::O_PATH
+        };
+        let fd = match openat2(self.fd.as_fd(), &asked, flags, 0, RESOLVE) {
             Ok(fd) => fd,
+            // Not a directory: maybe a file at the end, so not absent.
+            Err(e) if want_dir && e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(RootfsError::io("open directory", path, e))
+            }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
                 if let Some(mut m) = self.memo() {
                     m.put(key, Resolved::Absent);
@@ -528,6 +551,7 @@ impl Rootfs {
         };
         let st = fstat(fd.as_fd()).map_err(|e| RootfsError::io("stat", path, e))?;
         let kind = EntryKind::from_mode(st.st_mode);
+        let mtime = (st.st_mtime, st.st_mtime_nsec);
         let host = fd_path(fd.as_fd()).map_err(|e| RootfsError::io("resolve", path, e))?;
         let real = match host.strip_prefix(&self.canonical) {
             Ok(rest) => Path::new("/").join(rest),
@@ -547,11 +571,19 @@ impl Rootfs {
         };
         let fd = Arc::new(fd);
         if let Some(mut m) = self.memo() {
-            let keep = kind == EntryKind::File && m.fds < MEMO_MAX_FDS;
+            // Files' O_PATH fds to read them, directories' readable fds
+            // to list them.
+            let useful = match kind {
+                EntryKind::File => !want_dir,
+                EntryKind::Dir => want_dir,
+                _ => false,
+            };
+            let keep = useful && m.fds < MEMO_MAX_FDS;
             m.fds += usize::from(keep);
             let r = Resolved::Found {
                 path: real.clone(),
                 kind,
+                mtime,
                 fd: keep.then(|| fd.clone()),
             };
             // A canonical path resolves to itself: remembered too, so the
@@ -565,6 +597,7 @@ impl Rootfs {
             Resolved::Found {
                 path: real,
                 kind,
+                mtime,
                 fd: None,
             },
             Some(fd),
@@ -751,64 +784,52 @@ impl Rootfs {
         }
     }
 
+    /// The modification time (seconds, nanoseconds) of what `path`
+    /// resolves to, or None if absent; free in a snapshot once resolved.
+    pub fn modified(&self, path: &Path) -> Result<Option<(i64, i64)>, RootfsError> {
+        match self.lookup(path)?.0 {
+            Resolved::Found { mtime, .. } => Ok(Some(mtime)),
+            Resolved::Absent => Ok(None),
+        }
+    }
+
     /// File names of a directory (at most [`MAX_DIR_ENTRIES`]), sorted.
     pub fn list_dir(&self, path: &Path) -> Result<Vec<String>, RootfsError> {
-        let enotdir = || {
-            RootfsError::io(
-                "list",
+        let fail =
+            |errno: i32| RootfsError::io("list", path, std::io::Error::from_raw_os_error(errno));
+        let (r, fd) = self.lookup_as(path, true).map_err(|e| match e {
+            RootfsError::Io { source, .. } => RootfsError::io("list", path, source),
+            e => e,
+        })?;
+        let real = match r {
+            Resolved::Found {
                 path,
-                std::io::Error::from_raw_os_error(libc::ENOTDIR),
-            )
+                kind: EntryKind::Dir,
+                ..
+            } => path,
+            Resolved::Found { .. } => return Err(fail(libc::ENOTDIR)),
+            Resolved::Absent => return Err(fail(libc::ENOENT)),
         };
-        let (fd, real) = if self.memo.is_some() {
-            // The lookup's own fd is listed: one open for both.
-            let (r, fd) = self.lookup(path)?;
-            let real = match r {
-                Resolved::Found {
-                    path,
-                    kind: EntryKind::Dir,
-                    ..
-                } => path,
-                Resolved::Found { .. } => return Err(enotdir()),
-                Resolved::Absent => {
-                    return Err(RootfsError::io(
-                        "list",
-                        path,
-                        std::io::Error::from_raw_os_error(libc::ENOENT),
-                    ))
-                }
-            };
-            if let Some(names) = self.memo().and_then(|m| m.listed.get(&real).cloned()) {
-                return Ok(names.to_vec());
-            }
-            let fd = match fd {
-                Some(fd) => fd,
-                None => Arc::new(
-                    openat2(
-                        self.fd.as_fd(),
-                        &relative(&real)?,
-                        libc::O_PATH | libc::O_DIRECTORY,
-                        0,
-                        RESOLVE,
-                    )
-                    .map_err(|e| RootfsError::io("list", path, e))?,
-                ),
-            };
-            (fd, Some(real))
-        } else {
-            let rel = relative(path)?;
-            let fd = openat2(
-                self.fd.as_fd(),
-                &rel,
-                libc::O_PATH | libc::O_DIRECTORY,
-                0,
-                RESOLVE,
-            )
-            .map_err(|e| RootfsError::io("list", path, e))?;
-            (Arc::new(fd), None)
+        if let Some(names) = self.memo().and_then(|m| m.listed.get(&real).cloned()) {
+            return Ok(names.to_vec());
+        }
+        // A directory remembered from a plain resolution has no readable
+        // fd yet.
+        let fd = match fd {
+            Some(fd) => fd,
+            None => Arc::new(
+                openat2(
+                    self.fd.as_fd(),
+                    &relative(&real)?,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK,
+                    0,
+                    RESOLVE,
+                )
+                .map_err(|e| RootfsError::io("list", path, e))?,
+            ),
         };
         let names = Self::read_names(fd.as_fd(), path)?;
-        if let (Some(real), Some(mut m)) = (real, self.memo()) {
+        if let Some(mut m) = self.memo() {
             if m.names + names.len() <= MEMO_MAX_NAMES {
                 m.names += names.len();
                 m.listed.insert(real, Arc::new(names.clone()));
@@ -817,17 +838,44 @@ impl Rootfs {
         Ok(names)
     }
 
-    /// The sorted names of the directory an `O_PATH` fd refers to.
+    /// Resolves a directory (symlinks followed in root) opened for listing,
+    /// so that a [`Rootfs::list_dir`] of it costs no second open; None if
+    /// absent or not a directory.
+    pub fn resolve_dir(&self, path: &Path) -> Result<Option<PathBuf>, RootfsError> {
+        match self.lookup_as(path, true) {
+            Ok((
+                Resolved::Found {
+                    path,
+                    kind: EntryKind::Dir,
+                    ..
+                },
+                _,
+            )) => Ok(Some(path)),
+            Ok(_) => Ok(None),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The sorted names of a directory opened readable, read from its
+    /// start through a duplicate of the fd (no new open of the image).
     fn read_names(fd: BorrowedFd<'_>, path: &Path) -> Result<Vec<String>, RootfsError> {
-        // Reading through the fd's /proc entry lists exactly the directory
-        // resolved inside the root.
-        let dir = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map_err(|e| RootfsError::io("list", path, e))?;
+        let io = |e: std::io::Error| RootfsError::io("list", path, e);
+        let dup = fd.try_clone_to_owned().map_err(io)?;
+        // SAFETY: a valid fd; the duplicate shares the offset, rewound so a
+        // second listing of a kept fd starts at the beginning.
+        if unsafe { libc::lseek(dup.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+            return Err(io(std::io::Error::last_os_error()));
+        }
+        let mut dir = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(dup))
+            .map_err(|e| io(e.into()))?;
         let mut names = Vec::new();
-        for entry in dir {
-            let entry = entry.map_err(|e| RootfsError::io("list", path, e))?;
-            let name = entry.file_name();
-            let name = name.as_bytes();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|e| io(e.into()))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
             if names.len() >= MAX_DIR_ENTRIES {
                 return Err(RootfsError::TooManyEntries {
                     path: path.to_owned(),

@@ -495,7 +495,7 @@ fn glibc_family(
     let same = image_glibc.is_some() && image_glibc == host_glibc;
     let mut lacking = Vec::new();
     for (soname, by) in needs {
-        if soname == "libc.so.6" || !image.find(soname).is_empty() {
+        if soname == "libc.so.6" || image.has(soname) {
             continue;
         }
         let host_copy = input
