@@ -25,7 +25,7 @@ use crate::plan::{Decision, MpiChoice, Plan, Refusal, Tweaks, UserRequest};
 use crate::rootfs::{Rootfs, RootfsError};
 use crate::tweaks::{self, host::Host, host::RealHost, TweakError};
 use hpcc_config::{ConfigError, Enforcement, OnError, Policy, UnannotatedAction};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Exit codes shared by `hpcc-hook` and `hpcc-runtime` (docs/hook.md).
 pub mod exit {
@@ -266,10 +266,53 @@ pub fn decide(
     policy: &Policy,
     request: &UserRequest,
 ) -> Result<Plan, LaunchError> {
+    decide_in(ctx, node, policy, request, &LaunchImage::new(&ctx.rootfs))
+}
+
+/// [`decide`], reading the image through `image`, which the caller may
+/// hand on to the linker cache builder
+/// ([`crate::apply::ldcache_file::prepare_in`]).
+pub fn decide_in(
+    ctx: &LaunchContext,
+    node: &NodeFingerprint,
+    policy: &Policy,
+    request: &UserRequest,
+    image: &LaunchImage,
+) -> Result<Plan, LaunchError> {
     let host = RealHost::for_policy(Path::new(HOST_LD_CACHE), policy);
-    let plan = decide_with(ctx, node, policy, request, &host);
+    let plan = decide_image(ctx, node, policy, request, &host, image);
     host.save();
     plan
+}
+
+/// The image's rootfs for one launch: opened as a snapshot
+/// ([`Rootfs::open_snapshot`]) the first time something reads it, and
+/// shared by the planner and the linker cache builder, so that each image
+/// file is asked of the shared file system once per launch (the image's
+/// `/etc/ld.so.cache` is read by both).
+#[derive(Debug)]
+pub struct LaunchImage {
+    path: PathBuf,
+    root: std::cell::OnceCell<Rootfs>,
+}
+
+impl LaunchImage {
+    /// The image at `rootfs` (host path), not opened yet.
+    pub fn new(rootfs: &Path) -> LaunchImage {
+        LaunchImage {
+            path: rootfs.to_owned(),
+            root: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The rootfs, opened on first use.
+    pub fn root(&self) -> Result<&Rootfs, RootfsError> {
+        if let Some(r) = self.root.get() {
+            return Ok(r);
+        }
+        let r = Rootfs::open_snapshot(&self.path)?;
+        Ok(self.root.get_or_init(|| r))
+    }
 }
 
 /// [`decide`] against a given host (tests use a fake one). An empty
@@ -287,6 +330,25 @@ pub fn decide_with(
     request: &UserRequest,
     host: &dyn Host,
 ) -> Result<Plan, LaunchError> {
+    decide_image(
+        ctx,
+        node,
+        policy,
+        request,
+        host,
+        &LaunchImage::new(&ctx.rootfs),
+    )
+}
+
+/// [`decide_with`] through a shared [`LaunchImage`].
+fn decide_image(
+    ctx: &LaunchContext,
+    node: &NodeFingerprint,
+    policy: &Policy,
+    request: &UserRequest,
+    host: &dyn Host,
+    image: &LaunchImage,
+) -> Result<Plan, LaunchError> {
     // The site's curated annotations for this image (policy
     // `[collections]`), merged before anything reads the annotations.
     let mut merged;
@@ -303,11 +365,11 @@ pub fn decide_with(
     let mut notes = Vec::new();
     if decision.allows_start() {
         let rootfs = if verdict.selection.needs_image() && !ctx.rootfs.as_os_str().is_empty() {
-            Some(Rootfs::open(&ctx.rootfs)?)
+            Some(image.root()?)
         } else {
             None
         };
-        let planned = tweaks::plan(ctx, node, policy, &verdict.selection, host, rootfs.as_ref())?;
+        let planned = tweaks::plan(ctx, node, policy, &verdict.selection, host, rootfs)?;
         if !planned.findings.is_empty() || planned.selection != verdict.selection {
             verdict.extend(planned.findings);
             verdict.selection = planned.selection;

@@ -15,12 +15,14 @@
 //! with `mkdirat`/`openat(O_CREAT|O_EXCL|O_NOFOLLOW)` relative to it, so a
 //! symlink can never redirect a creation onto the host.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Most entries [`Rootfs::list_dir`] returns before giving up: a library
 /// directory has hundreds, a hostile image could have millions.
@@ -36,6 +38,19 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// symlink can aim a library path there; the planner resolves it inside the
 /// root and would otherwise pick it as the file to replace.
 pub const KERNEL_DIRS: &[&str] = &["/proc", "/sys"];
+
+/// Most resolutions a snapshot ([`Rootfs::open_snapshot`]) remembers; past
+/// it every lookup is a system call again, as without a snapshot.
+const MEMO_MAX_PATHS: usize = 4096;
+/// Most `O_PATH` fds of resolved regular files a snapshot keeps, so that
+/// reading a file it resolved costs one open, not two. Few: the fd limit
+/// of a hook may be 1024.
+const MEMO_MAX_FDS: usize = 16;
+/// Most directory names a snapshot remembers, all listings together.
+const MEMO_MAX_NAMES: usize = MAX_DIR_ENTRIES;
+/// Most file bytes a snapshot remembers, all files together (the image's
+/// linker cache is read by the planner and again by the cache builder).
+const MEMO_MAX_BYTES: usize = 16 << 20;
 
 /// How often an `openat2` that raced with a rename (`EAGAIN`) is retried.
 const OPENAT2_RETRIES: usize = 32;
@@ -338,6 +353,86 @@ pub struct Rootfs {
     /// Where the kernel says the root is (symlinks in the host path
     /// resolved), to turn resolved fds back into container paths.
     canonical: PathBuf,
+    /// What this launch already learned, for a snapshot; None otherwise.
+    memo: Option<Mutex<Memo>>,
+}
+
+/// A resolution remembered by a snapshot.
+#[derive(Debug, Clone)]
+enum Resolved {
+    /// ENOENT or ENOTDIR: a longer path below it is absent too (the kernel
+    /// resolves the prefix first, and `..` is never taken lexically).
+    Absent,
+    /// The canonical in-root path and what it is.
+    Found {
+        path: PathBuf,
+        kind: EntryKind,
+        /// Its modification time (seconds, nanoseconds).
+        mtime: (i64, i64),
+        /// The `O_PATH` fd it was resolved to, kept for the first
+        /// [`MEMO_MAX_FDS`] regular files: reading it reopens this very
+        /// inode, obtained inside the root.
+        fd: Option<Arc<OwnedFd>>,
+    },
+}
+
+/// Per-launch memory of a snapshot. The image lives on a shared file
+/// system that thousands of nodes read at the same moment: a path resolved,
+/// a directory listed or a small file read once is not asked again. Keys
+/// are in-root paths made relative ([`relative`]: `..` kept), values only
+/// ever come from `openat2(RESOLVE_IN_ROOT)` lookups, so a remembered
+/// answer is one the kernel gave inside the root.
+#[derive(Debug, Default)]
+struct Memo {
+    resolved: HashMap<PathBuf, Resolved>,
+    /// Canonical directory -> its sorted names.
+    listed: HashMap<PathBuf, Arc<Vec<String>>>,
+    names: usize,
+    /// Canonical file -> its bytes.
+    files: HashMap<PathBuf, Arc<Vec<u8>>>,
+    bytes: usize,
+    fds: usize,
+}
+
+impl Memo {
+    /// The answer for `key`, or a shorter question: a prefix known to be
+    /// absent makes the path absent, a prefix known to be a directory is
+    /// replaced by its canonical path (what the kernel would walk anyway),
+    /// so `/lib/x86_64-linux-gnu/libc.so.6` and
+    /// `/usr/lib/x86_64-linux-gnu/libc.so.6` share one lookup under a
+    /// merged `/usr`.
+    fn get(&self, key: &Path) -> Result<Resolved, PathBuf> {
+        if let Some(r) = self.resolved.get(key) {
+            return Ok(r.clone());
+        }
+        let comps: Vec<Component<'_>> = key.components().collect();
+        for n in (1..comps.len()).rev() {
+            let prefix: PathBuf = comps[..n].iter().collect();
+            match self.resolved.get(&prefix) {
+                Some(Resolved::Absent) => return Ok(Resolved::Absent),
+                Some(Resolved::Found {
+                    path,
+                    kind: EntryKind::Dir,
+                    ..
+                }) => {
+                    let mut asked = relative(path).unwrap_or_else(|_| PathBuf::from("."));
+                    asked.extend(&comps[n..]);
+                    return match self.resolved.get(&asked) {
+                        Some(r) => Ok(r.clone()),
+                        None => Err(asked),
+                    };
+                }
+                _ => {}
+            }
+        }
+        Err(key.to_owned())
+    }
+
+    fn put(&mut self, key: PathBuf, r: Resolved) {
+        if self.resolved.len() < MEMO_MAX_PATHS {
+            self.resolved.insert(key, r);
+        }
+    }
 }
 
 impl Rootfs {
@@ -373,7 +468,140 @@ impl Rootfs {
             fd,
             host_path: host_path.to_owned(),
             canonical,
+            memo: None,
         })
+    }
+
+    /// Opens the rootfs as a snapshot for one launch's reading: what it
+    /// resolves, lists and reads (files up to a bound) is remembered for
+    /// its life, so each is asked of the shared file system once. Every
+    /// lookup it does make is still `openat2(RESOLVE_IN_ROOT)`. For the
+    /// planner and the linker cache builder; [`Rootfs::mkdir_all`] and
+    /// [`Rootfs::create_file`] forget what it learned, but mounts made
+    /// through [`Rootfs::root_fd`] are not seen: the apply layer, which
+    /// mounts, uses [`Rootfs::open`].
+    pub fn open_snapshot(host_path: &Path) -> Result<Rootfs, RootfsError> {
+        let mut r = Rootfs::open(host_path)?;
+        r.memo = Some(Mutex::new(Memo::default()));
+        Ok(r)
+    }
+
+    /// The snapshot's memory (None without one). A panic while it was
+    /// held left nothing half-written that matters: every entry is
+    /// inserted whole.
+    fn memo(&self) -> Option<std::sync::MutexGuard<'_, Memo>> {
+        self.memo
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Forgets what the snapshot learned: the image was changed.
+    fn forget(&self) {
+        if let Some(mut m) = self.memo() {
+            *m = Memo::default();
+        }
+    }
+
+    /// Resolves `path` (symlinks followed in root) to what it is, through
+    /// the snapshot's memory; also returns the `O_PATH` fd when one was
+    /// opened or kept. Absent (ENOENT, ENOTDIR) is `Resolved::Absent`.
+    fn lookup(&self, path: &Path) -> Result<(Resolved, Option<Arc<OwnedFd>>), RootfsError> {
+        self.lookup_as(path, false)
+    }
+
+    /// [`Rootfs::lookup`]; `want_dir`: the caller will list it, so it is
+    /// opened readable with `O_DIRECTORY` in the same call (the kernel
+    /// refuses a non-directory before opening anything, so no device is
+    /// ever opened this way), and ENOTDIR is an error.
+    fn lookup_as(
+        &self,
+        path: &Path,
+        want_dir: bool,
+    ) -> Result<(Resolved, Option<Arc<OwnedFd>>), RootfsError> {
+        let key = relative(path)?;
+        let asked = match self.memo().map(|m| m.get(&key)) {
+            Some(Ok(r)) => {
+                let fd = match &r {
+                    Resolved::Found { fd, .. } => fd.clone(),
+                    Resolved::Absent => None,
+                };
+                return Ok((r, fd));
+            }
+            Some(Err(asked)) => asked,
+            None => key.clone(),
+        };
+        let flags = if want_dir {
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK
+        } else {
+            libc::O_PATH
+        };
+        let fd = match openat2(self.fd.as_fd(), &asked, flags, 0, RESOLVE) {
+            Ok(fd) => fd,
+            // Not a directory: maybe a file at the end, so not absent.
+            Err(e) if want_dir && e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(RootfsError::io("open directory", path, e))
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                if let Some(mut m) = self.memo() {
+                    m.put(key, Resolved::Absent);
+                }
+                return Ok((Resolved::Absent, None));
+            }
+            Err(e) => return Err(RootfsError::io("open", path, e)),
+        };
+        let st = fstat(fd.as_fd()).map_err(|e| RootfsError::io("stat", path, e))?;
+        let kind = EntryKind::from_mode(st.st_mode);
+        let mtime = (st.st_mtime, st.st_mtime_nsec);
+        let host = fd_path(fd.as_fd()).map_err(|e| RootfsError::io("resolve", path, e))?;
+        let real = match host.strip_prefix(&self.canonical) {
+            Ok(rest) => Path::new("/").join(rest),
+            // The kernel kept the lookup in the root, so only a concurrent
+            // move of the rootfs itself gets here: say so rather than guess.
+            Err(_) => {
+                return Err(RootfsError::io(
+                    "resolve",
+                    path,
+                    std::io::Error::other(format!(
+                        "resolved to {} outside the rootfs {}",
+                        host.display(),
+                        self.canonical.display()
+                    )),
+                ))
+            }
+        };
+        let fd = Arc::new(fd);
+        if let Some(mut m) = self.memo() {
+            // Files' O_PATH fds to read them, directories' readable fds
+            // to list them.
+            let useful = match kind {
+                EntryKind::File => !want_dir,
+                EntryKind::Dir => want_dir,
+                _ => false,
+            };
+            let keep = useful && m.fds < MEMO_MAX_FDS;
+            m.fds += usize::from(keep);
+            let r = Resolved::Found {
+                path: real.clone(),
+                kind,
+                mtime,
+                fd: keep.then(|| fd.clone()),
+            };
+            // A canonical path resolves to itself: remembered too, so the
+            // same file reached by another name is not asked again.
+            if let Ok(k) = relative(&real) {
+                m.put(k, r.clone());
+            }
+            m.put(key, r);
+        }
+        Ok((
+            Resolved::Found {
+                path: real,
+                kind,
+                mtime,
+                fd: None,
+            },
+            Some(fd),
+        ))
     }
 
     /// The host path the rootfs was opened with.
@@ -415,8 +643,53 @@ impl Rootfs {
     /// Opens a regular file read-only (O_CLOEXEC), following symlinks only
     /// inside the root.
     pub fn open_file(&self, path: &Path) -> Result<File, RootfsError> {
+        if self.memo.is_some() {
+            let (r, fd) = self.lookup(path)?;
+            return self.open_resolved(path, r, fd).map(|(f, _)| f);
+        }
         let opath = self.open_path(path, true)?;
-        let st = fstat(opath.as_fd()).map_err(|e| RootfsError::io("stat", path, e))?;
+        self.reopen_file(opath.as_fd(), path)
+    }
+
+    /// [`Rootfs::open_file`] of what [`Rootfs::lookup`] found; also returns
+    /// the canonical path.
+    fn open_resolved(
+        &self,
+        path: &Path,
+        r: Resolved,
+        fd: Option<Arc<OwnedFd>>,
+    ) -> Result<(File, PathBuf), RootfsError> {
+        let (real, kind) = match r {
+            Resolved::Found { path, kind, .. } => (path, kind),
+            Resolved::Absent => {
+                return Err(RootfsError::io(
+                    "open",
+                    path,
+                    std::io::Error::from_raw_os_error(libc::ENOENT),
+                ))
+            }
+        };
+        if kind != EntryKind::File {
+            return Err(RootfsError::NotRegular {
+                path: path.to_owned(),
+                found: kind.as_str(),
+            });
+        }
+        let opath = match fd {
+            Some(fd) => fd,
+            None => Arc::new(
+                openat2(self.fd.as_fd(), &relative(&real)?, libc::O_PATH, 0, RESOLVE)
+                    .map_err(|e| RootfsError::io("open", path, e))?,
+            ),
+        };
+        Ok((self.reopen_file(opath.as_fd(), path)?, real))
+    }
+
+    /// Reopens an `O_PATH` fd for reading once it is known to be a regular
+    /// file off the kernel's filesystems (the fd's inode never changes
+    /// kind, so this check is the one that counts).
+    fn reopen_file(&self, opath: BorrowedFd<'_>, path: &Path) -> Result<File, RootfsError> {
+        let st = fstat(opath).map_err(|e| RootfsError::io("stat", path, e))?;
         let kind = EntryKind::from_mode(st.st_mode);
         if kind != EntryKind::File {
             return Err(RootfsError::NotRegular {
@@ -424,8 +697,8 @@ impl Rootfs {
                 found: kind.as_str(),
             });
         }
-        self.refuse_kernel_fs(opath.as_fd(), path)?;
-        reopen_read(opath.as_fd()).map_err(|e| RootfsError::io("open", path, e))
+        self.refuse_kernel_fs(opath, path)?;
+        reopen_read(opath).map_err(|e| RootfsError::io("open", path, e))
     }
 
     /// [`RootfsError::KernelFile`] when `fd` (opened for the container path
@@ -442,7 +715,39 @@ impl Rootfs {
 
     /// Reads at most `limit` bytes of a regular file (error if larger).
     pub fn read_bounded(&self, path: &Path, limit: u64) -> Result<Vec<u8>, RootfsError> {
-        let f = self.open_file(path)?;
+        let too_large = |size: u64| RootfsError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit,
+        };
+        let (f, real) = if self.memo.is_some() {
+            let (r, fd) = self.lookup(path)?;
+            if let Resolved::Found { path: real, .. } = &r {
+                let known = self.memo().and_then(|m| m.files.get(real).cloned());
+                if let Some(bytes) = known {
+                    if bytes.len() as u64 > limit {
+                        return Err(too_large(bytes.len() as u64));
+                    }
+                    return Ok(bytes.to_vec());
+                }
+            }
+            let (f, real) = self.open_resolved(path, r, fd)?;
+            (f, Some(real))
+        } else {
+            (self.open_file(path)?, None)
+        };
+        let buf = Self::read_file(f, path, limit)?;
+        if let (Some(real), Some(mut m)) = (real, self.memo()) {
+            if m.bytes + buf.len() <= MEMO_MAX_BYTES {
+                m.bytes += buf.len();
+                m.files.insert(real, Arc::new(buf.clone()));
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Reads an open regular file of the image, at most `limit` bytes.
+    fn read_file(f: File, path: &Path, limit: u64) -> Result<Vec<u8>, RootfsError> {
         let size = f
             .metadata()
             .map_err(|e| RootfsError::io("stat", path, e))?
@@ -473,48 +778,104 @@ impl Rootfs {
     /// Resolves a path to its canonical in-root path (symlinks followed in
     /// root), or None if absent.
     pub fn resolve(&self, path: &Path) -> Result<Option<PathBuf>, RootfsError> {
-        let fd = match self.open_path(path, true) {
-            Ok(fd) => fd,
-            Err(e) if is_absent(&e) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let host = fd_path(fd.as_fd()).map_err(|e| RootfsError::io("resolve", path, e))?;
-        match host.strip_prefix(&self.canonical) {
-            Ok(rest) => Ok(Some(Path::new("/").join(rest))),
-            // The kernel kept the lookup in the root, so only a concurrent
-            // move of the rootfs itself gets here: say so rather than guess.
-            Err(_) => Err(RootfsError::io(
-                "resolve",
-                path,
-                std::io::Error::other(format!(
-                    "resolved to {} outside the rootfs {}",
-                    host.display(),
-                    self.canonical.display()
-                )),
-            )),
+        match self.lookup(path)?.0 {
+            Resolved::Found { path, .. } => Ok(Some(path)),
+            Resolved::Absent => Ok(None),
+        }
+    }
+
+    /// The modification time (seconds, nanoseconds) of what `path`
+    /// resolves to, or None if absent; free in a snapshot once resolved.
+    pub fn modified(&self, path: &Path) -> Result<Option<(i64, i64)>, RootfsError> {
+        match self.lookup(path)?.0 {
+            Resolved::Found { mtime, .. } => Ok(Some(mtime)),
+            Resolved::Absent => Ok(None),
         }
     }
 
     /// File names of a directory (at most [`MAX_DIR_ENTRIES`]), sorted.
     pub fn list_dir(&self, path: &Path) -> Result<Vec<String>, RootfsError> {
-        let rel = relative(path)?;
-        let fd = openat2(
-            self.fd.as_fd(),
-            &rel,
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-            RESOLVE,
-        )
-        .map_err(|e| RootfsError::io("list", path, e))?;
-        // Reading through the fd's /proc entry lists exactly the directory
-        // resolved inside the root.
-        let dir = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map_err(|e| RootfsError::io("list", path, e))?;
+        let fail =
+            |errno: i32| RootfsError::io("list", path, std::io::Error::from_raw_os_error(errno));
+        let (r, fd) = self.lookup_as(path, true).map_err(|e| match e {
+            RootfsError::Io { source, .. } => RootfsError::io("list", path, source),
+            e => e,
+        })?;
+        let real = match r {
+            Resolved::Found {
+                path,
+                kind: EntryKind::Dir,
+                ..
+            } => path,
+            Resolved::Found { .. } => return Err(fail(libc::ENOTDIR)),
+            Resolved::Absent => return Err(fail(libc::ENOENT)),
+        };
+        if let Some(names) = self.memo().and_then(|m| m.listed.get(&real).cloned()) {
+            return Ok(names.to_vec());
+        }
+        // A directory remembered from a plain resolution has no readable
+        // fd yet.
+        let fd = match fd {
+            Some(fd) => fd,
+            None => Arc::new(
+                openat2(
+                    self.fd.as_fd(),
+                    &relative(&real)?,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK,
+                    0,
+                    RESOLVE,
+                )
+                .map_err(|e| RootfsError::io("list", path, e))?,
+            ),
+        };
+        let names = Self::read_names(fd.as_fd(), path)?;
+        if let Some(mut m) = self.memo() {
+            if m.names + names.len() <= MEMO_MAX_NAMES {
+                m.names += names.len();
+                m.listed.insert(real, Arc::new(names.clone()));
+            }
+        }
+        Ok(names)
+    }
+
+    /// Resolves a directory (symlinks followed in root) opened for listing,
+    /// so that a [`Rootfs::list_dir`] of it costs no second open; None if
+    /// absent or not a directory.
+    pub fn resolve_dir(&self, path: &Path) -> Result<Option<PathBuf>, RootfsError> {
+        match self.lookup_as(path, true) {
+            Ok((
+                Resolved::Found {
+                    path,
+                    kind: EntryKind::Dir,
+                    ..
+                },
+                _,
+            )) => Ok(Some(path)),
+            Ok(_) => Ok(None),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The sorted names of a directory opened readable, read from its
+    /// start through a duplicate of the fd (no new open of the image).
+    fn read_names(fd: BorrowedFd<'_>, path: &Path) -> Result<Vec<String>, RootfsError> {
+        let io = |e: std::io::Error| RootfsError::io("list", path, e);
+        let dup = fd.try_clone_to_owned().map_err(io)?;
+        // SAFETY: a valid fd; the duplicate shares the offset, rewound so a
+        // second listing of a kept fd starts at the beginning.
+        if unsafe { libc::lseek(dup.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+            return Err(io(std::io::Error::last_os_error()));
+        }
+        let mut dir = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(dup))
+            .map_err(|e| io(e.into()))?;
         let mut names = Vec::new();
-        for entry in dir {
-            let entry = entry.map_err(|e| RootfsError::io("list", path, e))?;
-            let name = entry.file_name();
-            let name = name.as_bytes();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|e| io(e.into()))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
             if names.len() >= MAX_DIR_ENTRIES {
                 return Err(RootfsError::TooManyEntries {
                     path: path.to_owned(),
@@ -546,6 +907,8 @@ impl Rootfs {
     /// directories created, outermost first, so a rollback can remove them
     /// innermost first.
     pub fn mkdir_all(&self, path: &Path, mode: libc::mode_t) -> Result<Vec<PathBuf>, RootfsError> {
+        // What was absent may be there now.
+        self.forget();
         let norm = normalize(path)?;
         let mut created = Vec::new();
         let mut prefix = PathBuf::from("/");
@@ -600,6 +963,7 @@ impl Rootfs {
     /// false when an entry is already there (whatever it is: the caller
     /// checks its kind).
     pub fn create_file(&self, path: &Path, mode: libc::mode_t) -> Result<bool, RootfsError> {
+        self.forget();
         let (parent, name) = split(path)?;
         let dir = self.open_dir(&parent)?;
         let c = cstr(&name, path)?;
@@ -875,6 +1239,68 @@ pub(crate) mod tests {
         assert!(t.0.join("etc/made-by-hpcc").is_file());
         assert!(!Path::new("/etc/made-by-hpcc").exists());
         assert!(r.create_file(p("/"), 0o644).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_answers_like_the_kernel_and_asks_once() {
+        let t = hostile_image();
+        let plain = Rootfs::open(&t.0).unwrap();
+        let snap = Rootfs::open_snapshot(&t.0).unwrap();
+        for q in [
+            "/lib/x86_64-linux-gnu/libmpich.so.12",
+            "/usr/lib/x86_64-linux-gnu/libmpich.so.12",
+            "/lib/../etc/passwd",
+            "/abs-passwd",
+            "/abs-root/etc/hostname",
+            "/dangling",
+            "/dangling/x",
+            "/etc/passwd/x",
+            "/abs-root/..",
+            "/",
+        ] {
+            // Twice: the second answer comes from memory.
+            for _ in 0..2 {
+                assert_eq!(
+                    snap.resolve(p(q)).unwrap(),
+                    plain.resolve(p(q)).unwrap(),
+                    "{q}"
+                );
+            }
+        }
+        assert!(snap.resolve(p("/loop-a")).is_err());
+        assert_eq!(
+            snap.read_bounded(p("/dotdot-passwd"), 4096).unwrap(),
+            plain.read_bounded(p("/dotdot-passwd"), 4096).unwrap()
+        );
+        let e = snap.read_bounded(p("/abs-passwd"), 4).unwrap_err();
+        assert!(matches!(e, RootfsError::TooLarge { limit: 4, .. }), "{e}");
+        let e = snap.read_bounded(p("/etc"), 4096).unwrap_err();
+        assert!(matches!(e, RootfsError::NotRegular { .. }), "{e}");
+        assert!(snap.list_dir(p("/evil-dir")).is_err());
+        assert!(snap.list_dir(p("/etc/passwd")).is_err());
+        // Remembered: a file changed behind the snapshot's back is read as
+        // it was, the same answer within one launch.
+        std::fs::write(t.0.join("etc/passwd"), "changed\n").unwrap();
+        assert!(snap
+            .read_bounded(p("/etc/passwd"), 4096)
+            .unwrap()
+            .starts_with(b"root:x:0:0:image"));
+        assert_eq!(
+            snap.list_dir(p("/lib/x86_64-linux-gnu")).unwrap(),
+            vec!["libmpich.so.12"]
+        );
+        // What hpcc creates itself is seen: creation forgets.
+        assert_eq!(snap.resolve(p("/etc/new/x")).unwrap(), None);
+        snap.mkdir_all(p("/etc/new"), 0o755).unwrap();
+        assert!(snap.create_file(p("/etc/new/x"), 0o644).unwrap());
+        assert_eq!(
+            snap.resolve(p("/etc/new/x")).unwrap(),
+            Some(PathBuf::from("/etc/new/x"))
+        );
+        assert_eq!(
+            snap.read_bounded(p("/etc/passwd"), 4096).unwrap(),
+            b"changed\n"
+        );
     }
 
     #[test]

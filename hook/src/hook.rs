@@ -213,10 +213,12 @@ pub fn run(
     };
     let node = NodeFingerprint::cached_with(&policy, &gpu_probe(&policy));
     let here = Some(node.hostname.as_str());
-    let planned = launch::decide(&ctx, &node, &policy, &UserRequest::default());
+    // One snapshot of the image for the planner and the cache builder.
+    let image = launch::LaunchImage::new(&ctx.rootfs);
+    let planned = launch::decide_in(&ctx, &node, &policy, &UserRequest::default(), &image);
     let mut outcome = launch::outcome(&policy, policy_path, Some(&ctx.id), here, planned);
     if let Outcome::Start(plan) = &outcome {
-        if let Err(e) = apply_tweaks(&ctx, &plan.tweaks, &policy) {
+        if let Err(e) = apply_tweaks(&ctx, &image, &plan.tweaks, &policy) {
             outcome = launch::failed(&policy, policy_path, Some(&ctx.id), here, e);
         }
     }
@@ -266,7 +268,12 @@ fn read_input(stdin: impl Read) -> Result<LaunchContext, LaunchError> {
 /// Applies the plan's tweaks through the helper and logs each effect. The
 /// container's linker cache is written here, on the host side (hpcc's own
 /// store, never the image), and bound by the helper.
-fn apply_tweaks(ctx: &LaunchContext, tweaks: &Tweaks, policy: &Policy) -> Result<(), LaunchError> {
+fn apply_tweaks(
+    ctx: &LaunchContext,
+    image: &launch::LaunchImage,
+    tweaks: &Tweaks,
+    policy: &Policy,
+) -> Result<(), LaunchError> {
     if tweaks.is_empty() {
         return Ok(());
     }
@@ -280,7 +287,10 @@ fn apply_tweaks(ctx: &LaunchContext, tweaks: &Tweaks, policy: &Policy) -> Result
     } else {
         let store = ldcache_file::store_dir(&policy.cache.dir);
         Some(
-            ldcache_file::prepare(&ctx.rootfs, &tweaks.ld_cache, &store)
+            image
+                .root()
+                .map_err(ldcache_file::LdCacheFileError::from)
+                .and_then(|root| ldcache_file::prepare_in(root, &tweaks.ld_cache, &store))
                 .map_err(apply::ApplyError::from)?,
         )
     };

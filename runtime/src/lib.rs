@@ -225,7 +225,9 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
             )
         }
     };
-    let planned = launch::decide(&ctx, &node, &policy, &UserRequest::default());
+    // One snapshot of the image for the planner and the cache builder.
+    let image = launch::LaunchImage::new(&ctx.rootfs);
+    let planned = launch::decide_in(&ctx, &node, &policy, &UserRequest::default(), &image);
     let mut outcome = launch::outcome(&policy, policy_path, Some(&l.id), here, planned);
     // A start with nothing to add (the image is only checked) leaves
     // config.json as the engine wrote it: no rewrite on the start path.
@@ -239,7 +241,7 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
         // one shared file system): the edited config goes into a private
         // bundle of hpcc's own, and the runtime is given that one.
         let edited = config.json().map_err(LaunchError::input).and_then(|mut v| {
-            write_plan(&mut v, plan, &ctx.rootfs, &policy, "hpcc-runtime")?;
+            write_plan(&mut v, plan, &image, &policy, "hpcc-runtime")?;
             let bundle = std::path::absolute(&l.bundle).map_err(|e| {
                 LaunchError::input(bundle::BundleError::Read {
                     path: l.bundle.clone(),
@@ -316,12 +318,12 @@ fn finish(
 pub const DECIDED_BY: &str = "run.hpcc.decided-by";
 
 /// Writes a start's plan into the config: the container's linker cache
-/// (built from the image's own at `rootfs`, stored in this user's store),
+/// (built from the image's own, read through the launch's `image`, stored in this user's store),
 /// every mount, device and variable of the plan, and who decided.
 pub fn write_plan(
     config: &mut Value,
     plan: &Plan,
-    rootfs: &Path,
+    image: &launch::LaunchImage,
     policy: &Policy,
     decided_by: &str,
 ) -> Result<spec::Edited, LaunchError> {
@@ -330,7 +332,10 @@ pub fn write_plan(
     } else {
         let store = ldcache_file::store_dir(&policy.cache.dir);
         Some(
-            ldcache_file::prepare(rootfs, &plan.tweaks.ld_cache, &store)
+            image
+                .root()
+                .map_err(ldcache_file::LdCacheFileError::from)
+                .and_then(|root| ldcache_file::prepare_in(root, &plan.tweaks.ld_cache, &store))
                 .map_err(hpcc_common::apply::ApplyError::from)?,
         )
     };

@@ -165,15 +165,17 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     let fp = NodeFingerprint::cached(&policy);
     // The line names the node as Slurm does (several nodes may share a
     // host name).
-    let planned = launch::decide(&ctx, &fp, &policy, &UserRequest::default()).map(|mut plan| {
-        plan.node = node.clone();
-        plan
-    });
+    let image = launch::LaunchImage::new(&ctx.rootfs);
+    let planned =
+        launch::decide_in(&ctx, &fp, &policy, &UserRequest::default(), &image).map(|mut plan| {
+            plan.node = node.clone();
+            plan
+        });
     let outcome = launch::outcome(&policy, policy_path, Some(&l.id), Some(&node), planned);
     let edit = |outcome: &Outcome| -> Result<Option<RawFd>, LaunchError> {
         let mut v = config.json().map_err(LaunchError::input)?;
         if let Outcome::Start(plan) = outcome {
-            write_plan(&mut v, plan, &ctx.rootfs, &policy, decided_by)?;
+            write_plan(&mut v, plan, &image, &policy, decided_by)?;
         }
         let fd = wire_mpi(
             &mut v,

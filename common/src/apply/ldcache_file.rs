@@ -84,8 +84,18 @@ pub fn prepare(
     injected: &[CacheEntry],
     store: &Path,
 ) -> Result<PathBuf, LdCacheFileError> {
-    let root = Rootfs::open(rootfs)?;
-    let bytes = build(&root, injected)?;
+    prepare_in(&Rootfs::open(rootfs)?, injected, store)
+}
+
+/// [`prepare`] on an opened rootfs: the planner's snapshot
+/// ([`crate::launch::LaunchImage`]) already holds the image's cache, so it
+/// is not read again.
+pub fn prepare_in(
+    root: &Rootfs,
+    injected: &[CacheEntry],
+    store: &Path,
+) -> Result<PathBuf, LdCacheFileError> {
+    let bytes = build(root, injected)?;
     save(store, &bytes)
 }
 

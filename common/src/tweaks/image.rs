@@ -232,6 +232,26 @@ impl<'a> ImageLibs<'a> {
     /// fatal: the image is only ever asked, never trusted to be well formed.
     pub fn scan(root: &'a Rootfs) -> ImageLibs<'a> {
         let (cache, cache_note) = read_cache(root);
+        // A directory the cache has entries in, and older than the cache,
+        // was there whole when ldconfig wrote it (adding, removing or
+        // renaming an entry makes a directory newer): the cache already
+        // names its libraries, and listing it again is read traffic on the
+        // shared file system for nothing, a lot of it for a big directory.
+        // A newer one (a conda install without ldconfig, files added by a
+        // later layer) or one the cache never scanned is listed. The same
+        // timestamp (coarse clocks) is not older. An image that lies about
+        // times only hides its own libraries from the replacement.
+        let cache_time = cache
+            .as_ref()
+            .and_then(|_| root.modified(Path::new(CACHE_PATH)).ok().flatten());
+        let mut cache_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        if let (Some(c), Some(_)) = (&cache, cache_time) {
+            for parent in c.entries().filter_map(|e| e.path.parent()) {
+                if !cache_dirs.contains(parent) {
+                    cache_dirs.insert(parent.to_owned());
+                }
+            }
+        }
         let mut wanted: Vec<PathBuf> = standard_dirs().into_iter().map(PathBuf::from).collect();
         wanted.extend(conf_dirs(root));
         let mut libs = ImageLibs {
@@ -248,10 +268,18 @@ impl<'a> ImageLibs<'a> {
         for d in wanted.into_iter().take(MAX_DIRS) {
             // Merged /usr makes /lib and /usr/lib one directory: resolve
             // first so each is scanned once.
-            let Some(real) = root.resolve(&d).ok().flatten() else {
+            let Some(real) = root.resolve_dir(&d).ok().flatten() else {
                 continue;
             };
             if !seen.insert(real.clone()) {
+                continue;
+            }
+            let in_cache = cache_dirs.contains(&d) || cache_dirs.contains(&real);
+            let covered = in_cache
+                && cache_time
+                    .is_some_and(|c| root.modified(&real).ok().flatten().is_some_and(|d| d < c));
+            if covered {
+                libs.dirs.push(real);
                 continue;
             }
             match root.list_dir(&real) {
@@ -325,6 +353,30 @@ impl<'a> ImageLibs<'a> {
             }
         }
         self.resolve(name, pick, listed)
+    }
+
+    /// Whether the image has `name` (an exact soname) at all: what
+    /// [`ImageLibs::find`] would say is not empty, resolving candidates
+    /// only until one exists (`find` resolves them all).
+    pub fn has(&self, name: &str) -> bool {
+        let mut pick = Picker::new();
+        if let Some(c) = &self.cache {
+            for e in c.lookup(name, native_flags()) {
+                pick.offer(Cow::Borrowed(e.path));
+            }
+        }
+        if let Some(dirs) = self.names.get(name) {
+            for &d in dirs.iter().take(MAX_CANDIDATES) {
+                pick.offer(Cow::Owned(self.dirs[d].join(name)));
+            }
+        }
+        pick.taken.iter().any(|p| {
+            self.root.resolve(p).ok().flatten().is_some_and(|real| {
+                !crate::rootfs::KERNEL_DIRS
+                    .iter()
+                    .any(|k| real.starts_with(k))
+            })
+        })
     }
 
     /// The majors under which the image has a library of this stem
@@ -465,8 +517,11 @@ impl<'a> ImageLibs<'a> {
 
 /// The image's `/etc/ld.so.cache`, parsed, and a note on its state for
 /// messages.
+/// The image's linker cache.
+const CACHE_PATH: &str = "/etc/ld.so.cache";
+
 fn read_cache(root: &Rootfs) -> (Option<LdCache>, String) {
-    let cache_path = Path::new("/etc/ld.so.cache");
+    let cache_path = Path::new(CACHE_PATH);
     match root.read_bounded(cache_path, MAX_CACHE_BYTES) {
         Ok(b) => match LdCache::parse(&b) {
             Ok(c) => {
@@ -660,7 +715,7 @@ mod tests {
             conf.push_str(&format!("/opt/lib{i}\n"));
         }
         std::fs::write(r.join("etc/ld.so.conf"), &conf).unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let t0 = std::time::Instant::now();
         let dirs = conf_dirs(&root);
         let took = t0.elapsed();
@@ -710,7 +765,7 @@ mod tests {
         std::fs::write(r.join("usr/lib/x86_64-linux-gnu/libfabric.so.1.20.0"), b"x").unwrap();
         // Only a versioned file, no soname link.
         std::fs::write(r.join("usr/lib/x86_64-linux-gnu/libucp.so.0.0.0"), b"x").unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         assert!(!libs.has_cache());
         assert!(libs.searched().contains("absent"), "{}", libs.searched());
@@ -749,7 +804,7 @@ mod tests {
             ("libgone.so.1", "/srv/mpi/libgone.so.1", native_flags()),
         ]);
         std::fs::write(r.join("etc/ld.so.cache"), cache).unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         assert_eq!(
             libs.find("libmpich.so.12")[0].path,
@@ -769,7 +824,7 @@ mod tests {
             r.join("lib/x86_64-linux-gnu/libc.so.6"),
         )
         .unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         let v = libs.glibc().unwrap();
         // Debian 12: glibc 2.36.
@@ -845,11 +900,11 @@ mod many_candidates {
     #[test]
     fn candidates_per_soname_are_capped_counted_and_cheap() {
         let one = image_with_candidates(1);
-        let baseline = plan_mpich(&Rootfs::open(&one.0).unwrap());
+        let baseline = plan_mpich(&Rootfs::open_snapshot(&one.0).unwrap());
         assert!(!baseline.fatal(), "{:#?}", baseline.findings);
         for n in [20_000, 60_000] {
             let t = image_with_candidates(n);
-            let root = Rootfs::open(&t.0).unwrap();
+            let root = Rootfs::open_snapshot(&t.0).unwrap();
             let start = Instant::now();
             let libs = ImageLibs::scan(&root);
             let found = libs.find("libmpich.so.12");
@@ -899,7 +954,7 @@ mod many_candidates {
             one_name_cache("libx.so.1", &paths, native_flags()),
         )
         .unwrap();
-        let root = Rootfs::open(r).unwrap();
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         let f = libs.find("libx.so.1");
         assert_eq!(f.len(), 2, "{f:?}");
@@ -914,6 +969,8 @@ mod many_candidates {
             one_name_cache("libx.so.1", &paths, native_flags()),
         )
         .unwrap();
+        // Another launch: a snapshot remembers the cache it read.
+        let root = Rootfs::open_snapshot(r).unwrap();
         let libs = ImageLibs::scan(&root);
         let f = libs.find("libx.so.1");
         assert!(f.is_empty());

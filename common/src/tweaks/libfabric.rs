@@ -234,7 +234,7 @@ mod tests {
                 "/usr/lib/x86_64-linux-gnu/libfabric.so.1",
             )],
         );
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let host = RealHost::new(Path::new("/etc/ld.so.cache"));
         // Debian ships no provider directory: said, not fatal.
         let part = run(
@@ -293,7 +293,7 @@ mod tests {
             ],
             &[],
         );
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let part = run(
             &policy(Some("/usr/lib/x86_64-linux-gnu/libfabric")),
             Some(&root),

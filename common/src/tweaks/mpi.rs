@@ -215,7 +215,7 @@ pub(crate) mod tests {
                 "/usr/lib/x86_64-linux-gnu/libmpich.so.12",
             )],
         );
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let p = policy_mpich(&["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]);
         let part = run(&p, Some(&root), &real_host());
         assert!(!part.fatal(), "{:#?}", part.findings);
@@ -260,7 +260,7 @@ pub(crate) mod tests {
         );
         std::fs::create_dir_all(t.0.join("etc")).unwrap();
         std::fs::write(t.0.join("etc/ld.so.conf"), "/opt/mpi/lib\n").unwrap();
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let p = policy_mpich(&["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]);
         let part = run(&p, Some(&root), &real_host());
         assert!(!part.fatal(), "{:#?}", part.findings);
@@ -288,7 +288,7 @@ pub(crate) mod tests {
     #[test]
     fn missing_image_mpi_is_fatal_and_names_the_search() {
         let t = rootfs_with(&[LIBC], &[]);
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let p = policy_mpich(&["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]);
         let part = run(&p, Some(&root), &real_host());
         assert!(part.fatal());
@@ -316,7 +316,7 @@ pub(crate) mod tests {
             ],
             &[],
         );
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let p = policy_mpich(&["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]);
         let part = run(&p, Some(&root), &real_host());
         assert!(part.fatal());
@@ -342,7 +342,7 @@ pub(crate) mod tests {
         let mut elf = std::fs::read("/usr/lib/x86_64-linux-gnu/libmpich.so.12").unwrap();
         elf[18..20].copy_from_slice(&183u16.to_le_bytes());
         std::fs::write(t.0.join("lib/x86_64-linux-gnu/libmpich.so.12"), elf).unwrap();
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let p = policy_mpich(&["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]);
         let part = run(&p, Some(&root), &real_host());
         assert!(part.fatal(), "{:#?}", part.findings);
@@ -392,7 +392,7 @@ pub(crate) mod tests {
             ],
             &[],
         );
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let p = policy_mpich(&[host_mpi.to_str().unwrap()]);
         let part = run(&p, Some(&root), &h);
         let f = part

@@ -495,7 +495,7 @@ fn glibc_family(
     let same = image_glibc.is_some() && image_glibc == host_glibc;
     let mut lacking = Vec::new();
     for (soname, by) in needs {
-        if soname == "libc.so.6" || !image.find(soname).is_empty() {
+        if soname == "libc.so.6" || image.has(soname) {
             continue;
         }
         let host_copy = input
@@ -866,7 +866,7 @@ mod tests {
                 ("libmpich.so.12.0.0", "/usr/lib/libmpi.so.12"),
             ],
         );
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let image = ImageLibs::scan(&root);
         let mut h = FakeHost::default();
         let p = h.add(D, lib("libmpich.so.12", &[], &[]));
@@ -896,7 +896,7 @@ mod tests {
             ldcache::write_cache(&entries).unwrap(),
         )
         .unwrap();
-        let root = Rootfs::open(&many.0).unwrap();
+        let root = Rootfs::open_snapshot(&many.0).unwrap();
         let image = ImageLibs::scan(&root);
         let mut part = Part::default();
         let c = image_copies(&image, &comp(vec![l.clone()]), &l, &hl, &mut part);
@@ -913,7 +913,7 @@ mod tests {
     #[test]
     fn a_library_the_image_does_not_need_is_provided_not_fatal() {
         let t = rootfs_with(&[LIBC], &[]);
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let image = ImageLibs::scan(&root);
         let mut h = FakeHost::default();
         let p = h.add(D, lib("libmpichfort.so.12", &[], &[]));
@@ -937,7 +937,7 @@ mod tests {
     fn glibc_run(node_glibc: &str) -> Part {
         // An image with glibc (the host's libc, 2.36) but without libm.
         let t = rootfs_with(&[LIBC], &[]);
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let image = ImageLibs::scan(&root);
         let mut h = FakeHost::default();
         h.add(

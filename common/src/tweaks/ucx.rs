@@ -123,7 +123,7 @@ mod tests {
             ],
             &[],
         );
-        let root = Rootfs::open(&t.0).unwrap();
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
         let libs = ImageLibs::scan(&root);
         let p = Policy {
             ucx: Some(Ucx {
