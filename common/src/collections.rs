@@ -359,6 +359,27 @@ pub fn identity(annotations: &BTreeMap<String, String>) -> Vec<Reference> {
         .collect()
 }
 
+/// The image's names in the order they are trusted: the engine's digest
+/// and name keys first (set by CRI-O or containerd, not by the image), then
+/// `io.containerd.image.name`, then `hpcc.image.name` (which podman and
+/// Slurm users, and the image's own labels, set).
+fn trusted_refs(annotations: &BTreeMap<String, String>) -> Vec<Reference> {
+    const ORDER: &[&str] = &[
+        "io.kubernetes.cri-o.ImageRef",
+        "io.kubernetes.cri.image-ref",
+        "io.kubernetes.cri-o.ImageName",
+        "io.kubernetes.cri.image-name",
+        "io.containerd.image.name",
+        HPCC_IMAGE_NAME,
+    ];
+    ORDER
+        .iter()
+        .filter_map(|k| annotations.get(*k))
+        .filter(|v| !v.is_empty() && v.len() <= 1024)
+        .map(|v| normalize(v))
+        .collect()
+}
+
 /// The entries for an image named by `refs`, on this machine's platform.
 pub fn find<'a>(entries: &'a [Entry], refs: &[Reference]) -> Vec<&'a Entry> {
     entries
@@ -420,10 +441,32 @@ pub fn merge(
         ));
         return applied;
     }
-    let found = find(entries, &refs);
+    // The entry of the most trustworthy name: the engine's own (digest,
+    // then name) before `hpcc.image.name`, which the image itself can
+    // carry. An image naming itself after another, laxer entry must not
+    // displace the entry the site wrote for the image the engine started.
+    let found = trusted_refs(annotations)
+        .iter()
+        .map(|r| find(entries, std::slice::from_ref(r)))
+        .find(|f| !f.is_empty())
+        .unwrap_or_else(|| find(entries, &refs));
     let Some(e) = found.first() else {
         return applied;
     };
+    let others: Vec<&Entry> = find(entries, &refs)
+        .into_iter()
+        .filter(|x| !found.iter().any(|f| std::ptr::eq(*f, *x)))
+        .collect();
+    if !others.is_empty() {
+        applied.notes.push(format!(
+            "a less trusted name of the image (hpcc.image.name, which the image can set) also matches {}: not used, the engine's name decides",
+            others
+                .iter()
+                .map(|x| x.origin.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if found.len() > 1 {
         applied.notes.push(format!(
             "{} collection entries match; using the first ({}), ignoring {}",
@@ -478,6 +521,37 @@ pub fn apply(ctx: &mut LaunchContext, policy: &Policy) -> Result<Applied, Collec
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_image_naming_itself_after_a_laxer_entry_does_not_displace_the_engines() {
+        let entries = parse(
+            "manifests:\n\
+             - image: docker.io/library/lax:1\n  annotations:\n    org.supercontainers.hardware.cpu.optimized.version: x86_64\n\
+             - image: quay.io/site/strict:1\n  annotations:\n    org.supercontainers.hardware.cpu.optimized.version: x86_64_v4\n",
+            "site.yaml",
+        )
+        .unwrap();
+        let mut a = BTreeMap::from([
+            (
+                "io.kubernetes.cri-o.ImageName".to_owned(),
+                "quay.io/site/strict:1".to_owned(),
+            ),
+            (HPCC_IMAGE_NAME.to_owned(), "lax:1".to_owned()),
+        ]);
+        let applied = merge(&mut a, &entries, false);
+        assert_eq!(
+            a["org.supercontainers.hardware.cpu.optimized.version"], "x86_64_v4",
+            "{applied:?}"
+        );
+        assert!(
+            applied.entry.as_deref().unwrap().contains("strict"),
+            "{applied:?}"
+        );
+        assert!(
+            applied.notes.iter().any(|n| n.contains("less trusted")),
+            "{applied:?}"
+        );
+    }
     use super::*;
     use crate::testutil::TempDir;
 
