@@ -68,7 +68,7 @@ fi
 # "no result" when it died without cargo's summary line (a crash, a kill).
 suites() {
   awk '
-    function flush() { if (name != "") { if (res == "") { res = "no result (crashed or killed)"; bad = 1 } printf "  %-44s %s\n", name, res } name = ""; res = "" }
+    function flush() { if (name != "") { if (res == "") { res = "no result (crashed or killed)"; bad = 1 } printf "  %-52s %s\n", name, res } name = ""; res = "" }
     /^ *Running / {
       flush()
       src = $(NF-1); bin = $NF; gsub(/[()]/, "", bin); n = split(bin, parts, "/"); b = parts[n]; sub(/-[0-9a-f]+$/, "", b)

@@ -366,23 +366,7 @@ impl Args {
     /// The runtime's `--log FILE` (global option), where containerd's and
     /// docker's runc shim look for the error of a failed `create`.
     pub fn log_file(&self) -> Option<PathBuf> {
-        let args: Vec<String> = self
-            .runtime
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let at = self.launch().ok().flatten().map_or(args.len(), |l| l.at);
-        let mut i = 0;
-        while i < at {
-            if let Some(v) = args[i].strip_prefix("--log=") {
-                return Some(PathBuf::from(v));
-            }
-            if args[i] == "--log" {
-                return args.get(i + 1).map(PathBuf::from);
-            }
-            i += 1;
-        }
-        None
+        self.global("--log")
     }
 
     /// The value of a global option of the runtime (`--root DIR` or

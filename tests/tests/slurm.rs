@@ -90,6 +90,7 @@ fn env() -> &'static Env {
         std::fs::write(
             &policy,
             "# hpcc policy of the Slurm e2e tests\n\
+             unannotated = \"refuse\"\n\
              [users]\nmay_relax_to = \"warn\"\n\
              [mpi.mpich]\nabi = \"mpich\"\nlibraries = [\"/usr/lib/x86_64-linux-gnu/libmpich.so.12\"]\n\
              [log]\njournald = false\n",
@@ -260,6 +261,46 @@ fn srun_help_lists_the_options() {
         err.contains("--hpcc=\"never\"") && err.contains("enforce, warn or off"),
         "{err}"
     );
+}
+
+/// `unannotated = "refuse"` in the suite's policy: an image with nothing
+/// hpcc can check (an unknown key, a look-alike key, a known key whose
+/// value cannot be read) is refused by the plugin, with the keys it saw,
+/// even when the user asks `--hpcc=off` (issue 24).
+#[test]
+fn an_image_with_nothing_checkable_is_refused_under_unannotated_refuse() {
+    let cyrillic = "\u{43e}rg.supercontainers.hardware.cpu.optimized.version";
+    for (name, key, value) in [
+        ("unknown", "org.supercontainers.zzz", "x86_64"),
+        ("lookalike", cyrillic, "x86_64"),
+        (
+            "unreadable",
+            "org.supercontainers.mpi.implementation",
+            "zzz",
+        ),
+    ] {
+        let (b, tag) = bundle(&format!("unannotated-{name}"), "busybox", &[(key, value)]);
+        for relax in [None, Some("--hpcc=off")] {
+            let container = format!("--container={}", b.dir.display());
+            let mut args: Vec<&str> = relax.into_iter().collect();
+            args.extend([container.as_str(), "/bin/echo", "must-not-run"]);
+            let out = srun(&args);
+            let err = text(&out.stderr);
+            assert!(!out.status.success(), "{name} {relax:?}: started\n{err}");
+            assert!(!text(&out.stdout).contains("must-not-run"));
+            let line = err
+                .lines()
+                .find(|l| l.contains("hpcc: refused"))
+                .unwrap_or_else(|| panic!("{name}: no refusal line:\n{err}"));
+            assert!(line.contains("unannotated"), "{name}: {line}");
+            assert!(
+                line.contains("zzz") || line.contains("\\u{43e}"),
+                "{name}: the keys seen are not named: {line}"
+            );
+        }
+        // The plugin refused: the runtime was never called.
+        assert!(spy_calls(&tag).is_empty(), "{name}: {:?}", spy_calls(&tag));
+    }
 }
 
 #[test]
