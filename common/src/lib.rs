@@ -15,6 +15,7 @@ pub mod date;
 pub mod elf;
 pub mod fingerprint;
 pub mod handoff;
+pub mod host;
 pub mod io;
 pub mod launch;
 pub mod logging;

@@ -1,11 +1,15 @@
 //! The host libraries the policy declares: they exist, are ELF objects of
 //! this node's class and machine, and everything they need (`DT_NEEDED`,
-//! transitively) resolves through the host linker cache, their
-//! `DT_RUNPATH`/`DT_RPATH` or the default directories. The directories the
-//! policy names (libfabric providers, UCX modules, MPI mounts) exist.
+//! transitively) resolves as the launch resolves it: through the host
+//! linker cache, read by the launch's own reader (`hpcc_common::host`), or
+//! among the libraries the policy declares. A dependency found only through
+//! a `DT_RUNPATH`/`DT_RPATH` or in a directory the cache does not list is
+//! reported: the launch would not inject it. The directories the policy
+//! names (libfabric providers, UCX modules, MPI mounts) exist.
 
 use super::elf::{self, ElfFacts};
 use super::Finding;
+use hpcc_common::host::HostLibraries;
 use hpcc_config::Policy;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -57,20 +61,53 @@ fn declared_paths(policy: &Policy) -> Vec<(String, PathBuf)> {
     v
 }
 
-/// The host linker's view: `ldconfig -p` (soname -> paths) and the
-/// default directories.
+/// The launch's view of the host's libraries ([`HostLibraries`]), the
+/// sonames of the libraries the policy declares (the launch injects those
+/// by path), and, only to explain a miss, the default directories.
 #[derive(Debug, Default)]
 pub struct Resolver {
-    cache: BTreeMap<String, Vec<PathBuf>>,
+    host: Option<HostLibraries>,
+    declared: BTreeMap<String, PathBuf>,
     defaults: Vec<PathBuf>,
-    /// Why the linker cache could not be listed.
+    /// Why the linker cache cannot be used.
     pub cache_problem: Option<String>,
 }
 
+/// Where a dependency was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// As the launch finds it (the linker cache, or a declared library).
+    Launch(PathBuf),
+    /// Only through a RUNPATH/RPATH or a default directory the cache does
+    /// not list: the launch would not inject it.
+    Elsewhere(PathBuf),
+}
+
+impl Found {
+    /// Where it is, however it was found.
+    pub fn into_path(self) -> PathBuf {
+        match self {
+            Found::Launch(p) | Found::Elsewhere(p) => p,
+        }
+    }
+}
+
 impl Resolver {
-    /// The host's resolver.
-    pub fn host() -> Resolver {
-        let mut r = Resolver {
+    /// The host's resolver for a policy's declared libraries.
+    pub fn host(policy: &Policy) -> Resolver {
+        let host = HostLibraries::system();
+        let declared = declared(policy)
+            .into_iter()
+            .filter_map(|(_, p)| {
+                let soname = host.elf(&p).ok()?.soname?;
+                Some((soname, p))
+            })
+            .collect();
+        let cache_problem = host.cache_problem().map(str::to_owned);
+        Resolver {
+            host: Some(host),
+            declared,
+            cache_problem,
             defaults: [
                 "/lib/x86_64-linux-gnu",
                 "/usr/lib/x86_64-linux-gnu",
@@ -84,37 +121,27 @@ impl Resolver {
             .iter()
             .map(PathBuf::from)
             .collect(),
-            ..Default::default()
-        };
-        let ldconfig = ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
-            .iter()
-            .find(|p| Path::new(p).exists());
-        match ldconfig.map(|l| std::process::Command::new(l).arg("-p").output()) {
-            Some(Ok(out)) if out.status.success() => {
-                r.cache = parse_ldconfig(&String::from_utf8_lossy(&out.stdout));
-            }
-            Some(Ok(out)) => {
-                r.cache_problem = Some(format!(
-                    "ldconfig -p failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-            Some(Err(e)) => r.cache_problem = Some(format!("cannot run ldconfig -p: {e}")),
-            None => r.cache_problem = Some("ldconfig not found".into()),
         }
-        r
     }
 
     /// Where `soname`, needed by a library in `origin` with these
-    /// RUNPATH/RPATH entries, is found with the node's class and machine.
+    /// RUNPATH/RPATH entries, is found with the node's class and machine:
+    /// as the launch finds it, else (to say why the launch will not) where
+    /// the loader on the host would.
     pub fn find(
         &self,
         soname: &str,
         origin: &Path,
         search: &[String],
         class: (bool, u16),
-    ) -> Option<PathBuf> {
+    ) -> Option<Found> {
         let fits = |p: &Path| elf::read(p).is_ok_and(|f| (f.is_64, f.machine) == class);
+        if let Some(p) = self.declared.get(soname) {
+            return Some(Found::Launch(p.clone()));
+        }
+        if let Some(p) = self.host.as_ref().and_then(|h| h.find(soname)) {
+            return Some(Found::Launch(p));
+        }
         let runpath = search.iter().map(|s| {
             PathBuf::from(
                 s.replace("${ORIGIN}", &origin.to_string_lossy())
@@ -122,40 +149,22 @@ impl Resolver {
             )
             .join(soname)
         });
-        let cached = self.cache.get(soname).into_iter().flatten().cloned();
         let defaults = self.defaults.iter().map(|d| d.join(soname));
         runpath
-            .chain(cached)
             .chain(defaults)
             .find(|p| p.exists() && fits(p))
+            .map(Found::Elsewhere)
     }
-}
-
-/// `ldconfig -p` lines: `\tlibz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1`.
-pub fn parse_ldconfig(text: &str) -> BTreeMap<String, Vec<PathBuf>> {
-    let mut m: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for line in text.lines() {
-        let Some((left, path)) = line.split_once(" => ") else {
-            continue;
-        };
-        let Some(name) = left.split_whitespace().next() else {
-            continue;
-        };
-        m.entry(name.to_owned())
-            .or_default()
-            .push(PathBuf::from(path.trim()));
-    }
-    m
 }
 
 /// The `DT_NEEDED` closure of one library: (found count, missing
-/// `(soname, needed by)`).
+/// `(soname, needed by, where the host's loader would find it)`).
 pub fn closure(
     root: &Path,
     facts: &ElfFacts,
     resolver: &Resolver,
     class: (bool, u16),
-) -> (usize, Vec<(String, String)>) {
+) -> (usize, Vec<(String, String, Option<PathBuf>)>) {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     if let Some(s) = &facts.soname {
         seen.insert(s.clone());
@@ -183,7 +192,7 @@ pub fn closure(
             continue;
         }
         match resolver.find(&soname, &origin, &search, class) {
-            Some(p) => {
+            Some(Found::Launch(p)) => {
                 found += 1;
                 if let Ok(f) = elf::read(&p) {
                     let dir = p.parent().unwrap_or(Path::new("/")).to_owned();
@@ -192,7 +201,8 @@ pub fn closure(
                     }
                 }
             }
-            None => missing.push((soname, by)),
+            Some(Found::Elsewhere(p)) => missing.push((soname, by, Some(p))),
+            None => missing.push((soname, by, None)),
         }
     }
     (found, missing)
@@ -211,11 +221,11 @@ pub fn check(policy: &Policy, out: &mut Vec<Finding>) {
         return;
     }
     let class = elf::node_class();
-    let resolver = Resolver::host();
+    let resolver = Resolver::host(policy);
     if let Some(p) = &resolver.cache_problem {
         out.push(Finding::warn(
             CHECK,
-            format!("the host linker cache cannot be listed ({p}): dependencies are looked up in the default directories only"),
+            format!("the host linker cache cannot be used ({p}): the launch finds no dependency of a host library but those the policy declares"),
             "run ldconfig as root",
         ));
     }
@@ -293,17 +303,25 @@ fn library(key: &str, path: &Path, resolver: &Resolver, class: (bool, u16)) -> F
     } else {
         let list: Vec<String> = missing
             .iter()
-            .map(|(s, by)| format!("{s} (needed by {by})"))
+            .map(|(s, by, elsewhere)| match elsewhere {
+                Some(p) => format!(
+                    "{s} (needed by {by}; at {} through a RUNPATH or a directory the linker cache does not list, which the launch does not search)",
+                    p.display()
+                ),
+                None => format!("{s} (needed by {by})"),
+            })
             .collect();
         Finding::fail(
             CHECK,
             format!(
-                "{key}: {} needs libraries the host linker cannot find: {}",
+                "{key}: {} needs libraries the launch cannot find in the host linker cache: {}",
                 path.display(),
                 list.join(", ")
             ),
-            "install the packages that provide them and run ldconfig, or add their directory to \
-             /etc/ld.so.conf.d/ and run ldconfig",
+            format!(
+                "install the packages that provide them and run ldconfig, add their directory to \
+                 /etc/ld.so.conf.d/ and run ldconfig, or list them in `{table}.dependencies`"
+            ),
         )
     }
 }
@@ -313,15 +331,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ldconfig_output_parses() {
-        let m = parse_ldconfig(
-            "1234 libs found in cache `/etc/ld.so.cache'\n\
-             \tlibz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1\n\
-             \tlibz.so.1 (libc6) => /lib/i386-linux-gnu/libz.so.1\n\
-             Cache generated by: ldconfig (GNU libc) stable release version 2.36\n",
-        );
-        assert_eq!(m["libz.so.1"].len(), 2);
-        assert_eq!(m.len(), 1);
+    fn a_dependency_outside_the_cache_is_reported_with_where_it_is() {
+        // A library whose only dependency sits beside it, found through
+        // RUNPATH=$ORIGIN: the loader finds it, the launch does not.
+        let d = std::env::temp_dir().join(format!("hpcc-doctor-rp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let libc = HostLibraries::system().find("libc.so.6").unwrap();
+        let dep = d.join("libhpccdep.so.1");
+        std::fs::copy(&libc, &dep).unwrap();
+        let facts = ElfFacts {
+            is_64: elf::node_class().0,
+            machine: elf::node_class().1,
+            soname: Some("libhpccroot.so.1".into()),
+            needed: vec!["libhpccdep.so.1".into()],
+            search: vec!["$ORIGIN".into()],
+        };
+        let resolver = Resolver::host(&Policy::default());
+        let root = d.join("libhpccroot.so.1");
+        let (found, missing) = closure(&root, &facts, &resolver, elf::node_class());
+        assert_eq!(found, 0);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(missing[0].0, "libhpccdep.so.1");
+        assert_eq!(missing[0].2.as_deref(), Some(dep.as_path()));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -340,7 +373,7 @@ mod tests {
     #[test]
     fn a_host_library_of_this_node_resolves() {
         // libc's own closure is the dynamic loader only: always there.
-        let resolver = Resolver::host();
+        let resolver = Resolver::host(&Policy::default());
         let libc = [
             "/lib/x86_64-linux-gnu/libc.so.6",
             "/lib/aarch64-linux-gnu/libc.so.6",

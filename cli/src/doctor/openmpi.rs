@@ -12,7 +12,7 @@
 //! what the policy lacks.
 
 use super::elf;
-use super::libraries::Resolver;
+use super::libraries::{Found, Resolver};
 use super::Finding;
 use hpcc_config::{HostMpi, MpiAbi, Policy};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -98,7 +98,10 @@ fn closure(
             if found.contains_key(n) {
                 continue;
             }
-            if let Some(q) = resolver.find(n, &origin, &f.search, class) {
+            if let Some(q) = resolver
+                .find(n, &origin, &f.search, class)
+                .map(Found::into_path)
+            {
                 found.insert(n.clone(), q.clone());
                 queue.push_back(q);
             }
@@ -196,7 +199,7 @@ pub fn check(policy: &Policy, out: &mut Vec<Finding>) {
         return;
     }
     let class = elf::node_class();
-    let resolver = Resolver::host();
+    let resolver = Resolver::host(policy);
     let skip = std::fs::read_to_string(MCA_PARAMS)
         .map(|t| excluded(&t))
         .unwrap_or_default();

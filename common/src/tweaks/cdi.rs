@@ -763,7 +763,7 @@ mod tests {
         std::fs::write(t.0.join("test.json"), SPEC).unwrap();
         let mut p = Policy::default();
         p.gpu.cdi_spec_dirs = vec![PathBuf::from("/nonexistent-cdi"), t.0.clone()];
-        let h = RealHost::new(Path::new("/etc/ld.so.cache"));
+        let h = RealHost::uncached(Path::new("/etc/ld.so.cache"));
         // Allocated by the engine: /dev/null's numbers in linux.devices.
         let mut c = ctx(&[], &[("cdi.k8s.io/x", "hpcc.test/dev=stat")]);
         c.allocated_devices = vec![crate::oci::AllocatedDevice {

@@ -66,16 +66,20 @@ pub struct RealHost {
 }
 
 impl RealHost {
-    /// A host whose linker cache is at `path` (normally `/etc/ld.so.cache`).
-    /// A missing or broken cache is not an error: it is logged, and
-    /// dependency lookups then fail one by one, each reported. No per-boot
-    /// cache (tests).
-    #[cfg(test)]
-    pub fn new(path: &Path) -> RealHost {
+    /// A host whose linker cache is at `path`, without the per-boot cache
+    /// (`hpcc doctor`: what is there now, through [`crate::host`]).
+    pub fn uncached(path: &Path) -> RealHost {
         RealHost {
             path: path.to_owned(),
             ..Default::default()
         }
+    }
+
+    /// Why the host linker cache cannot be used, if it cannot (parses it
+    /// now when not yet parsed).
+    pub fn cache_problem_now(&self) -> Option<String> {
+        self.cache();
+        self.cache.get().and_then(|(_, p)| p.clone())
     }
 
     /// A host that reuses the per-boot host library cache in the policy's
@@ -120,13 +124,6 @@ impl RealHost {
                 }
             })
             .0
-    }
-
-    /// Why the host linker cache cannot be used, if it cannot.
-    #[cfg(test)]
-    pub fn cache_problem(&self) -> Option<String> {
-        self.cache();
-        self.cache.get().and_then(|(_, p)| p.clone())
     }
 }
 
@@ -361,7 +358,7 @@ mod tests {
 
     #[test]
     fn real_host_reads_libraries_sparsely_and_remembers_them() {
-        let h = RealHost::new(Path::new("/etc/ld.so.cache"));
+        let h = RealHost::uncached(Path::new("/etc/ld.so.cache"));
         let libc = h.find_library("libc.so.6").unwrap();
         let info = h.elf(&libc).unwrap();
         assert_eq!(info, ElfInfo::read(&libc).unwrap());
@@ -380,7 +377,7 @@ mod tests {
         let mut policy = hpcc_config::Policy::default();
         policy.cache.dir = t.0.join("cache");
         let ld = Path::new("/etc/ld.so.cache");
-        let plain = RealHost::new(ld);
+        let plain = RealHost::uncached(ld);
         let libc = plain.find_library("libc.so.6").unwrap();
         // A library of our own, to rewrite.
         let lib = t.0.join("libown.so");
@@ -430,15 +427,19 @@ mod tests {
 
     #[test]
     fn real_host_finds_libraries_and_devices() {
-        let h = RealHost::new(Path::new("/etc/ld.so.cache"));
-        assert!(h.cache_problem().is_none(), "{:?}", h.cache_problem());
+        let h = RealHost::uncached(Path::new("/etc/ld.so.cache"));
+        assert!(
+            h.cache_problem_now().is_none(),
+            "{:?}",
+            h.cache_problem_now()
+        );
         assert!(h.find_library("libc.so.6").is_some());
         let null = h.device(Path::new("/dev/null")).unwrap();
         assert_eq!((null.kind, null.major, null.minor), ('c', 1, 3));
         assert!(h.device(Path::new("/etc/hostname")).is_none());
         assert!(h.device(Path::new("/nonexistent")).is_none());
-        let missing = RealHost::new(Path::new("/nonexistent/ld.so.cache"));
-        assert!(missing.cache_problem().is_some());
+        let missing = RealHost::uncached(Path::new("/nonexistent/ld.so.cache"));
+        assert!(missing.cache_problem_now().is_some());
         assert!(missing.find_library("libc.so.6").is_none());
     }
 }

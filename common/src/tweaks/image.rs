@@ -885,7 +885,7 @@ mod many_candidates {
             mpi: Some("mpich".into()),
             ..Default::default()
         };
-        let host = super::super::host::RealHost::new(Path::new("/etc/ld.so.cache"));
+        let host = super::super::host::RealHost::uncached(Path::new("/etc/ld.so.cache"));
         let input = Inputs {
             ctx: &c,
             node: &n,

@@ -706,10 +706,12 @@ pub(crate) mod tests {
         (r, t.elapsed())
     }
 
-    /// Debug builds (what `cargo test` runs) are 10-30 times slower than
-    /// release on this parsing code; the release figure asked for is
-    /// 100 ms, so 1 s here is that bound with the debug margin.
-    pub(crate) const DEBUG_BOUND: Duration = Duration::from_secs(1);
+    /// A guard against quadratic work, not a speed target (those are in
+    /// BENCHMARKS.md): a quadratic parse of these inputs takes minutes.
+    /// Debug builds are 10-30 times slower than release here, and CI's two
+    /// cores may be shared with a build; 1 s failed once under such load
+    /// (1.3 s), so the bound is 5 s.
+    pub(crate) const DEBUG_BOUND: Duration = Duration::from_secs(5);
 
     #[test]
     fn parses_the_real_host_cache() {

@@ -235,7 +235,7 @@ mod tests {
             )],
         );
         let root = Rootfs::open_snapshot(&t.0).unwrap();
-        let host = RealHost::new(Path::new("/etc/ld.so.cache"));
+        let host = RealHost::uncached(Path::new("/etc/ld.so.cache"));
         // Debian ships no provider directory: said, not fatal.
         let part = run(
             &policy(Some("/usr/lib/x86_64-linux-gnu/libfabric")),
@@ -326,7 +326,7 @@ mod tests {
         let part = run(
             &policy(None),
             Some(&root),
-            &RealHost::new(Path::new("/etc/ld.so.cache")),
+            &RealHost::uncached(Path::new("/etc/ld.so.cache")),
         );
         assert!(!part.fatal(), "{:#?}", part.findings);
     }

@@ -148,7 +148,7 @@ pub(crate) mod tests {
     }
 
     fn real_host() -> super::super::host::RealHost {
-        super::super::host::RealHost::new(Path::new("/etc/ld.so.cache"))
+        super::super::host::RealHost::uncached(Path::new("/etc/ld.so.cache"))
     }
 
     const LIBC: (&str, &str) = (

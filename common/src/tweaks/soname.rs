@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn real_host_mpich_closure() {
-        let h = super::super::host::RealHost::new(std::path::Path::new("/etc/ld.so.cache"));
+        let h = super::super::host::RealHost::uncached(std::path::Path::new("/etc/ld.so.cache"));
         let p = h.find_library("libmpich.so.12").expect("mpich installed");
         let info = h.elf(&p).unwrap();
         let c = closure(&h, &[("libmpich.so.12".into(), info)], &BTreeSet::new());

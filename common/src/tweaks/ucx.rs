@@ -135,7 +135,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let host = RealHost::new(Path::new("/etc/ld.so.cache"));
+        let host = RealHost::uncached(Path::new("/etc/ld.so.cache"));
         let c = ctx(&[], &[]);
         let n = node("icelake");
         let sel = Selection {
