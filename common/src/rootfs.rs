@@ -42,6 +42,11 @@ pub const KERNEL_DIRS: &[&str] = &["/proc", "/sys"];
 /// Most resolutions a snapshot ([`Rootfs::open_snapshot`]) remembers; past
 /// it every lookup is a system call again, as without a snapshot.
 const MEMO_MAX_PATHS: usize = 4096;
+/// Most bytes of path text a snapshot keeps, all its maps together: a path
+/// may be 4 KiB, and [`MEMO_MAX_PATHS`] of them, each kept as a key and a
+/// canonical path, would be 32 MiB in a hook. Past it, lookups are system
+/// calls again.
+const MEMO_MAX_PATH_BYTES: usize = 1 << 20;
 /// Most `O_PATH` fds of resolved regular files a snapshot keeps, so that
 /// reading a file it resolved costs one open, not two. Few: the fd limit
 /// of a hook may be 1024.
@@ -392,6 +397,8 @@ struct Memo {
     files: HashMap<PathBuf, Arc<Vec<u8>>>,
     bytes: usize,
     fds: usize,
+    /// Path text kept, keys and values ([`MEMO_MAX_PATH_BYTES`]).
+    path_bytes: usize,
 }
 
 impl Memo {
@@ -429,9 +436,23 @@ impl Memo {
     }
 
     fn put(&mut self, key: PathBuf, r: Resolved) {
-        if self.resolved.len() < MEMO_MAX_PATHS {
+        let value = match &r {
+            Resolved::Found { path, .. } => path.as_os_str().len(),
+            Resolved::Absent => 0,
+        };
+        if self.resolved.len() < MEMO_MAX_PATHS && self.charge(key.as_os_str().len() + value) {
             self.resolved.insert(key, r);
         }
+    }
+
+    /// Counts `n` more bytes of path text kept; false (nothing counted)
+    /// past [`MEMO_MAX_PATH_BYTES`].
+    fn charge(&mut self, n: usize) -> bool {
+        if self.path_bytes + n > MEMO_MAX_PATH_BYTES {
+            return false;
+        }
+        self.path_bytes += n;
+        true
     }
 }
 
@@ -738,7 +759,7 @@ impl Rootfs {
         };
         let buf = Self::read_file(f, path, limit)?;
         if let (Some(real), Some(mut m)) = (real, self.memo()) {
-            if m.bytes + buf.len() <= MEMO_MAX_BYTES {
+            if m.bytes + buf.len() <= MEMO_MAX_BYTES && m.charge(real.as_os_str().len()) {
                 m.bytes += buf.len();
                 m.files.insert(real, Arc::new(buf.clone()));
             }
@@ -830,7 +851,7 @@ impl Rootfs {
         };
         let names = Self::read_names(fd.as_fd(), path)?;
         if let Some(mut m) = self.memo() {
-            if m.names + names.len() <= MEMO_MAX_NAMES {
+            if m.names + names.len() <= MEMO_MAX_NAMES && m.charge(real.as_os_str().len()) {
                 m.names += names.len();
                 m.listed.insert(real, Arc::new(names.clone()));
             }
@@ -1239,6 +1260,33 @@ pub(crate) mod tests {
         assert!(t.0.join("etc/made-by-hpcc").is_file());
         assert!(!Path::new("/etc/made-by-hpcc").exists());
         assert!(r.create_file(p("/"), 0o644).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_keeps_a_bounded_amount_of_path_text() {
+        let mut m = Memo::default();
+        let long = "d/".repeat(2000);
+        for i in 0..MEMO_MAX_PATHS {
+            let key = PathBuf::from(format!("{long}{i}"));
+            m.put(
+                key.clone(),
+                Resolved::Found {
+                    path: Path::new("/").join(&key),
+                    kind: EntryKind::File,
+                    mtime: (0, 0),
+                    fd: None,
+                },
+            );
+            m.put(PathBuf::from(format!("{long}absent{i}")), Resolved::Absent);
+        }
+        assert!(m.path_bytes <= MEMO_MAX_PATH_BYTES, "{}", m.path_bytes);
+        assert!(m.resolved.len() < 300, "{}", m.resolved.len());
+        // Short paths still fit under the count bound.
+        let mut m = Memo::default();
+        for i in 0..MEMO_MAX_PATHS + 10 {
+            m.put(PathBuf::from(format!("usr/lib/x{i}")), Resolved::Absent);
+        }
+        assert_eq!(m.resolved.len(), MEMO_MAX_PATHS);
     }
 
     #[test]

@@ -70,7 +70,12 @@ pub fn store(cache_dir: &Path) -> PathBuf {
 /// else the runtime's default (runc: `/run/runc`, crun: `/run/crun`; a
 /// rootless user's under `XDG_RUNTIME_DIR`, as both do).
 pub fn state_dir(runtime: &Path, root: Option<&Path>, id: &str) -> PathBuf {
-    let root = root.map(Path::to_owned).unwrap_or_else(|| {
+    // runc and crun make a relative `--root` absolute against their working
+    // directory: so is it here, or a `delete` run from another directory
+    // would miss the bundle, and pruning would test the relative path from
+    // its own directory and remove the bundle of a running container.
+    let root = root.map(|r| std::path::absolute(r).unwrap_or_else(|_| r.to_owned()));
+    let root = root.unwrap_or_else(|| {
         let name = runtime
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -228,7 +233,10 @@ fn prune(store: &Path) {
         let Ok(bytes) = hpcc_common::io::read_text_bounded(&dir.join(RECORD), 4096) else {
             continue;
         };
-        if !Path::new(bytes.trim_end_matches('\n')).exists() {
+        // Only an absolute record says where the state is: a relative one
+        // would be looked up from this launch's directory.
+        let state = Path::new(bytes.trim_end_matches('\n'));
+        if state.is_absolute() && !state.exists() {
             tracing::debug!(dir = %dir.display(), "private bundle of a container that is gone: removed");
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -323,6 +331,31 @@ mod tests {
         assert!(p_alive.exists(), "its container still has state");
         assert!(!p_gone.exists(), "old, and its container is gone");
         assert!(p_young.exists(), "within the grace time");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_relative_runtime_root_is_the_runtimes_absolute_one() {
+        let cwd = std::env::current_dir().unwrap();
+        let runc = Path::new("/usr/sbin/runc");
+        assert_eq!(
+            state_dir(runc, Some(Path::new("state")), "c1"),
+            cwd.join("state/c1")
+        );
+        assert_eq!(
+            state_dir(runc, Some(Path::new("/run/r")), "c1"),
+            Path::new("/run/r/c1")
+        );
+        // A relative record (an older hpcc) is never taken for a gone
+        // container.
+        let d = std::env::temp_dir().join(format!("hpcc-prune-rel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let store = d.join("bundles");
+        let p = write(&store, Path::new("no-such-relative-state/c1"), &json!({})).unwrap();
+        let old = std::time::SystemTime::now() - GRACE - Duration::from_secs(5);
+        std::fs::File::open(&p).unwrap().set_modified(old).unwrap();
+        prune(&store);
+        assert!(p.exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

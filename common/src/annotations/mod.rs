@@ -902,8 +902,13 @@ impl ImageSpec {
             Field::Shells => self.shells = self.words(key, value, field),
             Field::Tools => self.tools = self.words(key, value, field),
             Field::KernelExpectations => {
-                self.kernel_expectations = self.words(key, value, field);
-                self.sources.insert(field, key.to_owned());
+                let words = self.words(key, value, field);
+                // Only an entry that was read is a requirement: an empty
+                // value or only unreadable entries give the check nothing.
+                if !words.is_empty() {
+                    self.sources.insert(field, key.to_owned());
+                }
+                self.kernel_expectations = words;
             }
             Field::PathExtra => {
                 let paths = self.list(key, value, field);

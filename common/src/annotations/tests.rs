@@ -430,3 +430,21 @@ fn from_annotations_still_works() {
     assert_eq!(json["problems"][0]["problem"]["kind"], "unreadable");
     assert_eq!(json["problems"][0]["field"], "cpu_target");
 }
+
+#[test]
+fn kernel_expectations_count_only_when_an_entry_was_read() {
+    // An empty value, or only entries that could not be read, give the
+    // kernel check nothing: not a requirement for `unannotated`.
+    for v in ["", " , ;", "@@@", "\u{202e}x"] {
+        let s = spec(&[("org.supercontainers.host.kernel.modules.expectation", v)]);
+        assert!(s.kernel_expectations.is_empty(), "{v:?}");
+        assert!(!s.has_checkable_requirement(), "{v:?}");
+        assert!(!s.problems.is_empty(), "{v:?}: reported");
+    }
+    let s = spec(&[(
+        "org.supercontainers.host.kernel.modules.expectation",
+        "@@@,nvidia_peermem",
+    )]);
+    assert_eq!(s.kernel_expectations, ["nvidia_peermem"]);
+    assert!(s.has_checkable_requirement());
+}
