@@ -437,7 +437,14 @@ impl Args {
             .is_some_and(|n| n.to_string_lossy().contains("crun"));
         let original =
             std::path::absolute(&launch.bundle).unwrap_or_else(|_| launch.bundle.clone());
-        let mut out = Vec::with_capacity(self.runtime.len() + 2);
+        let mut out = Vec::with_capacity(self.runtime.len() + 4);
+        // runc's `restore` looks for the checkpoint in `<bundle>/checkpoint`
+        // when no `--image-path` is given: keep that the user's bundle.
+        let restore_default = runc_like
+            && launch.command == "restore"
+            && !self.runtime[launch.at + 1..]
+                .iter()
+                .any(|a| a.to_string_lossy().starts_with("--image-path"));
         let mut i = 0;
         while i < self.runtime.len() {
             let a = &self.runtime[i];
@@ -447,6 +454,10 @@ impl Args {
                 if i - 1 == launch.at {
                     out.push(OsString::from("--bundle"));
                     out.push(bundle.as_os_str().to_owned());
+                    if restore_default {
+                        out.push(OsString::from("--image-path"));
+                        out.push(original.join("checkpoint").into_os_string());
+                    }
                 }
                 continue;
             }
@@ -639,6 +650,29 @@ mod tests {
                 "--bundle",
                 "/run/hpcc/bundles/k",
                 "--console-socket=/b/s",
+                "id"
+            ]
+        );
+        // restore without --image-path: runc's default, the user's bundle.
+        assert_eq!(
+            with_bundle(&["restore", "-b", "/b", "id"], "/usr/sbin/runc"),
+            [
+                "restore",
+                "--bundle",
+                "/run/hpcc/bundles/k",
+                "--image-path",
+                "/b/checkpoint",
+                "id"
+            ]
+        );
+        assert_eq!(
+            with_bundle(&["restore", "-b", "/b", "--image-path", "/c", "id"], "runc"),
+            [
+                "restore",
+                "--bundle",
+                "/run/hpcc/bundles/k",
+                "--image-path",
+                "/c",
                 "id"
             ]
         );

@@ -203,8 +203,16 @@ pub fn write(store_dir: &Path, state: &Path, config: &Value) -> Result<PathBuf, 
 /// Removes the private bundle of the container whose runtime state is
 /// `state`, if there is one.
 pub fn remove(store_dir: &Path, state: &Path) {
+    // Only from a store nobody else can change, as `write` demands: a
+    // store another user made (`/tmp/hpcc-UID`) is not ours to delete in.
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if let Err(reason) = hpcc_common::apply::ldcache_file::secure_path(store_dir, uid) {
+        tracing::debug!(store = %store_dir.display(), %reason, "private bundle store not trusted: nothing removed");
+        return;
+    }
     let dir = store_dir.join(key(state));
-    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == uid) {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::debug!(dir = %dir.display(), error = %e, "private bundle not removed");
         }

@@ -204,7 +204,7 @@ fn create_store(dir: &Path, uid: u32) -> Result<(), String> {
 /// and every directory above it is a real directory (no symlink), owned by
 /// `uid` and writable by no one else, or owned by root and either writable
 /// by no one else or sticky (`/tmp`). As OpenSSH checks its key files.
-pub(crate) fn secure_path(dir: &Path, uid: u32) -> Result<(), String> {
+pub fn secure_path(dir: &Path, uid: u32) -> Result<(), String> {
     let mut here = Some(dir);
     while let Some(d) = here {
         let m = std::fs::symlink_metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
