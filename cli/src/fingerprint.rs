@@ -21,6 +21,22 @@ pub struct Args {
     /// helper of hpcc-hook, which never loads NVML itself.
     #[arg(long, conflicts_with = "no_cache", hide = true)]
     pub gpus: bool,
+    /// Print the node's scheduler features instead: `slurm-features`
+    /// (comma-separated, for slurm.conf `Features=` or `scontrol update
+    /// NodeName=N AvailableFeatures=...`) or `nfd-features` (a Kubernetes
+    /// Node Feature Discovery `features.d` file). See docs/slurm.md
+    /// "Scheduling".
+    #[arg(long, value_enum, conflicts_with = "gpus")]
+    pub format: Option<Format>,
+}
+
+/// The feature forms of `hpcc fingerprint --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `hpcc.cpu.zen3,hpcc.cpu.x86_64_v3,...`
+    SlurmFeatures,
+    /// `hpcc.cpu.zen3=true` a line.
+    NfdFeatures,
 }
 
 /// Runs the command.
@@ -35,7 +51,17 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     } else {
         NodeFingerprint::cached(&policy)
     };
-    if out.json {
+    if let Some(f) = args.format {
+        let features = hpcc_common::node_features::of(&fp);
+        if out.json {
+            out.json(&serde_json::json!({ "features": features }))?;
+        } else {
+            out.text(&match f {
+                Format::SlurmFeatures => hpcc_common::node_features::slurm(&fp) + "\n",
+                Format::NfdFeatures => hpcc_common::node_features::nfd(&fp),
+            })?;
+        }
+    } else if out.json {
         out.json(&fp)?;
     } else {
         out.text(&report::fingerprint(&fp))?;

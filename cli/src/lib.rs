@@ -27,6 +27,7 @@ pub mod docs;
 pub mod doctor;
 mod error;
 pub mod fingerprint;
+pub mod fleet;
 pub mod image_cmd;
 pub mod matching;
 mod output;

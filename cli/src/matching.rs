@@ -24,8 +24,15 @@ pub struct Args {
     #[command(flatten)]
     pub source: SourceArgs,
     /// Score against this saved fingerprint (hpcc fingerprint --json) instead of this node.
-    #[arg(long, value_name = "FILE.json")]
+    #[arg(long, value_name = "FILE.json", conflicts_with = "fleet")]
     pub fingerprint: Option<PathBuf>,
+    /// Score against every node class of a directory of saved fingerprints
+    /// (one `hpcc fingerprint --json` file per node or class; nodes with the
+    /// same features are one class): one row per class with its score, its
+    /// main reason and its node count. Exit 0 if a class runs it green, 1
+    /// if the best is orange, 2 if none can run it.
+    #[arg(long, value_name = "DIR", conflicts_with = "plan")]
+    pub fleet: Option<PathBuf>,
     /// Also show the decision and the tweaks of the launch plan.
     #[arg(long)]
     pub plan: bool,
@@ -46,6 +53,9 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
+    if let Some(dir) = &args.fleet {
+        return fleet(args, dir, g, out);
+    }
     if let Some(image) = args.source.image_ref()? {
         // An image: scored from its manifest and config alone, before any
         // layer is unpacked, with the site's collections and NFD specs.
@@ -113,4 +123,46 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
             Score::Red => 2,
         }
     })
+}
+
+/// `hpcc match --fleet DIR`: the same decision for each node class.
+fn fleet(args: &Args, dir: &std::path::Path, g: &Global, out: &Output) -> Result<i32, CliError> {
+    let classes = crate::fleet::load(dir)?;
+    let mut rows = Vec::with_capacity(classes.len());
+    let policy = Policy::load(&g.config)?;
+    // An image is read as `hpcc match IMAGE` reads it, once per class; a
+    // bundle or annotations file once.
+    let ctx = match args.source.image_ref()? {
+        Some(image) => Err(image),
+        None => Ok(args.source.context()?),
+    };
+    for class in &classes {
+        let row = match &ctx {
+            Err(image) => {
+                let opts = crate::image_cmd::MatchOptions {
+                    json: true,
+                    nfd_file: args.nfd.clone(),
+                    tags: args.tags.clone(),
+                    fingerprint: Some(class.file.clone()),
+                    policy: Some(g.config.clone()),
+                };
+                let (code, text) = crate::image_cmd::match_image(image, &opts)?;
+                let v: serde_json::Value = serde_json::from_str(&text)?;
+                let verdict: hpcc_common::matcher::Verdict =
+                    serde_json::from_value(v["verdict"].clone())?;
+                crate::fleet::row(class, &verdict, code == 2 && verdict.score() != Score::Red)
+            }
+            Ok(ctx) => {
+                let plan = launch::decide(ctx, &class.node, &policy, &UserRequest::default())?;
+                crate::fleet::row(class, &plan.verdict, !plan.decision.allows_start())
+            }
+        };
+        rows.push(row);
+    }
+    if out.json {
+        out.json(&serde_json::json!({ "classes": rows }))?;
+    } else {
+        out.text(&crate::fleet::table(&rows))?;
+    }
+    Ok(crate::fleet::exit_code(&rows))
 }

@@ -20,6 +20,7 @@ pub mod io;
 pub mod launch;
 pub mod logging;
 pub mod matcher;
+pub mod node_features;
 pub mod oci;
 pub mod plan;
 pub mod process;
