@@ -293,6 +293,7 @@ fn roots_open_mpi_job_over_pmix_runs_on_the_host_open_mpi() {
 /// node's /dev/mqueue bound), PMI-2.
 #[test]
 fn a_normal_users_mpich_job_runs_rootless_across_both_nodes() {
+    hpcc_e2e::require_unmasked_proc("a_normal_users_mpich_job_runs_rootless_across_both_nodes");
     let _s = serial();
     env();
     let dir = user_bundle(
@@ -324,6 +325,7 @@ fn a_normal_users_mpich_job_runs_rootless_across_both_nodes() {
 /// A normal user's Open MPI job over PMIx, rootless.
 #[test]
 fn a_normal_users_open_mpi_job_runs_rootless_across_both_nodes() {
+    hpcc_e2e::require_unmasked_proc("a_normal_users_open_mpi_job_runs_rootless_across_both_nodes");
     let _s = serial();
     env();
     let dir = user_bundle(
