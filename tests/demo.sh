@@ -68,9 +68,14 @@ ARGS='["/usr/bin/mpi-version"]' bash tests/setup/make-bundle.sh tests/work/rootf
   org.supercontainers.mpi.implementation=mpich \
   org.supercontainers.mpi.portability.mode=mpi_replace >/dev/null
 "$HPCC" match --plan --bundle "$DEMO/mpich" || true
+cp "$DEMO/mpich/config.json" "$DEMO/config.json.before"
 echo "through hpcc-runtime, inside the container:"
 "$RUNTIME" --hpcc-config="$DEMO/hook.toml" --hpcc-runtime=/usr/sbin/runc --root /run/hpcc-demo run --bundle "$DEMO/mpich" demo-mpich | head -3
-runc --root /run/hpcc-demo delete --force demo-mpich 2>/dev/null || true
-echo "the plan, as config.json edits (mounts hpcc added):"
-jq -c '.mounts[] | select(.options | index("rprivate")) | {source, destination}' "$DEMO/mpich/config.json" | head -4
+# The plan went into hpcc-runtime's private bundle (docs/runtime.md): named by
+# a hash of the container's state directory, under the policy's cache dir.
+key=$(printf %s /run/hpcc-demo/demo-mpich | sha256sum | cut -c1-32)
+echo "the plan, as config.json edits in hpcc-runtime's private bundle (mounts hpcc added):"
+jq -c '.mounts[] | select(.options | index("rprivate")) | {source, destination}' "$DEMO/cache/bundles/$key/config.json" | head -4
+cmp -s "$DEMO/config.json.before" "$DEMO/mpich/config.json" && echo "the bundle's own config.json is unchanged"
+"$RUNTIME" --hpcc-config="$DEMO/hook.toml" --hpcc-runtime=/usr/sbin/runc --root /run/hpcc-demo delete --force demo-mpich 2>/dev/null || true
 say "done: see docs/ for the policy, the annotations and each integration"
