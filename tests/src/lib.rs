@@ -57,6 +57,11 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The debug profile's output directory (the SPANK plugin, the runtime).
+pub fn target_debug() -> PathBuf {
+    target_dir().join("debug")
+}
+
 /// The cargo target directory.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

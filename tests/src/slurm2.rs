@@ -262,3 +262,19 @@ pub fn older_cpuinfo() -> String {
         .join("\n")
         + "\n"
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The rig's tests of one process run one at a time: two MPI jobs
+/// busy-polling on two cores would only measure each other.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Stops the rig, keeping its logs in `tests/work/NAME/logs` (the
+/// test binaries' `atexit`).
+pub fn stop_keeping_logs(name: &str) {
+    let logs = crate::work_dir().join(name).join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    stop(Some(&logs));
+}

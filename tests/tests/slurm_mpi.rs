@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const CPU: &str = "org.supercontainers.hardware.cpu.optimized.version";
@@ -39,23 +39,11 @@ struct Env {
     dir: PathBuf,
 }
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn target_debug() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-        .join("debug")
-}
+use hpcc_e2e::slurm2::serial;
+use hpcc_e2e::target_debug;
 
 extern "C" fn stop_rig() {
-    let logs = work_dir().join("slurm-mpi/logs");
-    let _ = std::fs::remove_dir_all(&logs);
-    slurm2::stop(Some(&logs));
+    slurm2::stop_keeping_logs("slurm-mpi");
 }
 
 /// The site policy of these tests: both host MPIs offered. Open MPI needs

@@ -22,7 +22,7 @@ use hpcc_e2e::{repo_root, require, require_root, user_bundle, work_dir, Bundle, 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const MPI_IMPL: &str = "org.supercontainers.mpi.implementation";
@@ -30,23 +30,11 @@ const MPI_MODE: &str = "org.supercontainers.mpi.portability.mode";
 /// Bound on one MPI step (a healthy one takes 1-3 s here).
 const STEP_BOUND: Duration = Duration::from_secs(45);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn target_debug() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-        .join("debug")
-}
+use hpcc_e2e::slurm2::serial;
+use hpcc_e2e::target_debug;
 
 extern "C" fn stop_rig() {
-    let logs = work_dir().join("slurm-mpi-docs/logs");
-    let _ = std::fs::remove_dir_all(&logs);
-    slurm2::stop(Some(&logs));
+    slurm2::stop_keeping_logs("slurm-mpi-docs");
 }
 
 /// The policy block of docs/slurm.md ("The policy offers the host MPIs"),
