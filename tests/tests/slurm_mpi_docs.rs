@@ -216,7 +216,11 @@ fn annotations(impl_: &'static str) -> [(&'static str, &'static str); 2] {
     [(MPI_IMPL, impl_), (MPI_MODE, "mpi_replace")]
 }
 
-const OPEN_MPI: &str = "lib=Open MPI v4.1.4";
+/// The host Open MPI's line, from its own `ompi_info` (not Debian 12's
+/// number).
+fn open_mpi() -> String {
+    format!("lib=Open MPI v{}", hpcc_e2e::host_ompi_version())
+}
 const MPICH: &str = "lib=MPICH Version:";
 
 #[test]
@@ -270,33 +274,33 @@ fn roots_open_mpi_job_over_pmix_runs_on_the_host_open_mpi() {
             "/usr/bin/ring",
         ],
     );
-    assert_ring(&out, OPEN_MPI);
+    assert_ring(&out, &open_mpi());
     let err = text(&out.stderr);
     for noise in ["PMIX ERROR", "ORTE_ERROR_LOG", "OPAL ERROR", "Local abort"] {
         assert!(!err.contains(noise), "{noise} in stderr:\n{err}");
     }
 }
 
-/// A normal user's job: rootless runc in the node's IPC namespace (the
-/// node's /dev/mqueue bound), PMI-2.
-#[test]
-fn a_normal_users_mpich_job_runs_rootless_across_both_nodes() {
-    hpcc_e2e::require_unmasked_proc("a_normal_users_mpich_job_runs_rootless_across_both_nodes");
+/// A normal user's 2-rank job across both nodes: rootless runc in the
+/// node's IPC namespace (the node's /dev/mqueue bound, or removed).
+fn rootless_ring(test: &str, image: &str, implementation: &'static str, mpi: &str, lib: &str) {
+    hpcc_e2e::require_unmasked_proc(test);
     let _s = serial();
     env();
     let dir = user_bundle(
-        "docs-mpich",
-        "mpich-ring",
-        &annotations("mpich"),
+        &format!("docs-{image}"),
+        image,
+        &annotations(implementation),
         &["/usr/bin/ring"],
     );
     let container = format!("--container={}", dir.display());
+    let mpi = format!("--mpi={mpi}");
     let out = srun_as(
         USER,
         &[
             "-N2",
             "--ntasks-per-node=1",
-            "--mpi=pmi2",
+            &mpi,
             &container,
             "/usr/bin/ring",
         ],
@@ -306,35 +310,32 @@ fn a_normal_users_mpich_job_runs_rootless_across_both_nodes() {
         "{}",
         text(&out.stderr)
     );
-    assert_ring(&out, MPICH);
+    assert_ring(&out, lib);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A normal user's Open MPI job over PMIx, rootless.
+/// MPICH over PMI-2, rootless.
+#[test]
+fn a_normal_users_mpich_job_runs_rootless_across_both_nodes() {
+    rootless_ring(
+        "a_normal_users_mpich_job_runs_rootless_across_both_nodes",
+        "mpich-ring",
+        "mpich",
+        "pmi2",
+        MPICH,
+    );
+}
+
+/// Open MPI over PMIx, rootless.
 #[test]
 fn a_normal_users_open_mpi_job_runs_rootless_across_both_nodes() {
-    hpcc_e2e::require_unmasked_proc("a_normal_users_open_mpi_job_runs_rootless_across_both_nodes");
-    let _s = serial();
-    env();
-    let dir = user_bundle(
-        "docs-ompi",
+    rootless_ring(
+        "a_normal_users_open_mpi_job_runs_rootless_across_both_nodes",
         "ompi-ring",
-        &annotations("openmpi"),
-        &["/usr/bin/ring"],
+        "openmpi",
+        "pmix",
+        &open_mpi(),
     );
-    let container = format!("--container={}", dir.display());
-    let out = srun_as(
-        USER,
-        &[
-            "-N2",
-            "--ntasks-per-node=1",
-            "--mpi=pmix",
-            &container,
-            "/usr/bin/ring",
-        ],
-    );
-    assert_ring(&out, OPEN_MPI);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The site: an `[mpi.openmpi]` table with the library and the

@@ -1091,13 +1091,13 @@ impl ImageSpec {
     }
 }
 
-/// `s` cut to [`SHOWN`] bytes with a note of its size.
 /// How many keys [`ImageSpec::seen_keys`] keeps.
 pub const MAX_SEEN: usize = 8;
 
 /// How [`ImageSpec::sources`] names a fact read from the environment.
 const ENV_SOURCE: &str = "env ";
 
+/// `s` cut to [`SHOWN`] bytes with a note of its size.
 fn shorten(s: &str) -> String {
     if s.len() <= SHOWN {
         return s.to_owned();
