@@ -23,6 +23,7 @@
 pub mod annotate;
 pub mod check;
 pub mod completions;
+pub mod constraint;
 pub mod docs;
 pub mod doctor;
 mod error;
@@ -32,6 +33,7 @@ pub mod image_cmd;
 pub mod matching;
 mod output;
 pub mod policy;
+pub mod schedule;
 pub mod source;
 pub mod version;
 

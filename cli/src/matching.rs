@@ -33,6 +33,35 @@ pub struct Args {
     /// if the best is orange, 2 if none can run it.
     #[arg(long, value_name = "DIR", conflicts_with = "plan")]
     pub fleet: Option<PathBuf>,
+    /// Print the Slurm `--constraint` expression of the node classes (of
+    /// --fleet, else the policy's `[scheduling] fleet`) that run the image
+    /// green or orange, e.g. `hpcc.cpu.x86_64_v4&hpcc.mpi.mpich`; exit 2
+    /// with the reason when none can.
+    #[arg(long, conflicts_with_all = ["plan", "fingerprint", "k8s_affinity"])]
+    pub slurm_constraint: bool,
+    /// Print the Kubernetes node affinity (on NFD's labels) of the same
+    /// node classes.
+    #[arg(long, conflicts_with_all = ["plan", "fingerprint"])]
+    pub k8s_affinity: bool,
+    /// Ask Slurm (`sinfo`) which nodes form the partition and what they
+    /// publish: the classes are cut to the partition, and the constraint is
+    /// checked against the published features.
+    #[arg(long)]
+    pub sinfo: bool,
+    /// The partition(s) of the job (comma-separated); default: Slurm's
+    /// default partition. Implies --sinfo.
+    #[arg(long, value_name = "NAME")]
+    pub partition: Option<String>,
+    /// The job's own --constraint: combined with hpcc's as `(USER)&(HPCC)`,
+    /// and refused when no node has both.
+    #[arg(long, value_name = "EXPR")]
+    pub user_constraint: Option<String>,
+    /// The submit filter's call (cli_filter.lua): as --slurm-constraint
+    /// --sinfo under the policy's `[scheduling] submit`; stdout is
+    /// `constraint EXPR` or nothing, the reason goes to stderr; exit 0
+    /// to submit, 2 to refuse.
+    #[arg(long, conflicts_with_all = ["plan", "fingerprint", "k8s_affinity"])]
+    pub submit: bool,
     /// Also show the decision and the tweaks of the launch plan.
     #[arg(long)]
     pub plan: bool,
@@ -53,6 +82,9 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
+    if args.slurm_constraint || args.k8s_affinity || args.submit {
+        return placement(args, g, out);
+    }
     if let Some(dir) = &args.fleet {
         return fleet(args, dir, g, out);
     }
@@ -127,9 +159,94 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
 
 /// `hpcc match --fleet DIR`: the same decision for each node class.
 fn fleet(args: &Args, dir: &std::path::Path, g: &Global, out: &Output) -> Result<i32, CliError> {
+    let policy = Policy::load(&g.config)?;
+    let (_, rows) = fleet_rows(args, dir, g, &policy)?;
+    if out.json {
+        out.json(&serde_json::json!({ "classes": rows }))?;
+    } else {
+        out.text(&crate::fleet::table(&rows))?;
+    }
+    Ok(crate::fleet::exit_code(&rows))
+}
+
+/// `--slurm-constraint`, `--k8s-affinity`, `--submit`.
+fn placement(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
+    let policy = Policy::load(&g.config)?;
+    if args.submit && policy.scheduling.submit == Enforcement::Off {
+        return Ok(0);
+    }
+    let dir = args
+        .fleet
+        .clone()
+        .unwrap_or_else(|| policy.scheduling.fleet.clone());
+    let (mut classes, mut rows) = fleet_rows(args, &dir, g, &policy)?;
+    let image = match (
+        &args.source.image,
+        &args.source.bundle,
+        &args.source.annotations,
+    ) {
+        (Some(i), _, _) => i.clone(),
+        (_, Some(b), _) => b.display().to_string(),
+        (_, _, Some(a)) => a.display().to_string(),
+        _ => "image".into(),
+    };
+    let partitions = args
+        .partition
+        .as_deref()
+        .map(|p| p.split(',').map(str::to_owned).collect::<Vec<_>>());
+    let nodes = if args.sinfo || args.submit || partitions.is_some() {
+        Some(crate::schedule::sinfo(std::time::Duration::from_millis(
+            policy.scheduling.timeout_ms,
+        ))?)
+    } else {
+        None
+    };
+    let partition = match &nodes {
+        Some(n) => crate::schedule::restrict(&mut classes, &mut rows, n, partitions.as_deref()),
+        None => "(fleet)".to_owned(),
+    };
+    let req = crate::schedule::Request {
+        image: &image,
+        partitions,
+        user: args.user_constraint.as_deref().filter(|u| !u.is_empty()),
+    };
+    let p = crate::schedule::place(&req, &classes, &rows, nodes.as_ref(), &partition)?;
+    if out.json {
+        out.json(&serde_json::json!({ "placement": p, "classes": rows }))?;
+    } else if let Some(line) = &p.refusal {
+        if args.submit && policy.scheduling.submit == Enforcement::Warn {
+            eprintln!("hpcc: warning (scheduling.submit = \"warn\"), submitted unchanged: {line}");
+            return Ok(0);
+        }
+        eprintln!("hpcc: refused: {line}");
+    } else if args.submit {
+        if policy.scheduling.submit == Enforcement::Enforce {
+            out.text(&format!(
+                "constraint {}\n",
+                p.constraint.as_deref().unwrap_or("")
+            ))?;
+        }
+    } else if args.k8s_affinity {
+        out.text(&crate::constraint::k8s_affinity(&p.terms))?;
+    } else {
+        out.text(&format!("{}\n", p.constraint.as_deref().unwrap_or("")))?;
+    }
+    Ok(match (&p.refusal, args.submit) {
+        (Some(_), _) => 2,
+        (None, true) => 0,
+        (None, false) => crate::fleet::exit_code(&rows).min(1),
+    })
+}
+
+/// The fleet's classes and each one's row for the image.
+fn fleet_rows(
+    args: &Args,
+    dir: &std::path::Path,
+    g: &Global,
+    policy: &Policy,
+) -> Result<(Vec<crate::fleet::Class>, Vec<crate::fleet::Row>), CliError> {
     let classes = crate::fleet::load(dir)?;
     let mut rows = Vec::with_capacity(classes.len());
-    let policy = Policy::load(&g.config)?;
     // An image is read as `hpcc match IMAGE` reads it, once per class; a
     // bundle or annotations file once.
     let ctx = match args.source.image_ref()? {
@@ -153,16 +270,11 @@ fn fleet(args: &Args, dir: &std::path::Path, g: &Global, out: &Output) -> Result
                 crate::fleet::row(class, &verdict, code == 2 && verdict.score() != Score::Red)
             }
             Ok(ctx) => {
-                let plan = launch::decide(ctx, &class.node, &policy, &UserRequest::default())?;
+                let plan = launch::decide(ctx, &class.node, policy, &UserRequest::default())?;
                 crate::fleet::row(class, &plan.verdict, !plan.decision.allows_start())
             }
         };
         rows.push(row);
     }
-    if out.json {
-        out.json(&serde_json::json!({ "classes": rows }))?;
-    } else {
-        out.text(&crate::fleet::table(&rows))?;
-    }
-    Ok(crate::fleet::exit_code(&rows))
+    Ok((classes, rows))
 }

@@ -427,6 +427,36 @@ impl Default for Slurm {
     }
 }
 
+/// Placement at submission (`[scheduling]`): what the submit filter
+/// (`cli_filter.lua` of the `hpcc-slurm` package, through `hpcc match
+/// --submit`) does with `sbatch/srun --container=B` before the job queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scheduling {
+    /// `enforce`: the job gets the `--constraint` of the node classes that
+    /// run the image (combined with the user's own), and an image no node
+    /// of the partition can run is refused before it queues. `warn`: the
+    /// job is left as it is and the user is told. `off`: the filter does
+    /// nothing.
+    pub submit: Enforcement,
+    /// Directory of saved node fingerprints (`hpcc fingerprint --json`, one
+    /// `NODE.json` per node, written by the `hpcc-node-features` boot unit
+    /// or by the admin) that the submit host scores images against.
+    pub fleet: PathBuf,
+    /// Bound of one submit-time decision, `sinfo` included (milliseconds).
+    pub timeout_ms: u64,
+}
+
+impl Default for Scheduling {
+    fn default() -> Self {
+        Scheduling {
+            submit: Enforcement::Enforce,
+            fleet: PathBuf::from("/etc/hpcc/fleet"),
+            timeout_ms: 5000,
+        }
+    }
+}
+
 /// Logging (`[log]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -497,6 +527,8 @@ pub struct Policy {
     pub runtime: Runtime,
     /// Slurm steps.
     pub slurm: Slurm,
+    /// Placement at submission.
+    pub scheduling: Scheduling,
     /// Host libfabric.
     pub libfabric: Option<Libfabric>,
     /// Host UCX.
@@ -727,6 +759,14 @@ impl Policy {
         if let Some(d) = &self.collections.dir {
             absolute("collections.dir".into(), d)?;
         }
+        absolute("scheduling.fleet".into(), &self.scheduling.fleet)?;
+        if !(100..=60_000).contains(&self.scheduling.timeout_ms) {
+            return Err(invalid(
+                "scheduling.timeout_ms".into(),
+                self.scheduling.timeout_ms.to_string(),
+                "must be between 100 and 60000 (milliseconds)",
+            ));
+        }
         for (key, value) in [
             ("log.level", &self.log.level),
             ("log.stderr", &self.log.stderr),
@@ -875,6 +915,23 @@ mod tests {
             let msg = parse(&text).unwrap_err().to_string();
             assert!(msg.contains("gpu.allowed"), "{bad}: {msg}");
         }
+    }
+
+    #[test]
+    fn scheduling_keys_are_read_and_checked() {
+        let p = parse("[scheduling]\nsubmit = \"warn\"\nfleet = \"/srv/fleet\"\n").unwrap();
+        assert_eq!(p.scheduling.submit, Enforcement::Warn);
+        assert_eq!(p.scheduling.fleet, Path::new("/srv/fleet"));
+        assert_eq!(Policy::default().scheduling.submit, Enforcement::Enforce);
+        let msg = parse("[scheduling]\nfleet = \"fleet\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("scheduling.fleet"), "{msg}");
+        let msg = parse("[scheduling]\ntimeout_ms = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("scheduling.timeout_ms"), "{msg}");
+        assert!(parse("[scheduling]\nsubmit = \"maybe\"\n").is_err());
     }
 
     #[test]
