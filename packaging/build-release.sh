@@ -72,7 +72,7 @@ if [ "$with_slurm" = 1 ]; then
   install -m 0644 "$TARGET/release/libhpcc_spank.so" "$STAGE/lib/hpcc_spank.so"
 fi
 # Debug info stays in target/release; the packages get stripped copies.
-strip --strip-unneeded "$STAGE"/bin/* "$STAGE"/libexec/*
+strip --strip-unneeded "$STAGE"/bin/* "$STAGE"/libexec/hpcc-hook "$STAGE"/libexec/hpcc-runtime
 [ "$with_slurm" = 1 ] && strip --strip-unneeded "$STAGE/lib/hpcc_spank.so"
 
 # Man pages and completions from the binary being packaged.
@@ -82,7 +82,11 @@ gzip -9n "$STAGE"/man/man*/*
 install -m 0644 config/hook.toml "$STAGE/etc/hook.toml"
 install -m 0644 packaging/hooks.d/hpcc.json "$STAGE/hooks.d/hpcc.json"
 install -m 0644 packaging/slurm/plugstack.conf packaging/slurm/oci.conf \
-  packaging/runc/hook-entry.json "$STAGE/examples/"
+  packaging/slurm/cli_filter.lua packaging/runc/hook-entry.json "$STAGE/examples/"
+# The submit-time placement (docs/slurm.md "Scheduling"): the node side.
+mkdir -p "$STAGE/systemd"
+install -m 0755 packaging/slurm/hpcc-node-features "$STAGE/libexec/hpcc-node-features"
+install -m 0644 packaging/systemd/hpcc-node-features.service "$STAGE/systemd/"
 # The RPM's snippets: Slurm's plugin directory and runc's path on RPM systems.
 mkdir -p "$STAGE/examples/rpm"
 sed 's|/usr/lib/x86_64-linux-gnu/slurm-wlm/|/usr/lib64/slurm/|' \

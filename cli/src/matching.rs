@@ -220,11 +220,8 @@ fn placement(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         }
         eprintln!("hpcc: refused: {line}");
     } else if args.submit {
-        if policy.scheduling.submit == Enforcement::Enforce {
-            out.text(&format!(
-                "constraint {}\n",
-                p.constraint.as_deref().unwrap_or("")
-            ))?;
+        if let (Enforcement::Enforce, Some(c)) = (policy.scheduling.submit, &p.constraint) {
+            out.text(&format!("constraint {c}\n"))?;
         }
     } else if args.k8s_affinity {
         out.text(&crate::constraint::k8s_affinity(&p.terms))?;

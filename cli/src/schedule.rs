@@ -276,6 +276,23 @@ pub fn place(
         quoted(req.image),
         quoted(partition)
     );
+    if let Some(nodes) = nodes {
+        if !nodes.values().any(|n| in_part(n)) {
+            // No such partition (or an empty one): Slurm's own refusal
+            // names it better than hpcc could.
+            notes.push(format!(
+                "partition {} has no node: left to Slurm",
+                quoted(partition)
+            ));
+            return Ok(Placement {
+                constraint: req.user.map(str::to_owned),
+                hpcc: None,
+                terms: Vec::new(),
+                refusal: None,
+                notes,
+            });
+        }
+    }
     if classes.is_empty() {
         return Ok(refuse(
             format!("{head}: no node of it has a saved fingerprint (hpcc-node-features.service, docs/slurm.md \"Scheduling\")"),
@@ -287,10 +304,25 @@ pub fn place(
         .filter(|r| r.score != "red" && !r.refused)
         .collect();
     if running.is_empty() {
-        let why: Vec<String> = rows
+        // Classes refused for the same reason are named once.
+        let mut why: Vec<(String, Vec<String>)> = Vec::new();
+        for r in rows {
+            match why.iter_mut().find(|(reason, _)| *reason == r.reason) {
+                Some((_, who)) => who.extend(r.members.iter().map(|m| escape(m))),
+                None => why.push((
+                    r.reason.clone(),
+                    r.members.iter().map(|m| escape(m)).collect(),
+                )),
+            }
+        }
+        let why: Vec<String> = why
             .iter()
             .take(4)
-            .map(|r| format!("{} ({} node(s)): {}", escape(&r.class), r.nodes, r.reason))
+            .map(|(reason, who)| {
+                let shown: Vec<&str> = who.iter().take(8).map(String::as_str).collect();
+                let more = if who.len() > shown.len() { ",..." } else { "" };
+                format!("{reason} ({}{more})", shown.join(","))
+            })
             .collect();
         return Ok(refuse(format!("{head}: {}", why.join("; ")), notes));
     }

@@ -29,6 +29,8 @@
 #   SLURM2_N1_CPUINFO=FILE          same for n1
 #   SLURM2_DEBUG=info               SlurmdDebug / SlurmctldDebug
 #   SLURM2_EXTRA_CONF='K=V\nK=V'    extra slurm.conf lines (e.g. KillOnBadExit=1)
+#   SLURM2_CLI_FILTER=FILE          installed as cli_filter.lua next to slurm.conf, with
+#                                   CliFilterPlugins=cli_filter/lua (the submit filter)
 #   SLURM2_WAIT=60                  bound on the wait for `srun -N2 hostname`
 #   SLURM2_NOLOCK=1                 do not take the lock (the caller holds it)
 #   SLURM2_LOCK_WAIT=300            bound on the wait for the lock
@@ -169,6 +171,8 @@ params() {
     "${SLURM2_OCI_RUNTIME:-runc}" "${SLURM2_PLUGSTACK:-$ETC/plugstack.conf}" \
     "${SLURM2_N1_CPUINFO:-}" "${SLURM2_N2_CPUINFO:-}" "${SLURM2_DEBUG:-info}" \
     "${SLURM2_EXTRA_CONF:-}"
+  printf 'clifilter=%s\n' "${SLURM2_CLI_FILTER:-}"
+  [ -z "${SLURM2_CLI_FILTER:-}" ] || sha256sum "$SLURM2_CLI_FILTER"
 }
 write_configs() {
   mkdir -p "$ETC"
@@ -179,6 +183,11 @@ write_configs() {
   local cpus; cpus=$(nproc); [ "$cpus" -le 2 ] || cpus=2
   [ -e "$ETC/plugstack.conf" ] || : >"$ETC/plugstack.conf"
   [ -f "$ps" ] || die "SLURM2_PLUGSTACK=$ps: no such file"
+  rm -f "$ETC/cli_filter.lua"
+  if [ -n "${SLURM2_CLI_FILTER:-}" ]; then
+    [ -f "$SLURM2_CLI_FILTER" ] || die "SLURM2_CLI_FILTER=$SLURM2_CLI_FILTER: no such file"
+    install -m 0644 "$SLURM2_CLI_FILTER" "$ETC/cli_filter.lua"
+  fi
   cat >"$CONF" <<EOF
 # written by hpcc tests/setup/slurm2.sh
 ClusterName=hpcc2
@@ -207,6 +216,7 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 PlugStackConfig=$ps
 MessageTimeout=10
+${SLURM2_CLI_FILTER:+CliFilterPlugins=cli_filter/lua}
 $(printf '%b' "${SLURM2_EXTRA_CONF:-}")
 NodeName=n1 NodeAddr=$NET.11 CPUs=$cpus RealMemory=2000 State=UNKNOWN
 NodeName=n2 NodeAddr=$NET.12 CPUs=$cpus RealMemory=2000 State=UNKNOWN

@@ -43,6 +43,9 @@ pub struct Knobs {
     /// `SLURM2_ROOTLESS=1` (with `docs`): the rootless runc options of
     /// docs/slurm.md on every oci.conf line.
     pub rootless: bool,
+    /// `SLURM2_CLI_FILTER`: installed as `cli_filter.lua` next to
+    /// slurm.conf, with `CliFilterPlugins=cli_filter/lua`.
+    pub cli_filter: Option<PathBuf>,
 }
 
 fn script() -> PathBuf {
@@ -106,6 +109,11 @@ pub fn start(k: &Knobs) -> Result<(), String> {
         k.docs.as_ref().map(|p| p.display().to_string()),
     );
     set(&mut cmd, "SLURM2_ROOTLESS", k.rootless.then(|| "1".into()));
+    set(
+        &mut cmd,
+        "SLURM2_CLI_FILTER",
+        k.cli_filter.as_ref().map(|p| p.display().to_string()),
+    );
     set(
         &mut cmd,
         "SLURM2_USERS",
