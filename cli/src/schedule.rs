@@ -69,15 +69,23 @@ pub fn parse_sinfo(text: &str) -> SlurmNodes {
 /// Runs `sinfo` (from `PATH`, with the caller's `SLURM_CONF`), killed past
 /// `timeout`.
 pub fn sinfo(timeout: Duration) -> Result<SlurmNodes, CliError> {
-    let fail = |m: String| CliError::Usage(format!("sinfo: {m}"));
-    let mut child = Command::new("sinfo")
-        .args(["-h", "-N", "-o", "%N|%P|%f"])
+    let mut cmd = Command::new("sinfo");
+    cmd.args(["-h", "-N", "-o", "%N|%P|%f"]);
+    let out = bounded_output(cmd, timeout)
+        .map_err(|m| CliError::Usage(format!("sinfo: {m} (policy scheduling.timeout_ms)")))?;
+    Ok(parse_sinfo(&out))
+}
+
+/// Runs a Slurm client command with the caller's environment (it needs
+/// `SLURM_CONF`), killed past `timeout`; its stdout (bounded), or why not.
+pub fn bounded_output(mut cmd: Command, timeout: Duration) -> Result<String, String> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail(format!("cannot start it: {e}")))?;
-    // sinfo's output is small; a reader thread keeps the pipe from filling
+        .map_err(|e| format!("cannot start it: {e}"))?;
+    // The output is small; a reader thread keeps the pipe from filling
     // while the deadline is watched here.
     let mut stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
@@ -93,12 +101,9 @@ pub fn sinfo(timeout: Duration) -> Result<SlurmNodes, CliError> {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(fail(format!(
-                    "no answer within {} ms (policy scheduling.timeout_ms)",
-                    timeout.as_millis()
-                )));
+                return Err(format!("no answer within {} ms", timeout.as_millis()));
             }
-            Err(e) => return Err(fail(e.to_string())),
+            Err(e) => return Err(e.to_string()),
         }
     };
     let out = reader.join().unwrap_or_default();
@@ -107,12 +112,12 @@ pub fn sinfo(timeout: Duration) -> Result<SlurmNodes, CliError> {
         if let Some(mut e) = child.stderr.take() {
             let _ = (&mut e).take(4096).read_to_end(&mut err);
         }
-        return Err(fail(format!(
+        return Err(format!(
             "{status}: {}",
             escape(String::from_utf8_lossy(&err).trim())
-        )));
+        ));
     }
-    Ok(parse_sinfo(&String::from_utf8_lossy(&out)))
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// What the placement is computed for.

@@ -385,3 +385,77 @@ fn warn_submits_unchanged_and_off_is_silent() {
         assert!(rec.contains("JobState="), "{rec}");
     }
 }
+
+/// `hpcc doctor`'s node-features findings on `node`, run in its namespace.
+fn doctor_features(node: &str) -> Vec<(String, String)> {
+    let e = env();
+    let out = slurm2::in_node(
+        node,
+        &format!(
+            "HPCC_CONFIG='{}' HPCC_NODE_NAME={node} SLURM_CONF={} '{}' doctor --no-dry-run --json || true",
+            e.policy.display(),
+            slurm2::CONF,
+            bin("hpcc").display()
+        ),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "node-features")
+        .map(|f| {
+            (
+                f["status"].as_str().unwrap_or("").to_owned(),
+                f["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn doctor_says_when_published_features_disagree_with_the_fingerprint() {
+    let _g = serial();
+    let e = env();
+    let f = doctor_features("n2");
+    assert!(
+        !f.is_empty() && f.iter().all(|(s, _)| s == "ok"),
+        "as published: {f:?}"
+    );
+    // n2 claims the level it is masked below, and loses x86_64_v2.
+    let wrong = format!("{SITE_FEATURE},hpcc.cpu.x86_64,hpcc.cpu.{}", e.level);
+    scontrol(&[
+        "update",
+        "NodeName=n2",
+        &format!("AvailableFeatures={wrong}"),
+        &format!("ActiveFeatures={wrong}"),
+    ]);
+    let f = doctor_features("n2");
+    let bad = f
+        .iter()
+        .find(|(s, _)| s == "fail")
+        .unwrap_or_else(|| panic!("no failure: {f:?}"));
+    assert!(
+        bad.1.contains("missing hpcc.cpu.x86_64_v2")
+            && bad
+                .1
+                .contains(&format!("not true any more hpcc.cpu.{}", e.level)),
+        "{bad:?}"
+    );
+    // Published again as the boot unit does: healthy.
+    slurm2::in_node(
+        "n2",
+        &format!(
+            "HPCC='{}' HPCC_CONFIG='{}' HPCC_NODE_NAME=n2 HPCC_FLEET_DIR={FLEET} SLURM_CONF={} sh '{}'",
+            bin("hpcc").display(),
+            e.policy.display(),
+            slurm2::CONF,
+            repo_root().join("packaging/slurm/hpcc-node-features").display()
+        ),
+    )
+    .unwrap();
+    let f = doctor_features("n2");
+    assert!(f.iter().all(|(s, _)| s == "ok"), "{f:?}");
+    assert!(published("n2").contains(&SITE_FEATURE.to_owned()));
+}

@@ -11,12 +11,15 @@
 //! - [`engines`]: a hooks.d file for each engine that reads hooks.d;
 //! - [`slurm`]: plugstack.conf loads the plugin built for the running
 //!   Slurm release, oci.conf runs `hpcc-runtime`;
+//! - [`features`]: the `hpcc.*` features the node publishes to Slurm (and
+//!   its fingerprint saved in the fleet) are its fingerprint's;
 //! - [`system`]: the fingerprint cache is writable, journald reachable;
 //! - [`dryrun`]: a known-good and a known-bad image through the real hook.
 
 pub mod dryrun;
 pub mod elf;
 pub mod engines;
+pub mod features;
 pub mod libraries;
 pub mod openmpi;
 pub mod policy;
@@ -309,6 +312,7 @@ pub fn examine(layout: &Layout) -> Report {
             openmpi::check(p, &mut findings);
             let files = engines::check(layout, p, &mut findings);
             slurm::check(layout, &mut findings);
+            features::check(layout, p, &mut findings);
             system::check(layout, p, &mut findings);
             files
         }
