@@ -179,6 +179,16 @@ fn placement(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         .fleet
         .clone()
         .unwrap_or_else(|| policy.scheduling.fleet.clone());
+    let partitions = args
+        .partition
+        .as_deref()
+        .map(|p| p.split(',').map(str::to_owned).collect::<Vec<_>>());
+    // sinfo (a slurmctld round trip, most of a submission's cost) runs
+    // while the fleet is read and scored.
+    let timeout = std::time::Duration::from_millis(policy.scheduling.timeout_ms);
+    let ttl = std::time::Duration::from_secs(policy.scheduling.sinfo_cache_s);
+    let asking = (args.sinfo || args.submit || partitions.is_some())
+        .then(|| std::thread::spawn(move || crate::schedule::sinfo_cached(timeout, ttl)));
     let (mut classes, mut rows) = fleet_rows(args, &dir, g, &policy)?;
     let image = match (
         &args.source.image,
@@ -190,16 +200,12 @@ fn placement(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         (_, _, Some(a)) => a.display().to_string(),
         _ => "image".into(),
     };
-    let partitions = args
-        .partition
-        .as_deref()
-        .map(|p| p.split(',').map(str::to_owned).collect::<Vec<_>>());
-    let nodes = if args.sinfo || args.submit || partitions.is_some() {
-        Some(crate::schedule::sinfo(std::time::Duration::from_millis(
-            policy.scheduling.timeout_ms,
-        ))?)
-    } else {
-        None
+    let nodes = match asking {
+        Some(h) => Some(
+            h.join()
+                .map_err(|_| CliError::Usage("sinfo: the reader thread panicked".into()))??,
+        ),
+        None => None,
     };
     let partition = match &nodes {
         Some(n) => crate::schedule::restrict(&mut classes, &mut rows, n, partitions.as_deref()),

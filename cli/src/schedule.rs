@@ -69,11 +69,85 @@ pub fn parse_sinfo(text: &str) -> SlurmNodes {
 /// Runs `sinfo` (from `PATH`, with the caller's `SLURM_CONF`), killed past
 /// `timeout`.
 pub fn sinfo(timeout: Duration) -> Result<SlurmNodes, CliError> {
+    sinfo_cached(timeout, Duration::ZERO)
+}
+
+/// [`sinfo`], through a per-user cache of its answer that lives `ttl`
+/// (`[scheduling] sinfo_cache_s`; zero: none) in `$XDG_RUNTIME_DIR/hpcc/`,
+/// keyed by `SLURM_CONF`: the slurmctld round trip is most of what the
+/// filter adds to a submission, and a burst of submissions asks the same.
+/// The cache is the submitting user's own (owned by them, written by
+/// nobody else): it can only steer their own jobs, which the filter, a
+/// client-side check, cannot hold anyway; the nodes check at launch.
+pub fn sinfo_cached(timeout: Duration, ttl: Duration) -> Result<SlurmNodes, CliError> {
+    let path = (!ttl.is_zero()).then(cache_path).flatten();
+    if let Some(text) = path.as_deref().and_then(|p| read_fresh(p, ttl)) {
+        return Ok(parse_sinfo(&text));
+    }
     let mut cmd = Command::new("sinfo");
     cmd.args(["-h", "-N", "-o", "%N|%P|%f"]);
     let out = bounded_output(cmd, timeout)
         .map_err(|m| CliError::Usage(format!("sinfo: {m} (policy scheduling.timeout_ms)")))?;
+    if let Some(p) = path {
+        // A cache that cannot be written only costs the next call the round trip.
+        let _ = write_cache(&p, &out);
+    }
     Ok(parse_sinfo(&out))
+}
+
+fn cache_path() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty())?;
+    // FNV-1a of SLURM_CONF: one cache per cluster configuration.
+    let conf = std::env::var("SLURM_CONF").unwrap_or_default();
+    let key = conf.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Some(
+        std::path::Path::new(&dir)
+            .join("hpcc")
+            .join(format!("sinfo-{key:016x}.txt")),
+    )
+}
+
+/// The cache's text when it is the user's own, nobody else can write it,
+/// and it is younger than `ttl`.
+pub fn read_fresh(path: &std::path::Path, ttl: Duration) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::open(path).ok()?;
+    let m = f.metadata().ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !m.is_file() || m.uid() != me || m.mode() & 0o022 != 0 {
+        return None;
+    }
+    if m.modified().ok()?.elapsed().ok()? > ttl {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(MAX_SINFO_BYTES).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Writes the cache atomically (a private temporary file renamed).
+pub fn write_cache(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!(".sinfo-{}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    drop(f);
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Runs a Slurm client command with the caller's environment (it needs
@@ -415,6 +489,22 @@ pub fn place(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sinfo_cache_is_read_only_fresh_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("hpcc-sinfo-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let p = d.join("hpcc").join("sinfo-x.txt");
+        write_cache(&p, "n1|all*|a\n").unwrap();
+        let ttl = Duration::from_secs(30);
+        assert_eq!(read_fresh(&p, ttl).as_deref(), Some("n1|all*|a\n"));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(read_fresh(&p, Duration::from_millis(10)), None, "stale");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(read_fresh(&p, ttl), None, "writable by others");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn sinfo_lines_give_partitions_default_and_features() {

@@ -138,6 +138,49 @@ mod tests {
         assert!(n.contains("hpcc.cpu.icelake=true\n"), "{n}");
     }
 
+    /// One line of an NFD `features.d` file is valid as NFD's local
+    /// source documents it: `# comment`, or `NAME[=VALUE]` where NAME
+    /// without a `prefix/` gets `feature.node.kubernetes.io/` and must be a
+    /// label name (at most 63 characters, alphanumeric at both ends, `-`,
+    /// `_`, `.` inside) and VALUE a label value (empty, or the same form).
+    fn nfd_line_is_valid(line: &str) -> bool {
+        fn label_part(s: &str, empty_ok: bool) -> bool {
+            let b = s.as_bytes();
+            if b.is_empty() {
+                return empty_ok;
+            }
+            b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        }
+        if line.starts_with('#') {
+            return true;
+        }
+        let (name, value) = line.split_once('=').unwrap_or((line, ""));
+        !name.contains('/') && label_part(name, false) && label_part(value, true)
+    }
+
+    #[test]
+    fn the_nfd_file_follows_nfds_local_source_format() {
+        let mut n = with_mpich(node("icelake"));
+        // An odd name from a future archspec still makes valid labels.
+        n.cpu.microarchitecture = "Neo+Verse_V2".into();
+        for text in [nfd(&with_mpich(node("zen3"))), nfd(&n)] {
+            assert!(text.starts_with('#'), "{text}");
+            assert!(text.ends_with('\n'));
+            for line in text.lines() {
+                assert!(nfd_line_is_valid(line), "{line:?} in\n{text}");
+            }
+        }
+        assert!(nfd(&n).contains("hpcc.cpu.neo_verse_v2=true\n"));
+        // The checker itself refuses what NFD refuses.
+        for bad in ["-x=true", "x.=true", "a/b=true", "x=tr ue", &"x".repeat(64)] {
+            assert!(!nfd_line_is_valid(bad), "{bad}");
+        }
+    }
+
     #[test]
     fn an_unusable_host_mpi_is_not_offered() {
         let mut n = with_mpich(node("zen3"));

@@ -445,6 +445,9 @@ pub struct Scheduling {
     pub fleet: PathBuf,
     /// Bound of one submit-time decision, `sinfo` included (milliseconds).
     pub timeout_ms: u64,
+    /// How long (seconds) a submitting user's cached `sinfo` answer is
+    /// reused (`$XDG_RUNTIME_DIR/hpcc/`); 0: ask slurmctld every time.
+    pub sinfo_cache_s: u64,
 }
 
 impl Default for Scheduling {
@@ -453,6 +456,7 @@ impl Default for Scheduling {
             submit: Enforcement::Enforce,
             fleet: PathBuf::from("/etc/hpcc/fleet"),
             timeout_ms: 5000,
+            sinfo_cache_s: 30,
         }
     }
 }
@@ -765,6 +769,13 @@ impl Policy {
                 "scheduling.timeout_ms".into(),
                 self.scheduling.timeout_ms.to_string(),
                 "must be between 100 and 60000 (milliseconds)",
+            ));
+        }
+        if self.scheduling.sinfo_cache_s > 3600 {
+            return Err(invalid(
+                "scheduling.sinfo_cache_s".into(),
+                self.scheduling.sinfo_cache_s.to_string(),
+                "must be between 0 and 3600 (seconds)",
             ));
         }
         for (key, value) in [

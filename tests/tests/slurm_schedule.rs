@@ -79,7 +79,12 @@ fn setup() -> Result<Env, String> {
     )
     .unwrap();
     let policy = dir.join("hook.toml");
-    std::fs::write(&policy, format!("[scheduling]\nfleet = \"{FLEET}\"\n")).unwrap();
+    // No sinfo cache: the tests change what nodes publish between submissions.
+    std::fs::write(
+        &policy,
+        format!("[scheduling]\nfleet = \"{FLEET}\"\nsinfo_cache_s = 0\n"),
+    )
+    .unwrap();
     let cpuinfo = dir.join("cpuinfo-older");
     std::fs::write(&cpuinfo, slurm2::older_cpuinfo()).unwrap();
     let knobs = Knobs {
@@ -372,7 +377,7 @@ fn warn_submits_unchanged_and_off_is_silent() {
         let policy = e.dir.join(format!("hook-{mode}.toml"));
         std::fs::write(
             &policy,
-            format!("[scheduling]\nsubmit = \"{mode}\"\nfleet = \"{FLEET}\"\n"),
+            format!("[scheduling]\nsubmit = \"{mode}\"\nfleet = \"{FLEET}\"\nsinfo_cache_s = 0\n"),
         )
         .unwrap();
         let (id, err, _) = sbatch(&b, &["-N1", "--hold"], &policy);
