@@ -240,11 +240,38 @@ pub fn restrict(
         Some(ps) => ps.iter().any(|p| n.partitions.contains(p)),
         None => n.in_default,
     };
+    // A fleet file is a node (its name is the node's) or a class (one
+    // file for many nodes): a node of the partition that no file names
+    // belongs to the class whose features it publishes.
+    let named: BTreeSet<&str> = classes
+        .iter()
+        .flat_map(|c| c.members.iter().map(String::as_str))
+        .filter(|m| nodes.contains_key(*m))
+        .collect();
+    let hpcc_of = |f: &BTreeSet<String>| -> BTreeSet<String> {
+        f.iter()
+            .filter(|x| x.starts_with(hpcc_common::node_features::PREFIX))
+            .cloned()
+            .collect()
+    };
+    let unnamed: Vec<(&String, BTreeSet<String>)> = nodes
+        .iter()
+        .filter(|(name, n)| in_part(n) && !named.contains(name.as_str()))
+        .map(|(name, n)| (name, hpcc_of(&n.features)))
+        .collect();
     let mut keep_c = Vec::new();
     let mut keep_r = Vec::new();
     for (mut c, mut r) in classes.drain(..).zip(rows.drain(..)) {
         c.members
             .retain(|m| nodes.get(m).is_some_and(|n| in_part(n)));
+        let features: BTreeSet<String> = hpcc_common::node_features::of(&c.node)
+            .into_iter()
+            .collect();
+        for (name, published) in &unnamed {
+            if !published.is_empty() && *published == features && !c.members.contains(name) {
+                c.members.push((*name).clone());
+            }
+        }
         if !c.members.is_empty() {
             r.members = c.members.clone();
             r.nodes = c.members.len();
@@ -504,6 +531,28 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert_eq!(read_fresh(&p, ttl), None, "writable by others");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_class_file_stands_for_the_nodes_that_publish_its_features() {
+        use hpcc_common::fingerprint::NodeFingerprint;
+        let node = NodeFingerprint::take(&hpcc_config::Policy::default());
+        let feats = hpcc_common::node_features::slurm(&node);
+        let class = Class {
+            name: "big-class".into(),
+            members: vec!["big-class".into()],
+            file: "big-class.json".into(),
+            node,
+        };
+        let row = crate::fleet::row(&class, &hpcc_common::matcher::Verdict::default(), false);
+        let nodes = parse_sinfo(&format!(
+            "a1|all*|site.x,{feats}\na2|all*|{feats}\nb1|all*|hpcc.cpu.x86_64\nc1|other|{feats}\n"
+        ));
+        let (mut classes, mut rows) = (vec![class], vec![row]);
+        let part = restrict(&mut classes, &mut rows, &nodes, None);
+        assert_eq!(part, "all");
+        assert_eq!(classes[0].members, ["a1", "a2"]);
+        assert_eq!(rows[0].nodes, 2);
     }
 
     #[test]
