@@ -207,7 +207,7 @@ pub fn derive(classes: &[ClassFeatures]) -> Vec<Vec<String>> {
     for class in classes.iter().filter(|c| c.runs) {
         let mut chosen: Vec<String> = Vec::new();
         // A node that publishes nothing must never match either.
-        let mut left: Vec<&BTreeSet<String>> = others.iter().copied().collect();
+        let mut left: Vec<&BTreeSet<String>> = others.to_vec();
         left.push(&empty);
         while !left.is_empty() {
             let best = class

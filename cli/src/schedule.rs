@@ -262,8 +262,7 @@ pub fn restrict(
     let mut keep_c = Vec::new();
     let mut keep_r = Vec::new();
     for (mut c, mut r) in classes.drain(..).zip(rows.drain(..)) {
-        c.members
-            .retain(|m| nodes.get(m).is_some_and(|n| in_part(n)));
+        c.members.retain(|m| nodes.get(m).is_some_and(&in_part));
         let features: BTreeSet<String> = hpcc_common::node_features::of(&c.node)
             .into_iter()
             .collect();
@@ -383,7 +382,7 @@ pub fn place(
         quoted(partition)
     );
     if let Some(nodes) = nodes {
-        if !nodes.values().any(|n| in_part(n)) {
+        if !nodes.values().any(&in_part) {
             // No such partition (or an empty one): Slurm's own refusal
             // names it better than hpcc could.
             notes.push(format!(
