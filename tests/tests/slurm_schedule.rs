@@ -464,3 +464,43 @@ fn doctor_says_when_published_features_disagree_with_the_fingerprint() {
     assert!(f.iter().all(|(s, _)| s == "ok"), "{f:?}");
     assert!(published("n2").contains(&SITE_FEATURE.to_owned()));
 }
+
+#[test]
+fn srun_is_placed_and_refused_the_same() {
+    let _g = serial();
+    let e = env();
+    let srun = |b: &Bundle| {
+        let mut cmd = Command::new("srun");
+        cmd.args(["-N1", "-t", "1"])
+            .arg(format!("--container={}", b.dir.display()))
+            .args(["/bin/sh", "-c", "echo srun-ok"])
+            .env("HPCC_CONFIG", &e.policy);
+        run(&mut cmd, "srun -N1 --container=...")
+    };
+    let top = bundle("top-srun", &e.level);
+    let (out, _) = srun(&top);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("srun-ok"));
+    // srun made its own job: the newest one.
+    let all = scontrol(&["-o", "show", "job"]);
+    let rec = all
+        .lines()
+        .max_by_key(|l| field(l, "JobId").parse::<u32>().unwrap_or(0))
+        .unwrap_or("");
+    assert_eq!(field(rec, "NodeList"), "n1", "{rec}");
+    assert_eq!(
+        field(rec, "Features"),
+        format!("hpcc.cpu.{}", e.level),
+        "{rec}"
+    );
+    let foreign = bundle("foreign-srun", node_cpu::foreign_target());
+    let (out, _) = srun(&foreign);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("hpcc: refused") && err.contains(node_cpu::foreign_target()),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("srun-ok"));
+    assert!(queue_empty());
+}
