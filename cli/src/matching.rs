@@ -234,7 +234,9 @@ fn placement(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     } else {
         out.text(&format!("{}\n", p.constraint.as_deref().unwrap_or("")))?;
     }
+    let warn_only = args.submit && policy.scheduling.submit == Enforcement::Warn;
     Ok(match (&p.refusal, args.submit) {
+        (Some(_), _) if warn_only => 0,
         (Some(_), _) => 2,
         (None, true) => 0,
         (None, false) => crate::fleet::exit_code(&rows).min(1),

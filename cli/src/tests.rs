@@ -100,3 +100,79 @@ fn annotations_file_errors_name_the_file() {
     assert!(e.contains("not valid JSON"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn slurm_constraint_and_affinity_exit_as_the_best_class_and_submit_off_does_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = std::env::temp_dir().join(format!("hpcc-cli-constraint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("fleet")).unwrap();
+    let node = hpcc_common::fingerprint::NodeFingerprint::take(&hpcc_config::Policy::default());
+    std::fs::write(
+        d.join("fleet/n1.json"),
+        serde_json::to_string(&node).unwrap(),
+    )
+    .unwrap();
+    let key = "org.supercontainers.hardware.cpu.optimized.version";
+    // The node's own target runs; another architecture's never does.
+    let foreign = if std::env::consts::ARCH == "x86_64" {
+        "a64fx"
+    } else {
+        "x86_64_v4"
+    };
+    for (name, target) in [
+        ("own", node.cpu.microarchitecture.as_str()),
+        ("foreign", foreign),
+    ] {
+        std::fs::write(
+            d.join(format!("{name}.json")),
+            format!("{{\"{key}\": \"{target}\"}}"),
+        )
+        .unwrap();
+    }
+    let policy = d.join("hook.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[scheduling]\nsubmit = \"off\"\nfleet = \"{}\"\n",
+            d.join("fleet").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let p = policy.to_str().unwrap();
+    let own = d.join("own.json");
+    let bad = d.join("foreign.json");
+    let (own, bad) = (own.to_str().unwrap(), bad.to_str().unwrap());
+    for mode in ["--slurm-constraint", "--k8s-affinity"] {
+        assert_eq!(
+            run(&["--config", p, "match", "--annotations", own, mode]),
+            0,
+            "{mode}"
+        );
+        assert_eq!(
+            run(&["--config", p, "match", "--annotations", bad, mode]),
+            2,
+            "{mode}"
+        );
+    }
+    // A user constraint no class meets is refused; a bad one is bad input.
+    let user = ["--user-constraint", "site.none"];
+    let args = [
+        "--config",
+        p,
+        "match",
+        "--annotations",
+        own,
+        "--slurm-constraint",
+    ];
+    assert_eq!(run(&[&args[..], &user[..]].concat()), 2);
+    let user = ["--user-constraint", "a,b"];
+    assert_eq!(run(&[&args[..], &user[..]].concat()), EXIT_INPUT);
+    // off: no sinfo, no fleet read, nothing to refuse.
+    assert_eq!(
+        run(&["--config", p, "match", "--annotations", bad, "--submit"]),
+        0
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
