@@ -85,6 +85,11 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     if args.slurm_constraint || args.k8s_affinity || args.submit {
         return placement(args, g, out);
     }
+    if args.sinfo || args.partition.is_some() || args.user_constraint.is_some() {
+        return Err(CliError::Usage(
+            "--sinfo, --partition and --user-constraint go with --slurm-constraint, --k8s-affinity or --submit".into(),
+        ));
+    }
     if let Some(dir) = &args.fleet {
         return fleet(args, dir, g, out);
     }

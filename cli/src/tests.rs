@@ -169,6 +169,18 @@ fn slurm_constraint_and_affinity_exit_as_the_best_class_and_submit_off_does_noth
     assert_eq!(run(&[&args[..], &user[..]].concat()), 2);
     let user = ["--user-constraint", "a,b"];
     assert_eq!(run(&[&args[..], &user[..]].concat()), EXIT_INPUT);
+    assert_eq!(
+        run(&[
+            "--config",
+            p,
+            "match",
+            "--annotations",
+            own,
+            "--partition",
+            "x"
+        ]),
+        EXIT_INPUT
+    );
     // off: no sinfo, no fleet read, nothing to refuse.
     assert_eq!(
         run(&["--config", p, "match", "--annotations", bad, "--submit"]),
