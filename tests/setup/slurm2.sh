@@ -98,13 +98,6 @@ take_lock() {
   done
   rm -f "$ok"
 }
-drop_lock() {
-  if ours; then
-    log "releasing $LOCK (holder pid $(cat "$DIR/lock.pid"))"
-    kill "$(cat "$DIR/lock.pid")" 2>/dev/null || true
-  fi
-  rm -f "$DIR/lock.pid" "$DIR/lock.owner"
-}
 
 # --------------------------------------------------------------- munge ------
 start_munge() {
@@ -354,8 +347,9 @@ stop_daemons() {
 
 do_start() {
   command -v slurmctld >/dev/null || die "slurm not installed"
-  mkdir -p "$DIR/state" "$DIR/log" "$DIR/spool"
   take_lock
+  # After the lock: the previous holder's stop removes $DIR.
+  mkdir -p "$DIR/state" "$DIR/log" "$DIR/spool"
   touch "$DIR/started"
   local running=0
   alive "$DIR/slurmctld.pid" && running=1
@@ -388,11 +382,18 @@ do_stop() {
     mkdir -p "$SLURM2_KEEP_LOGS"; cp -a "$DIR/log/." "$SLURM2_KEEP_LOGS/"
     log "logs copied to $SLURM2_KEEP_LOGS"
   fi
-  drop_lock
   rm -rf "$OCI_ROOT"
   # /run/hpcc on the host: only if we created it, and only if empty (the nodes had their own tmpfs there).
   if [ -f "$DIR/started" ] && grep -qx runhpcc "$DIR/started"; then rmdir /run/hpcc 2>/dev/null || true; fi
+  # $DIR goes before the lock: a checkout waiting for the lock makes $DIR
+  # again as soon as it holds it (seen: its start then failed on a $DIR
+  # this stop removed under it).
+  local holder=
+  ours && holder=$(cat "$DIR/lock.pid")
   if [ -d "$DIR" ]; then log "removing $DIR"; rm -rf "${DIR:?}"; fi
+  if [ -n "$holder" ]; then
+    log "releasing $LOCK (holder pid $holder)"; kill "$holder" 2>/dev/null || true
+  fi
 }
 
 do_status() {
