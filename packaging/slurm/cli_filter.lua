@@ -53,7 +53,10 @@ function slurm_cli_pre_submit(options, offset)
 	end
 	-- A step inside an existing allocation cannot be placed any more: the
 	-- nodes are chosen. The node's own check at launch still applies.
-	if os.getenv("SLURM_JOB_ID") ~= nil and options["type"] ~= "sbatch" then
+	-- (pcall: an option name a Slurm release does not know must not fail
+	-- every srun of every batch script.)
+	local got, kind = pcall(function() return options["type"] end)
+	if os.getenv("SLURM_JOB_ID") ~= nil and not (got and kind == "sbatch") then
 		return slurm.SUCCESS
 	end
 	local cmd = "/usr/bin/timeout -k 1 " .. TIMEOUT_S .. " " .. HPCC

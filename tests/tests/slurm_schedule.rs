@@ -503,4 +503,21 @@ fn srun_is_placed_and_refused_the_same() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("srun-ok"));
     assert!(queue_empty());
+    // A container step inside a batch job: the nodes are chosen, the filter
+    // stands aside (and does not break the step).
+    let out_file = e.dir.join("inner-%j.out");
+    let mut cmd = Command::new("sbatch");
+    cmd.args(["--parsable", "-N1"])
+        .arg(format!("--output={}", out_file.display()))
+        .arg("--wrap")
+        .arg(format!(
+            "srun --container={} /bin/sh -c 'echo inner-ok'",
+            top.dir.display()
+        ))
+        .env("HPCC_CONFIG", &e.policy);
+    let (out, _) = run(&mut cmd, "sbatch --wrap 'srun --container=...'");
+    let id: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let rec = finished(id);
+    let text = std::fs::read_to_string(e.dir.join(format!("inner-{id}.out"))).unwrap_or_default();
+    assert!(text.contains("inner-ok"), "{rec}\n{text}");
 }
