@@ -533,6 +533,14 @@ fn runpath_image_loads_host_mpich_over_its_own_file_and_the_rest_from_the_stack(
             r.stderr
         );
     }
+    // UCX's transport modules, looked for next to libucs, come from the
+    // stack's copy of the host's module directory.
+    assert!(
+        r.stderr
+            .contains("calling init: /dev/hpcc/lib/mpich/ucx/libuct_"),
+        "no UCX module loaded from the stack:\n{}",
+        r.stderr
+    );
     // The image's glibc is its own.
     let (_, libc) = found.get("libc.so.6").expect("libc.so.6 loaded");
     assert!(!libc.starts_with("/dev/hpcc"), "libc from {libc}");
