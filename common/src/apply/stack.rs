@@ -51,6 +51,9 @@ pub const MAX_DEPTH: usize = 4;
 pub const MAX_FILE_BYTES: u64 = 512 << 20;
 /// Most bytes copied into one stack (hard links cost nothing).
 pub const MAX_STACK_BYTES: u64 = 1 << 30;
+/// Age after which a temporary directory of the store is a dead launch's:
+/// filling a stack takes milliseconds to seconds.
+pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Why the stack could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -237,10 +240,7 @@ pub fn prepare(plan: &StackPlan, store: &Path) -> Result<Option<PathBuf>, StackE
     if let Some(d) = existing(&dir).map_err(store_err)? {
         return Ok(Some(d));
     }
-    let held = fs::read_dir(&store)
-        .map_err(|e| store_err(e.to_string()))?
-        .take(MAX_STACKS + 1)
-        .count();
+    let held = stacks_held(&store).map_err(|e| store_err(e.to_string()))?;
     if held >= MAX_STACKS {
         tracing::warn!(store = %store.display(), "the host library stack store holds {MAX_STACKS} stacks: libraries are bound one by one");
         return Ok(None);
@@ -270,6 +270,31 @@ pub fn prepare(plan: &StackPlan, store: &Path) -> Result<Option<PathBuf>, StackE
             }
         }
     }
+}
+
+/// How many stacks the store holds (at most [`MAX_STACKS`] + 1 entries
+/// looked at). A temporary directory left by a launch that died while
+/// filling it (it is never bound: only renamed stacks are) is removed
+/// once it is older than [`STALE_TEMP`]; a younger one may be another
+/// launch's, still filling.
+fn stacks_held(store: &Path) -> std::io::Result<usize> {
+    let mut held = 0;
+    for e in fs::read_dir(store)?.take(MAX_STACKS + 1) {
+        let e = e?;
+        let stale = e.file_name().to_string_lossy().starts_with(".tmp-")
+            && e.metadata().is_ok_and(|m| {
+                m.is_dir()
+                    && m.modified()
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_TEMP)
+            });
+        if stale && fs::remove_dir_all(e.path()).is_ok() {
+            continue;
+        }
+        held += 1;
+    }
+    Ok(held)
 }
 
 /// `dir` when it is a stack already filled: a real directory of root's
@@ -582,6 +607,28 @@ mod tests {
             e.to_string().contains("not a stack directory of root's"),
             "{e}"
         );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_dead_launchs_temporary_directory_is_removed_a_fresh_one_kept() {
+        require_root();
+        let d = scratch("stale");
+        let store = d.join("store");
+        fs::create_dir(&store).unwrap();
+        fs::set_permissions(&store, fs::Permissions::from_mode(0o755)).unwrap();
+        let (old, young) = (store.join(".tmp-1-dead"), store.join(".tmp-2-filling"));
+        for t in [&old, &young] {
+            fs::create_dir(t).unwrap();
+            fs::write(t.join("libx.so.1"), b"x").unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::open(&old)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        assert_eq!(stacks_held(&store).unwrap(), 1);
+        assert!(!old.exists() && young.exists());
         fs::remove_dir_all(&d).unwrap();
     }
 
