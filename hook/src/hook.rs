@@ -299,8 +299,13 @@ fn apply_tweaks(
         pid,
         ld_cache,
     };
+    // The host library stack is filled here, in the host's namespace and
+    // before the helper enters the container's: the helper then binds
+    // one directory where the plan had one file each.
+    let tweaks = apply::stack::realize(tweaks, &apply::stack::store_dir(&policy.cache.dir))
+        .map_err(apply::ApplyError::from)?;
     let timeout = std::time::Duration::from_millis(policy.limits.apply_timeout_ms);
-    let applied = child::apply_in_child(Path::new("/proc/self/exe"), tweaks, &target, timeout)?;
+    let applied = child::apply_in_child(Path::new("/proc/self/exe"), &tweaks, &target, timeout)?;
     let id = ctx.id.as_str();
     for m in &applied.mounts {
         tracing::info!(container = id, source = %m.source.display(), destination = %m.destination.display(), readonly = m.readonly, "mounted: {}", m.reason);

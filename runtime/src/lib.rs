@@ -339,7 +339,14 @@ pub fn write_plan(
                 .map_err(hpcc_common::apply::ApplyError::from)?,
         )
     };
-    let edited = spec::edit(config, &plan.tweaks, cache.as_deref()).map_err(LaunchError::input)?;
+    // One bind of hpcc's host library stack where the plan has one file
+    // each in hpcc's directories (root only: a rootless user keeps them).
+    let tweaks = hpcc_common::apply::stack::realize(
+        &plan.tweaks,
+        &hpcc_common::apply::stack::store_dir(&policy.cache.dir),
+    )
+    .map_err(hpcc_common::apply::ApplyError::from)?;
+    let edited = spec::edit(config, &tweaks, cache.as_deref()).map_err(LaunchError::input)?;
     if let Some(obj) = config.as_object_mut() {
         let ann = obj
             .entry("annotations")

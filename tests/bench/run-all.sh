@@ -31,7 +31,10 @@
 #
 # Knobs (environment): N (rounds, or $1), SLURM_N (default N), PLAN_N
 # (default 3*N), BURST (default 32), SECTIONS (default "runc plan slurm
-# burst"), SARUS_MPI_HOOK (path to a built Sarus mpi_hook), LOCK (default
+# burst"), SARUS_MPI_HOOK (path to a built Sarus mpi_hook), OLD_RUNTIME and
+# OLD_HOOK (an earlier build's hpcc-runtime and static hpcc-hook, with its
+# hpcc beside it: rows a0 and c0, the same starts with them, interleaved
+# with the rest, for a before/after in one run), LOCK (default
 # /tmp/hpcc-e2e.lock, taken around each section that starts containers),
 # OUT. Slurm is started with tests/setup/slurm.sh when it is not up (and
 # stopped again); /etc/slurm/plugstack.conf and oci.conf are restored.
@@ -94,6 +97,7 @@ mk() { # NAME ROOTFS ARGS HOOK(none|true|hpcc|sarus) ANNOTATIONS...
     none) ARGS=$args bash tests/setup/make-bundle.sh "$rootfs" "$W/$name" "$@" ;;
     true) ARGS=$args HOOK=/bin/true bash tests/setup/make-bundle.sh "$rootfs" "$W/$name" "$@" ;;
     hpcc) ARGS=$args HOOK=$HOOK HPCC_CONFIG=$POLICY bash tests/setup/make-bundle.sh "$rootfs" "$W/$name" "$@" ;;
+    hpcc-old) ARGS=$args HOOK=$OLD_HOOK HPCC_CONFIG=$POLICY bash tests/setup/make-bundle.sh "$rootfs" "$W/$name" "$@" ;;
     # Sarus's hooks are createContainer hooks (its README): they mount in
     # the namespace they run in, which at prestart is the host's. Their
     # configuration is the hook's environment; the libraries are those
@@ -139,6 +143,12 @@ if [ -n "${SARUS_MPI_HOOK:-}" ]; then
   mk sarus-mpi tests/work/rootfs/mpich-app "$MPIARGS" sarus $CPU "${MPI[@]}"
   VARIANTS+=(sarus-mpi)
 fi
+if [ -n "${OLD_RUNTIME:-}" ] && [ -n "${OLD_HOOK:-}" ]; then
+  [ -x "$OLD_RUNTIME" ] && [ -x "$OLD_HOOK" ] || { log "OLD_RUNTIME or OLD_HOOK is not executable"; exit 1; }
+  mk rt-mpi-old tests/work/rootfs/mpich-app "$MPIARGS" none $CPU "${MPI[@]}"
+  mk hook-mpi-old tests/work/rootfs/mpich-app "$MPIARGS" hpcc-old $CPU "${MPI[@]}"
+  VARIANTS+=(rt-mpi-old hook-mpi-old)
+fi
 
 # One start: the variant's command, timed with bash's clock (no fork in the
 # timed region but the runtime's own), and the CPU time of every process of
@@ -154,6 +164,9 @@ start() { # VARIANT ID -> appends ms to $W/t/VARIANT and $W/t/VARIANT.cpu
   cp "$W/$v/config.json.orig" "$W/$v/config.json"
   times >"$W/cpu0"
   case $v in
+    rt-*-old) s=$EPOCHREALTIME
+          "$OLD_RUNTIME" --hpcc-config="$POLICY" --hpcc-runtime="$RUNC" --root "$RROOT" run --bundle "$W/$v" "$id" >"$out" 2>"$W/err" || { cat "$W/err" >&2; return 1; }
+          e=$EPOCHREALTIME ;;
     rt-*) s=$EPOCHREALTIME
           "$RUNTIME" --hpcc-config="$POLICY" --hpcc-runtime="$RUNC" --root "$RROOT" run --bundle "$W/$v" "$id" >"$out" 2>"$W/err" || { cat "$W/err" >&2; return 1; }
           e=$EPOCHREALTIME ;;
@@ -163,7 +176,7 @@ start() { # VARIANT ID -> appends ms to $W/t/VARIANT and $W/t/VARIANT.cpu
   esac
   times >"$W/cpu1"
   "$RUNC" --root "$RROOT" delete -f "$id" >/dev/null 2>&1 || true
-  case $v in *-mpi) grep -q "^MPICH Version:.*4\.0" "$out" || { log "$v did not run the host MPICH:"; cat "$out" >&2; return 1; } ;; esac
+  case $v in *-mpi | *-mpi-old) grep -q "^MPICH Version:.*4\.0" "$out" || { log "$v did not run the host MPICH:"; cat "$out" >&2; return 1; } ;; esac
   awk -v s="$s" -v e="$e" 'BEGIN {printf "%.3f\n", (e - s) * 1000}' >>"$W/t/$v"
   awk -v a="$(children_cpu "$W/cpu0")" -v b="$(children_cpu "$W/cpu1")" 'BEGIN {printf "%.3f\n", b - a}' >>"$W/t/$v.cpu"
 }
@@ -220,9 +233,11 @@ if has runc; then
   pair b "runc run via hpcc-runtime, check only, vs plain runc run" base-chk rt-chk 1.03
   pair c "hpcc-hook mpi_replace vs a /bin/true hook" true-mpi hook-mpi 1.15
   pair d "hpcc-hook check only vs a /bin/true hook" true-chk hook-chk 1.05
+  [ -f "$W/t/rt-mpi-old" ] && pair a0 "the same as a with OLD_RUNTIME (an earlier build)" base-mpi rt-mpi-old 1.08
+  [ -f "$W/t/hook-mpi-old" ] && pair c0 "the same as c with OLD_HOOK (an earlier build)" true-mpi hook-mpi-old 1.15
   [ -f "$W/t/sarus-mpi" ] && pair S "Sarus MPI hook vs a /bin/true hook (same image, same run)" true-mpi sarus-mpi -
   # What each adds, in ms (median of per-round differences).
-  for p in "base-mpi rt-mpi a" "base-chk rt-chk b" "true-mpi hook-mpi c" "true-chk hook-chk d" "true-mpi sarus-mpi S"; do
+  for p in "base-mpi rt-mpi a" "base-chk rt-chk b" "true-mpi hook-mpi c" "true-chk hook-chk d" "true-mpi sarus-mpi S" "base-mpi rt-mpi-old a0" "true-mpi hook-mpi-old c0" "rt-mpi-old rt-mpi a-a0" "hook-mpi-old hook-mpi c-c0"; do
     set -- $p; [ -f "$W/t/$2" ] || continue
     paste "$W/t/$1" "$W/t/$2" | awk '{printf "%.3f\n", $2 - $1}' >"$W/diff"
     echo "$3 $(stats "$W/diff")" >>"$W/adds"

@@ -15,6 +15,10 @@
 #                               image that is rootfs/tmp/hpcc-escape-target)
 #   WORKDIR/rootfs/escape-file  mpich-app whose usr/lib/x86_64-linux-gnu/libmpich.so.12
 #                               is a symlink to /tmp/hpcc-escape-target/libmpich.so.12
+#   WORKDIR/rootfs/mpich-runpath  mpich-app whose stand-in libmpich.so.12 lives in
+#                               /opt/mpich/lib only, and whose /usr/bin/mpi-version
+#                               has a RUNPATH into that directory (the loader finds
+#                               the image's file there before any linker cache)
 #   WORKDIR/oci                 OCI image layout (umoci), tags busybox-unannotated,
 #                               busybox-x86_64, busybox-impossible
 #   WORKDIR/bundles/busybox     runnable bundle (echo hi) from rootfs/busybox
@@ -215,11 +219,29 @@ mk_escape_file() {
   ldcache "$r"
 }
 
+# An image whose program names its MPI directory itself (RUNPATH, as
+# Spack and vendor MPI builds do): the loader looks there before any
+# linker cache, so only a bind over that very file replaces the library.
+mk_mpich_runpath() {
+  local r=$1 opt=$1/opt/mpich/lib
+  cp -a "$ROOTFS/mpich-app/." "$r/"
+  mkdir -p "$opt" "$r/etc/ld.so.conf.d"
+  rm -f "$r/usr/lib/$ARCH/libmpich.so.12" "$r/usr/lib/$ARCH/libmpich.so.12.0.0"
+  add_lib "$BUILD/mpich/libmpich.so.12" "$opt"
+  gcc "${CFLAGS[@]}" -I"$MPICH_INC" -o "$r/usr/bin/mpi-version" "$here/src/mpi_version.c" \
+      -L"$BUILD/mpich" -l:libmpich.so.12 -Wl,--enable-new-dtags,-rpath,/opt/mpich/lib
+  readelf -d "$r/usr/bin/mpi-version" | grep -q 'RUNPATH.*\[/opt/mpich/lib\]' ||
+    die "mpich-runpath: mpi-version has no RUNPATH /opt/mpich/lib"
+  echo /opt/mpich/lib >"$r/etc/ld.so.conf.d/mpich.conf"
+  ldcache "$r"
+}
+
 build_rootfs busybox mk_busybox
 build_rootfs mpich-app mk_mpich_app
 build_rootfs openmpi-app mk_openmpi_app
 build_rootfs escape mk_escape
 build_rootfs escape-file mk_escape_file
+build_rootfs mpich-runpath mk_mpich_runpath
 
 # Quick proof that each image runs its own stand-ins (cheap: always done).
 log "checking the rootfs trees with chroot"
@@ -229,6 +251,7 @@ chk "$ROOTFS/mpich-app" /usr/bin/fabric-version "libfabric 1.0"
 chk "$ROOTFS/openmpi-app" /usr/bin/mpi-version "hpcc stand-in Open MPI 0.0"
 chk "$ROOTFS/escape" /usr/bin/mpi-version "hpcc stand-in MPICH 0.0"
 chk "$ROOTFS/escape-file" /usr/bin/mpi-version "hpcc stand-in MPICH 0.0"
+chk "$ROOTFS/mpich-runpath" /usr/bin/mpi-version "hpcc stand-in MPICH 0.0"
 for r in mpich-app openmpi-app escape escape-file; do
   log "  ld.so.cache of $r: $("$LDCONFIG" -p -r "$ROOTFS/$r" | grep -E 'libmpi(ch)?\.so|libfabric' | sed 's/^[[:space:]]*//; s/ (.*=>/ =>/' | tr '\n' ';')"
 done

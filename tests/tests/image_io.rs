@@ -186,3 +186,122 @@ fn a_start_on_an_image_with_10000_libraries_newer_than_its_cache_is_bounded() {
     // library missing from a stale cache is found), once.
     assert!(io.libdir_getdents > 0, "{io:?}");
 }
+
+/// Opens of the image by the hook's apply helper: the rootfs, each bind
+/// target looked up three times (its kind, then without following a last
+/// symlink, then for the mount) and the directories of hpcc's targets in
+/// the container's `/dev` tmpfs. With the host library stack an MPICH
+/// start has three binds (the image's libmpich, the stack, the linker
+/// cache): 11 here, whatever the image's size.
+const MAX_HELPER_OPENS: usize = 12;
+
+/// The same start with `hpcc-hook` as runc's prestart hook, strace around
+/// the hook alone: what the hook's own process read (planning, through the
+/// same per-launch snapshot as hpcc-runtime), and what its apply helper
+/// (forked, in the container's mount namespace) opened for the mount
+/// targets. What runc itself does with the rootfs is not counted, nor
+/// what is under the container's `/dev`, `/proc` and `/sys` (runc's own
+/// mounts, not the image).
+fn traced_hook_start(b: &mut Bundle) -> (Io, Io) {
+    let policy = b.dir.with_extension("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let trace = b.dir.with_extension("hook.strace");
+    let _ = std::fs::remove_file(&trace);
+    b.config_mut()["hooks"] = serde_json::json!({
+        "prestart": [{
+            "path": "/usr/bin/strace",
+            "args": [
+                "strace", "-f", "-y", "-e",
+                "trace=open,openat,openat2,read,pread64,readv,preadv,getdents64,write,pwrite64,writev,mkdir,mkdirat,unlinkat,renameat,renameat2,symlinkat,linkat,fchmodat,fchownat,utimensat,ftruncate",
+                "-o", trace,
+                bin("hpcc-hook"), "prestart", format!("--config={}", policy.display()),
+            ],
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        }]
+    });
+    b.write();
+    let r = run_runc(b);
+    assert!(r.ok(), "the start failed: {r:?}");
+    assert!(
+        r.stdout.contains("MPICH Version:") && !r.stdout.contains("stand-in"),
+        "the hook did not put the host MPICH in place: {r:?}"
+    );
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let root = b.rootfs().display().to_string();
+    let runtimes: Vec<String> = ["dev", "proc", "sys"]
+        .iter()
+        .flat_map(|d| {
+            [
+                format!("{root}/{d}/"),
+                format!("{root}/{d}>"),
+                format!("{root}/{d}\""),
+            ]
+        })
+        .collect();
+    // The hook's own process is the first one strace names.
+    let hook_pid = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let (mut own, mut helper) = (String::new(), String::new());
+    for l in text.lines() {
+        if runtimes.iter().any(|r| l.contains(r)) {
+            continue;
+        }
+        let to = if l.split_whitespace().next() == Some(hook_pid.as_str()) {
+            &mut own
+        } else {
+            &mut helper
+        };
+        to.push_str(l);
+        to.push('\n');
+    }
+    assert!(
+        own.contains("libmpich.so.12.0.0"),
+        "the hook never looked at the image's libmpich"
+    );
+    assert!(
+        helper.contains("libmpich.so.12.0.0"),
+        "no apply helper mounted over the image's libmpich"
+    );
+    (count(&own, &b.rootfs()), count(&helper, &b.rootfs()))
+}
+
+fn assert_helper_bounded(io: &Io) {
+    assert!(io.opens <= MAX_HELPER_OPENS, "{io:?}");
+    assert_eq!((io.reads, io.getdents), (0, 0), "{io:?}");
+    assert!(
+        io.writes.is_empty(),
+        "writes to the image: {:#?}",
+        io.writes
+    );
+}
+
+#[test]
+fn a_hook_start_under_runc_on_an_image_with_10000_libraries_is_bounded() {
+    let mut b = big_image("io-hook", true);
+    let (own, helper) = traced_hook_start(&mut b);
+    eprintln!("hpcc-hook, fresh cache, {FILES} files: hook {own:?}, helper {helper:?}");
+    assert_bounded(&own);
+    assert_eq!(own.libdir_getdents, 0, "{own:?}");
+    assert_helper_bounded(&helper);
+}
+
+#[test]
+fn a_hook_start_under_runc_on_the_plain_image_is_bounded() {
+    require_root();
+    require("strace");
+    let mut b = Bundle::new("io-hook-plain", &fixture_rootfs("mpich-app"));
+    b.args(&["/usr/bin/mpi-version"])
+        .annotate("org.supercontainers.mpi.implementation", "mpich")
+        .annotate("org.supercontainers.mpi.portability.mode", "mpi_replace")
+        .annotate(
+            "org.supercontainers.hardware.cpu.optimized.version",
+            "x86_64",
+        );
+    let (own, helper) = traced_hook_start(&mut b);
+    eprintln!("hpcc-hook, mpich-app: hook {own:?}, helper {helper:?}");
+    assert_bounded(&own);
+    assert_helper_bounded(&helper);
+}

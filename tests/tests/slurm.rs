@@ -744,3 +744,177 @@ fn jobs_without_container_are_untouched() {
         "the plugin acted on a step without a container"
     );
 }
+
+/// What one program read of the image in a traced Slurm step.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ImageIo {
+    opens: usize,
+    reads: usize,
+    read_bytes: u64,
+    getdents: usize,
+    writes: usize,
+}
+
+/// Counts the image's I/O in one per-process strace file (`strace -ff -y`):
+/// opens and directory reads of paths in `rootfs`, reads and their bytes
+/// on file descriptors there, and anything that writes there.
+fn image_io(trace: &str, rootfs: &str) -> ImageIo {
+    let mut io = ImageIo::default();
+    for call in trace.lines().filter(|l| l.contains(rootfs)) {
+        let name = call.split('(').next().unwrap_or("");
+        let result = || {
+            call.rsplit_once(" = ")
+                .and_then(|(_, r)| r.split(['<', ' ']).next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match name {
+            "openat" | "openat2" | "open" => {
+                io.opens += 1;
+                if ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"]
+                    .iter()
+                    .any(|f| call.contains(f))
+                {
+                    io.writes += 1;
+                }
+            }
+            "read" | "pread64" | "readv" | "preadv" => {
+                io.reads += 1;
+                io.read_bytes += result();
+            }
+            "getdents64" => io.getdents += 1,
+            "write" | "pwrite64" | "writev" | "mkdir" | "mkdirat" | "unlinkat" | "renameat2"
+            | "symlinkat" | "linkat" | "fchmodat" | "fchownat" | "utimensat" | "ftruncate" => {
+                io.writes += 1
+            }
+            _ => {}
+        }
+    }
+    io
+}
+
+/// The image I/O of an `mpi_replace` step through the SPANK path (issue
+/// 19, item 3): strace attached to slurmd (every thread, following forks,
+/// one file per process) while one `srun --container` step runs. The
+/// plugin decides in slurmstepd (slurmd forks and executes it); slurmstepd
+/// then runs the spy, which runs `hpcc-runtime --hpcc-slurm`, which
+/// decides again on the spooled config and executes runc. Each process's
+/// lines are given to the program it was executing: slurmstepd's are the
+/// plugin's, `hpcc-runtime`'s up to its `execve` of runc are the
+/// runtime's. Both plan through the same bounded snapshot as the runtime
+/// and hook rows of `image_io.rs` (BENCHMARKS.md, "Image I/O per launch").
+#[test]
+fn an_mpi_steps_image_io_is_bounded_in_the_plugin_and_the_runtime() {
+    require("strace");
+    let (b, _) = bundle(
+        "io",
+        "mpich-app",
+        &[
+            (CPU, "x86_64"),
+            ("org.supercontainers.mpi.implementation", "mpich"),
+            ("org.supercontainers.mpi.portability.mode", "mpi_replace"),
+        ],
+    );
+    let pid = std::fs::read_to_string("/tmp/slurm/slurmd.pid").expect("slurmd's pid file");
+    let pid = pid.trim();
+    let dir = b.dir.with_extension("strace");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut strace = Command::new("strace");
+    strace.args([
+        "-f",
+        "-ff",
+        "-y",
+        "-e",
+        "trace=execve,open,openat,openat2,read,pread64,readv,preadv,getdents64,write,pwrite64,writev,mkdir,mkdirat,unlinkat,renameat2,symlinkat,linkat,fchmodat,fchownat,utimensat,ftruncate",
+        "-o",
+    ]);
+    strace.arg(dir.join("t"));
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        strace.arg("-p").arg(task.unwrap().file_name());
+    }
+    let mut tracer = strace
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Attached once strace says so for slurmd's threads.
+    {
+        use std::io::BufRead;
+        let mut err = std::io::BufReader::new(tracer.stderr.take().unwrap());
+        let mut line = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            line.clear();
+            if err.read_line(&mut line).unwrap_or(0) == 0 || line.contains("attached") {
+                break;
+            }
+        }
+        assert!(line.contains("attached"), "strace did not attach: {line}");
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let container = format!("--container={}", b.dir.display());
+    let out = srun(&[&container, "/usr/bin/mpi-version"]);
+    // SAFETY: signalling the strace this test started, by its pid.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let _ = tracer.wait();
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("MPICH Version:") && !stdout.contains("stand-in"),
+        "the step did not run the host MPICH: {stdout}"
+    );
+    let rootfs = b.rootfs().display().to_string();
+    let (mut plugin, mut runtime) = (Vec::new(), Vec::new());
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let t = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        // The program of each stretch of the process: what it executed last.
+        let mut prog = String::new();
+        let mut stretch = String::new();
+        let mut flush = |prog: &str, stretch: &mut String| {
+            if prog.ends_with("/slurmstepd\"") {
+                plugin.push(image_io(stretch, &rootfs));
+            } else if prog.ends_with("/hpcc-runtime\"") {
+                runtime.push(image_io(stretch, &rootfs));
+            }
+            stretch.clear();
+        };
+        for l in t.lines() {
+            if let Some(rest) = l.strip_prefix("execve(") {
+                if l.contains(" = 0") {
+                    flush(&prog, &mut stretch);
+                    prog = rest.split(',').next().unwrap_or("").to_owned();
+                }
+                continue;
+            }
+            stretch.push_str(l);
+            stretch.push('\n');
+        }
+        flush(&prog, &mut stretch);
+    }
+    let sum = |v: &[ImageIo]| {
+        v.iter().fold(ImageIo::default(), |a, x| ImageIo {
+            opens: a.opens + x.opens,
+            reads: a.reads + x.reads,
+            read_bytes: a.read_bytes + x.read_bytes,
+            getdents: a.getdents + x.getdents,
+            writes: a.writes + x.writes,
+        })
+    };
+    let (p, r) = (sum(&plugin), sum(&runtime));
+    eprintln!("SPANK plugin (slurmstepd): {p:?}\nhpcc-runtime --hpcc-slurm: {r:?}");
+    assert!(
+        !runtime.is_empty() && r.opens > 0,
+        "hpcc-runtime was not traced: {runtime:?}"
+    );
+    assert!(
+        p.opens > 0,
+        "the plugin's reads of the image were not traced"
+    );
+    for (who, io) in [("plugin", &p), ("runtime", &r)] {
+        assert!(io.opens <= 20, "{who}: {io:?}");
+        assert!(io.read_bytes <= 64 << 10, "{who}: {io:?}");
+        assert_eq!(io.writes, 0, "{who} wrote to the image: {io:?}");
+    }
+}

@@ -412,3 +412,136 @@ fn hook_binary_is_the_apply_helper() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("invalid request"));
 }
+
+/// Where the real loader found each library, from `LD_DEBUG=libs`:
+/// soname -> (how it searched: `search path=...` or `search cache=...`,
+/// the file it loaded). A library found is the last `trying file=` of its
+/// `find library=` block.
+fn loader_finds(ld_debug: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut cur: Option<(String, String, String)> = None;
+    let mut flush = |c: &mut Option<(String, String, String)>| {
+        if let Some((name, via, file)) = c.take() {
+            if !file.is_empty() {
+                out.insert(name, (via, file));
+            }
+        }
+    };
+    for l in ld_debug.lines() {
+        let l = l.split_once(':').map_or(l, |(_, r)| r).trim();
+        if let Some(rest) = l.strip_prefix("find library=") {
+            flush(&mut cur);
+            let name = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            cur = Some((name, String::new(), String::new()));
+        } else if let Some(c) = cur.as_mut() {
+            if l.starts_with("search ") {
+                c.1 = l.to_owned();
+            } else if let Some(f) = l.strip_prefix("trying file=") {
+                c.2 = f.trim().to_owned();
+            } else if l.starts_with("calling init") {
+                flush(&mut cur);
+            }
+        }
+    }
+    flush(&mut cur);
+    out
+}
+
+/// An image whose program names its own MPI directory (RUNPATH
+/// `/opt/mpich/lib`, as Spack and vendor builds do): the loader looks
+/// there before any linker cache, so hpcc still binds the host MPICH over
+/// that very file, and everything else it brings comes from its host
+/// library stack, one directory bound at `/dev/hpcc/lib`, found through
+/// hpcc's linker cache. The real loader (`LD_DEBUG=libs`) shows each
+/// library where the plan says it is.
+#[test]
+fn runpath_image_loads_host_mpich_over_its_own_file_and_the_rest_from_the_stack() {
+    require_root();
+    let mut b = Bundle::new("tw-mpi-runpath", &fixture_rootfs("mpich-runpath"));
+    b.annotate(MPI_IMPL, "mpich")
+        .annotate(MPI_MODE, "mpi_replace")
+        .args(&["/usr/bin/mpi-version"])
+        .with_logged_hook(MPICH_POLICY);
+    b.config_mut()["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!("LD_DEBUG=libs"));
+    let r = run_clean(&b, "runc");
+    let log = b.hook_log();
+    assert_host_mpich(&r, "runc");
+
+    // Two binds, not one per library: the image's own file and the stack.
+    let mounted: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("mounted:") && l.contains(&b.id))
+        .collect();
+    assert_eq!(mounted.len(), 2, "hook log:\n{log}");
+    assert!(
+        mounted.iter().any(
+            |l| l.contains("destination=/opt/mpich/lib/libmpich.so.12.0.0")
+                && l.contains("source=/usr/lib/x86_64-linux-gnu/libmpich.so.12")
+        ),
+        "the image's RUNPATH file is not replaced: {mounted:?}"
+    );
+    assert!(
+        mounted
+            .iter()
+            .any(|l| l.contains("destination=/dev/hpcc/lib ")
+                && l.contains("source=/run/hpcc/stack/")),
+        "no stack bind: {mounted:?}"
+    );
+
+    let found = loader_finds(&r.stderr);
+    let (via, file) = found
+        .get("libmpich.so.12")
+        .unwrap_or_else(|| panic!("libmpich not loaded:\n{}", r.stderr));
+    assert!(
+        via.contains("RUNPATH") && file == "/opt/mpich/lib/libmpich.so.12",
+        "libmpich: {via} -> {file}"
+    );
+    // Every library the plan gives the linker cache and the loader looked
+    // up was found in the cache at the planned path.
+    let plan = Command::new(bin("hpcc"))
+        .env("HPCC_CONFIG", b.dir.join("hook.toml"))
+        .args(["match", "--plan", "--json", "--bundle"])
+        .arg(&b.dir)
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout)
+        .unwrap_or_else(|e| panic!("hpcc match --plan: {e}: {plan:?}"));
+    let mut checked = Vec::new();
+    for e in plan["tweaks"]["ld_cache"].as_array().unwrap() {
+        let soname = e["soname"].as_str().unwrap();
+        let Some((via, file)) = found.get(soname) else {
+            continue;
+        };
+        assert_eq!(
+            (via.as_str(), file.as_str()),
+            ("search cache=/etc/ld.so.cache", e["path"].as_str().unwrap()),
+            "{soname}"
+        );
+        checked.push(soname);
+    }
+    for needed in ["libhwloc.so.15", "libucp.so.0", "libucs.so.0"] {
+        assert!(
+            checked.contains(&needed),
+            "{needed} not loaded from the stack: {checked:?}\n{}",
+            r.stderr
+        );
+    }
+    // UCX's transport modules, looked for next to libucs, come from the
+    // stack's copy of the host's module directory.
+    assert!(
+        r.stderr
+            .contains("calling init: /dev/hpcc/lib/mpich/ucx/libuct_"),
+        "no UCX module loaded from the stack:\n{}",
+        r.stderr
+    );
+    // The image's glibc is its own.
+    let (_, libc) = found.get("libc.so.6").expect("libc.so.6 loaded");
+    assert!(!libc.starts_with("/dev/hpcc"), "libc from {libc}");
+}

@@ -48,6 +48,7 @@ pub mod namespaces;
 #[cfg(test)]
 pub(crate) mod recording;
 pub mod spec;
+pub mod stack;
 pub mod syscalls;
 
 use crate::plan::Tweaks;
@@ -170,6 +171,9 @@ pub enum ApplyError {
     /// The container's linker cache could not be written.
     #[error(transparent)]
     LdCache(#[from] ldcache_file::LdCacheFileError),
+    /// The host library stack could not be filled.
+    #[error(transparent)]
+    Stack(#[from] stack::StackError),
     /// The hook runs without root (a rootless runtime): it cannot enter
     /// the container's mount namespace.
     #[error("hpcc-hook runs as uid {uid} (rootless runtime): it cannot enter the container's mount namespace to mount the host libraries; use hpcc-runtime, which writes them into config.json for the runtime to mount")]

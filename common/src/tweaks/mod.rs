@@ -24,6 +24,7 @@ pub mod libfabric;
 pub mod mpi;
 pub mod replace;
 pub mod soname;
+pub mod stack;
 pub mod ucx;
 
 use crate::fingerprint::NodeFingerprint;
