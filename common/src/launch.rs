@@ -387,6 +387,7 @@ fn decide_image(
         decision,
         tweaks,
         notes,
+        slurm: None,
     })
 }
 
