@@ -7,13 +7,15 @@
 //! plan's log line show and [`crate::apply::spec::edit_slurm`] applies.
 
 use crate::plan::{EnvVar, Mount, NamespaceEdit, SlurmWiring};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The node's POSIX message queue filesystem.
 pub const HOST_MQUEUE: &str = "/dev/mqueue";
 
-/// What one step on one node is, as the runtime found it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one step on one node is, as the runtime found it (also read from
+/// a file by `hpcc match --plan --slurm-step`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlurmStep {
     /// This node's Slurm name.
     pub node: String,
@@ -29,7 +31,8 @@ pub struct SlurmStep {
 }
 
 /// The step's MPI interface (`SLURM_MPI_TYPE`) and what Slurm gave for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum StepMpi {
     /// No `--mpi`, or `--mpi=none`: the step is left alone.
     None,
@@ -332,5 +335,57 @@ mod tests {
         assert_eq!(v["namespaces"][0]["namespace"], "network");
         let back: SlurmWiring = serde_json::from_value(v).unwrap();
         assert_eq!(back, w);
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+    use crate::plan::{Decision, Plan};
+
+    /// `hpcc match --plan --slurm-step` prints the step's wiring: every
+    /// mount, variable and namespace edit of the plan's `slurm` section.
+    #[test]
+    fn the_plan_report_shows_the_slurm_wiring() {
+        let w = wiring(&SlurmStep {
+            node: "n1".into(),
+            mpi: StepMpi::Pmi2 {
+                rank: 1,
+                size: "2".into(),
+                jobid: "7.0".into(),
+            },
+            node_namespaces: true,
+            userns: true,
+            node_has_mqueue: false,
+        })
+        .unwrap();
+        let plan = Plan {
+            container: "c".into(),
+            node: "n1".into(),
+            verdict: Default::default(),
+            decision: Decision::Start { warnings: vec![] },
+            tweaks: Default::default(),
+            notes: vec![],
+            slurm: Some(w),
+        };
+        let text = crate::report::plan(&plan, false);
+        for line in [
+            "slurm step:",
+            "  mount  /dev/shm -> /dev/shm  (the node's shared memory, for MPI)",
+            "  env    PMI_FD=3  (Slurm MPI step)",
+            "  env    SLURMD_NODENAME=n1  (Slurm MPI step)",
+            "  ns     network namespace: removed: the MPI step uses the node's",
+            "  ns     /dev/mqueue (mqueue): removed: a container with its own user namespace",
+            "  ns     /sys (sysfs) -> bind of /sys: bound read-only",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+        assert!(!text.contains("pid namespace"), "{text}");
+        // Step facts as `--slurm-step` reads them.
+        let facts: SlurmStep = serde_json::from_str(
+            r#"{"node":"n1","mpi":{"type":"none"},"node_namespaces":true,"userns":false,"node_has_mqueue":true}"#,
+        )
+        .unwrap();
+        assert_eq!(facts.mpi, StepMpi::None);
     }
 }
