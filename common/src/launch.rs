@@ -313,6 +313,28 @@ impl LaunchImage {
         let r = Rootfs::open_snapshot(&self.path)?;
         Ok(self.root.get_or_init(|| r))
     }
+
+    /// The container's linker cache for a plan's `entries`: the image's
+    /// own cache (read through this snapshot) with them in front, in the
+    /// policy's store (`cache_dir`); `None` when the plan adds no entry.
+    /// The one place every entry point prepares it (the hook binds it over
+    /// `/etc/ld.so.cache`, the runtime mounts it by the config).
+    pub fn linker_cache(
+        &self,
+        entries: &[crate::plan::CacheEntry],
+        cache_dir: &Path,
+    ) -> Result<Option<PathBuf>, ApplyError> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let store = crate::apply::ldcache_file::store_dir(cache_dir);
+        let root = self
+            .root()
+            .map_err(crate::apply::ldcache_file::LdCacheFileError::from)?;
+        Ok(Some(crate::apply::ldcache_file::prepare_in(
+            root, entries, &store,
+        )?))
+    }
 }
 
 /// [`decide`] against a given host (tests use a fake one). An empty

@@ -11,7 +11,7 @@
 //! fresh single-threaded process. A failed apply is rolled back and is an
 //! hpcc failure: `on_error` decides.
 
-use hpcc_common::apply::{self, child, ldcache_file, Target};
+use hpcc_common::apply::{self, child, Target};
 use hpcc_common::fingerprint::{GpuProbe, NodeFingerprint};
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
@@ -282,18 +282,7 @@ fn apply_tweaks(
         None if !apply::touches_container(tweaks) => 0,
         None => return Err(apply::ApplyError::NoPid.into()),
     };
-    let ld_cache = if tweaks.ld_cache.is_empty() {
-        None
-    } else {
-        let store = ldcache_file::store_dir(&policy.cache.dir);
-        Some(
-            image
-                .root()
-                .map_err(ldcache_file::LdCacheFileError::from)
-                .and_then(|root| ldcache_file::prepare_in(root, &tweaks.ld_cache, &store))
-                .map_err(apply::ApplyError::from)?,
-        )
-    };
+    let ld_cache = image.linker_cache(&tweaks.ld_cache, &policy.cache.dir)?;
     let target = Target {
         rootfs: ctx.rootfs.clone(),
         pid,

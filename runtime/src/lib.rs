@@ -30,7 +30,7 @@ pub mod slurm;
 
 use args::{Args, Launch};
 use bundle::Config;
-use hpcc_common::apply::{ldcache_file, spec};
+use hpcc_common::apply::spec;
 use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::launch::{self, exit, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
@@ -327,18 +327,7 @@ pub fn write_plan(
     policy: &Policy,
     decided_by: &str,
 ) -> Result<spec::Edited, LaunchError> {
-    let cache = if plan.tweaks.ld_cache.is_empty() {
-        None
-    } else {
-        let store = ldcache_file::store_dir(&policy.cache.dir);
-        Some(
-            image
-                .root()
-                .map_err(ldcache_file::LdCacheFileError::from)
-                .and_then(|root| ldcache_file::prepare_in(root, &plan.tweaks.ld_cache, &store))
-                .map_err(hpcc_common::apply::ApplyError::from)?,
-        )
-    };
+    let cache = image.linker_cache(&plan.tweaks.ld_cache, &policy.cache.dir)?;
     let edited = spec::edit(config, &plan.tweaks, cache.as_deref()).map_err(LaunchError::input)?;
     if let Some(obj) = config.as_object_mut() {
         let ann = obj
