@@ -548,5 +548,8 @@ pub fn refusal_line(plan: &Plan, policy_path: &Path) -> Option<String> {
     )))
 }
 
+mod driver;
+pub use driver::{run, Effect, RunInput};
+
 #[cfg(test)]
 mod tests;

@@ -149,7 +149,15 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     let spec = match oci::read_config(&config.bytes[..], "the spooled config.json") {
         Ok(s) => s,
         Err(e) => {
-            let o = launch::failed(&policy, policy_path, Some(&l.id), Some(&node), e.into());
+            let input = launch::RunInput {
+                policy: &policy,
+                policy_path,
+                id: Some(&l.id),
+                node: Some(&node),
+                planned: Err(e.into()),
+            };
+            // A config that is no OCI config is not wired either.
+            let (o, _) = launch::run(input, &mut |_: &mut Outcome| Ok(()));
             return after_decision(args, l, &policy, o, None, job, step);
         }
     };
@@ -180,7 +188,13 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
             plan.node = node.clone();
             plan
         });
-    let mut outcome = launch::outcome(&policy, policy_path, Some(&l.id), Some(&node), planned);
+    let input = launch::RunInput {
+        policy: &policy,
+        policy_path,
+        id: Some(&l.id),
+        node: Some(&node),
+        planned,
+    };
     let step_ids = Step {
         conf: &conf,
         node: &node,
@@ -190,7 +204,7 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     };
     // The step's wiring goes into the plan (and so into its log line)
     // before anything is written; a start unchecked gets it too.
-    let edit = |outcome: &mut Outcome| -> Result<Option<RawFd>, LaunchError> {
+    let mut edit = |outcome: &mut Outcome| -> Result<Option<RawFd>, LaunchError> {
         let mut v = config.json().map_err(LaunchError::input)?;
         let wired = mpi::wire(&v, &policy, &step_ids)
             .map_err(|e| LaunchError::input(SlurmError::from(e)))?;
@@ -208,19 +222,12 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
         config.write(&v).map_err(LaunchError::input)?;
         Ok(wired.pmi_fd)
     };
-    let fd = match &outcome {
-        Outcome::Refuse { .. } => None,
-        _ => match edit(&mut outcome) {
-            Ok(fd) => fd,
-            Err(e) => {
-                outcome = launch::failed(&policy, policy_path, Some(&l.id), Some(&node), e);
-                None
-            }
-        },
-    };
-    after_decision(args, l, &policy, outcome, fd, job, step)
+    let (outcome, fd) = launch::run(input, &mut edit);
+    after_decision(args, l, &policy, outcome, fd.flatten(), job, step)
 }
 
+/// Says what to do with an outcome [`launch::run`] logged: the refusal
+/// ends the step, a start executes the runtime (with the PMI-2 socket).
 #[allow(clippy::too_many_arguments)]
 fn after_decision(
     args: &Args,
@@ -231,7 +238,6 @@ fn after_decision(
     job: u32,
     step: u32,
 ) -> Next {
-    launch::log(&outcome, &l.id);
     match outcome {
         Outcome::Refuse { .. } => refused_step(args, &outcome, job, step),
         _ => Next::Exec {
