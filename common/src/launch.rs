@@ -222,6 +222,9 @@ pub fn log(outcome: &Outcome, container: &str) {
                     tracing::warn!(container, "{}", crate::text::escape(w));
                 }
             }
+            if let Some(w) = &plan.slurm {
+                log_slurm(w, container);
+            }
             tracing::info!(
                 container,
                 score = plan.verdict.score().as_str(),
@@ -238,6 +241,37 @@ pub fn log(outcome: &Outcome, container: &str) {
             tracing::info!(container, decision = "refuse", "{line}");
         }
     }
+}
+
+/// A Slurm step's wiring in the plan's log: each mount with its reason,
+/// then the variables' names and the namespaces shared.
+fn log_slurm(w: &crate::plan::SlurmWiring, container: &str) {
+    for m in &w.mounts {
+        tracing::info!(
+            container,
+            source = %m.source.display(),
+            destination = %m.destination.display(),
+            readonly = m.readonly,
+            "Slurm step mount: {}",
+            m.reason
+        );
+    }
+    let names: Vec<&str> = w.env.iter().map(|e| e.name.as_str()).collect();
+    let shared: Vec<&str> = w
+        .namespaces
+        .iter()
+        .filter_map(|e| match e {
+            crate::plan::NamespaceEdit::Share { namespace, .. } => Some(namespace.as_str()),
+            _ => None,
+        })
+        .collect();
+    tracing::info!(
+        container,
+        env = %names.join(","),
+        node_namespaces = %shared.join(","),
+        namespace_edits = w.namespaces.len(),
+        "Slurm step wired"
+    );
 }
 
 /// What the image says about itself: its annotations, and the environment
