@@ -52,6 +52,14 @@ pub enum CliError {
         /// Parser message.
         source: serde_json::Error,
     },
+    /// `--slurm-step FILE` is not a Slurm step's facts.
+    #[error("{} is not a Slurm step's facts (hpcc match --help): {source}", path.display())]
+    SlurmStep {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        source: serde_json::Error,
+    },
     /// Writing the output or generated files.
     #[error("{what}: {source}")]
     Write {

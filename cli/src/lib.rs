@@ -100,7 +100,8 @@ pub enum Command {
     /// What this node offers: CPU, kernel, glibc, GPUs, host MPI/libfabric/UCX.
     Fingerprint(fingerprint::Args),
     /// Score an image against this node (or a saved fingerprint).
-    Match(matching::Args),
+    // Boxed: its options (placement, Slurm step) dwarf the other commands.
+    Match(Box<matching::Args>),
     /// Conformance of an image's annotations alone.
     Check(check::Args),
     /// Propose annotations for an image, from its layers, with evidence.

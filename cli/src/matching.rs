@@ -8,6 +8,7 @@ use hpcc_common::launch;
 use hpcc_common::matcher::Score;
 use hpcc_common::plan::{MpiChoice, UserRequest};
 use hpcc_common::report;
+use hpcc_common::slurm;
 use hpcc_config::{Enforcement, Policy};
 use std::path::PathBuf;
 
@@ -65,6 +66,12 @@ pub struct Args {
     /// Also show the decision and the tweaks of the launch plan.
     #[arg(long)]
     pub plan: bool,
+    /// With --plan: also plan a Slurm MPI step's wiring (environment,
+    /// mounts, namespaces) from these facts, as hpcc-runtime's Slurm mode
+    /// gathers them (JSON: node, mpi {type: none|pmi2|pmix, ...},
+    /// node_namespaces, userns, node_has_mqueue).
+    #[arg(long, value_name = "FILE.json", requires = "plan")]
+    pub slurm_step: Option<PathBuf>,
     /// The enforcement the user asks for (bounded by the policy's users.may_relax_to).
     #[arg(long, value_name = "LEVEL", value_parser = ["enforce", "warn", "off"])]
     pub enforcement: Option<String>,
@@ -134,7 +141,19 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         None => NodeFingerprint::cached(&policy),
     };
     let ctx = args.source.context()?;
-    let plan = launch::decide(&ctx, &node, &policy, &UserRequest { enforcement, mpi })?;
+    let mut plan = launch::decide(&ctx, &node, &policy, &UserRequest { enforcement, mpi })?;
+    if let Some(f) = &args.slurm_step {
+        let text = std::fs::read_to_string(f).map_err(|source| CliError::Read {
+            path: f.clone(),
+            source,
+        })?;
+        let step: slurm::SlurmStep =
+            serde_json::from_str(&text).map_err(|source| CliError::SlurmStep {
+                path: f.clone(),
+                source,
+            })?;
+        plan.slurm = slurm::wiring(&step);
+    }
     match (out.json, args.plan) {
         (true, true) => out.json(&plan)?,
         (true, false) => out.json(&plan.verdict)?,

@@ -136,6 +136,7 @@ mod tests {
                 decision: crate::plan::Decision::Start { warnings: vec![] },
                 tweaks: Default::default(),
                 notes: vec![],
+                slurm: None,
             },
         };
         let p = write(&dir, 7, 0, &decision).unwrap();

@@ -222,6 +222,9 @@ pub fn log(outcome: &Outcome, container: &str) {
                     tracing::warn!(container, "{}", crate::text::escape(w));
                 }
             }
+            if let Some(w) = &plan.slurm {
+                log_slurm(w, container);
+            }
             tracing::info!(
                 container,
                 score = plan.verdict.score().as_str(),
@@ -238,6 +241,37 @@ pub fn log(outcome: &Outcome, container: &str) {
             tracing::info!(container, decision = "refuse", "{line}");
         }
     }
+}
+
+/// A Slurm step's wiring in the plan's log: each mount with its reason,
+/// then the variables' names and the namespaces shared.
+fn log_slurm(w: &crate::plan::SlurmWiring, container: &str) {
+    for m in &w.mounts {
+        tracing::info!(
+            container,
+            source = %m.source.display(),
+            destination = %m.destination.display(),
+            readonly = m.readonly,
+            "Slurm step mount: {}",
+            m.reason
+        );
+    }
+    let names: Vec<&str> = w.env.iter().map(|e| e.name.as_str()).collect();
+    let shared: Vec<&str> = w
+        .namespaces
+        .iter()
+        .filter_map(|e| match e {
+            crate::plan::NamespaceEdit::Share { namespace, .. } => Some(namespace.as_str()),
+            _ => None,
+        })
+        .collect();
+    tracing::info!(
+        container,
+        env = %names.join(","),
+        node_namespaces = %shared.join(","),
+        namespace_edits = w.namespaces.len(),
+        "Slurm step wired"
+    );
 }
 
 /// What the image says about itself: its annotations, and the environment
@@ -313,6 +347,28 @@ impl LaunchImage {
         let r = Rootfs::open_snapshot(&self.path)?;
         Ok(self.root.get_or_init(|| r))
     }
+
+    /// The container's linker cache for a plan's `entries`: the image's
+    /// own cache (read through this snapshot) with them in front, in the
+    /// policy's store (`cache_dir`); `None` when the plan adds no entry.
+    /// The one place every entry point prepares it (the hook binds it over
+    /// `/etc/ld.so.cache`, the runtime mounts it by the config).
+    pub fn linker_cache(
+        &self,
+        entries: &[crate::plan::CacheEntry],
+        cache_dir: &Path,
+    ) -> Result<Option<PathBuf>, ApplyError> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let store = crate::apply::ldcache_file::store_dir(cache_dir);
+        let root = self
+            .root()
+            .map_err(crate::apply::ldcache_file::LdCacheFileError::from)?;
+        Ok(Some(crate::apply::ldcache_file::prepare_in(
+            root, entries, &store,
+        )?))
+    }
 }
 
 /// [`decide`] against a given host (tests use a fake one). An empty
@@ -387,6 +443,7 @@ fn decide_image(
         decision,
         tweaks,
         notes,
+        slurm: None,
     })
 }
 
@@ -524,6 +581,9 @@ pub fn refusal_line(plan: &Plan, policy_path: &Path) -> Option<String> {
         parts.join("; ")
     )))
 }
+
+mod driver;
+pub use driver::{run, Effect, RunInput};
 
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,9 @@ pub mod yaml;
 /// glibc's linker cache format (read and written by hpcc; see
 /// `apply::ldcache_file`).
 pub use tweaks::ldcache;
+/// A Slurm MPI step's wiring planned from the facts the runtime's Slurm
+/// mode gathered (`hpcc-runtime`, `hpcc match --plan --slurm-step`).
+pub use tweaks::slurm;
 
 /// What the budget tests (`common/tests/budgets.rs`, a process of their
 /// own so that its peak memory is theirs alone) reach inside the crate.

@@ -188,4 +188,62 @@ pub struct Plan {
     /// say nothing about the image).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What a Slurm MPI step adds on top of the tweaks (the runtime's
+    /// Slurm mode, [`crate::tweaks::slurm`]): its own section, since it is
+    /// applied after the tweaks and also to a step that starts unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmWiring>,
+}
+
+/// The wiring of a Slurm MPI step into its container, planned from the
+/// facts the runtime's Slurm mode gathered ([`crate::tweaks::slurm::wiring`])
+/// and applied by [`crate::apply::spec::edit_slurm`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmWiring {
+    /// PMI/PMIx variables, `SLURM_PROCID`, `SLURMD_NODENAME`.
+    pub env: Vec<EnvVar>,
+    /// PMIx's directories, munged's socket, the node's `/dev/shm`.
+    pub mounts: Vec<Mount>,
+    /// The node's namespaces the container joins, and the mounts that
+    /// change with them.
+    pub namespaces: Vec<NamespaceEdit>,
+}
+
+/// One edit of the container's namespaces, or of a mount that belongs to
+/// a namespace it no longer has of its own
+/// ([`crate::apply::namespaces`] has the audit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "edit", rename_all = "snake_case")]
+pub enum NamespaceEdit {
+    /// The namespace of this type is removed from `linux.namespaces`: the
+    /// container uses the node's.
+    Share {
+        /// `network`, `ipc`, `pid`.
+        namespace: String,
+        /// Why.
+        why: String,
+    },
+    /// A mount of `kind` at `destination` becomes a bind of the node's
+    /// `source`.
+    Bind {
+        /// Where.
+        destination: PathBuf,
+        /// The filesystem type it replaces (`mqueue`, `sysfs`).
+        kind: String,
+        /// The node's path.
+        source: PathBuf,
+        /// The bind's options.
+        options: Vec<String>,
+        /// Why.
+        why: String,
+    },
+    /// A mount of `kind` at `destination` is removed.
+    Remove {
+        /// Where.
+        destination: PathBuf,
+        /// The filesystem type it removes.
+        kind: String,
+        /// Why.
+        why: String,
+    },
 }

@@ -4,7 +4,7 @@
 
 use crate::fingerprint::NodeFingerprint;
 use crate::matcher::{Level, Score, Verdict};
-use crate::plan::{Decision, Plan};
+use crate::plan::{Decision, NamespaceEdit, Plan};
 use std::fmt::Write;
 
 fn paint(text: &str, code: &str, color: bool) -> String {
@@ -118,6 +118,46 @@ pub fn plan(p: &Plan, color: bool) -> String {
                 c.soname,
                 c.path.display()
             );
+        }
+    }
+    if let Some(w) = &p.slurm {
+        let _ = writeln!(out, "slurm step:");
+        for m in &w.mounts {
+            let _ = writeln!(
+                out,
+                "  mount  {} -> {}{}  ({})",
+                m.source.display(),
+                m.destination.display(),
+                if m.readonly { " (ro)" } else { "" },
+                m.reason
+            );
+        }
+        for e in &w.env {
+            let _ = writeln!(out, "  env    {}={}  ({})", e.name, e.value, e.reason);
+        }
+        for n in &w.namespaces {
+            let _ = match n {
+                NamespaceEdit::Share { namespace, why } => {
+                    writeln!(out, "  ns     {namespace} namespace: {why}")
+                }
+                NamespaceEdit::Bind {
+                    destination,
+                    kind,
+                    source,
+                    why,
+                    ..
+                } => writeln!(
+                    out,
+                    "  ns     {} ({kind}) -> bind of {}: {why}",
+                    destination.display(),
+                    source.display()
+                ),
+                NamespaceEdit::Remove {
+                    destination,
+                    kind,
+                    why,
+                } => writeln!(out, "  ns     {} ({kind}): {why}", destination.display()),
+            };
         }
     }
     out

@@ -11,7 +11,7 @@
 //! fresh single-threaded process. A failed apply is rolled back and is an
 //! hpcc failure: `on_error` decides.
 
-use hpcc_common::apply::{self, child, ldcache_file, Target};
+use hpcc_common::apply::{self, child, Target};
 use hpcc_common::fingerprint::{GpuProbe, NodeFingerprint};
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
@@ -207,22 +207,34 @@ pub fn run(
     let ctx = match read_input(stdin) {
         Ok(c) => c,
         Err(e) => {
-            let outcome = launch::failed(&policy, policy_path, None, None, e);
-            return finish(outcome, "", stderr_line);
+            let input = launch::RunInput {
+                policy: &policy,
+                policy_path,
+                id: None,
+                node: None,
+                planned: Err(e),
+            };
+            // Nothing to apply: on_error allows at most an unchecked start.
+            let (outcome, _) = launch::run(input, &mut |_: &mut Outcome| Ok(()));
+            return finish(outcome, stderr_line);
         }
     };
     let node = NodeFingerprint::cached_with(&policy, &gpu_probe(&policy));
-    let here = Some(node.hostname.as_str());
     // One snapshot of the image for the planner and the cache builder.
     let image = launch::LaunchImage::new(&ctx.rootfs);
-    let planned = launch::decide_in(&ctx, &node, &policy, &UserRequest::default(), &image);
-    let mut outcome = launch::outcome(&policy, policy_path, Some(&ctx.id), here, planned);
-    if let Outcome::Start(plan) = &outcome {
-        if let Err(e) = apply_tweaks(&ctx, &image, &plan.tweaks, &policy) {
-            outcome = launch::failed(&policy, policy_path, Some(&ctx.id), here, e);
-        }
-    }
-    finish(outcome, &ctx.id, stderr_line)
+    let input = launch::RunInput {
+        policy: &policy,
+        policy_path,
+        id: Some(&ctx.id),
+        node: Some(&node.hostname),
+        planned: launch::decide_in(&ctx, &node, &policy, &UserRequest::default(), &image),
+    };
+    // A start unchecked gets nothing: its plan is unknown.
+    let (outcome, _) = launch::run(input, &mut |o: &mut Outcome| match o {
+        Outcome::Start(plan) => apply_tweaks(&ctx, &image, &plan.tweaks, &policy),
+        _ => Ok(()),
+    });
+    finish(outcome, stderr_line)
 }
 
 /// Where the hook gets GPU facts on a fingerprint cache miss: never from
@@ -249,9 +261,9 @@ pub fn gpu_probe(policy: &Policy) -> GpuProbe {
 /// The GPU helper of an installed hook without one beside it.
 pub const GPU_HELPER: &str = "/usr/bin/hpcc";
 
-/// Logs the outcome, prints its line, gives its exit code.
-fn finish(outcome: Outcome, container: &str, stderr_line: &mut dyn FnMut(&str)) -> i32 {
-    launch::log(&outcome, container);
+/// Prints the outcome's line (it was logged by [`launch::run`]), gives its
+/// exit code.
+fn finish(outcome: Outcome, stderr_line: &mut dyn FnMut(&str)) -> i32 {
     if let Some(line) = outcome.refusal() {
         stderr_line(line);
     }
@@ -282,18 +294,7 @@ fn apply_tweaks(
         None if !apply::touches_container(tweaks) => 0,
         None => return Err(apply::ApplyError::NoPid.into()),
     };
-    let ld_cache = if tweaks.ld_cache.is_empty() {
-        None
-    } else {
-        let store = ldcache_file::store_dir(&policy.cache.dir);
-        Some(
-            image
-                .root()
-                .map_err(ldcache_file::LdCacheFileError::from)
-                .and_then(|root| ldcache_file::prepare_in(root, &tweaks.ld_cache, &store))
-                .map_err(apply::ApplyError::from)?,
-        )
-    };
+    let ld_cache = image.linker_cache(&tweaks.ld_cache, &policy.cache.dir)?;
     let target = Target {
         rootfs: ctx.rootfs.clone(),
         pid,

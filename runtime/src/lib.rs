@@ -30,7 +30,7 @@ pub mod slurm;
 
 use args::{Args, Launch};
 use bundle::Config;
-use hpcc_common::apply::{ldcache_file, spec};
+use hpcc_common::apply::spec;
 use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::launch::{self, exit, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
@@ -216,52 +216,56 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     let (config, ctx) = match read {
         Ok(x) => x,
         Err(e) => {
-            return finish(
-                args,
-                &policy,
-                launch::failed(&policy, policy_path, Some(&l.id), here, e),
-                &l.id,
-                args.runtime.clone(),
-            )
+            let input = launch::RunInput {
+                policy: &policy,
+                policy_path,
+                id: Some(&l.id),
+                node: here,
+                planned: Err(e),
+            };
+            // Nothing to write: on_error allows at most an unchecked start.
+            let (outcome, _) = launch::run(input, &mut |_: &mut Outcome| Ok(()));
+            return finish(args, &policy, outcome, args.runtime.clone());
         }
     };
     // One snapshot of the image for the planner and the cache builder.
     let image = launch::LaunchImage::new(&ctx.rootfs);
-    let planned = launch::decide_in(&ctx, &node, &policy, &UserRequest::default(), &image);
-    let mut outcome = launch::outcome(&policy, policy_path, Some(&l.id), here, planned);
-    // A start with nothing to add (the image is only checked) leaves
-    // config.json as the engine wrote it: no rewrite on the start path.
-    let to_write = match &outcome {
-        Outcome::Start(plan) if !plan.tweaks.is_empty() => Some(plan),
-        _ => None,
+    let input = launch::RunInput {
+        policy: &policy,
+        policy_path,
+        id: Some(&l.id),
+        node: here,
+        planned: launch::decide_in(&ctx, &node, &policy, &UserRequest::default(), &image),
     };
-    let mut runtime_args = args.runtime.clone();
-    if let Some(plan) = to_write {
+    let mut effect = |outcome: &mut Outcome| -> Result<Vec<OsString>, LaunchError> {
+        // A start with nothing to add (the image is only checked) leaves
+        // config.json as the engine wrote it: no rewrite on the start path.
+        let plan = match outcome {
+            Outcome::Start(plan) if !plan.tweaks.is_empty() => plan,
+            _ => return Ok(args.runtime.clone()),
+        };
         // The user's bundle is never written (two nodes may start it from
         // one shared file system): the edited config goes into a private
         // bundle of hpcc's own, and the runtime is given that one.
-        let edited = config.json().map_err(LaunchError::input).and_then(|mut v| {
-            write_plan(&mut v, plan, &image, &policy, "hpcc-runtime")?;
-            let bundle = std::path::absolute(&l.bundle).map_err(|e| {
-                LaunchError::input(bundle::BundleError::Read {
-                    path: l.bundle.clone(),
-                    source: e,
-                })
-            })?;
-            private::absolutize(&mut v, &bundle).map_err(LaunchError::input)?;
-            let runtime = runtime_path(args, &policy);
-            let state = private::state_dir(&runtime, args.runtime_root().as_deref(), &l.id);
-            let dir = private::write(&private::store(&policy.cache.dir), &state, &v)
-                .map_err(LaunchError::input)?;
-            tracing::info!(container = %l.id, bundle = %dir.display(), "the plan is in a private bundle; the user's bundle is unchanged");
-            Ok(args.with_bundle(l, &dir, &runtime))
-        });
-        match edited {
-            Ok(a) => runtime_args = a,
-            Err(e) => outcome = launch::failed(&policy, policy_path, Some(&l.id), here, e),
-        }
-    }
-    finish(args, &policy, outcome, &l.id, runtime_args)
+        let mut v = config.json().map_err(LaunchError::input)?;
+        write_plan(&mut v, plan, &image, &policy, "hpcc-runtime")?;
+        let bundle = std::path::absolute(&l.bundle).map_err(|e| {
+            LaunchError::input(bundle::BundleError::Read {
+                path: l.bundle.clone(),
+                source: e,
+            })
+        })?;
+        private::absolutize(&mut v, &bundle).map_err(LaunchError::input)?;
+        let runtime = runtime_path(args, &policy);
+        let state = private::state_dir(&runtime, args.runtime_root().as_deref(), &l.id);
+        let dir = private::write(&private::store(&policy.cache.dir), &state, &v)
+            .map_err(LaunchError::input)?;
+        tracing::info!(container = %l.id, bundle = %dir.display(), "the plan is in a private bundle; the user's bundle is unchanged");
+        Ok(args.with_bundle(l, &dir, &runtime))
+    };
+    let (outcome, runtime_args) = launch::run(input, &mut effect);
+    let runtime_args = runtime_args.unwrap_or_else(|| args.runtime.clone());
+    finish(args, &policy, outcome, runtime_args)
 }
 
 /// `delete`: the runtime deletes the container (as a child, not by exec),
@@ -291,16 +295,9 @@ fn delete(args: &Args, policy_path: &Path, id: &str) -> Next {
     Next::Exit(code)
 }
 
-/// Logs the outcome and says what to do: run the runtime with
+/// Says what to do with a logged outcome: run the runtime with
 /// `runtime_args` (the private bundle's when the plan was written).
-fn finish(
-    args: &Args,
-    policy: &Policy,
-    outcome: Outcome,
-    id: &str,
-    runtime_args: Vec<OsString>,
-) -> Next {
-    launch::log(&outcome, id);
+fn finish(args: &Args, policy: &Policy, outcome: Outcome, runtime_args: Vec<OsString>) -> Next {
     match outcome {
         Outcome::Refuse { .. } => refuse(args, &outcome),
         _ => Next::Exec {
@@ -327,18 +324,7 @@ pub fn write_plan(
     policy: &Policy,
     decided_by: &str,
 ) -> Result<spec::Edited, LaunchError> {
-    let cache = if plan.tweaks.ld_cache.is_empty() {
-        None
-    } else {
-        let store = ldcache_file::store_dir(&policy.cache.dir);
-        Some(
-            image
-                .root()
-                .map_err(ldcache_file::LdCacheFileError::from)
-                .and_then(|root| ldcache_file::prepare_in(root, &plan.tweaks.ld_cache, &store))
-                .map_err(hpcc_common::apply::ApplyError::from)?,
-        )
-    };
+    let cache = image.linker_cache(&plan.tweaks.ld_cache, &policy.cache.dir)?;
     // One bind of hpcc's host library stack where the plan has one file
     // each in hpcc's directories (root only: a rootless user keeps them).
     let tweaks = hpcc_common::apply::stack::realize(

@@ -66,8 +66,14 @@ pub fn decide(input: &StepInput<'_>) -> Decided {
                 plan.node = here.to_owned();
                 plan
             });
-            let outcome =
-                launch::outcome(&policy, input.policy_path, Some(&id), Some(here), planned);
+            let run = launch::RunInput {
+                policy: &policy,
+                policy_path: input.policy_path,
+                id: Some(&id),
+                node: Some(here),
+                planned,
+            };
+            let (outcome, _) = launch::run(run, &mut HandedOn);
             let effective = hpcc_common::handoff::effective_policy(&policy, &input.request);
             (outcome, Some(effective))
         }
@@ -77,6 +83,19 @@ pub fn decide(input: &StepInput<'_>) -> Decided {
         effective,
         elapsed: t0.elapsed(),
     }
+}
+
+/// The plugin's effect: none here. Its decision is handed on to the
+/// runtime (`remote.rs` writes the step file), and `remote.rs` logs its
+/// own summary line in slurmd's log.
+struct HandedOn;
+
+impl launch::Effect for HandedOn {
+    type Output = ();
+    fn apply(&mut self, _: &mut Outcome) -> Result<(), LaunchError> {
+        Ok(())
+    }
+    fn log(&self, _: &Outcome, _: &str) {}
 }
 
 /// The bundle's config, read as the job user.

@@ -19,11 +19,10 @@
 //! | `/proc` (`proc`) | PID | kept: root may mount the node's procfs | not reached: the container keeps its PID namespace |
 //! | `/sys/fs/cgroup`, `/dev/pts`, `/dev` | none of them | kept | kept |
 
+use crate::plan::NamespaceEdit;
+use crate::tweaks::slurm::HOST_MQUEUE;
 use serde_json::{json, Value};
 use std::path::Path;
-
-/// The node's POSIX message queue filesystem.
-const HOST_MQUEUE: &str = "/dev/mqueue";
 /// `MQUEUE_MAGIC` of `linux/magic.h`.
 const MQUEUE_MAGIC: i64 = 0x1980_0202;
 
@@ -68,80 +67,104 @@ fn has_ns(config: &Value, kind: &str) -> bool {
 /// namespace unless it has a user namespace (there it could not mount
 /// `/proc` without one of its own), then the mounts that would need the
 /// dropped namespaces are made binds of the node's, as the table of this
-/// module says. Returns what was changed. A config without
+/// module says: the plan of [`crate::tweaks::slurm::node_namespaces`] for
+/// this config, applied. Returns what was changed. A config without
 /// `linux.namespaces` is left as it is.
 pub fn share_node_namespaces(config: &mut Value, node: Node) -> Vec<NsEdit> {
+    let plan = crate::tweaks::slurm::node_namespaces(has_ns(config, "user"), node.has_mqueue);
+    apply(config, &plan)
+}
+
+/// Applies the namespace edits of a plan: each namespace to share is
+/// removed from `linux.namespaces`, each mount edit acts on the mount of
+/// its type at its destination. Returns what was changed, in the config's
+/// order. A config without `linux.namespaces` is left as it is (there is
+/// nothing the mounts would lose), and applying twice changes nothing more.
+pub fn apply(config: &mut Value, edits: &[NamespaceEdit]) -> Vec<NsEdit> {
     let mut out = Vec::new();
-    let userns = has_ns(config, "user");
+    let shared = |kind: &str| {
+        edits
+            .iter()
+            .any(|e| matches!(e, NamespaceEdit::Share { namespace, .. } if namespace == kind))
+    };
     // pointer_mut, not indexing: IndexMut would insert the missing keys.
-    if let Some(ns) = config
+    let Some(ns) = config
         .pointer_mut("/linux/namespaces")
         .and_then(Value::as_array_mut)
-    {
-        ns.retain(|n| {
-            let kind = n["type"].as_str().unwrap_or_default();
-            let drop = match kind {
-                "network" | "ipc" => true,
-                "pid" => !userns,
-                _ => false,
-            };
-            if drop {
-                out.push(NsEdit {
-                    what: format!("{kind} namespace"),
-                    why: "removed: the MPI step uses the node's".into(),
-                });
-            }
-            !drop
+    else {
+        return out;
+    };
+    ns.retain(|n| {
+        let kind = n["type"].as_str().unwrap_or_default();
+        let Some(why) = edits.iter().find_map(|e| match e {
+            NamespaceEdit::Share { namespace, why } if namespace == kind => Some(why),
+            _ => None,
+        }) else {
+            return true;
+        };
+        out.push(NsEdit {
+            what: format!("{kind} namespace"),
+            why: why.clone(),
         });
-    } else {
-        return out;
-    }
-    if !userns {
-        // Root over the node's namespaces may mount their filesystems.
-        return out;
-    }
-    let (own_ipc, own_net) = (has_ns(config, "ipc"), has_ns(config, "network"));
+        false
+    });
+    // A mount of a namespace the container still has is its own to make.
+    let (own_ipc, own_net) = (
+        has_ns(config, "ipc") && !shared("ipc"),
+        has_ns(config, "network") && !shared("network"),
+    );
     let Some(mounts) = config.get_mut("mounts").and_then(Value::as_array_mut) else {
         return out;
     };
     let mut i = 0;
     while i < mounts.len() {
         let dest = mounts[i]["destination"].as_str().unwrap_or_default();
-        let kind = mounts[i]["type"].as_str().unwrap_or_default();
-        let clean = dest.trim_end_matches('/');
-        match (clean, kind) {
-            ("/dev/mqueue", "mqueue") if !own_ipc => {
-                if node.has_mqueue {
-                    mounts[i] = json!({
-                        "destination": "/dev/mqueue",
-                        "type": "bind",
-                        "source": HOST_MQUEUE,
-                        "options": ["rbind", "nosuid", "nodev", "noexec", "rprivate"],
-                    });
-                    out.push(NsEdit {
-                        what: "/dev/mqueue".into(),
-                        why: "bound from the node: a container with its own user namespace cannot mount a new mqueue in the node's IPC namespace".into(),
-                    });
-                } else {
-                    mounts.remove(i);
-                    out.push(NsEdit {
-                        what: "/dev/mqueue".into(),
-                        why: "removed: a container with its own user namespace cannot mount a new mqueue in the node's IPC namespace, and the node has no /dev/mqueue to bind".into(),
-                    });
-                    continue;
-                }
+        let kind = mounts[i]["type"].as_str().unwrap_or_default().to_owned();
+        let clean = dest.trim_end_matches('/').to_owned();
+        let owned = match kind.as_str() {
+            "mqueue" => own_ipc,
+            "sysfs" => own_net,
+            _ => false,
+        };
+        let edit = edits.iter().find(|e| match e {
+            NamespaceEdit::Bind {
+                destination,
+                kind: k,
+                ..
             }
-            ("/sys", "sysfs") if !own_net => {
+            | NamespaceEdit::Remove {
+                destination,
+                kind: k,
+                ..
+            } => !owned && Path::new(&clean) == destination && *k == kind,
+            NamespaceEdit::Share { .. } => false,
+        });
+        match edit {
+            Some(NamespaceEdit::Bind {
+                destination,
+                source,
+                options,
+                why,
+                ..
+            }) => {
                 mounts[i] = json!({
-                    "destination": "/sys",
+                    "destination": destination,
                     "type": "bind",
-                    "source": "/sys",
-                    "options": ["rbind", "ro", "nosuid", "noexec", "nodev", "rprivate"],
+                    "source": source,
+                    "options": options,
                 });
                 out.push(NsEdit {
-                    what: "/sys".into(),
-                    why: "bound read-only from the node: a container with its own user namespace cannot mount sysfs without its own network namespace".into(),
+                    what: clean,
+                    why: why.clone(),
                 });
+            }
+            Some(NamespaceEdit::Remove { why, .. }) => {
+                out.push(NsEdit {
+                    what: clean,
+                    why: why.clone(),
+                });
+                mounts.remove(i);
+                continue;
             }
             _ => {}
         }

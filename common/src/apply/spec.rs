@@ -14,7 +14,7 @@
 //! any entry of the same destination, path or name, so editing twice gives
 //! the same config.
 
-use crate::plan::{Device, EnvVar, Mount, Tweaks};
+use crate::plan::{Device, EnvVar, Mount, SlurmWiring, Tweaks};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -151,6 +151,24 @@ pub fn edit(
         }
     }
     Ok(out)
+}
+
+/// Adds a Slurm step's wiring to a config: the node's namespaces first
+/// (with the mounts that change with them, [`super::namespaces::apply`]),
+/// then its mounts and variables as any plan's. Returns the namespace
+/// edits made, for the log.
+pub fn edit_slurm(
+    config: &mut Value,
+    wiring: &SlurmWiring,
+) -> Result<Vec<super::namespaces::NsEdit>, SpecError> {
+    let ns = super::namespaces::apply(config, &wiring.namespaces);
+    let tweaks = Tweaks {
+        mounts: wiring.mounts.clone(),
+        env: wiring.env.clone(),
+        ..Tweaks::default()
+    };
+    edit(config, &tweaks, None)?;
+    Ok(ns)
 }
 
 fn add_mount(mounts: &mut Vec<Value>, m: &Mount) {

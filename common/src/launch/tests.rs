@@ -288,6 +288,7 @@ fn red_under_enforce_refuses_with_policy_named() {
         decision: d,
         tweaks: Tweaks::default(),
         notes: vec![],
+        slurm: None,
     };
     let line = line(&plan);
     assert!(

@@ -23,6 +23,7 @@ pub mod ldcache;
 pub mod libfabric;
 pub mod mpi;
 pub mod replace;
+pub mod slurm;
 pub mod soname;
 pub mod stack;
 pub mod ucx;
