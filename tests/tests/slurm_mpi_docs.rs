@@ -41,12 +41,15 @@ extern "C" fn stop_rig() {
 /// unindented.
 fn docs_policy() -> String {
     let doc = std::fs::read_to_string(repo_root().join("docs/slurm.md")).unwrap();
-    let start = doc
-        .find("```toml\n")
-        .expect("docs/slurm.md has no ```toml block");
-    let body = &doc[start + "```toml\n".len()..];
-    let end = body.find("```").expect("unterminated ```toml block");
-    let block: String = body[..end]
+    // The page has other toml blocks (scheduling): the one that offers the
+    // MPIs is the one with an [mpi.*] table.
+    let block = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().expect("split yields one piece"))
+        .find(|b| b.contains("[mpi."))
+        .expect("docs/slurm.md has no ```toml block with an [mpi.*] table");
+    let block: String = block
         .lines()
         .map(|l| l.strip_prefix("   ").unwrap_or(l))
         .collect::<Vec<_>>()
