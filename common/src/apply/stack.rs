@@ -19,7 +19,11 @@
 //!   it is on the store's file system, owned by root, writable by no one
 //!   else, readable by all and without setuid/setgid bits (then the link
 //!   is exactly what a bind of that file showed); otherwise it is copied,
-//!   bounded ([`MAX_FILE_BYTES`], [`MAX_STACK_BYTES`]), 0644 or 0755.
+//!   bounded ([`MAX_FILE_BYTES`], [`MAX_STACK_BYTES`], and the store's
+//!   file system left at most half full), 0644 or 0755. A file that is
+//!   not readable by all is never stacked (the stack is): it keeps its
+//!   bind, as does anything else the stack cannot hold; only a store that
+//!   is not root's fails the launch.
 //!   Host symlinks (`libhwloc.so.15 -> libhwloc.so.15.0.0`, UCX's module
 //!   names) are resolved on the host, which is trusted, and their target
 //!   stored under the link's name: the container finds no link in the
@@ -67,6 +71,19 @@ pub enum StackError {
         /// Why.
         reason: String,
     },
+    /// Copying the stack would fill the store's file system past half
+    /// (`/run` is a tmpfs in RAM that systemd, slurmd and munge need).
+    #[error("host library stack store {dir}: {need} bytes to copy, and its file system may only be half full ({used} of {size} bytes used)")]
+    NoRoom {
+        /// The store.
+        dir: PathBuf,
+        /// Bytes the stack would copy.
+        need: u64,
+        /// Bytes used on the store's file system.
+        used: u64,
+        /// Size of the store's file system.
+        size: u64,
+    },
     /// A host file of the plan cannot be put in the stack.
     #[error("host library stack: {path}: {reason}")]
     Entry {
@@ -93,9 +110,19 @@ pub fn realize<'a>(tweaks: &'a Tweaks, store: &Path) -> Result<Cow<'a, Tweaks>, 
     let Some(plan) = stack::split(tweaks) else {
         return Ok(Cow::Borrowed(tweaks));
     };
-    match prepare(&plan, store)? {
-        Some(dir) => Ok(Cow::Owned(with_stack(tweaks, &plan, dir))),
-        None => Ok(Cow::Borrowed(tweaks)),
+    match prepare(&plan, store) {
+        Ok(Some(dir)) => Ok(Cow::Owned(with_stack(tweaks, &plan, dir))),
+        Ok(None) => Ok(Cow::Borrowed(tweaks)),
+        // A host file the stack cannot hold as it is (not readable by all,
+        // too large, no room, changed while filled): the one-bind-per-file
+        // plan shows the container the same files, so the launch goes on
+        // with it. Only a store that is not root's fails the launch: that
+        // is someone tampering with it, for the admin to see.
+        Err(e @ (StackError::Entry { .. } | StackError::NoRoom { .. })) => {
+            tracing::warn!("{e}: libraries are bound one by one");
+            Ok(Cow::Borrowed(tweaks))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -136,7 +163,7 @@ fn manifest(plan: &StackPlan) -> Result<(Vec<Item>, Vec<PathBuf>, String), Stack
     let mut items = Vec::new();
     let mut dirs = Vec::new();
     for e in &plan.entries {
-        walk(&e.source, &e.name, 0, &mut items, &mut dirs)?;
+        walk(&e.source, &e.name, None, &mut items, &mut dirs)?;
     }
     let mut h = Sha256::new();
     h.update(b"hpcc-stack-1\0");
@@ -172,10 +199,15 @@ fn manifest(plan: &StackPlan) -> Result<(Vec<Item>, Vec<PathBuf>, String), Stack
     Ok((items, dirs, digest))
 }
 
+/// Walks one entry of the plan. `within` is the canonical directory of a
+/// directory entry and its depth below it: a symlink among its children
+/// is followed only to a file inside it (UCX's module names point at
+/// their siblings), so a directory some other account owns cannot make
+/// root put `/etc/...` in every container.
 fn walk(
     source: &Path,
     name: &Path,
-    depth: usize,
+    within: Option<(&Path, usize)>,
     items: &mut Vec<Item>,
     dirs: &mut Vec<PathBuf>,
 ) -> Result<(), StackError> {
@@ -183,12 +215,34 @@ fn walk(
         path: source.to_owned(),
         reason,
     };
-    // The host is trusted: its symlinks are followed, here and only here.
+    // One budget for everything visited, directories included: a
+    // directory of links to itself must not keep the launch walking.
+    if items.len() + dirs.len() >= MAX_ENTRIES {
+        return Err(bad(format!("more than {MAX_ENTRIES} entries in the stack")));
+    }
+    // The plan's own entries are the policy's host paths (the host's
+    // symlinks, `libfoo.so.1 -> libfoo.so.1.2.3`, are followed); below a
+    // directory entry, only within it.
     let real = fs::canonicalize(source).map_err(|e| bad(e.to_string()))?;
+    if let Some((top, _)) = within {
+        if !real.starts_with(top) {
+            return Err(bad(format!(
+                "leads out of {} (to {})",
+                top.display(),
+                real.display()
+            )));
+        }
+    }
     let meta = fs::metadata(&real).map_err(|e| bad(e.to_string()))?;
     if meta.is_file() {
-        if items.len() >= MAX_ENTRIES {
-            return Err(bad(format!("more than {MAX_ENTRIES} files in the stack")));
+        // The stack is readable by every user of the node and every
+        // container: a file that is not (a licensed library, 0750) keeps
+        // its bind, which keeps its owner and mode.
+        if meta.mode() & 0o444 != 0o444 {
+            return Err(bad(format!(
+                "mode {:o}: not readable by all, and the stack would make it so",
+                meta.mode() & 0o7777
+            )));
         }
         items.push(Item {
             name: name.to_owned(),
@@ -200,6 +254,7 @@ fn walk(
     if !meta.is_dir() {
         return Err(bad("neither a file nor a directory".into()));
     }
+    let (top, depth) = within.unwrap_or((&real, 0));
     if depth > MAX_DEPTH {
         return Err(bad(format!("deeper than {MAX_DEPTH} directory levels")));
     }
@@ -222,7 +277,13 @@ fn walk(
             Ok(m) if m.is_file() || m.is_dir() => {}
             _ => continue,
         }
-        walk(&p, &name.join(c.file_name()), depth + 1, items, dirs)?;
+        walk(
+            &p,
+            &name.join(c.file_name()),
+            Some((top, depth + 1)),
+            items,
+            dirs,
+        )?;
     }
     Ok(())
 }
@@ -245,7 +306,8 @@ pub fn prepare(plan: &StackPlan, store: &Path) -> Result<Option<PathBuf>, StackE
         tracing::warn!(store = %store.display(), "the host library stack store holds {MAX_STACKS} stacks: libraries are bound one by one");
         return Ok(None);
     }
-    let tmp = temp_dir(&store).map_err(|e| store_err(e.to_string()))?;
+    room(&store, &items)?;
+    let (tmp, _lock) = temp_dir(&store).map_err(|e| store_err(e.to_string()))?;
     let filled = fill(&tmp, &items, &dirs).and_then(|()| {
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(|e| {
             StackError::Entry {
@@ -272,6 +334,77 @@ pub fn prepare(plan: &StackPlan, store: &Path) -> Result<Option<PathBuf>, StackE
     }
 }
 
+/// Whether the copies of `items` (what cannot be hard-linked) leave the
+/// store's file system at most half full. The image names the entries,
+/// so images can ask for many stacks: this, with [`MAX_STACKS`], bounds
+/// what they can take of the node's memory when the store is a tmpfs.
+fn room(store: &Path, items: &[Item]) -> Result<(), StackError> {
+    let store_err = |reason: String| StackError::Store {
+        dir: store.to_owned(),
+        reason,
+    };
+    let dev = fs::symlink_metadata(store)
+        .map_err(|e| store_err(e.to_string()))?
+        .dev();
+    let need: u64 = items
+        .iter()
+        .filter(|i| !linkable(&i.meta, dev))
+        .map(|i| i.meta.len())
+        .sum();
+    if need == 0 {
+        return Ok(());
+    }
+    let st = nix::sys::statvfs::statvfs(store).map_err(|e| store_err(e.to_string()))?;
+    let frsize = st.fragment_size() as u64;
+    let size = (st.blocks() as u64).saturating_mul(frsize);
+    let used = size.saturating_sub((st.blocks_free() as u64).saturating_mul(frsize));
+    if used.saturating_add(need) > size / 2 {
+        return Err(StackError::NoRoom {
+            dir: store.to_owned(),
+            need,
+            used,
+            size,
+        });
+    }
+    Ok(())
+}
+
+/// An exclusive `flock` on a directory, held while it is filled: the
+/// cleaner of [`stacks_held`] removes only temporary directories it can
+/// lock, so a slow launch's (a hung file system, a suspended job) is
+/// never removed under it, whatever its age.
+struct DirLock {
+    // Held for its lock: closing the descriptor releases it.
+    _fd: fs::File,
+}
+
+impl DirLock {
+    /// `Ok(None)` when another process holds it.
+    fn try_lock(dir: &Path) -> std::io::Result<Option<DirLock>> {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(dir)?;
+        // SAFETY: flock on a descriptor this function owns; no memory is
+        // passed.
+        let rc = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if rc == 0 {
+            return Ok(Some(DirLock { _fd: f }));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    }
+}
+
 /// How many stacks the store holds (at most [`MAX_STACKS`] + 1 entries
 /// looked at). A temporary directory left by a launch that died while
 /// filling it (it is never bound: only renamed stacks are) is removed
@@ -289,8 +422,13 @@ fn stacks_held(store: &Path) -> std::io::Result<usize> {
                         .and_then(|t| t.elapsed().ok())
                         .is_some_and(|age| age > STALE_TEMP)
             });
-        if stale && fs::remove_dir_all(e.path()).is_ok() {
-            continue;
+        // Locked by a launch still filling it: not stale, whatever its age.
+        if stale {
+            if let Ok(Some(_held)) = DirLock::try_lock(&e.path()) {
+                if fs::remove_dir_all(e.path()).is_ok() {
+                    continue;
+                }
+            }
         }
         held += 1;
     }
@@ -314,15 +452,21 @@ fn existing(dir: &Path) -> Result<Option<PathBuf>, String> {
     }
 }
 
-/// A new directory under the store, 0700 while it is filled.
-fn temp_dir(store: &Path) -> std::io::Result<PathBuf> {
+/// A new directory under the store, 0700 and locked while it is filled.
+fn temp_dir(store: &Path) -> std::io::Result<(PathBuf, DirLock)> {
     for n in 0..16u32 {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let d = store.join(format!(".tmp-{}-{nanos:x}{n}", std::process::id()));
         match fs::DirBuilder::new().mode(0o700).create(&d) {
-            Ok(()) => return Ok(d),
+            Ok(()) => {
+                // Nobody else knows the name yet: the lock is free.
+                let lock = DirLock::try_lock(&d)?.ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::WouldBlock, "a new directory is locked")
+                })?;
+                return Ok((d, lock));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -377,7 +521,22 @@ fn fill(tmp: &Path, items: &[Item], dirs: &[PathBuf]) -> Result<(), StackError> 
             }
         }
         if linkable(&i.meta, store_dev) && fs::hard_link(&i.real, &dst).is_ok() {
-            continue;
+            // The path was looked up again by the link: it must still be
+            // the file judged linkable, not one swapped in meanwhile.
+            let same = fs::symlink_metadata(&dst).is_ok_and(|l| {
+                l.is_file() && l.dev() == i.meta.dev() && l.ino() == i.meta.ino() && l.uid() == 0
+            });
+            if same {
+                continue;
+            }
+            fs::remove_file(&dst).map_err(|e| StackError::Entry {
+                path: dst.clone(),
+                reason: e.to_string(),
+            })?;
+            return Err(StackError::Entry {
+                path: i.real.clone(),
+                reason: "changed while the stack was filled".into(),
+            });
         }
         copied += copy(i, &dst, MAX_STACK_BYTES.saturating_sub(copied))?;
     }
@@ -428,18 +587,24 @@ fn copy(i: &Item, dst: &Path, budget: u64) -> Result<u64, StackError> {
         .mode(0o600)
         .open(dst)
         .map_err(|e| err(format!("{}: {e}", dst.display())))?;
-    let mut buf = Vec::new();
-    (&mut src)
-        .take(limit + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| err(e.to_string()))?;
-    if buf.len() as u64 > limit {
+    // Streamed: a large library is not held in memory.
+    let n = std::io::copy(&mut (&mut src).take(limit + 1), &mut out)
+        .map_err(|e| err(format!("{}: {e}", dst.display())))?;
+    if n > limit {
         return Err(err("grew while the stack was filled".into()));
     }
-    out.write_all(&buf)
+    // Rewritten in place while copied: the copy may be torn.
+    let after = src.metadata().map_err(|e| err(e.to_string()))?;
+    if after.len() != opened.len()
+        || after.mtime() != opened.mtime()
+        || after.mtime_nsec() != opened.mtime_nsec()
+    {
+        return Err(err("changed while the stack was filled".into()));
+    }
+    out.flush()
         .and_then(|()| out.set_permissions(fs::Permissions::from_mode(mode)))
         .map_err(|e| err(format!("{}: {e}", dst.display())))?;
-    Ok(buf.len() as u64)
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -552,6 +717,68 @@ mod tests {
             .filter(|n| n.to_string_lossy().starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// What the stack would widen or follow out keeps its binds: an error
+    /// of the entry (`realize` goes on with one bind per file).
+    #[test]
+    fn a_file_not_readable_by_all_or_a_link_out_of_its_directory_is_not_stacked() {
+        require_root();
+        let d = scratch("widen");
+        fs::write(d.join("liblicensed.so.1"), b"secret").unwrap();
+        fs::set_permissions(
+            d.join("liblicensed.so.1"),
+            fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        fs::create_dir_all(d.join("ucx")).unwrap();
+        fs::write(d.join("ucx/libuct_cma.so.0"), b"module").unwrap();
+        fs::write(d.join("outside"), b"not a module").unwrap();
+        std::os::unix::fs::symlink(d.join("outside"), d.join("ucx/libuct_evil.so.0")).unwrap();
+        let store = d.join("store");
+        for (p, why) in [
+            (
+                plan(&[("c/liblicensed.so.1", &d.join("liblicensed.so.1"))]),
+                "not readable by all",
+            ),
+            (plan(&[("c/ucx", &d.join("ucx"))]), "leads out of"),
+        ] {
+            match prepare(&p, &store) {
+                Err(e @ StackError::Entry { .. }) => {
+                    assert!(e.to_string().contains(why), "{e}")
+                }
+                other => panic!("expected an entry error ({why}), got {other:?}"),
+            }
+        }
+        // Nothing was made under a digest name.
+        let names: Vec<_> = fs::read_dir(&store)
+            .map(|r| r.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(names.is_empty(), "{names:?}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A temporary directory older than [`STALE_TEMP`] is removed only when
+    /// no launch holds its lock (a slow fill is never removed under it).
+    #[test]
+    fn a_stale_temporary_directory_is_removed_unless_a_launch_holds_it() {
+        require_root();
+        let d = scratch("stale");
+        let store = d.join("store");
+        fs::create_dir_all(&store).unwrap();
+        let old = std::time::SystemTime::now() - 2 * STALE_TEMP;
+        let (busy, lock) = temp_dir(&store).unwrap();
+        let (dead, dead_lock) = temp_dir(&store).unwrap();
+        drop(dead_lock);
+        for t in [&busy, &dead] {
+            fs::File::open(t).unwrap().set_modified(old).unwrap();
+        }
+        assert_eq!(stacks_held(&store).unwrap(), 1, "the held one counts");
+        assert!(busy.exists(), "a locked temporary directory was removed");
+        assert!(!dead.exists(), "a dead launch's directory stayed");
+        drop(lock);
+        assert_eq!(stacks_held(&store).unwrap(), 0);
         fs::remove_dir_all(&d).unwrap();
     }
 
