@@ -86,6 +86,12 @@ pub fn split(tweaks: &Tweaks) -> Option<StackPlan> {
     if entries.len() < MIN_ENTRIES {
         return None;
     }
+    // A mount that stays a bind but lands under the stack's directory (a
+    // writable one) would be hidden by the stack or land in a read-only
+    // directory: no planner makes one, and a plan that did stays as it was.
+    if binds.iter().any(|b| b.destination.starts_with(root)) {
+        return None;
+    }
     // One name cannot be given two files; the planner never does that
     // (one mount per destination), and a plan that did stays as it was.
     let mut names: Vec<&Path> = entries.iter().map(|e| e.name.as_path()).collect();
@@ -189,5 +195,18 @@ mod tests {
             ..Tweaks::default()
         };
         assert_eq!(split(&t), None, "a name inside another entry");
+        // Two stackable, and a writable bind under the stack's directory
+        // that the stack would hide or make read-only.
+        let mut w = m("/w", "/dev/hpcc/lib/x/w");
+        w.readonly = false;
+        let t = Tweaks {
+            mounts: vec![
+                m("/e", "/dev/hpcc/lib/x/e"),
+                m("/g", "/dev/hpcc/lib/x/g"),
+                w,
+            ],
+            ..Tweaks::default()
+        };
+        assert_eq!(split(&t), None, "a bind left under the stack");
     }
 }
