@@ -244,7 +244,7 @@ if has runc; then
   [ -f "$W/t/sarus-mpi" ] && pair S "Sarus MPI hook vs a /bin/true hook (same image, same run)" true-mpi sarus-mpi -
   # What each adds, in ms (median of per-round differences).
   for p in "base-mpi rt-mpi a" "base-chk rt-chk b" "true-mpi hook-mpi c" "true-chk hook-chk d" "true-mpi sarus-mpi S" "base-mpi rt-mpi-old a0" "true-mpi hook-mpi-old c0" "rt-mpi-old rt-mpi a-a0" "hook-mpi-old hook-mpi c-c0"; do
-    set -- $p; [ -f "$W/t/$2" ] || continue
+    set -- $p; [ -f "$W/t/$1" ] && [ -f "$W/t/$2" ] || continue
     paste "$W/t/$1" "$W/t/$2" | awk '{printf "%.3f\n", $2 - $1}' >"$W/diff"
     echo "$3 $(stats "$W/diff")" >>"$W/adds"
   done
