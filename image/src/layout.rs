@@ -77,6 +77,8 @@ pub enum ImageRef {
     },
     /// An image config JSON (no layers).
     Config(PathBuf),
+    /// An image in a registry (`docker://...` or a short name).
+    Registry(Box<crate::registry::RegistryRef>),
 }
 
 impl ImageRef {
@@ -115,6 +117,11 @@ impl ImageRef {
             };
             return Ok(ImageRef::Archive { file, tag });
         }
+        if input.starts_with("docker://") {
+            return Ok(ImageRef::Registry(Box::new(
+                crate::registry::RegistryRef::parse_docker(input)?,
+            )));
+        }
         if let Some(rest) = input.strip_prefix("config:") {
             return Ok(ImageRef::Config(PathBuf::from(rest)));
         }
@@ -142,8 +149,19 @@ impl ImageRef {
         if tag.is_some() && path.is_file() {
             return Ok(ImageRef::Archive { file: path, tag });
         }
+        // Nothing on disk: a registry short name (`repo:tag`), unless it
+        // can only be a path.
+        let pathlike = input.starts_with('/')
+            || input.starts_with('.')
+            || input.ends_with(".json")
+            || input.ends_with(".tar");
+        if !pathlike {
+            if let Ok(r) = crate::registry::RegistryRef::parse_short(input) {
+                return Ok(ImageRef::Registry(Box::new(r)));
+            }
+        }
         Err(bad(
-            "no such OCI layout directory, OCI archive or image config JSON (expected DIR[:tag], FILE.tar[:tag] or FILE.json)",
+            "no such OCI layout directory, OCI archive or image config JSON (expected DIR[:tag], FILE.tar[:tag] or FILE.json), nor a registry image (docker://HOST/REPO:TAG, or a short name registries.conf resolves)",
         ))
     }
 }
@@ -167,6 +185,7 @@ impl fmt::Display for ImageRef {
                 tag.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
             }
             ImageRef::Config(p) => write!(f, "config:{}", p.display()),
+            ImageRef::Registry(r) => write!(f, "{r}"),
         }
     }
 }
@@ -282,7 +301,7 @@ impl Hasher {
 }
 
 /// Checks `bytes` against a descriptor.
-fn verify(what: &str, d: &Descriptor, bytes: &[u8]) -> Result<(), ImageError> {
+pub(crate) fn verify(what: &str, d: &Descriptor, bytes: &[u8]) -> Result<(), ImageError> {
     if bytes.len() as u64 != d.size {
         return Err(ImageError::Mismatch {
             what: what.to_owned(),
@@ -348,18 +367,18 @@ impl Descriptor {
         self.annotations.as_ref()?.get(key).map(String::as_str)
     }
 
-    fn is_index(&self) -> bool {
+    pub(crate) fn is_index(&self) -> bool {
         self.media_type == media::INDEX || self.media_type == media::DOCKER_LIST
     }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Index {
+pub(crate) struct Index {
     #[serde(default)]
-    manifests: Vec<Descriptor>,
+    pub(crate) manifests: Vec<Descriptor>,
     #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
+    pub(crate) annotations: Option<BTreeMap<String, String>>,
 }
 
 /// An OCI manifest (image or artifact).
@@ -422,7 +441,7 @@ impl RunConfig {
 /// What image config JSON this reader accepts: the OCI config blob
 /// (`config`), or `docker inspect` / `podman inspect` output (`Config`, and
 /// a one-element array of it).
-fn parse_config(bytes: &[u8], what: &str) -> Result<(RunConfig, Platform), ImageError> {
+pub(crate) fn parse_config(bytes: &[u8], what: &str) -> Result<(RunConfig, Platform), ImageError> {
     let json = |source| ImageError::Json {
         what: what.to_owned(),
         source,
@@ -810,6 +829,7 @@ impl Image {
                 let store = Store::archive(file)?;
                 Self::from_store(r, store, tag.as_deref(), limits)
             }
+            ImageRef::Registry(reg) => crate::registry::open_image(reg, limits),
         }
     }
 
@@ -1013,7 +1033,7 @@ fn list_or_none(tags: &[&str]) -> String {
 }
 
 /// The entry for this machine's platform, or the only entry.
-fn pick_platform<'a>(cands: &[&'a Descriptor]) -> Option<&'a Descriptor> {
+pub(crate) fn pick_platform<'a>(cands: &[&'a Descriptor]) -> Option<&'a Descriptor> {
     if let [one] = cands {
         return Some(one);
     }
