@@ -30,6 +30,7 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod image_cmd;
 pub mod matching;
+pub mod select;
 mod output;
 pub mod policy;
 pub mod source;
@@ -99,6 +100,8 @@ pub enum Command {
     Fingerprint(fingerprint::Args),
     /// Score an image against this node (or a saved fingerprint).
     Match(matching::Args),
+    /// The best variant of an image index for this node (a digest to pull).
+    Select(select::Args),
     /// Conformance of an image's annotations alone.
     Check(check::Args),
     /// Propose annotations for an image, from its layers, with evidence.
@@ -189,6 +192,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         ))),
         Some(Command::Fingerprint(a)) => fingerprint::run(&a, &global, &out),
         Some(Command::Match(a)) => matching::run(&a, &global, &out),
+        Some(Command::Select(a)) => select::run(&a, &global, &out),
         Some(Command::Check(a)) => check::run(&a, &global, &out),
         Some(Command::Annotate(a)) => annotate::run(&a, &global, &out),
         Some(Command::Policy(a)) => policy::run(&a, &global, &out),

@@ -338,6 +338,9 @@ pub struct Platform {
     /// Reserved by the OCI spec; MetaHub collections put `cpu:zen3` here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// `os.features`.
+    #[serde(default, rename = "os.features", skip_serializing_if = "Vec::is_empty")]
+    pub os_features: Vec<String>,
 }
 
 /// An OCI content descriptor.
@@ -479,13 +482,14 @@ pub(crate) fn parse_config(bytes: &[u8], what: &str) -> Result<(RunConfig, Platf
             .and_then(|v| v.as_str())
             .map(str::to_owned),
         features: vec![],
+        os_features: vec![],
     };
     Ok((run, platform))
 }
 
 /// Where a blob comes from: a layout directory or an OCI archive read in
 /// place.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Store {
     Dir(PathBuf),
     Archive {
@@ -933,13 +937,34 @@ impl Image {
             descriptor_annotations.extend(inner.annotations.clone().unwrap_or_default());
             d = inner;
         }
+        Self::open_manifest(
+            r,
+            store,
+            &d,
+            ref_name,
+            index_annotations,
+            descriptor_annotations,
+            limits,
+        )
+    }
+
+    /// Opens the image manifest `d` of `store` and its config.
+    fn open_manifest(
+        r: &ImageRef,
+        store: Store,
+        d: &Descriptor,
+        ref_name: Option<String>,
+        index_annotations: BTreeMap<String, String>,
+        descriptor_annotations: BTreeMap<String, String>,
+        limits: &Limits,
+    ) -> Result<Image, ImageError> {
         if d.media_type != media::MANIFEST && d.media_type != media::DOCKER_MANIFEST {
             return Err(ImageError::layout(
                 format!("manifest {}", d.digest.short()),
                 format!("media type {:?} is not an image manifest", d.media_type),
             ));
         }
-        let manifest = Self::read_manifest(&store, &d, limits)?;
+        let manifest = Self::read_manifest(&store, d, limits)?;
         let what = format!("image config {}", manifest.config.digest.short());
         let cfg = store.read_blob(&manifest.config, limits.max_json_bytes, &what)?;
         let (config, platform) = parse_config(&cfg, &what)?;
@@ -963,6 +988,53 @@ impl Image {
             platform,
             layers: manifest.layers,
         })
+    }
+
+    /// Every image manifest of a layout's index (of the tag's nested index
+    /// when the tag names one, else of `index.json`), each opened with its
+    /// index entry: the variants `hpcc select` scores.
+    pub(crate) fn open_variants(
+        r: &ImageRef,
+        limits: &Limits,
+    ) -> Result<Vec<(Descriptor, Image)>, ImageError> {
+        let (store, tag) = match r {
+            ImageRef::Layout { dir, tag } => (Store::Dir(dir.clone()), tag.as_deref()),
+            ImageRef::Archive { file, tag } => (Store::archive(file)?, tag.as_deref()),
+            _ => return Ok(vec![]),
+        };
+        let index = Self::read_index(&store, None, limits)?;
+        let mut entries: Vec<Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|d| d.artifact_type.is_none())
+            .filter(|d| tag.is_none() || d.annotation(REF_NAME) == tag)
+            .cloned()
+            .collect();
+        let mut index_annotations = index.annotations.clone().unwrap_or_default();
+        if let [one] = entries.as_slice() {
+            if one.is_index() {
+                let nested = Self::read_index(&store, Some(one), limits)?;
+                index_annotations.extend(nested.annotations.unwrap_or_default());
+                entries = nested.manifests;
+            }
+        }
+        entries
+            .into_iter()
+            .filter(|d| d.artifact_type.is_none() && !d.is_index())
+            .take(256)
+            .map(|d| {
+                let img = Self::open_manifest(
+                    r,
+                    store.clone(),
+                    &d,
+                    d.annotation(REF_NAME).map(str::to_owned),
+                    index_annotations.clone(),
+                    d.annotations.clone().unwrap_or_default(),
+                    limits,
+                )?;
+                Ok((d, img))
+            })
+            .collect()
     }
 
     /// The annotations, merged by precedence (see the module docs).

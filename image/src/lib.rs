@@ -32,6 +32,7 @@ pub mod layout;
 pub mod nfd;
 pub mod proposals;
 pub mod registry;
+pub mod select;
 
 use std::time::Duration;
 

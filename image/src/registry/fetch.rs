@@ -92,6 +92,19 @@ impl Session {
         }
     }
 
+    /// [`Self::answer`] with the causes (a TLS or connection failure is
+    /// only named by them: "error sending request" alone says nothing).
+    fn failed(&self, what: &str, e: &(dyn std::error::Error + 'static)) -> RegistryError {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        self.answer(what, text)
+    }
+
     /// Runs `fut` within the time bound.
     fn bounded<T>(&self, what: &str, fut: impl Future<Output = T>) -> Result<T, RegistryError> {
         self.rt
@@ -108,7 +121,7 @@ impl Session {
         let what = format!("manifest {}", hpcc_common::text::escape(&r.whole()));
         let (bytes, digest) = self
             .bounded(&what, self.client.pull_manifest_raw(r, &self.auth, &ACCEPTED))?
-            .map_err(|e| self.answer(&what, e))?;
+            .map_err(|e| self.failed(&what, &e))?;
         // The crate reads the whole body; a bigger one is refused here
         // (the time bound caps how much can arrive).
         if bytes.len() as u64 > self.max_bytes {
@@ -187,7 +200,7 @@ impl Session {
         };
         let buf = self
             .bounded(what, fut)?
-            .map_err(|e| self.answer(what, e))?
+            .map_err(|e| self.failed(what, &e))?
             .ok_or_else(|| self.answer(what, format!("more than the {} bytes of its descriptor", d.size)))?;
         crate::layout::verify(what, d, &buf).map_err(|e| self.answer(what, e))?;
         Ok(buf)

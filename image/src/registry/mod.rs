@@ -232,3 +232,34 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, 
         source,
     })
 }
+
+/// Every image manifest of the index `r` names, each with its entry (one,
+/// with a synthetic entry, when `r` names a plain manifest).
+pub(crate) fn open_variants(
+    r: &RegistryRef,
+    limits: &Limits,
+) -> Result<Vec<(Descriptor, Image)>, ImageError> {
+    let s = fetch::Session::new(r, limits.max_json_bytes)?;
+    let top = s.manifest(&r.reference)?;
+    if top.media_type == media::INDEX || top.media_type == media::DOCKER_LIST {
+        let index: Index = parse(&top.bytes, "index")?;
+        return index
+            .manifests
+            .iter()
+            .filter(|m| m.artifact_type.is_none() && !m.is_index())
+            .take(256)
+            .map(|e| Ok((e.clone(), open_entry(&s, r, &index, e, limits)?)))
+            .collect();
+    }
+    let manifest: Manifest = parse(&top.bytes, "manifest")?;
+    let entry = Descriptor {
+        media_type: top.media_type.clone(),
+        digest: top.digest.clone(),
+        size: top.bytes.len() as u64,
+        annotations: None,
+        platform: None,
+        artifact_type: None,
+    };
+    let img = finish(&s, r, top.digest, manifest, BTreeMap::new(), BTreeMap::new(), limits)?;
+    Ok(vec![(entry, img)])
+}
