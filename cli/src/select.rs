@@ -19,8 +19,9 @@ use std::path::PathBuf;
     long_about = "Scores every manifest of an image index (a registry tag or an OCI layout) \
 against this node and prints the digest reference of the most specific green variant: the \
 CPU target deepest in archspec's ancestry (zen3 over x86_64_v3), then the highest CUDA \
-version, then the earlier entry of the index. Only the index, manifests and configs are read.",
-    after_help = "Exit status: 0 a green variant was found, 2 none runs green (reasons on stderr), 3 bad input."
+version, then the earlier entry of the index. With no green variant, the best orange one \
+(exit 1). With --fleet: one line per node class (class, score, reference). Only the index, manifests and configs are read.",
+    after_help = "Exit status: 0 a green variant, 1 only an orange (degraded) one, 2 none can run (reasons on stderr), 3 bad input."
 )]
 pub struct Args {
     /// The image index: `docker://HOST/REPO:TAG`, a short name, an OCI
@@ -104,13 +105,21 @@ fn why_lines(rows: &[Row<'_>]) -> String {
         .collect()
 }
 
-/// The green variant to pull, if any.
-fn choose<'a>(rows: &[Row<'a>]) -> Option<&'a Variant> {
-    select::best(
-        rows.iter()
-            .filter(|r| r.score == Score::Green)
-            .map(|r| r.variant),
-    )
+/// The variant to pull and its score: the best green one, else (it still
+/// runs, degraded) the best orange one; none when every variant is red.
+fn choose<'a>(rows: &[Row<'a>]) -> Option<(&'a Variant, Score)> {
+    [Score::Green, Score::Orange].into_iter().find_map(|want| {
+        select::best(rows.iter().filter(|r| r.score == want).map(|r| r.variant))
+            .map(|v| (v, want))
+    })
+}
+
+fn exit_code(s: Score) -> i32 {
+    match s {
+        Score::Green => 0,
+        Score::Orange => 1,
+        Score::Red => 2,
+    }
 }
 
 /// Runs the command.
@@ -128,22 +137,20 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     let variants = select::variants(&image, &limits).map_err(|e| CliError::Image(e.into()))?;
     if let Some(dir) = &args.fleet {
         let mut text = String::new();
-        let mut all = true;
+        let mut worst = Score::Green;
         for class in crate::fleet::load(dir)? {
             let rows = score_all(&variants, &class.node, &policy, &opts, &limits)?;
             if args.why {
                 eprint!("{}:\n{}", class.name, why_lines(&rows));
             }
-            match choose(&rows) {
-                Some(v) => text.push_str(&format!("{}\t{}\n", class.name, v.pull)),
-                None => {
-                    all = false;
-                    text.push_str(&format!("{}\t-\n", class.name));
-                }
+            let (pull, score) = choose(&rows).map_or(("-", Score::Red), |(v, s)| (&v.pull, s));
+            text.push_str(&format!("{}\t{}\t{}\n", class.name, score.as_str(), pull));
+            if exit_code(score) > exit_code(worst) {
+                worst = score;
             }
         }
         out.text(&text)?;
-        return Ok(if all { 0 } else { 2 });
+        return Ok(exit_code(worst));
     }
     let node = image_cmd::load_node(&opts, &policy)?;
     let rows = score_all(&variants, &node, &policy, &opts, &limits)?;
@@ -151,13 +158,16 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         eprint!("{}", why_lines(&rows));
     }
     match choose(&rows) {
-        Some(v) => {
+        Some((v, score)) => {
+            if score == Score::Orange && !args.why {
+                eprint!("hpcc: no variant runs green; the best runs degraded:\n{}", why_lines(&rows));
+            }
             out.text(&format!("{}\n", v.pull))?;
-            Ok(0)
+            Ok(exit_code(score))
         }
         None => {
             eprint!(
-                "hpcc: no variant of {} runs green here:\n{}",
+                "hpcc: no variant of {} can run here:\n{}",
                 hpcc_common::text::escape(&image.to_string()),
                 why_lines(&rows)
             );
