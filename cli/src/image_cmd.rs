@@ -135,12 +135,14 @@ fn read_text(path: &Path, limit: u64) -> Result<String, ImageCmdError> {
 /// The node scored against: `opts.fingerprint`, else this node.
 pub fn load_node(opts: &MatchOptions, policy: &Policy) -> Result<NodeFingerprint, ImageCmdError> {
     match &opts.fingerprint {
-        Some(f) => serde_json::from_str::<NodeFingerprint>(&read_text(f, 16 << 20)?).map_err(
-            |source| ImageCmdError::Fingerprint {
-                path: f.clone(),
-                source,
-            },
-        ),
+        Some(f) => {
+            serde_json::from_str::<NodeFingerprint>(&read_text(f, 16 << 20)?).map_err(|source| {
+                ImageCmdError::Fingerprint {
+                    path: f.clone(),
+                    source,
+                }
+            })
+        }
         None => Ok(NodeFingerprint::cached(policy)),
     }
 }

@@ -30,9 +30,9 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod image_cmd;
 pub mod matching;
-pub mod select;
 mod output;
 pub mod policy;
+pub mod select;
 pub mod source;
 pub mod version;
 

@@ -109,8 +109,7 @@ fn why_lines(rows: &[Row<'_>]) -> String {
 /// runs, degraded) the best orange one; none when every variant is red.
 fn choose<'a>(rows: &[Row<'a>]) -> Option<(&'a Variant, Score)> {
     [Score::Green, Score::Orange].into_iter().find_map(|want| {
-        select::best(rows.iter().filter(|r| r.score == want).map(|r| r.variant))
-            .map(|v| (v, want))
+        select::best(rows.iter().filter(|r| r.score == want).map(|r| r.variant)).map(|v| (v, want))
     })
 }
 
@@ -160,7 +159,10 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     match choose(&rows) {
         Some((v, score)) => {
             if score == Score::Orange && !args.why {
-                eprint!("hpcc: no variant runs green; the best runs degraded:\n{}", why_lines(&rows));
+                eprint!(
+                    "hpcc: no variant runs green; the best runs degraded:\n{}",
+                    why_lines(&rows)
+                );
             }
             out.text(&format!("{}\n", v.pull))?;
             Ok(exit_code(score))

@@ -8,11 +8,27 @@
 use std::process::Command;
 
 /// Crates that only a registry client brings in.
-const NETWORK: &[&str] = &["oci-client", "reqwest", "tokio", "hyper", "native-tls", "rustls"];
+const NETWORK: &[&str] = &[
+    "oci-client",
+    "reqwest",
+    "tokio",
+    "hyper",
+    "native-tls",
+    "rustls",
+];
 
 fn tree(package: &str) -> String {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "-p", package])
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            package,
+        ])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("cargo tree runs");
@@ -25,7 +41,9 @@ fn tree(package: &str) -> String {
 }
 
 fn crates(tree: &str) -> Vec<&str> {
-    tree.lines().filter_map(|l| l.split_whitespace().next()).collect()
+    tree.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
 }
 
 #[test]

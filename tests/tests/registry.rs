@@ -55,12 +55,23 @@ fn sh(cmd: &mut Command) -> Output {
 impl Rig {
     fn start() -> Rig {
         require_root();
-        for t in ["ip", "timeout", "openssl", "htpasswd", "docker-registry", "skopeo", "python3"] {
+        for t in [
+            "ip",
+            "timeout",
+            "openssl",
+            "htpasswd",
+            "docker-registry",
+            "skopeo",
+            "python3",
+        ] {
             require(t);
         }
         let dir = scratch("registry");
         let ns = format!("hpcc-reg-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(Stdio::null())
+            .status();
         sh(Command::new("ip").args(["netns", "add", &ns]));
         let mut rig = Rig {
             ns,
@@ -126,9 +137,19 @@ impl Rig {
 
     fn push(&self, src: &str, dest: &str) {
         sh(self
-            .netns(&["timeout", "120", "skopeo", "copy", "--all", "--preserve-digests"])
+            .netns(&[
+                "timeout",
+                "120",
+                "skopeo",
+                "copy",
+                "--all",
+                "--preserve-digests",
+            ])
             .arg(format!("--dest-creds={USER}:{PASS}"))
-            .arg(format!("--dest-cert-dir={}", self.dir.join("certs").display()))
+            .arg(format!(
+                "--dest-cert-dir={}",
+                self.dir.join("certs").display()
+            ))
             .arg(src)
             .arg(format!("docker://{ADDR}/{dest}")));
     }
@@ -166,7 +187,9 @@ mod base64_lite {
         let b = s.as_bytes();
         let mut out = String::new();
         for c in b.chunks(3) {
-            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
             for i in 0..4 {
                 if i <= c.len() {
                     out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -180,7 +203,10 @@ mod base64_lite {
 }
 
 fn sha(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
@@ -211,24 +237,62 @@ fn variant(layout: &Path, layer: &Value, platform: Value, labels: Value) -> Valu
 fn build_layout(dir: &Path) -> (PathBuf, String, Vec<Value>) {
     let fixtures = hpcc_e2e::work_dir().join("oci");
     let src_index: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("index.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("index.json")).unwrap())
+            .unwrap();
     let first = &src_index["manifests"][0]["digest"];
     let m: Value = serde_json::from_slice(
-        &std::fs::read(fixtures.join("blobs/sha256").join(first.as_str().unwrap().trim_start_matches("sha256:"))).unwrap(),
+        &std::fs::read(
+            fixtures
+                .join("blobs/sha256")
+                .join(first.as_str().unwrap().trim_start_matches("sha256:")),
+        )
+        .unwrap(),
     )
     .unwrap();
     let layer = m["layers"][0].clone();
     let layout = dir.join("layout");
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    let ld = layer["digest"].as_str().unwrap().trim_start_matches("sha256:").to_owned();
-    std::fs::copy(fixtures.join("blobs/sha256").join(&ld), layout.join("blobs/sha256").join(&ld)).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let ld = layer["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    std::fs::copy(
+        fixtures.join("blobs/sha256").join(&ld),
+        layout.join("blobs/sha256").join(&ld),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let cpu = "org.supercontainers.hardware.cpu.optimized.version";
     let entries = vec![
-        variant(&layout, &layer, json!({"architecture": "amd64", "os": "linux"}), json!({cpu: "x86_64_v2"})),
-        variant(&layout, &layer, json!({"architecture": "amd64", "os": "linux", "variant": "v4"}), json!({})),
-        variant(&layout, &layer, json!({"architecture": "arm64", "os": "linux", "variant": "v8"}), json!({cpu: "a64fx"})),
-        variant(&layout, &layer, json!({"architecture": "amd64", "os": "linux", "features": ["cpu:zen3"]}), json!({})),
+        variant(
+            &layout,
+            &layer,
+            json!({"architecture": "amd64", "os": "linux"}),
+            json!({cpu: "x86_64_v2"}),
+        ),
+        variant(
+            &layout,
+            &layer,
+            json!({"architecture": "amd64", "os": "linux", "variant": "v4"}),
+            json!({}),
+        ),
+        variant(
+            &layout,
+            &layer,
+            json!({"architecture": "arm64", "os": "linux", "variant": "v8"}),
+            json!({cpu: "a64fx"}),
+        ),
+        variant(
+            &layout,
+            &layer,
+            json!({"architecture": "amd64", "os": "linux", "features": ["cpu:zen3"]}),
+            json!({}),
+        ),
     ];
     let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": entries});
@@ -246,7 +310,10 @@ fn build_layout(dir: &Path) -> (PathBuf, String, Vec<Value>) {
 /// A saved fingerprint of another node: this node's, with the CPU of
 /// archspec's `target` (its features as flags).
 fn fingerprint_of(dir: &Path, target: &str, vendor: &str) -> PathBuf {
-    let out = sh(Command::new("timeout").arg("60").arg(bin("hpcc")).args(["fingerprint", "--json"]));
+    let out = sh(Command::new("timeout")
+        .arg("60")
+        .arg(bin("hpcc"))
+        .args(["fingerprint", "--json"]));
     let mut fp: Value = serde_json::from_slice(&out.stdout).unwrap();
     let known = archspec::cpu::Microarchitecture::known_targets();
     let t = known.get(target).expect("archspec knows the target");
@@ -297,7 +364,11 @@ fn select_match_and_errors_against_a_real_registry() {
         }
         None => assert_eq!(code, 2, "{out}{err}"),
     }
-    assert_eq!(err.lines().filter(|l| l.contains("sha256:")).count(), 4, "--why: {err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("sha256:")).count(),
+        4,
+        "--why: {err}"
+    );
 
     // Saved fingerprints of other nodes.
     for (target, vendor, want) in [
@@ -308,31 +379,57 @@ fn select_match_and_errors_against_a_real_registry() {
     ] {
         let fp = fingerprint_of(&rig.dir, target, vendor);
         let (code, out, err, _) = rig.hpcc(&[
-            "select", "--why", "--authfile", &auth, "--fingerprint", fp.to_str().unwrap(), &image,
+            "select",
+            "--why",
+            "--authfile",
+            &auth,
+            "--fingerprint",
+            fp.to_str().unwrap(),
+            &image,
         ]);
-        assert!(code == 0 || code == 1, "{target}: select failed ({code}): {err}");
+        assert!(
+            code == 0 || code == 1,
+            "{target}: select failed ({code}): {err}"
+        );
         assert_eq!(out.trim(), pull(want), "{target}: {err}");
     }
 
     // The same choice from the OCI layout, with no network.
     let fp = fingerprint_of(&rig.dir, "zen3", "AuthenticAMD");
     let (code, out, err, _) = rig.hpcc(&[
-        "select", "--fingerprint", fp.to_str().unwrap(), &format!("{}:multi", layout.display()),
+        "select",
+        "--fingerprint",
+        fp.to_str().unwrap(),
+        &format!("{}:multi", layout.display()),
     ]);
     assert!(code == 0 || code == 1, "{err}");
-    assert!(out.trim().ends_with(entries[3]["digest"].as_str().unwrap()), "{out}{err}");
+    assert!(
+        out.trim().ends_with(entries[3]["digest"].as_str().unwrap()),
+        "{out}{err}"
+    );
 
     // hpcc match and check on a plain tag.
-    let (code, out, err, _) =
-        rig.hpcc(&["match", "--authfile", &auth, &format!("docker://{ADDR}/hpc/app:v2")]);
+    let (code, out, err, _) = rig.hpcc(&[
+        "match",
+        "--authfile",
+        &auth,
+        &format!("docker://{ADDR}/hpc/app:v2"),
+    ]);
     assert!(code <= 2 && out.contains("x86_64_v2"), "{code} {out}{err}");
-    let (code, _, err, _) =
-        rig.hpcc(&["check", "--authfile", &auth, &format!("docker://{ADDR}/hpc/app:v2")]);
+    let (code, _, err, _) = rig.hpcc(&[
+        "check",
+        "--authfile",
+        &auth,
+        &format!("docker://{ADDR}/hpc/app:v2"),
+    ]);
     assert!(code != 3, "check: {err}");
 
     // No layer blob was ever asked for; configs were (so the log is read).
     let log = rig.log();
-    let gets: Vec<&str> = log.lines().filter(|l| l.contains("\"GET /v2/hpc/app/blobs/")).collect();
+    let gets: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/hpc/app/blobs/"))
+        .collect();
     assert!(!gets.is_empty(), "no blob GET in the registry log: {log}");
     assert!(
         !gets.iter().any(|l| l.contains(&layer)),
@@ -342,12 +439,22 @@ fn select_match_and_errors_against_a_real_registry() {
     // Failures, each named and bounded.
     let (code, _, err, t) = rig.hpcc(&["match", "--authfile", &rig.authfile("wrong.json"), &image]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains(ADDR) && err.contains("Not authorized"), "{err}");
+    assert!(
+        err.contains(ADDR) && err.contains("Not authorized"),
+        "{err}"
+    );
     assert!(t < Duration::from_secs(30));
-    let (code, _, err, _) =
-        rig.hpcc(&["match", "--authfile", &auth, &format!("docker://{ADDR}/hpc/app:nope")]);
+    let (code, _, err, _) = rig.hpcc(&[
+        "match",
+        "--authfile",
+        &auth,
+        &format!("docker://{ADDR}/hpc/app:nope"),
+    ]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains(ADDR) && err.contains("manifest unknown"), "{err}");
+    assert!(
+        err.contains(ADDR) && err.contains("manifest unknown"),
+        "{err}"
+    );
     let out = rig
         .netns(&["timeout", "60"])
         .arg(bin("hpcc"))
@@ -356,7 +463,10 @@ fn select_match_and_errors_against_a_real_registry() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("certificate verify failed"), "untrusted CA: {err}");
+    assert!(
+        err.contains("certificate verify failed"),
+        "untrusted CA: {err}"
+    );
 
     // A registry that accepts the connection and never answers.
     let mut rig = rig;
@@ -370,7 +480,12 @@ fn select_match_and_errors_against_a_real_registry() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let (code, _, err, t) = rig.hpcc(&[
-        "match", "--registry-timeout", "3", "--authfile", &auth, "docker://127.0.0.1:5001/hpc/app:multi",
+        "match",
+        "--registry-timeout",
+        "3",
+        "--authfile",
+        &auth,
+        "docker://127.0.0.1:5001/hpc/app:multi",
     ]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("127.0.0.1:5001"), "{err}");

@@ -34,7 +34,11 @@ pub fn auth_files(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(p) = explicit {
         return vec![p.to_owned()];
     }
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let mut out = Vec::new();
     out.extend(env("REGISTRY_AUTH_FILE"));
     out.extend(env("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
@@ -71,7 +75,9 @@ pub fn lookup(registry: &str, files: &[PathBuf]) -> Result<RegistryAuth, Registr
             return Ok(RegistryAuth::Bearer(token.to_owned()));
         }
         let Some(auth) = entry.auth.as_deref() else {
-            return Err(err("the entry has no \"auth\" (credential helpers are not supported)"));
+            return Err(err(
+                "the entry has no \"auth\" (credential helpers are not supported)",
+            ));
         };
         let raw = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
@@ -113,8 +119,11 @@ mod tests {
         let b = t.0.join("b.json");
         std::fs::write(&a, r#"{"auths":{"other:5000":{"auth":"eDp5"}}}"#).unwrap();
         // "alice:s3:cret" — a password may hold a colon.
-        std::fs::write(&b, r#"{"auths":{"127.0.0.1:5000":{"auth":"YWxpY2U6czM6Y3JldA=="}}}"#)
-            .unwrap();
+        std::fs::write(
+            &b,
+            r#"{"auths":{"127.0.0.1:5000":{"auth":"YWxpY2U6czM6Y3JldA=="}}}"#,
+        )
+        .unwrap();
         let files = vec![t.0.join("missing.json"), a, b];
         match lookup("127.0.0.1:5000", &files).unwrap() {
             RegistryAuth::Basic(u, p) => assert_eq!((u.as_str(), p.as_str()), ("alice", "s3:cret")),
@@ -131,7 +140,7 @@ mod tests {
         let t = TempDir::new("hpcc-auth");
         let a = t.0.join("a.json");
         std::fs::write(&a, r#"{"auths":{"r.example":{"auth":"!!"}}}"#).unwrap();
-        let e = lookup("r.example", &[a.clone()]).unwrap_err().to_string();
+        let e = lookup("r.example", std::slice::from_ref(&a)).unwrap_err().to_string();
         assert!(e.contains("a.json") && e.contains("base64"), "{e}");
     }
 }

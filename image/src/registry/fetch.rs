@@ -48,12 +48,11 @@ impl Session {
         let registry = r.reference.resolve_registry().to_owned();
         let mut extra = Vec::new();
         if let Some(ca) = &opts.ca_file {
-            let data = hpcc_common::io::read_file_bounded(ca, 1 << 20).map_err(|e| {
-                RegistryError::Ca {
+            let data =
+                hpcc_common::io::read_file_bounded(ca, 1 << 20).map_err(|e| RegistryError::Ca {
                     path: ca.clone(),
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             extra.push(Certificate {
                 encoding: CertificateEncoding::Pem,
                 data,
@@ -120,7 +119,10 @@ impl Session {
     pub fn manifest(&self, r: &Reference) -> Result<RawManifest, RegistryError> {
         let what = format!("manifest {}", hpcc_common::text::escape(&r.whole()));
         let (bytes, digest) = self
-            .bounded(&what, self.client.pull_manifest_raw(r, &self.auth, &ACCEPTED))?
+            .bounded(
+                &what,
+                self.client.pull_manifest_raw(r, &self.auth, &ACCEPTED),
+            )?
             .map_err(|e| self.failed(&what, &e))?;
         // The crate reads the whole body; a bigger one is refused here
         // (the time bound caps how much can arrive).
@@ -201,7 +203,12 @@ impl Session {
         let buf = self
             .bounded(what, fut)?
             .map_err(|e| self.failed(what, &e))?
-            .ok_or_else(|| self.answer(what, format!("more than the {} bytes of its descriptor", d.size)))?;
+            .ok_or_else(|| {
+                self.answer(
+                    what,
+                    format!("more than the {} bytes of its descriptor", d.size),
+                )
+            })?;
         crate::layout::verify(what, d, &buf).map_err(|e| self.answer(what, e))?;
         Ok(buf)
     }

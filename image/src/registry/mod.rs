@@ -158,7 +158,15 @@ pub fn open_image(r: &RegistryRef, limits: &Limits) -> Result<Image, ImageError>
         return open_entry(&s, r, &index, &entry, limits);
     }
     let manifest: Manifest = parse(&top.bytes, "manifest")?;
-    finish(&s, r, top.digest, manifest, BTreeMap::new(), BTreeMap::new(), limits)
+    finish(
+        &s,
+        r,
+        top.digest,
+        manifest,
+        BTreeMap::new(),
+        BTreeMap::new(),
+        limits,
+    )
 }
 
 /// Opens the manifest an index entry points at.
@@ -260,6 +268,14 @@ pub(crate) fn open_variants(
         platform: None,
         artifact_type: None,
     };
-    let img = finish(&s, r, top.digest, manifest, BTreeMap::new(), BTreeMap::new(), limits)?;
+    let img = finish(
+        &s,
+        r,
+        top.digest,
+        manifest,
+        BTreeMap::new(),
+        BTreeMap::new(),
+        limits,
+    )?;
     Ok(vec![(entry, img)])
 }

@@ -53,8 +53,10 @@ impl RegistryRef {
     /// must not score an image from a registry the user did not mean.
     pub fn parse_short(input: &str) -> Result<RegistryRef, RegistryError> {
         if is_qualified(input) {
-            return RegistryRef::parse_docker(&format!("docker://{input}"))
-                .map(|r| RegistryRef { given: input.to_owned(), ..r });
+            return RegistryRef::parse_docker(&format!("docker://{input}")).map(|r| RegistryRef {
+                given: input.to_owned(),
+                ..r
+            });
         }
         let conf = ShortNames::load()?;
         let (repo, rest) = split_repo(input);
@@ -85,7 +87,8 @@ impl RegistryRef {
                 }
             }
         };
-        let reference = Reference::try_from(full.as_str()).map_err(|e| bad(input, &e.to_string()))?;
+        let reference =
+            Reference::try_from(full.as_str()).map_err(|e| bad(input, &e.to_string()))?;
         Ok(RegistryRef {
             given: input.to_owned(),
             reference,
