@@ -210,7 +210,7 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         let r = RegistryRef::parse_docker(&format!("docker://reg.example/app@{d}")).unwrap();
         assert_eq!(r.reference.digest(), Some(d.as_str()));
-        assert!(RegistryRef::parse_docker("docker://UPPER/x").is_err());
+        assert!(RegistryRef::parse_docker("docker://reg.example/Upper").is_err());
     }
 
     #[test]
