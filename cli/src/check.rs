@@ -20,11 +20,13 @@ pub struct Args {
     /// The image.
     #[command(flatten)]
     pub source: SourceArgs,
+    #[command(flatten)]
+    pub registry: super::source::RegistryArgs,
 }
 
 /// Runs the command.
 pub fn run(args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
-    if let Some(image) = args.source.image_ref()? {
+    if let Some(image) = args.source.image_ref(&args.registry)? {
         // An image: the image-side check (mandatory and optional
         // annotations, where they come from, the expected HPC behaviour).
         let (code, text) = crate::image_cmd::check(&image, out.json)?;

@@ -17,6 +17,7 @@ use hpcc_image::annotate::{self, Format};
 use hpcc_image::layout::{Image, ImageRef};
 use hpcc_image::nfd::{self, NodeFeatures, Spec};
 use hpcc_image::{check as conformance, ImageError, Limits};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Exit code for bad input, shared by every command.
@@ -131,37 +132,58 @@ fn read_text(path: &Path, limit: u64) -> Result<String, ImageCmdError> {
     })
 }
 
-/// `hpcc match IMAGE`: the image's annotations (manifest and config only,
-/// no layer is read), merged with the policy's collections, and any NFD
-/// compatibility spec attached to it (or given), scored against the node.
-pub fn match_image(image: &ImageRef, opts: &MatchOptions) -> Result<(i32, String), ImageCmdError> {
-    let limits = Limits::default();
+/// The node scored against: `opts.fingerprint`, else this node.
+pub fn load_node(opts: &MatchOptions, policy: &Policy) -> Result<NodeFingerprint, ImageCmdError> {
+    match &opts.fingerprint {
+        Some(f) => {
+            serde_json::from_str::<NodeFingerprint>(&read_text(f, 16 << 20)?).map_err(|source| {
+                ImageCmdError::Fingerprint {
+                    path: f.clone(),
+                    source,
+                }
+            })
+        }
+        None => Ok(NodeFingerprint::cached(policy)),
+    }
+}
+
+/// Loads the policy `opts` names.
+pub fn load_policy(opts: &MatchOptions) -> Result<Policy, ImageCmdError> {
     let policy_path = opts
         .policy
         .clone()
         .unwrap_or_else(hpcc_config::policy_path_from_env);
-    let policy = Policy::load(&policy_path)?;
-    let img = Image::open(image, &limits)?;
+    Ok(Policy::load(&policy_path)?)
+}
+
+/// What scoring one image gave: exit code (0 green, 1 orange, 2 red or
+/// refused), the verdict, the collections applied, the NFD specs read.
+pub type Scored = (i32, Verdict, Applied, Vec<(String, Spec)>);
+
+/// Scores an opened image against `node` with the core matcher: its
+/// annotations over `base` (lowest precedence: what an index entry's
+/// platform implies), the site's collections, and the NFD specs attached
+/// to it or given. `hpcc match` and `hpcc select` both go through here.
+pub fn score_image(
+    img: &Image,
+    base: BTreeMap<String, String>,
+    node: &NodeFingerprint,
+    policy: &Policy,
+    opts: &MatchOptions,
+    limits: &Limits,
+) -> Result<Scored, ImageCmdError> {
+    let mut annotations = base;
+    annotations.extend(img.annotations().to_map());
     let mut ctx = LaunchContext::from_annotations(
         &img.ref_name.clone().unwrap_or_else(|| "image".into()),
-        img.annotations().to_map(),
+        annotations,
     );
     ctx.process_env = img.config.env.clone().unwrap_or_default();
-    let applied = collections::apply(&mut ctx, &policy)?;
-    let node =
-        match &opts.fingerprint {
-            Some(f) => serde_json::from_str::<NodeFingerprint>(&read_text(f, 16 << 20)?).map_err(
-                |source| ImageCmdError::Fingerprint {
-                    path: f.clone(),
-                    source,
-                },
-            )?,
-            None => NodeFingerprint::cached(&policy),
-        };
+    let applied = collections::apply(&mut ctx, policy)?;
     let plan = launch::decide(
         &ctx,
-        &node,
-        &policy,
+        node,
+        policy,
         &UserRequest {
             enforcement: None,
             mpi: MpiChoice::default(),
@@ -169,7 +191,7 @@ pub fn match_image(image: &ImageRef, opts: &MatchOptions) -> Result<(i32, String
     )?;
     let refused = !plan.decision.allows_start();
     let mut verdict = plan.verdict;
-    let mut specs: Vec<(String, Spec)> = Spec::attached(&img, &limits)?;
+    let mut specs: Vec<(String, Spec)> = Spec::attached(img, limits)?;
     if let Some(f) = &opts.nfd_file {
         let what = f.display().to_string();
         specs.push((
@@ -178,7 +200,7 @@ pub fn match_image(image: &ImageRef, opts: &MatchOptions) -> Result<(i32, String
         ));
     }
     if !specs.is_empty() {
-        let features = NodeFeatures::from_fingerprint(&node).with_sysfs_pci();
+        let features = NodeFeatures::from_fingerprint(node).with_sysfs_pci();
         for (what, spec) in &specs {
             verdict.extend(nfd::score(spec, what, &features, &opts.tags));
         }
@@ -191,6 +213,23 @@ pub fn match_image(image: &ImageRef, opts: &MatchOptions) -> Result<(i32, String
         Score::Orange => 1,
         Score::Red => 2,
     };
+    Ok((code, verdict, applied, specs))
+}
+
+/// `hpcc match IMAGE`: the image's annotations (manifest and config only,
+/// no layer is read), merged with the policy's collections, and any NFD
+/// compatibility spec attached to it (or given), scored against the node.
+pub fn match_image(image: &ImageRef, opts: &MatchOptions) -> Result<(i32, String), ImageCmdError> {
+    let limits = Limits::default();
+    let policy_path = opts
+        .policy
+        .clone()
+        .unwrap_or_else(hpcc_config::policy_path_from_env);
+    let policy = Policy::load(&policy_path)?;
+    let img = Image::open(image, &limits)?;
+    let node = load_node(opts, &policy)?;
+    let (code, verdict, applied, specs) =
+        score_image(&img, BTreeMap::new(), &node, &policy, opts, &limits)?;
     let out = if opts.json {
         serde_json::to_string_pretty(&MatchOutput {
             image: &img.reference,

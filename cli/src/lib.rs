@@ -34,6 +34,7 @@ pub mod matching;
 mod output;
 pub mod policy;
 pub mod schedule;
+pub mod select;
 pub mod source;
 pub mod version;
 
@@ -102,6 +103,8 @@ pub enum Command {
     /// Score an image against this node (or a saved fingerprint).
     // Boxed: its options (placement, Slurm step) dwarf the other commands.
     Match(Box<matching::Args>),
+    /// The best variant of an image index for this node (a digest to pull).
+    Select(select::Args),
     /// Conformance of an image's annotations alone.
     Check(check::Args),
     /// Propose annotations for an image, from its layers, with evidence.
@@ -192,6 +195,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         ))),
         Some(Command::Fingerprint(a)) => fingerprint::run(&a, &global, &out),
         Some(Command::Match(a)) => matching::run(&a, &global, &out),
+        Some(Command::Select(a)) => select::run(&a, &global, &out),
         Some(Command::Check(a)) => check::run(&a, &global, &out),
         Some(Command::Annotate(a)) => annotate::run(&a, &global, &out),
         Some(Command::Policy(a)) => policy::run(&a, &global, &out),

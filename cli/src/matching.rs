@@ -24,6 +24,8 @@ pub struct Args {
     /// The image.
     #[command(flatten)]
     pub source: SourceArgs,
+    #[command(flatten)]
+    pub registry: super::source::RegistryArgs,
     /// Score against this saved fingerprint (hpcc fingerprint --json) instead of this node.
     #[arg(long, value_name = "FILE.json", conflicts_with = "fleet")]
     pub fingerprint: Option<PathBuf>,
@@ -100,7 +102,7 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     if let Some(dir) = &args.fleet {
         return fleet(args, dir, g, out);
     }
-    if let Some(image) = args.source.image_ref()? {
+    if let Some(image) = args.source.image_ref(&args.registry)? {
         // An image: scored from its manifest and config alone, before any
         // layer is unpacked, with the site's collections and NFD specs.
         let opts = crate::image_cmd::MatchOptions {
@@ -278,7 +280,7 @@ fn fleet_rows(
     let mut rows = Vec::with_capacity(classes.len());
     // An image is read as `hpcc match IMAGE` reads it, once per class; a
     // bundle or annotations file once.
-    let ctx = match args.source.image_ref()? {
+    let ctx = match args.source.image_ref(&args.registry)? {
         Some(image) => Err(image),
         None => Ok(args.source.context()?),
     };

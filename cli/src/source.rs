@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 #[group(id = "source", required = true, multiple = false)]
 pub struct SourceArgs {
     /// An image: an OCI layout (`DIR`, `DIR:tag`, `oci:DIR:tag`), an OCI
-    /// archive (`oci-archive:FILE[:tag]`) or an image config JSON. Only
-    /// its manifest and config are read, never a layer.
+    /// archive (`oci-archive:FILE[:tag]`), an image config JSON, or an
+    /// image in a registry (`docker://HOST/REPO:TAG`, `...@sha256:...`,
+    /// or a short name `REPO:TAG` resolved through registries.conf).
+    /// Only its index, manifest and config are read, never a layer.
     #[arg(value_name = "IMAGE")]
     pub image: Option<String>,
     /// An OCI bundle: the annotations of DIR/config.json.
@@ -26,14 +28,62 @@ pub struct SourceArgs {
     pub annotations: Option<PathBuf>,
 }
 
+/// How to reach a registry, for an IMAGE given as `docker://...` or a
+/// short name (skopeo's option names).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Verify the registry's TLS certificate against the system roots
+    /// (and --ca-file); `--tls-verify=false` turns that off, as in skopeo.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// A PEM file of CA certificates to trust besides the system roots.
+    #[arg(long, value_name = "FILE.pem")]
+    pub ca_file: Option<PathBuf>,
+    /// The auth file (podman's auth.json or docker's config.json format);
+    /// default: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.config/containers/auth.json, ~/.docker/config.json.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Bound, in seconds, on each registry request.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub registry_timeout: u64,
+}
+
+impl Default for RegistryArgs {
+    fn default() -> Self {
+        RegistryArgs {
+            tls_verify: true,
+            ca_file: None,
+            authfile: None,
+            registry_timeout: 30,
+        }
+    }
+}
+
+impl RegistryArgs {
+    /// `input` parsed as an image, with these options on a registry one.
+    pub fn parse(&self, input: &str) -> Result<hpcc_image::layout::ImageRef, CliError> {
+        let mut r =
+            hpcc_image::layout::ImageRef::parse(input).map_err(|e| CliError::Image(e.into()))?;
+        if let hpcc_image::layout::ImageRef::Registry(reg) = &mut r {
+            reg.options = hpcc_image::registry::RegistryOptions {
+                tls_verify: self.tls_verify,
+                ca_file: self.ca_file.clone(),
+                auth_file: self.authfile.clone(),
+                timeout: std::time::Duration::from_secs(self.registry_timeout.max(1)),
+            };
+        }
+        Ok(r)
+    }
+}
+
 impl SourceArgs {
     /// The image, when one was named.
-    pub fn image_ref(&self) -> Result<Option<hpcc_image::layout::ImageRef>, CliError> {
-        self.image
-            .as_deref()
-            .map(hpcc_image::layout::ImageRef::parse)
-            .transpose()
-            .map_err(|e| CliError::Image(e.into()))
+    pub fn image_ref(
+        &self,
+        reg: &RegistryArgs,
+    ) -> Result<Option<hpcc_image::layout::ImageRef>, CliError> {
+        self.image.as_deref().map(|i| reg.parse(i)).transpose()
     }
 
     /// The launch context the core decides on.

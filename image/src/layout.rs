@@ -77,6 +77,8 @@ pub enum ImageRef {
     },
     /// An image config JSON (no layers).
     Config(PathBuf),
+    /// An image in a registry (`docker://...` or a short name).
+    Registry(Box<crate::registry::RegistryRef>),
 }
 
 impl ImageRef {
@@ -115,6 +117,11 @@ impl ImageRef {
             };
             return Ok(ImageRef::Archive { file, tag });
         }
+        if input.starts_with("docker://") {
+            return Ok(ImageRef::Registry(Box::new(
+                crate::registry::RegistryRef::parse_docker(input)?,
+            )));
+        }
         if let Some(rest) = input.strip_prefix("config:") {
             return Ok(ImageRef::Config(PathBuf::from(rest)));
         }
@@ -142,8 +149,19 @@ impl ImageRef {
         if tag.is_some() && path.is_file() {
             return Ok(ImageRef::Archive { file: path, tag });
         }
+        // Nothing on disk: a registry short name (`repo:tag`), unless it
+        // can only be a path.
+        let pathlike = input.starts_with('/')
+            || input.starts_with('.')
+            || input.ends_with(".json")
+            || input.ends_with(".tar");
+        if !pathlike {
+            if let Ok(r) = crate::registry::RegistryRef::parse_short(input) {
+                return Ok(ImageRef::Registry(Box::new(r)));
+            }
+        }
         Err(bad(
-            "no such OCI layout directory, OCI archive or image config JSON (expected DIR[:tag], FILE.tar[:tag] or FILE.json)",
+            "no such OCI layout directory, OCI archive or image config JSON (expected DIR[:tag], FILE.tar[:tag] or FILE.json), nor a registry image (docker://HOST/REPO:TAG, or a short name registries.conf resolves)",
         ))
     }
 }
@@ -167,6 +185,7 @@ impl fmt::Display for ImageRef {
                 tag.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
             }
             ImageRef::Config(p) => write!(f, "config:{}", p.display()),
+            ImageRef::Registry(r) => write!(f, "{r}"),
         }
     }
 }
@@ -282,7 +301,7 @@ impl Hasher {
 }
 
 /// Checks `bytes` against a descriptor.
-fn verify(what: &str, d: &Descriptor, bytes: &[u8]) -> Result<(), ImageError> {
+pub(crate) fn verify(what: &str, d: &Descriptor, bytes: &[u8]) -> Result<(), ImageError> {
     if bytes.len() as u64 != d.size {
         return Err(ImageError::Mismatch {
             what: what.to_owned(),
@@ -319,6 +338,9 @@ pub struct Platform {
     /// Reserved by the OCI spec; MetaHub collections put `cpu:zen3` here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// `os.features`.
+    #[serde(default, rename = "os.features", skip_serializing_if = "Vec::is_empty")]
+    pub os_features: Vec<String>,
 }
 
 /// An OCI content descriptor.
@@ -348,18 +370,18 @@ impl Descriptor {
         self.annotations.as_ref()?.get(key).map(String::as_str)
     }
 
-    fn is_index(&self) -> bool {
+    pub(crate) fn is_index(&self) -> bool {
         self.media_type == media::INDEX || self.media_type == media::DOCKER_LIST
     }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Index {
+pub(crate) struct Index {
     #[serde(default)]
-    manifests: Vec<Descriptor>,
+    pub(crate) manifests: Vec<Descriptor>,
     #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
+    pub(crate) annotations: Option<BTreeMap<String, String>>,
 }
 
 /// An OCI manifest (image or artifact).
@@ -422,7 +444,7 @@ impl RunConfig {
 /// What image config JSON this reader accepts: the OCI config blob
 /// (`config`), or `docker inspect` / `podman inspect` output (`Config`, and
 /// a one-element array of it).
-fn parse_config(bytes: &[u8], what: &str) -> Result<(RunConfig, Platform), ImageError> {
+pub(crate) fn parse_config(bytes: &[u8], what: &str) -> Result<(RunConfig, Platform), ImageError> {
     let json = |source| ImageError::Json {
         what: what.to_owned(),
         source,
@@ -460,13 +482,14 @@ fn parse_config(bytes: &[u8], what: &str) -> Result<(RunConfig, Platform), Image
             .and_then(|v| v.as_str())
             .map(str::to_owned),
         features: vec![],
+        os_features: vec![],
     };
     Ok((run, platform))
 }
 
 /// Where a blob comes from: a layout directory or an OCI archive read in
 /// place.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Store {
     Dir(PathBuf),
     Archive {
@@ -810,6 +833,7 @@ impl Image {
                 let store = Store::archive(file)?;
                 Self::from_store(r, store, tag.as_deref(), limits)
             }
+            ImageRef::Registry(reg) => crate::registry::open_image(reg, limits),
         }
     }
 
@@ -913,13 +937,34 @@ impl Image {
             descriptor_annotations.extend(inner.annotations.clone().unwrap_or_default());
             d = inner;
         }
+        Self::open_manifest(
+            r,
+            store,
+            &d,
+            ref_name,
+            index_annotations,
+            descriptor_annotations,
+            limits,
+        )
+    }
+
+    /// Opens the image manifest `d` of `store` and its config.
+    fn open_manifest(
+        r: &ImageRef,
+        store: Store,
+        d: &Descriptor,
+        ref_name: Option<String>,
+        index_annotations: BTreeMap<String, String>,
+        descriptor_annotations: BTreeMap<String, String>,
+        limits: &Limits,
+    ) -> Result<Image, ImageError> {
         if d.media_type != media::MANIFEST && d.media_type != media::DOCKER_MANIFEST {
             return Err(ImageError::layout(
                 format!("manifest {}", d.digest.short()),
                 format!("media type {:?} is not an image manifest", d.media_type),
             ));
         }
-        let manifest = Self::read_manifest(&store, &d, limits)?;
+        let manifest = Self::read_manifest(&store, d, limits)?;
         let what = format!("image config {}", manifest.config.digest.short());
         let cfg = store.read_blob(&manifest.config, limits.max_json_bytes, &what)?;
         let (config, platform) = parse_config(&cfg, &what)?;
@@ -943,6 +988,53 @@ impl Image {
             platform,
             layers: manifest.layers,
         })
+    }
+
+    /// Every image manifest of a layout's index (of the tag's nested index
+    /// when the tag names one, else of `index.json`), each opened with its
+    /// index entry: the variants `hpcc select` scores.
+    pub(crate) fn open_variants(
+        r: &ImageRef,
+        limits: &Limits,
+    ) -> Result<Vec<(Descriptor, Image)>, ImageError> {
+        let (store, tag) = match r {
+            ImageRef::Layout { dir, tag } => (Store::Dir(dir.clone()), tag.as_deref()),
+            ImageRef::Archive { file, tag } => (Store::archive(file)?, tag.as_deref()),
+            _ => return Ok(vec![]),
+        };
+        let index = Self::read_index(&store, None, limits)?;
+        let mut entries: Vec<Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|d| d.artifact_type.is_none())
+            .filter(|d| tag.is_none() || d.annotation(REF_NAME) == tag)
+            .cloned()
+            .collect();
+        let mut index_annotations = index.annotations.clone().unwrap_or_default();
+        if let [one] = entries.as_slice() {
+            if one.is_index() {
+                let nested = Self::read_index(&store, Some(one), limits)?;
+                index_annotations.extend(nested.annotations.unwrap_or_default());
+                entries = nested.manifests;
+            }
+        }
+        entries
+            .into_iter()
+            .filter(|d| d.artifact_type.is_none() && !d.is_index())
+            .take(256)
+            .map(|d| {
+                let img = Self::open_manifest(
+                    r,
+                    store.clone(),
+                    &d,
+                    d.annotation(REF_NAME).map(str::to_owned),
+                    index_annotations.clone(),
+                    d.annotations.clone().unwrap_or_default(),
+                    limits,
+                )?;
+                Ok((d, img))
+            })
+            .collect()
     }
 
     /// The annotations, merged by precedence (see the module docs).
@@ -1013,7 +1105,7 @@ fn list_or_none(tags: &[&str]) -> String {
 }
 
 /// The entry for this machine's platform, or the only entry.
-fn pick_platform<'a>(cands: &[&'a Descriptor]) -> Option<&'a Descriptor> {
+pub(crate) fn pick_platform<'a>(cands: &[&'a Descriptor]) -> Option<&'a Descriptor> {
     if let [one] = cands {
         return Some(one);
     }

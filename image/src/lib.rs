@@ -31,6 +31,8 @@ pub mod layers;
 pub mod layout;
 pub mod nfd;
 pub mod proposals;
+pub mod registry;
+pub mod select;
 
 use std::time::Duration;
 
@@ -97,6 +99,9 @@ pub enum ImageError {
         /// Decoder or tar error.
         reason: String,
     },
+    /// A registry could not be read.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
     /// A YAML document (collection, NFD spec) is not valid.
     #[error(transparent)]
     Yaml(#[from] hpcc_common::yaml::YamlError),
