@@ -75,7 +75,7 @@ for f in /usr/bin/hpcc /usr/libexec/hpcc/hpcc-hook /usr/libexec/hpcc/hpcc-runtim
          /usr/lib/x86_64-linux-gnu/slurm-wlm/hpcc_spank.so \
          /usr/share/doc/hpcc-slurm/examples/plugstack.conf /usr/share/doc/hpcc-slurm/examples/oci.conf \
          /usr/share/doc/hpcc-slurm/examples/cli_filter.lua /usr/libexec/hpcc/hpcc-node-features \
-         /lib/systemd/system/hpcc-node-features.service \
+         /usr/lib/systemd/system/hpcc-node-features.service \
          /usr/share/man/man1/hpcc.1.gz /usr/share/man/man1/hpcc-doctor.1.gz \
          /usr/share/man/man8/hpcc-hook.8.gz /usr/share/man/man8/hpcc-runtime.8.gz \
          /usr/share/man/man5/hook.toml.5.gz /usr/share/bash-completion/completions/hpcc; do

@@ -140,7 +140,9 @@ mod tests {
         let t = TempDir::new("hpcc-auth");
         let a = t.0.join("a.json");
         std::fs::write(&a, r#"{"auths":{"r.example":{"auth":"!!"}}}"#).unwrap();
-        let e = lookup("r.example", std::slice::from_ref(&a)).unwrap_err().to_string();
+        let e = lookup("r.example", std::slice::from_ref(&a))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a.json") && e.contains("base64"), "{e}");
     }
 }
