@@ -87,14 +87,7 @@ pub fn plan(p: &Plan, color: bool) -> String {
     if !p.tweaks.is_empty() {
         let _ = writeln!(out, "tweaks:");
         for m in &p.tweaks.mounts {
-            let _ = writeln!(
-                out,
-                "  mount  {} -> {}{}  ({})",
-                m.source.display(),
-                m.destination.display(),
-                if m.readonly { " (ro)" } else { "" },
-                m.reason
-            );
+            mount_line(&mut out, m);
         }
         for d in &p.tweaks.devices {
             let _ = writeln!(
@@ -123,14 +116,7 @@ pub fn plan(p: &Plan, color: bool) -> String {
     if let Some(w) = &p.slurm {
         let _ = writeln!(out, "slurm step:");
         for m in &w.mounts {
-            let _ = writeln!(
-                out,
-                "  mount  {} -> {}{}  ({})",
-                m.source.display(),
-                m.destination.display(),
-                if m.readonly { " (ro)" } else { "" },
-                m.reason
-            );
+            mount_line(&mut out, m);
         }
         for e in &w.env {
             let _ = writeln!(out, "  env    {}={}  ({})", e.name, e.value, e.reason);
@@ -164,6 +150,18 @@ pub fn plan(p: &Plan, color: bool) -> String {
 }
 
 /// A node fingerprint for people.
+/// One mount of the plan, as the tweaks and the Slurm step list them.
+fn mount_line(out: &mut String, m: &crate::plan::Mount) {
+    let _ = writeln!(
+        out,
+        "  mount  {} -> {}{}  ({})",
+        m.source.display(),
+        m.destination.display(),
+        if m.readonly { " (ro)" } else { "" },
+        m.reason
+    );
+}
+
 pub fn fingerprint(fp: &NodeFingerprint) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "node:      {}", fp.hostname);
