@@ -69,12 +69,14 @@ fn step_var(config: &Value, name: &str) -> Option<String> {
 /// `--mpi=none`) get none.
 pub fn wire(config: &Value, policy: &Policy, s: &Step<'_>) -> Result<Wired, MpiError> {
     let (mpi, pmi_fd) = step_mpi(config, s)?;
+    // A step without MPI gets no wiring: the node is not looked at for it.
+    let node_has_mqueue = mpi != StepMpi::None && namespaces::Node::this().has_mqueue;
     let facts = SlurmStep {
         node: s.node.to_owned(),
         mpi,
         node_namespaces: policy.slurm.mpi_node_namespaces,
         userns: has_userns(config),
-        node_has_mqueue: namespaces::Node::this().has_mqueue,
+        node_has_mqueue,
     };
     Ok(Wired {
         wiring: slurm::wiring(&facts),
