@@ -526,6 +526,16 @@ impl NodeFingerprint {
         Self::cached_with(policy, &GpuProbe::InProcess)
     }
 
+    /// The fingerprint from the per-boot cache, only when it is there and
+    /// valid for this boot, this hpcc and this policy.
+    pub fn from_cache(policy: &Policy) -> Option<NodeFingerprint> {
+        if !policy.cache.enabled {
+            return None;
+        }
+        let key = cache_key(policy)?;
+        read_cache(&policy.cache.dir.join("fingerprint.json"), &key)
+    }
+
     /// [`NodeFingerprint::cached`], the GPU facts of a cache miss from
     /// `probe`.
     pub fn cached_with(policy: &Policy, probe: &GpuProbe) -> NodeFingerprint {
@@ -601,7 +611,7 @@ fn write_cache(dir: &Path, path: &Path, key: &str, fp: &NodeFingerprint) -> std:
         fingerprint: fp.clone(),
     })
     .map_err(std::io::Error::other)?;
-    crate::io::write_atomic(
+    crate::io::write_atomic_unsynced(
         path,
         &body,
         crate::io::FileMode {

@@ -582,6 +582,7 @@ pub fn refusal_line(plan: &Plan, policy_path: &Path) -> Option<String> {
     )))
 }
 
+pub mod coldfill;
 mod driver;
 pub use driver::{run, Effect, RunInput};
 

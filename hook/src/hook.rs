@@ -12,7 +12,7 @@
 //! hpcc failure: `on_error` decides.
 
 use hpcc_common::apply::{self, child, Target};
-use hpcc_common::fingerprint::{GpuProbe, NodeFingerprint};
+use hpcc_common::fingerprint::GpuProbe;
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
 use hpcc_common::plan::{Tweaks, UserRequest};
@@ -219,7 +219,9 @@ pub fn run(
             return finish(outcome, stderr_line);
         }
     };
-    let node = NodeFingerprint::cached_with(&policy, &gpu_probe(&policy));
+    // On a cold cache one launch of a burst fills it (the GPU helper
+    // included) while the others wait: held until the mounts are made.
+    let (node, _fill) = launch::coldfill::fingerprint(&policy, &gpu_probe(&policy));
     // One snapshot of the image for the planner and the cache builder.
     let image = launch::LaunchImage::new(&ctx.rootfs);
     let input = launch::RunInput {

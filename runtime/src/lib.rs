@@ -31,7 +31,7 @@ pub mod slurm;
 use args::{Args, Launch};
 use bundle::Config;
 use hpcc_common::apply::spec;
-use hpcc_common::fingerprint::NodeFingerprint;
+use hpcc_common::fingerprint::GpuProbe;
 use hpcc_common::launch::{self, exit, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
 use hpcc_common::plan::{Plan, UserRequest};
@@ -203,7 +203,9 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
         Err(refused) => return refuse(args, &refused),
     };
     hpcc_common::logging::init("hpcc-runtime", &policy.log);
-    let node = NodeFingerprint::cached(&policy);
+    // On a cold cache one launch of a burst fills it while the others
+    // wait: held until the private bundle is written.
+    let (node, _fill) = launch::coldfill::fingerprint(&policy, &GpuProbe::InProcess);
     let here = Some(node.hostname.as_str());
     let read = Config::read(&l.bundle)
         .map_err(LaunchError::input)

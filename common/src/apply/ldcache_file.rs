@@ -22,7 +22,7 @@
 //! `hpcc-runtime` adds the same bind to `config.json`. The store is bounded
 //! ([`MAX_FILES`]): the oldest files go first.
 
-use crate::io::{write_atomic, FileMode};
+use crate::io::{write_atomic_unsynced, FileMode};
 use crate::plan::CacheEntry;
 use crate::rootfs::{Rootfs, RootfsError};
 use crate::tweaks::ldcache::{self, LdCache, LdCacheError, MAX_CACHE_BYTES};
@@ -159,7 +159,7 @@ pub(crate) fn save(store: &Path, bytes: &[u8]) -> Result<PathBuf, LdCacheFileErr
         }
     }
     prune(store, bytes.len() as u64);
-    write_atomic(
+    write_atomic_unsynced(
         &path,
         bytes,
         FileMode {

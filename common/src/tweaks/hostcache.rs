@@ -18,7 +18,7 @@
 //! - the whole file is keyed by the boot id, hpcc's version and
 //!   [`SCHEMA`], so a reboot or an upgrade starts afresh.
 //!
-//! Only root writes it (atomically, [`crate::io::write_atomic`]), only a
+//! Only root writes it (atomically, [`crate::io::write_atomic_unsynced`]: a per-boot file needs no flush, a crash ends the boot it is keyed to), only a
 //! regular root-owned file that no one else can write is read (opened
 //! without following links, checked on the open file), and a cache that
 //! cannot be read or trusted is simply not used: it is a speed-up, never a
@@ -300,7 +300,7 @@ impl HostLibCache {
                     .recursive(true)
                     .mode(0o755)
                     .create(dir)?;
-                crate::io::write_atomic(
+                crate::io::write_atomic_unsynced(
                     &self.file,
                     &b,
                     crate::io::FileMode {

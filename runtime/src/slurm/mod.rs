@@ -34,7 +34,7 @@ use crate::args::{Args, Launch};
 use crate::bundle::Config;
 use crate::{refuse, runtime_path, write_plan, Next};
 use hpcc_common::apply::spec;
-use hpcc_common::fingerprint::NodeFingerprint;
+use hpcc_common::fingerprint::GpuProbe;
 use hpcc_common::handoff;
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
@@ -179,7 +179,9 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     if step_file.is_some() {
         tracing::info!(container = %l.id, "deciding under the step policy hpcc_spank.so left for this step");
     }
-    let fp = NodeFingerprint::cached(&policy);
+    // A step's tasks start at once: on a cold cache one fills it while
+    // the others wait (held until this function has written the config).
+    let (fp, _fill) = launch::coldfill::fingerprint(&policy, &GpuProbe::InProcess);
     // The line names the node as Slurm does (several nodes may share a
     // host name).
     let image = launch::LaunchImage::new(&ctx.rootfs);
