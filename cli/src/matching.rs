@@ -3,7 +3,6 @@
 
 use super::source::SourceArgs;
 use super::{CliError, Global, Output};
-use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::launch;
 use hpcc_common::matcher::Score;
 use hpcc_common::plan::{MpiChoice, UserRequest};
@@ -128,21 +127,15 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         .parse::<MpiChoice>()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let policy = Policy::load(&g.config)?;
-    let node = match &args.fingerprint {
-        Some(f) => {
-            let text = std::fs::read_to_string(f).map_err(|source| CliError::Read {
-                path: f.clone(),
-                source,
-            })?;
-            serde_json::from_str::<NodeFingerprint>(&text).map_err(|source| {
-                CliError::Fingerprint {
-                    path: f.clone(),
-                    source,
-                }
-            })?
-        }
-        None => NodeFingerprint::cached(&policy),
-    };
+    // The saved fingerprint is read as `hpcc match IMAGE` and the Python
+    // bindings read it (bounded, the same message when it is not one).
+    let node = crate::image_cmd::load_node(
+        &crate::image_cmd::MatchOptions {
+            fingerprint: args.fingerprint.clone(),
+            ..Default::default()
+        },
+        &policy,
+    )?;
     let ctx = args.source.context()?;
     let (_, mut plan) =
         crate::image_cmd::match_context(&ctx, &node, &policy, &UserRequest { enforcement, mpi })?;

@@ -223,16 +223,34 @@ pub fn score_image(
 /// no layer is read), merged with the policy's collections, and any NFD
 /// compatibility spec attached to it (or given), scored against the node.
 pub fn match_image(image: &ImageRef, opts: &MatchOptions) -> Result<(i32, String), ImageCmdError> {
-    let limits = Limits::default();
-    let policy_path = opts
-        .policy
-        .clone()
-        .unwrap_or_else(hpcc_config::policy_path_from_env);
-    let policy = Policy::load(&policy_path)?;
-    let img = Image::open(image, &limits)?;
+    let policy = load_policy(opts)?;
+    let img = Image::open(image, &Limits::default())?;
     let node = load_node(opts, &policy)?;
+    match_opened(&img, &node, &policy, opts)
+}
+
+/// [`match_image`] on a node and a policy already loaded (the bindings
+/// pass a fingerprint document; `opts.fingerprint` and `opts.policy` are
+/// not read).
+pub fn match_image_on(
+    image: &ImageRef,
+    node: &NodeFingerprint,
+    policy: &Policy,
+    opts: &MatchOptions,
+) -> Result<(i32, String), ImageCmdError> {
+    let img = Image::open(image, &Limits::default())?;
+    match_opened(&img, node, policy, opts)
+}
+
+fn match_opened(
+    img: &Image,
+    node: &NodeFingerprint,
+    policy: &Policy,
+    opts: &MatchOptions,
+) -> Result<(i32, String), ImageCmdError> {
+    let limits = Limits::default();
     let (code, verdict, applied, specs) =
-        score_image(&img, BTreeMap::new(), &node, &policy, opts, &limits)?;
+        score_image(img, BTreeMap::new(), node, policy, opts, &limits)?;
     let out = if opts.json {
         schema::to_string_pretty(
             Kind::ImageVerdict,
@@ -420,12 +438,32 @@ pub fn select_image(
     image: &ImageRef,
     opts: &MatchOptions,
 ) -> Result<(i32, Selection), ImageCmdError> {
-    let limits = Limits::default();
     let policy = load_policy(opts)?;
-    let variants = crate::select::variants(image, &limits)?;
+    let variants = crate::select::variants(image, &Limits::default())?;
     let node = load_node(opts, &policy)?;
-    let scores = score_variants(&variants, &node, &policy, opts, &limits)?;
-    Ok(selection(image.to_string(), &variants, scores))
+    select_variants(image, &variants, &node, &policy, opts)
+}
+
+/// [`select_image`] on a node and a policy already loaded.
+pub fn select_image_on(
+    image: &ImageRef,
+    node: &NodeFingerprint,
+    policy: &Policy,
+    opts: &MatchOptions,
+) -> Result<(i32, Selection), ImageCmdError> {
+    let variants = crate::select::variants(image, &Limits::default())?;
+    select_variants(image, &variants, node, policy, opts)
+}
+
+fn select_variants(
+    image: &ImageRef,
+    variants: &[crate::select::Variant],
+    node: &NodeFingerprint,
+    policy: &Policy,
+    opts: &MatchOptions,
+) -> Result<(i32, Selection), ImageCmdError> {
+    let scores = score_variants(variants, node, policy, opts, &Limits::default())?;
+    Ok(selection(image.to_string(), variants, scores))
 }
 
 /// The selection document of scored variants, and its exit code.
