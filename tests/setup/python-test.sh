@@ -31,10 +31,13 @@ bash tests/setup/build-image-fixtures.sh tests/work/image-side >/dev/null
 timeout 1800 cargo build -q -p hpcc-cli --bin hpcc
 
 t1=$SECONDS
+# --compatibility linux: a wheel for this machine (it links the system
+# OpenSSL of the registry client; a manylinux wheel would bundle it, which
+# needs patchelf).
 log "maturin build (dev profile)"
 rm -rf "$VENV/wheels"
 (cd python && timeout 1800 "$VENV/bin/maturin" build --profile dev \
-  --interpreter "$VENV/bin/python" --out "$VENV/wheels" --quiet)
+  --interpreter "$VENV/bin/python" --compatibility linux --out "$VENV/wheels" --quiet)
 t_build=$((SECONDS - t1))
 "$VENV/bin/pip" install -q --disable-pip-version-check "$VENV"/wheels/hpcc-*.whl
 

@@ -304,3 +304,53 @@ fn a_renamed_field_is_caught() {
     // A verdict is not a plan.
     assert!(!errors("plan", &v).is_empty());
 }
+
+/// A plan with tweaks (the host's Debian MPICH and libfabric over the
+/// fixture's MPICH application: mounts, environment, linker cache) and a
+/// fingerprint with host libraries: the parts of the documents a node
+/// without a declared MPI leaves empty.
+#[test]
+fn documents_with_host_libraries_and_tweaks() {
+    const POLICY: &str = r#"
+[mpi.mpich]
+abi = "mpich"
+libraries = ["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]
+env = { MPICH_E2E = "1" }
+
+[libfabric]
+library = "/usr/lib/x86_64-linux-gnu/libfabric.so.1"
+
+[cache]
+enabled = false
+
+[log]
+journald = false
+"#;
+    hpcc_e2e::ensure_fixtures();
+    let mut b = hpcc_e2e::Bundle::new("json-schema-mpich", &hpcc_e2e::fixture_rootfs("mpich-app"));
+    b.annotate(
+        "org.supercontainers.hardware.cpu.optimized.version",
+        "x86_64",
+    )
+    .annotate("org.supercontainers.mpi.implementation", "mpich")
+    .annotate(
+        "org.supercontainers.mpi.portability.mode",
+        "mpi_replace,libfabric_inject",
+    )
+    .with_hook(POLICY)
+    .write();
+    let (code, fp) = hpcc_in(&b.dir, &["fingerprint", "--no-cache"]);
+    assert_eq!(code, 0, "{fp:#}");
+    assert_valid("fingerprint", &fp, "fingerprint with host MPI");
+    assert!(fp["mpi"][0]["libraries"][0]["soname"].is_string(), "{fp:#}");
+    assert!(fp["libfabric"].is_object(), "{fp:#}");
+    let (code, p) = hpcc_in(&b.dir, &["match", "--plan", "--bundle", &s(&b.dir)]);
+    assert_ne!(code, 3, "{p:#}");
+    assert_valid("plan", &p, "plan with tweaks");
+    for part in ["mounts", "env", "ld_cache"] {
+        assert!(
+            !p["tweaks"][part].as_array().unwrap().is_empty(),
+            "no {part}: {p:#}"
+        );
+    }
+}
