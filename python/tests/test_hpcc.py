@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 
 import jsonschema
 import pytest
@@ -162,3 +163,28 @@ def test_errors_are_exceptions_with_the_cli_message(work, policy):
         hpcc.match(ANNOTATIONS, fingerprint={"hostname": "x"})
     for cls in (hpcc.PolicyError, hpcc.ImageError, hpcc.InputError):
         assert issubclass(cls, hpcc.HpccError)
+
+
+def doc_block(name):
+    """The fenced block after `<!-- test: NAME ... -->` in docs/python.md."""
+    text = (REPO / "docs/python.md").read_text()
+    marker = text.index(f"<!-- test: {name} ")
+    body = text[marker:].split("```python\n", 1)[1]
+    return body.split("```", 1)[0]
+
+
+def test_the_docs_examples(tmp_path, policy):
+    import ast
+    # ReFrame is not installed here: its example must at least parse.
+    ast.parse(doc_block("reframe-skip"))
+    # The health check runs as written, with this module, and exits with
+    # the score's code.
+    script = tmp_path / "health.py"
+    script.write_text(doc_block("health-check"))
+    env = dict(os.environ, HPCC_CONFIG=policy)
+    p = subprocess.run([sys.executable, str(script)], capture_output=True,
+                       text=True, timeout=120, env=env, check=False)
+    assert p.returncode in (0, 1, 2), p.stderr
+    host, arch, score = p.stdout.split()
+    assert score == {0: "green", 1: "orange", 2: "red"}[p.returncode]
+    assert arch == hpcc.fingerprint(policy=policy)["cpu"]["microarchitecture"]
