@@ -198,6 +198,18 @@ mod tests {
     }
 
     #[test]
+    fn a_document_reads_back_into_its_type() {
+        // hpcc-hook reads `hpcc fingerprint --gpus --json` this way.
+        let g = crate::fingerprint::GpuFingerprint {
+            nvidia: None,
+            nvml_note: Some("no GPU".into()),
+        };
+        let text = to_string_pretty(Kind::Gpus, &g).unwrap();
+        let back: crate::fingerprint::GpuFingerprint = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, g);
+    }
+
+    #[test]
     fn kinds_are_distinct() {
         let mut seen: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         seen.sort_unstable();
