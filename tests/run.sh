@@ -52,6 +52,10 @@ sh_stage "fixtures (busybox, MPICH/Open MPI stand-ins, OCI layouts)" 'bash tests
 sh_stage "cargo test --workspace --no-fail-fast" \
   "cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee $LOGDIR/cargo-test.log"
 
+# The Python module (python/): a fresh venv, maturin (dev profile, on the
+# artifacts cargo test just built), pytest against the CLI and docs/schema/.
+sh_stage "python bindings (venv, maturin, pytest)" 'bash tests/setup/python-test.sh'
+
 sh_stage "fuzz smoke (corpus replay, 4 s of mutation per target)" 'bash tests/setup/fuzz-smoke.sh 4'
 
 # What an admin installs (tests/setup/package-test.sh): podman with the shipped

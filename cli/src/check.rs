@@ -4,6 +4,7 @@
 use super::source::SourceArgs;
 use super::{CliError, Global, Output};
 use hpcc_common::annotations::ImageSpec;
+use hpcc_common::schema::Kind;
 
 /// Annotations that the proposal makes mandatory for a conformant image.
 pub const MANDATORY: &[&str] = &["org.supercontainers.hardware.cpu.optimized.version"];
@@ -44,12 +45,15 @@ pub fn run(args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
     let warnings = s.warnings.clone();
     let spec: Result<&ImageSpec, ()> = Ok(&s);
     if out.json {
-        out.json(&serde_json::json!({
-            "conformant": code == 0,
-            "problems": problems,
-            "warnings": warnings,
-            "image": spec.as_ref().ok(),
-        }))?;
+        out.json(
+            Kind::Conformance,
+            &serde_json::json!({
+                "conformant": code == 0,
+                "problems": problems,
+                "warnings": warnings,
+                "image": spec.as_ref().ok(),
+            }),
+        )?;
     } else {
         let mut text = String::from(if code == 0 {
             "conformant\n"

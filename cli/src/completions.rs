@@ -3,6 +3,7 @@
 
 use super::{CliError, Global, Output};
 use clap_complete::Shell;
+use hpcc_common::schema::Kind;
 
 /// `hpcc completions SHELL`.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,7 +27,10 @@ pub fn script(shell: Shell) -> Vec<u8> {
 pub fn run(args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
     let text = String::from_utf8_lossy(&script(args.shell)).into_owned();
     if out.json {
-        out.json(&serde_json::json!({ "shell": args.shell.to_string(), "script": text }))?;
+        out.json(
+            Kind::Completions,
+            &serde_json::json!({ "shell": args.shell.to_string(), "script": text }),
+        )?;
     } else {
         out.text(&text)?;
     }

@@ -10,6 +10,7 @@
 //! - `completions/hpcc.bash`, `completions/_hpcc`, `completions/hpcc.fish`.
 
 use super::{CliError, Global, Output};
+use hpcc_common::schema::Kind;
 
 use clap_mangen::roff::{bold, roman, Roff};
 use clap_mangen::Man;
@@ -27,7 +28,10 @@ pub struct Args {
 pub fn run(args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
     let files = generate(&args.out)?;
     if out.json {
-        out.json(&serde_json::json!({ "written": files }))?;
+        out.json(
+            Kind::GeneratedDocs,
+            &serde_json::json!({ "written": files }),
+        )?;
     } else {
         let mut text = String::new();
         for f in &files {

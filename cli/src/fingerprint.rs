@@ -3,6 +3,7 @@
 use super::{CliError, Global, Output};
 use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::report;
+use hpcc_common::schema::Kind;
 use hpcc_config::Policy;
 
 /// `hpcc fingerprint [--no-cache]`.
@@ -42,7 +43,7 @@ pub enum Format {
 /// Runs the command.
 pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     if args.gpus {
-        out.json(&hpcc_common::fingerprint::gpus())?;
+        out.json(Kind::Gpus, &hpcc_common::fingerprint::gpus())?;
         return Ok(0);
     }
     let policy = Policy::load(&g.config)?;
@@ -54,7 +55,10 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     if let Some(f) = args.format {
         let features = hpcc_common::node_features::of(&fp);
         if out.json {
-            out.json(&serde_json::json!({ "features": features }))?;
+            out.json(
+                Kind::NodeFeatures,
+                &serde_json::json!({ "features": features }),
+            )?;
         } else {
             out.text(&match f {
                 Format::SlurmFeatures => hpcc_common::node_features::slurm(&fp) + "\n",
@@ -62,7 +66,7 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
             })?;
         }
     } else if out.json {
-        out.json(&fp)?;
+        out.json(Kind::Fingerprint, &fp)?;
     } else {
         out.text(&report::fingerprint(&fp))?;
     }

@@ -15,6 +15,8 @@
 //! - `--help` on every subcommand, `--version` (and `hpcc version`);
 //! - `--json` (global): stdout carries exactly one JSON document, errors
 //!   included (`{"error": "..."}`), with the same exit code as without;
+//!   every document has `"schema": "hpcc/v1"` and a `"kind"`
+//!   ([`hpcc_common::schema`], docs/schema/);
 //! - colour only on a terminal and never with `NO_COLOR`;
 //! - exit codes (docs/cli.md): match 0 green / 1 orange / 2 red or refused; check 0
 //!   conformant / 1 not / 2 invalid; fingerprint, policy, completions 0 ok;
@@ -65,7 +67,8 @@ Environment:
   HPCC_CONFIG  the policy when --config is not given (default /etc/hpcc/hook.toml)
   NO_COLOR     no colour, even on a terminal
 
-With --json, stdout is one JSON document, errors included: {\"error\": \"...\"}.";
+With --json, stdout is one JSON document, errors included: {\"error\": \"...\"}.
+Every document has \"schema\": \"hpcc/v1\" and a \"kind\" (docs/schema/<kind>.schema.json).";
 
 /// HPC container conformance: fingerprint this node, score images, check the installation.
 #[derive(Debug, Parser)]
@@ -170,7 +173,11 @@ pub fn main(argv: Vec<OsString>) -> i32 {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     if json {
                         // Help is text; under --json it still is one JSON document.
-                        out.fail_code(0, &serde_json::json!({ "help": e.render().to_string() }))
+                        out.fail_code(
+                            0,
+                            hpcc_common::schema::Kind::Help,
+                            &serde_json::json!({ "help": e.render().to_string() }),
+                        )
                     } else {
                         let _ = e.print();
                         0

@@ -3,11 +3,11 @@
 
 use super::source::SourceArgs;
 use super::{CliError, Global, Output};
-use hpcc_common::fingerprint::NodeFingerprint;
 use hpcc_common::launch;
 use hpcc_common::matcher::Score;
 use hpcc_common::plan::{MpiChoice, UserRequest};
 use hpcc_common::report;
+use hpcc_common::schema::Kind;
 use hpcc_common::slurm;
 use hpcc_config::{Enforcement, Policy};
 use std::path::PathBuf;
@@ -127,23 +127,18 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         .parse::<MpiChoice>()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let policy = Policy::load(&g.config)?;
-    let node = match &args.fingerprint {
-        Some(f) => {
-            let text = std::fs::read_to_string(f).map_err(|source| CliError::Read {
-                path: f.clone(),
-                source,
-            })?;
-            serde_json::from_str::<NodeFingerprint>(&text).map_err(|source| {
-                CliError::Fingerprint {
-                    path: f.clone(),
-                    source,
-                }
-            })?
-        }
-        None => NodeFingerprint::cached(&policy),
-    };
+    // The saved fingerprint is read as `hpcc match IMAGE` and the Python
+    // bindings read it (bounded, the same message when it is not one).
+    let node = crate::image_cmd::load_node(
+        &crate::image_cmd::MatchOptions {
+            fingerprint: args.fingerprint.clone(),
+            ..Default::default()
+        },
+        &policy,
+    )?;
     let ctx = args.source.context()?;
-    let mut plan = launch::decide(&ctx, &node, &policy, &UserRequest { enforcement, mpi })?;
+    let (_, mut plan) =
+        crate::image_cmd::match_context(&ctx, &node, &policy, &UserRequest { enforcement, mpi })?;
     if let Some(f) = &args.slurm_step {
         let text = std::fs::read_to_string(f).map_err(|source| CliError::Read {
             path: f.clone(),
@@ -157,8 +152,8 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         plan.slurm = slurm::wiring(&step);
     }
     match (out.json, args.plan) {
-        (true, true) => out.json(&plan)?,
-        (true, false) => out.json(&plan.verdict)?,
+        (true, true) => out.json(Kind::Plan, &plan)?,
+        (true, false) => out.json(Kind::Verdict, &plan.verdict)?,
         (false, true) => out.text(&report::plan(&plan, out.color))?,
         (false, false) => {
             out.text(&report::verdict(&plan.verdict, out.color))?;
@@ -168,19 +163,8 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
             }
         }
     }
-    // A start the policy refuses is red whatever the findings' score: an
-    // image with nothing checkable is only "degraded", but a script that
-    // gates on `hpcc match` must not pass what `unannotated = "refuse"`
-    // (or any other rule) refuses.
-    Ok(if !plan.decision.allows_start() {
-        2
-    } else {
-        match plan.verdict.score() {
-            Score::Green => 0,
-            Score::Orange => 1,
-            Score::Red => 2,
-        }
-    })
+    // The Slurm wiring does not change the decision: the code is the plan's.
+    Ok(crate::image_cmd::plan_exit_code(&plan))
 }
 
 /// `hpcc match --fleet DIR`: the same decision for each node class.
@@ -188,7 +172,7 @@ fn fleet(args: &Args, dir: &std::path::Path, g: &Global, out: &Output) -> Result
     let policy = Policy::load(&g.config)?;
     let (_, rows) = fleet_rows(args, dir, g, &policy)?;
     if out.json {
-        out.json(&serde_json::json!({ "classes": rows }))?;
+        out.json(Kind::Fleet, &serde_json::json!({ "classes": rows }))?;
     } else {
         out.text(&crate::fleet::table(&rows))?;
     }
@@ -244,7 +228,10 @@ fn placement(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     };
     let p = crate::schedule::place(&req, &classes, &rows, nodes.as_ref(), &partition)?;
     if out.json {
-        out.json(&serde_json::json!({ "placement": p, "classes": rows }))?;
+        out.json(
+            Kind::Placement,
+            &serde_json::json!({ "placement": p, "classes": rows }),
+        )?;
     } else if let Some(line) = &p.refusal {
         if args.submit && policy.scheduling.submit == Enforcement::Warn {
             eprintln!("hpcc: warning (scheduling.submit = \"warn\"), submitted unchanged: {line}");

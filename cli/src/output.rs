@@ -3,6 +3,7 @@
 //! stderr otherwise.
 
 use super::CliError;
+use hpcc_common::schema::{self, Kind};
 use serde::Serialize;
 use std::io::Write;
 
@@ -26,10 +27,10 @@ impl Output {
         }
     }
 
-    /// Prints `value` as the JSON document of this run.
-    pub fn json(&self, value: &impl Serialize) -> Result<(), CliError> {
-        let text = serde_json::to_string_pretty(value)?;
-        self.text(&format!("{text}\n"))
+    /// Prints `value` as the JSON document of this run, of `kind`
+    /// (`"schema"` and `"kind"` first: [`hpcc_common::schema`]).
+    pub fn json(&self, kind: Kind, value: &impl Serialize) -> Result<(), CliError> {
+        self.text(&schema::to_string_pretty(kind, value)?)
     }
 
     /// Prints text on stdout as is. (`print!`: the binary dies quietly on
@@ -47,6 +48,7 @@ impl Output {
         if self.json {
             self.fail_code(
                 e.exit_code(),
+                Kind::Error,
                 &serde_json::json!({ "error": e.to_string() }),
             )
         } else {
@@ -55,11 +57,14 @@ impl Output {
         }
     }
 
-    /// Prints `value` (a JSON document) and returns `code`.
-    pub fn fail_code(&self, code: i32, value: &serde_json::Value) -> i32 {
-        match serde_json::to_string_pretty(value) {
-            Ok(t) => println!("{t}"),
-            Err(_) => println!("{{\"error\": \"cannot serialize the error\"}}"),
+    /// Prints `value` as the document of `kind` and returns `code`.
+    pub fn fail_code(&self, code: i32, kind: Kind, value: &serde_json::Value) -> i32 {
+        match schema::to_string_pretty(kind, value) {
+            Ok(t) => print!("{t}"),
+            Err(_) => println!(
+                "{{\"schema\": \"{}\", \"kind\": \"error\", \"error\": \"cannot serialize the error\"}}",
+                schema::SCHEMA
+            ),
         }
         code
     }

@@ -1,6 +1,7 @@
 //! `hpcc policy [check|show|example]` (0 ok, 3 error).
 
 use super::{CliError, Global, Output};
+use hpcc_common::schema::Kind;
 use hpcc_config::Policy;
 
 /// `hpcc policy [ACTION]`.
@@ -33,10 +34,13 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     match args.action.unwrap_or(Action::Check) {
         Action::Example => {
             if out.json {
-                out.json(&serde_json::json!({
-                    "path": hpcc_config::DEFAULT_PATH,
-                    "text": hpcc_config::EXAMPLE,
-                }))?;
+                out.json(
+                    Kind::PolicyExample,
+                    &serde_json::json!({
+                        "path": hpcc_config::DEFAULT_PATH,
+                        "text": hpcc_config::EXAMPLE,
+                    }),
+                )?;
             } else {
                 out.text(hpcc_config::EXAMPLE)?;
             }
@@ -44,7 +48,7 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
         Action::Show => {
             let p = Policy::load(path)?;
             if out.json {
-                out.json(&p)?;
+                out.json(Kind::Policy, &p)?;
             } else {
                 out.text(&toml::to_string_pretty(&p)?)?;
             }
@@ -53,11 +57,14 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
             Policy::load(path)?;
             let exists = path.exists();
             if out.json {
-                out.json(&serde_json::json!({
-                    "path": path,
-                    "valid": true,
-                    "exists": exists,
-                }))?;
+                out.json(
+                    Kind::PolicyCheck,
+                    &serde_json::json!({
+                        "path": path,
+                        "valid": true,
+                        "exists": exists,
+                    }),
+                )?;
             } else {
                 out.text(&format!(
                     "{}: valid{}\n",

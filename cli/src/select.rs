@@ -6,10 +6,10 @@
 //! target, then CUDA, then index order).
 
 use super::{CliError, Global, Output};
-use crate::image_cmd::{self, MatchOptions};
-use hpcc_common::fingerprint::NodeFingerprint;
-use hpcc_common::matcher::{Level, Score, Verdict};
-use hpcc_image::select::{self, Variant};
+use crate::image_cmd::{self, ClassSelection, FleetSelection, MatchOptions, VariantScore};
+use hpcc_common::matcher::Score;
+use hpcc_common::schema::Kind;
+use hpcc_image::select;
 use hpcc_image::Limits;
 use std::path::PathBuf;
 
@@ -42,75 +42,13 @@ pub struct Args {
     pub why: bool,
 }
 
-/// A variant's score on one node.
-struct Row<'a> {
-    variant: &'a Variant,
-    score: Score,
-    reason: String,
-}
-
-fn main_reason(v: &Verdict) -> String {
-    [Level::Fatal, Level::Degraded, Level::Ok]
-        .into_iter()
-        .find_map(|l| v.with_level(l).next())
-        .map_or_else(
-            || "nothing to check".to_owned(),
-            |f| hpcc_common::text::escape(&f.reason),
-        )
-}
-
-fn score_all<'a>(
-    variants: &'a [Variant],
-    node: &NodeFingerprint,
-    policy: &hpcc_config::Policy,
-    opts: &MatchOptions,
-    limits: &Limits,
-) -> Result<Vec<Row<'a>>, CliError> {
-    variants
-        .iter()
-        .map(|v| {
-            let base = v
-                .entry
-                .platform
-                .as_ref()
-                .map(select::platform_annotations)
-                .unwrap_or_default();
-            let (code, verdict, _, _) =
-                image_cmd::score_image(&v.image, base, node, policy, opts, limits)?;
-            let score = match code {
-                0 => Score::Green,
-                1 => Score::Orange,
-                _ => Score::Red,
-            };
-            Ok(Row {
-                variant: v,
-                score,
-                reason: main_reason(&verdict),
-            })
-        })
-        .collect()
-}
-
-fn why_lines(rows: &[Row<'_>]) -> String {
+fn why_lines(rows: &[VariantScore]) -> String {
     rows.iter()
         .map(|r| {
-            format!(
-                "{:<6} {} {}: {}\n",
-                r.score.as_str(),
-                r.variant.entry.digest.short(),
-                r.variant.label(),
-                r.reason
-            )
+            let short = r.digest.get(..19).unwrap_or(&r.digest);
+            format!("{:<6} {} {}: {}\n", r.score, short, r.label, r.reason)
         })
         .collect()
-}
-
-/// The variant to pull and its score: the best green one, else (it still
-/// runs, degraded) the best orange one; none when every variant is red.
-fn choose<'a>(rows: &[Row<'a>]) -> Option<(&'a Variant, Score)> {
-    [Score::Green, Score::Orange].into_iter().find_map(|want| {
-        select::best(rows.iter().filter(|r| r.score == want).map(|r| r.variant)).map(|v| (v, want))
-    })
 }
 
 fn exit_code(s: Score) -> i32 {
@@ -137,43 +75,71 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     if let Some(dir) = &args.fleet {
         let mut text = String::new();
         let mut worst = Score::Green;
+        let mut classes = Vec::new();
         for class in crate::fleet::load(dir)? {
-            let rows = score_all(&variants, &class.node, &policy, &opts, &limits)?;
+            let rows = image_cmd::score_variants(&variants, &class.node, &policy, &opts, &limits)?;
             if args.why {
                 eprint!("{}:\n{}", class.name, why_lines(&rows));
             }
-            let (pull, score) = choose(&rows).map_or(("-", Score::Red), |(v, s)| (&v.pull, s));
-            text.push_str(&format!("{}\t{}\t{}\n", class.name, score.as_str(), pull));
+            let chosen = image_cmd::choose(&variants, &rows);
+            let score = chosen.map_or(Score::Red, |(_, s)| s);
+            let pull = chosen.map(|(v, _)| v.pull.clone());
+            text.push_str(&format!(
+                "{}\t{}\t{}\n",
+                class.name,
+                score.as_str(),
+                pull.as_deref().unwrap_or("-")
+            ));
             if exit_code(score) > exit_code(worst) {
                 worst = score;
             }
+            classes.push(ClassSelection {
+                class: class.name.clone(),
+                score: score.as_str(),
+                pull,
+                variants: rows,
+            });
         }
-        out.text(&text)?;
+        if out.json {
+            out.json(
+                Kind::SelectFleet,
+                &FleetSelection {
+                    image: image.to_string(),
+                    classes,
+                },
+            )?;
+        } else {
+            out.text(&text)?;
+        }
         return Ok(exit_code(worst));
     }
     let node = image_cmd::load_node(&opts, &policy)?;
-    let rows = score_all(&variants, &node, &policy, &opts, &limits)?;
+    let rows = image_cmd::score_variants(&variants, &node, &policy, &opts, &limits)?;
     if args.why {
         eprint!("{}", why_lines(&rows));
     }
-    match choose(&rows) {
-        Some((v, score)) => {
-            if score == Score::Orange && !args.why {
+    let (code, sel) = image_cmd::selection(image.to_string(), &variants, rows);
+    if out.json {
+        out.json(Kind::Select, &sel)?;
+        return Ok(code);
+    }
+    match &sel.pull {
+        Some(pull) => {
+            if code == 1 && !args.why {
                 eprint!(
                     "hpcc: no variant runs green; the best runs degraded:\n{}",
-                    why_lines(&rows)
+                    why_lines(&sel.variants)
                 );
             }
-            out.text(&format!("{}\n", v.pull))?;
-            Ok(exit_code(score))
+            out.text(&format!("{pull}\n"))?;
         }
         None => {
             eprint!(
                 "hpcc: no variant of {} can run here:\n{}",
                 hpcc_common::text::escape(&image.to_string()),
-                why_lines(&rows)
+                why_lines(&sel.variants)
             );
-            Ok(2)
         }
     }
+    Ok(code)
 }

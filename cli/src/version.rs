@@ -3,6 +3,7 @@
 //! the header the plugin itself is built against; see `hook/build.rs`).
 
 use super::{CliError, Global, Output};
+use hpcc_common::schema::Kind;
 
 /// The Slurm release the SPANK plugin was built for (`22.05.8`), empty
 /// when this build had no Slurm headers (then no plugin was built).
@@ -49,7 +50,7 @@ pub fn json() -> serde_json::Value {
 /// Runs the command.
 pub fn run(_args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
     if out.json {
-        out.json(&json())?;
+        out.json(Kind::Version, &json())?;
     } else {
         out.text(&format!("hpcc {SHORT}\n"))?;
     }

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Bumped when the fingerprint's shape changes, so an old cache is ignored.
-pub const SCHEMA: u32 = 1;
+/// Bumped when the fingerprint's shape changes, so an old cache is ignored
+/// (2: the key became `fingerprint_version`).
+pub const SCHEMA: u32 = 2;
 
 /// CPU facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +169,12 @@ pub struct KernelFingerprint {
 /// Everything the matcher needs to know about the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeFingerprint {
-    /// [`SCHEMA`] at the time it was taken.
+    /// [`SCHEMA`] at the time it was taken: the per-boot cache's own
+    /// version. Written as `fingerprint_version`, because the document's
+    /// top-level `"schema"` is the JSON convention's `"hpcc/v1"`
+    /// ([`crate::schema`]); a file without it (saved before) reads as 0,
+    /// which only makes the cache take the fingerprint again.
+    #[serde(rename = "fingerprint_version", default)]
     pub schema: u32,
     /// Host name.
     pub hostname: String,

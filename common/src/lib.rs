@@ -26,6 +26,7 @@ pub mod plan;
 pub mod process;
 pub mod report;
 pub(crate) mod rootfs;
+pub mod schema;
 pub mod slurm_conf;
 /// Test helpers (temporary directories, synthetic nodes), for this crate's
 /// tests and, with the `testutil` feature, `hpcc-image`'s.

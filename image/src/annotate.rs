@@ -699,8 +699,7 @@ pub fn render(p: &Proposals, format: Format) -> Result<String, serde_json::Error
             }
         }
         Format::Json => {
-            out = serde_json::to_string_pretty(p)?;
-            out.push('\n');
+            out = hpcc_common::schema::to_string_pretty(hpcc_common::schema::Kind::Annotate, p)?;
         }
         Format::Nfd => out = super::nfd::spec_yaml(p),
     }

@@ -26,6 +26,7 @@
 
 pub mod annotate;
 pub mod check;
+pub mod commands;
 pub mod elfscan;
 pub mod layers;
 pub mod layout;

@@ -27,6 +27,9 @@ PKGS=(
   jq gcc libc6-dev pkg-config file
   # the two-node Slurm rig of the MPI tests (ip netns, bridge, veth)
   iproute2
+  # the Python bindings (python/): a venv for maturin and pytest
+  # (tests/setup/python-test.sh), libpython for the workspace build
+  python3 python3-venv python3-dev
 )
 
 SUDO=

@@ -27,6 +27,7 @@ pub mod slurm;
 pub mod system;
 
 use super::{CliError, Global, Output};
+use hpcc_common::schema::Kind;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -338,7 +339,7 @@ pub fn examine(layout: &Layout) -> Report {
 pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     let report = examine(&Layout::from_args(args, g));
     if out.json {
-        out.json(&report)?;
+        out.json(Kind::Doctor, &report)?;
     } else {
         out.text(&report.text(out.color))?;
     }
