@@ -156,9 +156,25 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
             })?;
         plan.slurm = slurm::wiring(&step);
     }
+    // What `hpcc verify --record` measured on this node this boot for this
+    // image and this plan (a bundle only: its record's key).
+    let verified = if args.source.bundle.is_some() && args.fingerprint.is_none() {
+        crate::verify::record::for_bundle(&policy, &ctx, &plan)
+    } else {
+        None
+    };
     match (out.json, args.plan) {
-        (true, true) => out.json(&plan)?,
-        (true, false) => out.json(&plan.verdict)?,
+        (true, plan_too) => {
+            let mut v = if plan_too {
+                serde_json::to_value(&plan)?
+            } else {
+                serde_json::to_value(&plan.verdict)?
+            };
+            if let (Some(r), Some(obj)) = (&verified, v.as_object_mut()) {
+                obj.insert("verify".into(), serde_json::to_value(r)?);
+            }
+            out.json(&v)?
+        }
         (false, true) => out.text(&report::plan(&plan, out.color))?,
         (false, false) => {
             out.text(&report::verdict(&plan.verdict, out.color))?;
@@ -167,6 +183,9 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
                 out.text(&format!("{line}\n"))?;
             }
         }
+    }
+    if let (false, Some(r)) = (out.json, &verified) {
+        out.text(&format!("{}\n", crate::verify::report::match_line(r)))?;
     }
     // A start the policy refuses is red whatever the findings' score: an
     // image with nothing checkable is only "degraded", but a script that
