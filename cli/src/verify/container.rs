@@ -69,29 +69,43 @@ impl RunOutput {
         if self.timed_out {
             return "timed out".into();
         }
-        let last = self
+        let lines: Vec<&str> = self
             .stderr
             .lines()
             .chain(self.stdout.lines())
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '-'))
-            .find(|l| {
+            .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '-' || c == '='))
+            .collect();
+        let telling: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| {
                 let l = l.to_ascii_lowercase();
-                l.contains("error")
-                    || l.contains("abort")
-                    || l.contains("broken")
-                    || l.contains("fail")
-                    || l.contains("refused")
-                    || l.contains("not found")
-                    || l.contains("cannot")
+                [
+                    "error",
+                    "abort",
+                    "broken",
+                    "fail",
+                    "refused",
+                    "not found",
+                    "cannot",
+                ]
+                .iter()
+                .any(|w| l.contains(w))
             })
-            .or_else(|| self.stderr.lines().map(str::trim).rfind(|l| !l.is_empty()));
+            .collect();
+        // An MPI error stack says what failed first and why last.
+        let last = match telling.as_slice() {
+            [] => lines.last().map(|l| cut(l, 240).to_owned()),
+            [one] => Some(cut(one, 240).to_owned()),
+            [first, .., last] => Some(format!("{} ... {}", cut(first, 160), cut(last, 200))),
+        };
         let code = match self.code {
             Some(c) => format!("exit {c}"),
             None => "killed".into(),
         };
         match last {
-            Some(l) => format!("{code}: {}", hpcc_common::text::escape(cut(l, 240))),
+            Some(l) => format!("{code}: {}", hpcc_common::text::escape(&l)),
             None => code,
         }
     }

@@ -393,7 +393,11 @@ pub fn verify(req: &Request) -> Result<Report, VerifyError> {
     report.exit_code = report.outcome.exit_code();
     report.seconds = (t0.elapsed().as_secs_f64() * 100.0).round() / 100.0;
     if req.record {
-        report.recorded = Some(record::write(&policy, &report)?.display().to_string());
+        // The record names itself: what `hpcc match --json` shows is what
+        // this run printed.
+        let path = record::path(&policy, &report.image_digest, &report.plan_digest);
+        report.recorded = Some(path.display().to_string());
+        record::write(&policy, &report)?;
     }
     Ok(report)
 }
