@@ -220,37 +220,30 @@ impl Check<'_> {
                 "missing fi_info on this node (libfabric-bin)".into(),
             );
         };
-        self.functional_tool(
-            report,
-            &fi_info,
-            &["-l"],
-            |out| providers(out),
-            |inside, outside| {
-                let missing: Vec<&String> =
-                    outside.iter().filter(|p| !inside.contains(p)).collect();
-                if missing.is_empty() {
-                    (
-                        true,
-                        format!(
-                            "the container sees the host's libfabric providers ({})",
-                            outside.join(" ")
-                        ),
-                    )
-                } else {
-                    (
-                        false,
-                        format!(
-                            "libfabric providers missing in the container: {}",
-                            missing
-                                .iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        ),
-                    )
-                }
-            },
-        );
+        self.functional_tool(report, &fi_info, &["-l"], providers, |inside, outside| {
+            let missing: Vec<&String> = outside.iter().filter(|p| !inside.contains(p)).collect();
+            if missing.is_empty() {
+                (
+                    true,
+                    format!(
+                        "the container sees the host's libfabric providers ({})",
+                        outside.join(" ")
+                    ),
+                )
+            } else {
+                (
+                    false,
+                    format!(
+                        "libfabric providers missing in the container: {}",
+                        missing
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                )
+            }
+        });
     }
 
     /// The GPU check: `nvidia-smi -L` inside against outside; not
