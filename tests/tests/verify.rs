@@ -6,7 +6,8 @@
 //! whose host MPI aborts in MPI_Init (exit 2: broken on bare metal too), a
 //! policy whose MPI environment breaks it only in the container (exit 1),
 //! a check that hangs (killed at --timeout, exit 1), a GPU image on a node
-//! without a GPU (exit 2, not applicable). Every `--json` output is
+//! without a GPU (exit 2, not applicable), and libfabric injection
+//! (`fi_info -l` inside and outside). Every `--json` output is
 //! checked against docs/schema/verify.schema.json, and no container or
 //! private directory may be left behind.
 //!
@@ -296,6 +297,30 @@ fn verify_mpi_fixtures_record_and_broken_injections() {
             .contains("no GPU on this node"),
         "{v}"
     );
+
+    // libfabric injected: fi_info's providers inside against outside.
+    let lf = dir.join("libfabric.toml");
+    std::fs::write(
+        &lf,
+        format!(
+            "[libfabric]\nlibrary = \"{L}/libfabric.so.1\"\nproviders = \"{L}/libfabric\"\n\
+             [cache]\ndir = \"{}\"\n[log]\njournald = false\n",
+            dir.join("cache").display()
+        ),
+    )
+    .unwrap();
+    let mut fabric = Bundle::new("verify-fabric", &fixture_rootfs("mpich-app"));
+    fabric
+        .annotate(CPU, &cpu)
+        .annotate(MPI_IMPL, "mpich")
+        .annotate("org.supercontainers.communication.framework", "libfabric")
+        .annotate(MPI_MODE, "libfabric_inject")
+        .write();
+    let (code, v) = verify(&lf, &fabric, &[]);
+    assert_eq!((code, v["check"].as_str()), (0, Some("libfabric")), "{v}");
+    let inside = &v["measured"]["providers"];
+    assert!(inside.as_array().unwrap().contains(&"tcp".into()), "{v}");
+    assert_eq!(inside, &v["measured"]["bare_metal_providers"]);
 
     // Nothing to check: exit 2, said so.
     let mut plain = Bundle::new("verify-plain", &fixture_rootfs("busybox"));
