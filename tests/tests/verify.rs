@@ -24,7 +24,7 @@ use hpcc_e2e::slurm2::mpi_fixtures;
 use hpcc_e2e::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const CPU: &str = "org.supercontainers.hardware.cpu.optimized.version";
 const MPI_IMPL: &str = "org.supercontainers.mpi.implementation";
@@ -82,54 +82,81 @@ fn mpi_bundle(name: &str, rootfs: &str, implementation: &str, cpu: &str) -> Bund
     b
 }
 
-/// `hpcc --json --config P verify --bundle B ...`: (exit code, document).
+/// `hpcc --json --config P verify --bundle B ...`: (exit code, document),
+/// after checking the document against the schema and that nothing of
+/// the run is left.
 fn verify(policy: &Path, bundle: &Bundle, extra: &[&str]) -> (i32, Value) {
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg(bin("hpcc"))
-        .args(["--json", "--config"])
-        .arg(policy)
-        .args(["verify", "--bundle"])
-        .arg(&bundle.dir)
-        .arg("--programs")
-        .arg(mpi_fixtures().join("mpi/bin"))
-        .args(extra)
-        .output()
-        .unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "hpcc verify printed no JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    eprintln!(
-        "{}: exit {code}\n{}",
-        bundle.dir.display(),
-        serde_json::to_string(&v).unwrap()
-    );
-    assert_valid(&v);
-    assert_eq!(v["exit_code"], code, "exit code and document agree");
-    assert_no_leftovers();
+    let mut args: Vec<String> = vec![
+        "--bundle".into(),
+        bundle.dir.display().to_string(),
+        "--programs".into(),
+        mpi_fixtures().join("mpi/bin").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let (code, v) = hpcc_verify(policy, &args);
+    eprintln!("{}: exit {code}\n{v}", bundle.dir.display());
     (code, v)
 }
 
-/// No container of hpcc verify is left, in runc's list.
-fn assert_no_leftovers() {
+/// Runs `hpcc --json --config P verify ARGS` bounded (90 s), with stdout in
+/// a file; checks the document against the schema, its exit code, and
+/// that no container `hpcc-verify-<pid>-*` nor directory
+/// `hpcc-verify.<pid>.*` of that process is left (tests of this file may
+/// run at once: only its own are looked for).
+fn hpcc_verify(policy: &Path, args: &[String]) -> (i32, Value) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = scratch(&format!("verify-out{n}"));
+    let out_file = dir.join("stdout.json");
+    let mut child = Command::new(bin("hpcc"))
+        .args(["--json", "--config"])
+        .arg(policy)
+        .arg("verify")
+        .args(args)
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed().as_secs() > 90 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hpcc verify {args:?} still running after 90 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stdout = std::fs::read(&out_file).unwrap();
+    let code = status.code().unwrap_or(-1);
+    let v: Value = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "hpcc verify printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&stdout)
+        )
+    });
+    assert_valid(&v);
+    assert_eq!(v["exit_code"], code, "exit code and document agree: {v}");
     let out = Command::new("runc").args(["list", "-q"]).output().unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
+    let c = format!("hpcc-verify-{pid}-");
     assert!(
-        !list.lines().any(|l| l.starts_with("hpcc-verify-")),
+        !list.lines().any(|l| l.starts_with(&c)),
         "containers left behind: {list}"
     );
+    let d = format!("hpcc-verify.{pid}.");
     let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("hpcc-verify."))
-        .map(|e| e.path())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&d))
         .collect();
     assert!(left.is_empty(), "private directories left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    (code, v)
 }
 
 fn ratio_line(v: &Value) -> String {
@@ -277,8 +304,8 @@ fn verify_mpi_fixtures_record_and_broken_injections() {
     let mut hang = mpi_bundle("verify-hang", "mpich-ring", "mpich", &cpu);
     hang.annotate(VERIFY_CMD, "/bin/sleep 60").write();
     let t0 = std::time::Instant::now();
-    let (code, v) = verify(&good, &hang, &["--runs", "1", "--timeout", "4"]);
-    assert!(t0.elapsed().as_secs() < 15, "{:?}", t0.elapsed());
+    let (code, v) = verify(&good, &hang, &["--runs", "1", "--timeout", "10"]);
+    assert!(t0.elapsed().as_secs() < 25, "{:?}", t0.elapsed());
     assert_eq!(code, 1, "{v}");
     assert!(v["reason"].as_str().unwrap().ends_with("timed out"), "{v}");
 
@@ -341,23 +368,12 @@ fn verify_image_layout_is_unpacked_privately() {
     let layout = work.join("oci");
     let dir = scratch("verify-image");
     let good = policy(&dir, &format!("{L}/libmpich.so.12"), "");
-    let out = Command::new(bin("hpcc"))
-        .args(["--json", "--config"])
-        .arg(&good)
-        .arg("verify")
-        .arg(format!("{}:busybox-x86_64", layout.display()))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
-    });
-    assert_valid(&v);
-    assert_eq!(out.status.code(), Some(2), "{v}");
+    let (code, v) = hpcc_verify(&good, &[format!("{}:busybox-x86_64", layout.display())]);
+    assert_eq!(code, 2, "{v}");
     assert!(
         v["image_digest"].as_str().unwrap().starts_with("sha256:"),
         "{v}"
     );
-    assert_no_leftovers();
 }
 
 // --- docs/schema/verify.schema.json, checked by a small validator -----------
