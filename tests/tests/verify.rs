@@ -5,7 +5,8 @@
 //! `hpcc match`, and the ways it must catch a broken injection: a policy
 //! whose host MPI aborts in MPI_Init (exit 2: broken on bare metal too), a
 //! policy whose MPI environment breaks it only in the container (exit 1),
-//! a check that hangs (killed at --timeout, exit 1), a GPU image on a node
+//! a check that hangs (killed at --timeout, exit 1; interrupted by
+//! SIGINT, exit 2, cleaned up), a GPU image on a node
 //! without a GPU (exit 2, not applicable), and libfabric injection
 //! (`fi_info -l` inside and outside). Every `--json` output is
 //! checked against docs/schema/verify.schema.json, and no container or
@@ -308,6 +309,63 @@ fn verify_mpi_fixtures_record_and_broken_injections() {
     assert!(t0.elapsed().as_secs() < 25, "{:?}", t0.elapsed());
     assert_eq!(code, 1, "{v}");
     assert!(v["reason"].as_str().unwrap().ends_with("timed out"), "{v}");
+
+    // Ctrl-C (SIGINT to hpcc) during the check: the container is killed
+    // and deleted, the private directory removed, exit 2 (did not run).
+    let mut child = Command::new(bin("hpcc"))
+        .args(["--json", "--config"])
+        .arg(&good)
+        .args(["verify", "--runs", "1", "--timeout", "60", "--programs"])
+        .arg(mpi_fixtures().join("mpi/bin"))
+        .arg("--bundle")
+        .arg(&hang.dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Until its container runs (the bare-metal run comes first).
+    let t0 = std::time::Instant::now();
+    let started = loop {
+        let out = Command::new("runc").args(["list", "-q"]).output().unwrap();
+        if String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with(&format!("hpcc-verify-{pid}-")))
+        {
+            break true;
+        }
+        if t0.elapsed().as_secs() > 30 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(started, "the check's container never appeared");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid(&v);
+    assert_eq!(out.status.code(), Some(2), "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().starts_with("interrupted"),
+        "{v}"
+    );
+    let list = Command::new("runc").args(["list", "-q"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&format!("hpcc-verify-{pid}-")),
+        "container left behind after Ctrl-C"
+    );
+    assert!(
+        !std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("hpcc-verify.{pid}."))),
+        "private directory left behind after Ctrl-C"
+    );
 
     // A GPU image on this GPU-less node: not applicable, exit 2.
     let mut gpu = Bundle::new("verify-gpu", &fixture_rootfs("busybox"));

@@ -388,7 +388,9 @@ pub fn verify(req: &Request) -> Result<Report, VerifyError> {
     }
     if container::interrupted() {
         report.outcome = Outcome::DidNotRun;
-        report.reason = format!("interrupted ({})", report.reason);
+        if !report.reason.starts_with("interrupted") {
+            report.reason = format!("interrupted ({})", report.reason);
+        }
     }
     report.exit_code = report.outcome.exit_code();
     report.seconds = (t0.elapsed().as_secs_f64() * 100.0).round() / 100.0;
