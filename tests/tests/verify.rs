@@ -312,7 +312,7 @@ fn verify_mpi_fixtures_record_and_broken_injections() {
 
     // Ctrl-C (SIGINT to hpcc) during the check: the container is killed
     // and deleted, the private directory removed, exit 2 (did not run).
-    let mut child = Command::new(bin("hpcc"))
+    let child = Command::new(bin("hpcc"))
         .args(["--json", "--config"])
         .arg(&good)
         .args(["verify", "--runs", "1", "--timeout", "60", "--programs"])
