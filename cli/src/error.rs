@@ -28,6 +28,9 @@ pub enum CliError {
     /// An image-side command (`IMAGE` arguments).
     #[error(transparent)]
     Image(#[from] crate::image_cmd::ImageCmdError),
+    /// `hpcc verify` could not try.
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
     /// A file given on the command line could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {

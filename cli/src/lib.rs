@@ -20,7 +20,8 @@
 //! - colour only on a terminal and never with `NO_COLOR`;
 //! - exit codes (docs/cli.md): match 0 green / 1 orange / 2 red or refused; check 0
 //!   conformant / 1 not / 2 invalid; fingerprint, policy, completions 0 ok;
-//!   doctor 0 healthy / 1 problems; 3 bad input or error for every command.
+//!   doctor 0 healthy / 1 problems; verify 0 as predicted / 1 worse / 2 did
+//!   not run; 3 bad input or error for every command.
 
 pub mod annotate;
 pub mod check;
@@ -38,6 +39,7 @@ pub mod policy;
 pub mod schedule;
 pub mod select;
 pub mod source;
+pub mod verify;
 pub mod version;
 
 pub use error::CliError;
@@ -60,6 +62,7 @@ Exit status:
   check        0 conformant, 1 not conformant, 2 invalid annotations
   annotate     0
   doctor       0 healthy, 1 problems found
+  verify       0 as predicted, 1 worse than predicted, 2 did not run
   fingerprint, policy, version, completions: 0
   3            bad input or error, for every command
 
@@ -116,6 +119,8 @@ pub enum Command {
     Policy(policy::Args),
     /// Check this installation and say what is wrong and how to fix it.
     Doctor(doctor::Args),
+    /// Run the image's check on this node: measured against predicted.
+    Verify(Box<verify::Args>),
     /// Print the version and the Slurm release the SPANK plugin was built for.
     Version(version::Args),
     /// Print a shell completion script.
@@ -207,6 +212,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Some(Command::Annotate(a)) => annotate::run(&a, &global, &out),
         Some(Command::Policy(a)) => policy::run(&a, &global, &out),
         Some(Command::Doctor(a)) => doctor::run(&a, &global, &out),
+        Some(Command::Verify(a)) => verify::run(&a, &global, &out),
         Some(Command::Version(a)) => version::run(&a, &global, &out),
         Some(Command::Completions(a)) => completions::run(&a, &global, &out),
         Some(Command::GenerateDocs(a)) => docs::run(&a, &global, &out),

@@ -151,9 +151,28 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
             })?;
         plan.slurm = slurm::wiring(&step);
     }
+    // What `hpcc verify --record` measured on this node this boot for this
+    // image and this plan (a bundle only: its record's key).
+    let verified = if args.source.bundle.is_some() && args.fingerprint.is_none() {
+        crate::verify::record::for_bundle(&policy, &ctx, &plan)
+    } else {
+        None
+    };
     match (out.json, args.plan) {
-        (true, true) => out.json(Kind::Plan, &plan)?,
-        (true, false) => out.json(Kind::Verdict, &plan.verdict)?,
+        (true, plan_too) => {
+            let mut v = if plan_too {
+                serde_json::to_value(&plan)?
+            } else {
+                serde_json::to_value(&plan.verdict)?
+            };
+            if let (Some(r), Some(obj)) = (&verified, v.as_object_mut()) {
+                obj.insert(
+                    "verify".into(),
+                    hpcc_common::schema::to_value(Kind::Verify, r)?,
+                );
+            }
+            out.json(if plan_too { Kind::Plan } else { Kind::Verdict }, &v)?
+        }
         (false, true) => out.text(&report::plan(&plan, out.color))?,
         (false, false) => {
             out.text(&report::verdict(&plan.verdict, out.color))?;
@@ -162,6 +181,9 @@ pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
                 out.text(&format!("{line}\n"))?;
             }
         }
+    }
+    if let (false, Some(r)) = (out.json, &verified) {
+        out.text(&format!("{}\n", crate::verify::report::match_line(r)))?;
     }
     // The Slurm wiring does not change the decision: the code is the plan's.
     Ok(crate::image_cmd::plan_exit_code(&plan))

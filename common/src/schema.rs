@@ -66,6 +66,8 @@ pub enum Kind {
     Help,
     /// Any command that failed under `--json`.
     Error,
+    /// `hpcc verify`: what ran on this node, measured against bare metal.
+    Verify,
 }
 
 impl Kind {
@@ -93,6 +95,7 @@ impl Kind {
         Kind::GeneratedDocs,
         Kind::Help,
         Kind::Error,
+        Kind::Verify,
     ];
 
     /// The `"kind"` value, and the schema file's stem.
@@ -120,6 +123,7 @@ impl Kind {
             Kind::GeneratedDocs => "generated-docs",
             Kind::Help => "help",
             Kind::Error => "error",
+            Kind::Verify => "verify",
         }
     }
 }

@@ -12,6 +12,10 @@
 #                               standin_mpi_ring.c, a singleton "MPI") that hpcc
 #                               must replace with the host's MPICH
 #   WORKDIR/rootfs/ompi-ring    same for Open MPI (stand-in libmpi.so.40)
+#   WORKDIR/mpi/broken/libmpich.so.12
+#                               a host-side stand-in MPICH whose MPI_Init aborts
+#                               (-DSTANDIN_BROKEN): a policy that injects it must be
+#                               caught by hpcc verify (tests/tests/verify.rs)
 #   WORKDIR/mpi/inject-mpich.txt, inject-ompi.txt
 #                               what a runtime wrapper binds into a container to
 #                               run the host MPI there (see tests/setup/mpi-wrapper.sh):
@@ -43,7 +47,7 @@ HASH=$( { cat "${BASH_SOURCE[0]}" "$here"/src/{ring,pingpong,standin_mpi,standin
           dpkg-query -W -f='${Version} ' libc6 libmpich12 libopenmpi3 2>/dev/null || true; } |
         sha256sum | cut -d' ' -f1)
 if [ "${FORCE:-}" != 1 ] && [ "$(cat "$OUT/.stamp" 2>/dev/null)" = "$HASH" ] &&
-   [ -d "$ROOTFS/mpich-ring" ] && [ -d "$ROOTFS/ompi-ring" ]; then
+   [ -d "$ROOTFS/mpich-ring" ] && [ -d "$ROOTFS/ompi-ring" ] && [ -f "$OUT/broken/libmpich.so.12" ]; then
   log "up to date ($OUT, rootfs/mpich-ring, rootfs/ompi-ring)"; exit 0
 fi
 rm -f "$OUT/.stamp"
@@ -63,6 +67,9 @@ gcc "${CF[@]}" -shared -fPIC -I"$MPICH_INC" -Wl,-soname,libmpich.so.12 \
     -o "$BUILD/libmpich.so.12" "$here/src/standin_mpi.c" "$here/src/standin_mpi_ring.c"
 gcc "${CF[@]}" -shared -fPIC -DSTANDIN_OPENMPI -I"$OMPI_INC" -Wl,-soname,libmpi.so.40 \
     -o "$BUILD/libmpi.so.40" "$here/src/standin_mpi.c" "$here/src/standin_mpi_ring.c"
+mkdir -p "$OUT/broken"
+gcc "${CF[@]}" -shared -fPIC -DSTANDIN_BROKEN -I"$MPICH_INC" -Wl,-soname,libmpich.so.12 \
+    -o "$OUT/broken/libmpich.so.12" "$here/src/standin_mpi.c" "$here/src/standin_mpi_ring.c"
 
 # --- libc6 (same cache as build-fixtures.sh) ---------------------------------
 deb=$(ls "$DEBS"/libc6_*.deb 2>/dev/null | sort -V | tail -1 || true)

@@ -31,6 +31,8 @@ pub enum Source {
     Labels2019,
     /// NVIDIA CUDA images (labels and environment).
     Nvidia,
+    /// hpcc's own keys (docs/annotations.md, "hpcc").
+    Hpcc,
 }
 
 impl Source {
@@ -44,6 +46,7 @@ impl Source {
             Source::OciWg => "OCI image-compatibility working group proposal",
             Source::Labels2019 => "2019 supercontainers label",
             Source::Nvidia => "NVIDIA CUDA image",
+            Source::Hpcc => "hpcc's own key",
         }
     }
 }
@@ -339,6 +342,8 @@ pub const KEYS: &[Key] = {
         k("org.supercontainers.os.release", Info, Compspec),
         k("org.supercontainers.os.vendor", Info, Compspec),
         k("org.supercontainers.os.version", Info, Compspec),
+        // The image's own check program for `hpcc verify` (cli/src/verify).
+        k("org.supercontainers.hpcc.verify.command", Info, Hpcc),
     ]
 };
 

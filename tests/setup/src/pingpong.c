@@ -10,6 +10,10 @@
  * Sizes and iterations: defaults above; "pingpong SCALE" multiplies the
  * iteration counts by SCALE (a float, e.g. 0.1 for a quick check).
  * Ranks beyond 1 only take part in the final barrier. Exit 2 if size < 2.
+ * Rank 0 first prints the MPI library that runs (hpcc verify reads it):
+ *   pingpong library=MPICH Version:	4.0.2
+ * It is linked dynamically against the MPI (libmpich.so.12, libmpi.so.40):
+ * in a container, the library hpcc injected is the one that runs.
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -27,6 +31,14 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (rank == 0) {
+        char version[MPI_MAX_LIBRARY_VERSION_STRING];
+        int len = 0;
+        MPI_Get_library_version(version, &len);
+        version[strcspn(version, "\n")] = 0;
+        printf("pingpong library=%s\n", version);
+        fflush(stdout);
+    }
     if (size < 2) {
         if (rank == 0)
             printf("pingpong error=need-2-ranks size=%d\n", size);

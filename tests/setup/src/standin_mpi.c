@@ -9,6 +9,8 @@
  * signatures are checked by the compiler:
  *   MPICH flavour  (default):         -I.../mpich,   SONAME libmpich.so.12
  *   Open MPI flavour (-DSTANDIN_OPENMPI): -I.../openmpi/include, SONAME libmpi.so.40
+ * and once more as a deliberately broken "host" MPICH (-DSTANDIN_BROKEN): its
+ * MPI_Init aborts, for the test that hpcc verify catches a broken injection.
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -41,6 +43,10 @@ int MPI_Init(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+#ifdef STANDIN_BROKEN
+    fprintf(stderr, "hpcc stand-in: MPI_Init is deliberately broken\n");
+    abort();
+#endif
     initialized = 1;
     return MPI_SUCCESS;
 }
