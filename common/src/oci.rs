@@ -103,6 +103,15 @@ pub struct LaunchContext {
     /// is the job's GPU allocation. False wherever an image's `ENV` can be
     /// in it (podman copies it into `process.env`, so does `umoci unpack`).
     pub env_from_scheduler: bool,
+    /// Whether the scheduler renumbers `CUDA_VISIBLE_DEVICES` from 0 within
+    /// the step (Slurm with `ConstrainDevices=yes` in cgroup.conf and a
+    /// cgroup task plugin): then only `SLURM_STEP_GPUS` and
+    /// `SLURM_JOB_GPUS` name the node's devices.
+    pub slurm_constrain_devices: bool,
+    /// Whether the container has a user namespace of its own (rootless
+    /// runc, Slurm's non-root jobs): the runtime then binds device nodes
+    /// and cannot load device cgroup rules.
+    pub userns: bool,
 }
 
 /// A device node of `linux.devices`.
@@ -179,6 +188,15 @@ impl LaunchContext {
                 })
                 .unwrap_or_default(),
             env_from_scheduler: false,
+            slurm_constrain_devices: false,
+            userns: spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.namespaces().as_ref())
+                .is_some_and(|ns| {
+                    ns.iter()
+                        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+                }),
         }
     }
 
@@ -196,6 +214,8 @@ impl LaunchContext {
             dev_tmpfs: true,
             allocated_devices: vec![],
             env_from_scheduler: false,
+            slurm_constrain_devices: false,
+            userns: false,
         }
     }
 

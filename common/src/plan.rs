@@ -116,8 +116,20 @@ pub struct Device {
     pub minor: u64,
     /// Device cgroup access (`rwm`).
     pub access: String,
+    /// Whether a device cgroup rule allowing it goes with it
+    /// (`linux.resources.devices`). False in a container with its own user
+    /// namespace: the runtime binds the node and cannot load a rule there
+    /// (runc and crun need privileges over the node's cgroup for that), so
+    /// the cgroup the container runs in (a Slurm step's, under
+    /// `ConstrainDevices=yes`) is what confines it.
+    #[serde(default = "yes")]
+    pub cgroup_rule: bool,
     /// Why.
     pub reason: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An environment variable for the container process. A prestart hook

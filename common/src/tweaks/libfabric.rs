@@ -177,6 +177,8 @@ mod tests {
                 library: "/usr/lib/x86_64-linux-gnu/libfabric.so.1".into(),
                 providers: providers.map(PathBuf::from),
                 dependencies: vec![],
+                nccl_plugin: None,
+                nccl_net: None,
             }),
             ..Default::default()
         }

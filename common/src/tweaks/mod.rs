@@ -242,6 +242,9 @@ pub fn plan(
     }
     let part = cdi::plan(&input);
     merge(part, "cdi", &mut out);
+    if ctx.userns && !out.tweaks.devices.is_empty() {
+        rootless_devices(&mut out);
+    }
     out.tweaks.ld_cache = cache_entries(&out.tweaks, &lib_dirs, host);
     if out.tweaks.mounts.len() > policy.limits.max_mounts {
         out.findings.push(Finding::new(
@@ -263,6 +266,30 @@ pub fn plan(
         tracing::info!(container = %ctx.id, device = %d.path.display(), major = d.major, minor = d.minor, "planned device: {}", d.reason);
     }
     Ok(out)
+}
+
+/// A container with its own user namespace (rootless runc, Slurm's
+/// non-root jobs) gets its device nodes bound by the runtime, and no
+/// device cgroup rule: loading one needs privileges over the node's
+/// cgroup that it lacks. The cgroup it runs in confines the devices: a
+/// Slurm step's, under `ConstrainDevices=yes`.
+fn rootless_devices(out: &mut Planned) {
+    for d in &mut out.tweaks.devices {
+        d.cgroup_rule = false;
+    }
+    out.findings.push(Finding::new(
+        Check::Gpu,
+        Level::Ok,
+        format!(
+            "the container has its own user namespace (rootless): {} bound by the runtime, with no device cgroup rule from hpcc (none can be loaded there); the cgroup it runs in (a Slurm step's, under ConstrainDevices=yes) confines them",
+            out.tweaks
+                .devices
+                .iter()
+                .map(|d| d.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ));
 }
 
 fn merge_tweaks(into: &mut Tweaks, from: Tweaks) {
@@ -320,6 +347,7 @@ pub(crate) fn device(
         major: id.major,
         minor: id.minor,
         access: access.to_owned(),
+        cgroup_rule: true,
         reason,
     })
 }
