@@ -22,6 +22,7 @@ pub mod image;
 pub mod ldcache;
 pub mod libfabric;
 pub mod mpi;
+pub mod private;
 pub mod replace;
 pub mod slurm;
 pub mod soname;
