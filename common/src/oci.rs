@@ -108,10 +108,11 @@ pub struct LaunchContext {
     /// cgroup task plugin): then only `SLURM_STEP_GPUS` and
     /// `SLURM_JOB_GPUS` name the node's devices.
     pub slurm_constrain_devices: bool,
-    /// Whether the container has a user namespace of its own (rootless
-    /// runc, Slurm's non-root jobs): the runtime then binds device nodes
-    /// and cannot load device cgroup rules.
-    pub userns: bool,
+    /// Whether the runtime runs without root (rootless runc, Slurm's
+    /// non-root jobs; set by `hpcc-runtime` from its own uid): it then
+    /// binds device nodes and cannot load device cgroup rules. A root
+    /// runtime whose container has a user namespace can.
+    pub rootless: bool,
 }
 
 /// A device node of `linux.devices`.
@@ -189,14 +190,7 @@ impl LaunchContext {
                 .unwrap_or_default(),
             env_from_scheduler: false,
             slurm_constrain_devices: false,
-            userns: spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.namespaces().as_ref())
-                .is_some_and(|ns| {
-                    ns.iter()
-                        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
-                }),
+            rootless: false,
         }
     }
 
@@ -215,7 +209,7 @@ impl LaunchContext {
             allocated_devices: vec![],
             env_from_scheduler: false,
             slurm_constrain_devices: false,
-            userns: false,
+            rootless: false,
         }
     }
 

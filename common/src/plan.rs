@@ -117,11 +117,12 @@ pub struct Device {
     /// Device cgroup access (`rwm`).
     pub access: String,
     /// Whether a device cgroup rule allowing it goes with it
-    /// (`linux.resources.devices`). False in a container with its own user
-    /// namespace: the runtime binds the node and cannot load a rule there
-    /// (runc and crun need privileges over the node's cgroup for that), so
-    /// the cgroup the container runs in (a Slurm step's, under
-    /// `ConstrainDevices=yes`) is what confines it.
+    /// (`linux.resources.devices`). False under a runtime without root
+    /// (rootless runc, Slurm's non-root jobs): it binds the node in the
+    /// container's user namespace and cannot load a rule (that needs
+    /// privileges over the node's cgroup), so the cgroup the container
+    /// runs in (a Slurm step's, under `ConstrainDevices=yes`) is what
+    /// confines it.
     #[serde(default = "yes")]
     pub cgroup_rule: bool,
     /// Why.

@@ -144,6 +144,6 @@ pub fn ctx(env: &[&str], annotations: &[(&str, &str)]) -> LaunchContext {
         allocated_devices: vec![],
         env_from_scheduler: false,
         slurm_constrain_devices: false,
-        userns: false,
+        rootless: false,
     }
 }

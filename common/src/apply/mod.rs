@@ -424,7 +424,7 @@ fn apply_steps(
                 .map_err(at)?
         } else {
             CgroupGrant::NotApplicable(
-                "the container has its own user namespace: its cgroup confines the device".into(),
+                "the runtime runs without root: the container's cgroup confines the device".into(),
             )
         };
         match &grant {

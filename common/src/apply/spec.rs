@@ -121,8 +121,8 @@ pub fn edit(
             }
         }
     }
-    // A device in a container with its own user namespace has no rule: the
-    // runtime binds its node, and the cgroup it runs in confines it.
+    // A device under a runtime without root has no rule: the runtime binds
+    // its node, and the cgroup the container runs in confines it.
     if tweaks.devices.iter().any(|d| d.cgroup_rule) {
         let linux = object(root.entry("linux").or_insert_with(|| json!({})), "linux")?;
         let resources = object(

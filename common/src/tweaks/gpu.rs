@@ -748,11 +748,11 @@ mod tests {
     const SWAPPED: &str = include_str!("testdata/nvml-2gpu-swapped-minors.json");
 
     /// The whole plan of a Slurm step's container on a recorded node.
-    fn step(gpus: &str, env: &[&str], constrained: bool, userns: bool) -> super::super::Planned {
+    fn step(gpus: &str, env: &[&str], constrained: bool, rootless: bool) -> super::super::Planned {
         let mut c = ctx(env, &[]);
         c.env_from_scheduler = true;
         c.slurm_constrain_devices = constrained;
-        c.userns = userns;
+        c.rootless = rootless;
         let mut n = node("icelake");
         n.gpu = recorded(gpus);
         let sel = Selection {
@@ -825,7 +825,7 @@ mod tests {
         assert!(rootless
             .findings
             .iter()
-            .any(|f| f.reason.contains("user namespace") && f.reason.contains("/dev/nvidia1")));
+            .any(|f| f.reason.contains("rootless") && f.reason.contains("/dev/nvidia1")));
         let mut c = serde_json::json!({"linux": {"namespaces": [{"type": "user"}]}});
         crate::apply::spec::edit(&mut c, &rootless.tweaks, None).unwrap();
         assert!(c["linux"].get("resources").is_none(), "{c}");

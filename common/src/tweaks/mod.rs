@@ -243,7 +243,7 @@ pub fn plan(
     }
     let part = cdi::plan(&input);
     merge(part, "cdi", &mut out);
-    if ctx.userns && !out.tweaks.devices.is_empty() {
+    if ctx.rootless && !out.tweaks.devices.is_empty() {
         rootless_devices(&mut out);
     }
     out.tweaks.ld_cache = cache_entries(&out.tweaks, &lib_dirs, host);
@@ -269,10 +269,10 @@ pub fn plan(
     Ok(out)
 }
 
-/// A container with its own user namespace (rootless runc, Slurm's
-/// non-root jobs) gets its device nodes bound by the runtime, and no
-/// device cgroup rule: loading one needs privileges over the node's
-/// cgroup that it lacks. The cgroup it runs in confines the devices: a
+/// A container started by a runtime without root (rootless runc, Slurm's
+/// non-root jobs) gets its device nodes bound by the runtime (in its user
+/// namespace), and no device cgroup rule: loading one needs privileges
+/// over the node's cgroup that it lacks. The cgroup it runs in confines the devices: a
 /// Slurm step's, under `ConstrainDevices=yes`.
 fn rootless_devices(out: &mut Planned) {
     for d in &mut out.tweaks.devices {
@@ -282,7 +282,7 @@ fn rootless_devices(out: &mut Planned) {
         Check::Gpu,
         Level::Ok,
         format!(
-            "the container has its own user namespace (rootless): {} bound by the runtime, with no device cgroup rule from hpcc (none can be loaded there); the cgroup it runs in (a Slurm step's, under ConstrainDevices=yes) confines them",
+            "the runtime runs without root (rootless): {} bound by the runtime, with no device cgroup rule from hpcc (a rootless runtime cannot load one); the cgroup it runs in (a Slurm step's, under ConstrainDevices=yes) confines them",
             out.tweaks
                 .devices
                 .iter()

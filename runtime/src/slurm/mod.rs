@@ -188,6 +188,9 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     // Which of the step's GPU variables name the node's devices
     // (hpcc_common::tweaks::gpu::slurm_gpus).
     ctx.slurm_constrain_devices = gpus_renumbered(&conf);
+    // The runtime runs as the job user for non-root jobs (rootless runc).
+    // SAFETY: geteuid has no preconditions.
+    ctx.rootless = unsafe { libc::geteuid() } != 0;
     let decided_by = if step_file.is_some() {
         "hpcc_spank.so"
     } else {
