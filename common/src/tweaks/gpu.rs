@@ -141,9 +141,11 @@ pub fn select<'a>(
 }
 
 /// Whether a GPU the container asks for may be exposed: the policy allows
-/// it, the engine allocated its node, or the scheduler's own environment
-/// named it.
-fn granted(input: &Inputs<'_>, vis: &Visible, d: &NvidiaDevice) -> bool {
+/// it, or the engine allocated its node. (A Slurm step's own GPU variables
+/// are its allocation, read by [`slurm_gpus`]; in a step that has none of
+/// them, a `NVIDIA_VISIBLE_DEVICES` in its environment is the user's, and
+/// grants nothing.)
+fn granted(input: &Inputs<'_>, d: &NvidiaDevice) -> bool {
     const KIND: &str = "nvidia.com/gpu";
     let minor = u64::from(d.minor_number.unwrap_or(d.index));
     input.policy.gpu.allows(KIND, &d.index.to_string())
@@ -153,7 +155,6 @@ fn granted(input: &Inputs<'_>, vis: &Visible, d: &NvidiaDevice) -> bool {
             .allocated_devices
             .iter()
             .any(|a| a.is('c', NVIDIA_MAJOR, minor))
-        || (input.ctx.env_from_scheduler && matches!(vis, Visible::List { .. }))
 }
 
 /// The major number of `/dev/nvidiaN`.
@@ -403,7 +404,7 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
         }
     };
     let (selected, refused): (Vec<&NvidiaDevice>, Vec<&NvidiaDevice>) =
-        asked.iter().copied().partition(|d| granted(input, &vis, d));
+        asked.iter().copied().partition(|d| granted(input, d));
     if !refused.is_empty() {
         part.finding(
             Check::Gpu,
@@ -416,7 +417,7 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
                     .collect::<Vec<_>>()
                     .join(", "),
                 if input.ctx.env_from_scheduler {
-                    ", the step's CUDA_VISIBLE_DEVICES"
+                    ", the step's SLURM_STEP_GPUS or CUDA_VISIBLE_DEVICES"
                 } else {
                     ""
                 }
@@ -730,6 +731,11 @@ mod tests {
         c.env_from_scheduler = true;
         assert_eq!(gpus_of(&run_with(c, true, &h, &none)), ["/dev/nvidia1"]);
         let mut c = ctx(&[], &[]);
+        c.env_from_scheduler = true;
+        assert!(gpus_of(&run_with(c, true, &h, &none)).is_empty());
+        // In a step without Slurm's GPU variables, the user's exported
+        // NVIDIA_VISIBLE_DEVICES grants nothing.
+        let mut c = ctx(&["NVIDIA_VISIBLE_DEVICES=0,1"], &[]);
         c.env_from_scheduler = true;
         assert!(gpus_of(&run_with(c, true, &h, &none)).is_empty());
         // The policy allows one by index, another by UUID.
