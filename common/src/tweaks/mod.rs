@@ -278,6 +278,26 @@ fn rootless_devices(out: &mut Planned) {
     for d in &mut out.tweaks.devices {
         d.cgroup_rule = false;
     }
+    // Rootless runc binds a device from the host at its container path
+    // (libcontainer's bindMountDeviceNode): a node found elsewhere on the
+    // host (a CDI hostPath) is not what it would bind.
+    let moved: Vec<String> = out
+        .tweaks
+        .devices
+        .iter()
+        .filter(|d| d.path != d.host_path)
+        .map(|d| format!("{} (host {})", d.path.display(), d.host_path.display()))
+        .collect();
+    if !moved.is_empty() {
+        out.findings.push(Finding::new(
+            Check::Gpu,
+            Level::Degraded,
+            format!(
+                "the runtime runs without root and binds a device from the host at its container path: {} will not be the node hpcc found",
+                moved.join(", ")
+            ),
+        ));
+    }
     out.findings.push(Finding::new(
         Check::Gpu,
         Level::Ok,
