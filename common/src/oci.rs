@@ -103,6 +103,16 @@ pub struct LaunchContext {
     /// is the job's GPU allocation. False wherever an image's `ENV` can be
     /// in it (podman copies it into `process.env`, so does `umoci unpack`).
     pub env_from_scheduler: bool,
+    /// Whether the scheduler renumbers `CUDA_VISIBLE_DEVICES` from 0 within
+    /// the step (Slurm with `ConstrainDevices=yes` in cgroup.conf and a
+    /// cgroup task plugin): then only `SLURM_STEP_GPUS` and
+    /// `SLURM_JOB_GPUS` name the node's devices.
+    pub slurm_constrain_devices: bool,
+    /// Whether the runtime runs without root (rootless runc, Slurm's
+    /// non-root jobs; set by `hpcc-runtime` from its own uid): it then
+    /// binds device nodes and cannot load device cgroup rules. A root
+    /// runtime whose container has a user namespace can.
+    pub rootless: bool,
 }
 
 /// A device node of `linux.devices`.
@@ -179,6 +189,8 @@ impl LaunchContext {
                 })
                 .unwrap_or_default(),
             env_from_scheduler: false,
+            slurm_constrain_devices: false,
+            rootless: false,
         }
     }
 
@@ -196,6 +208,8 @@ impl LaunchContext {
             dev_tmpfs: true,
             allocated_devices: vec![],
             env_from_scheduler: false,
+            slurm_constrain_devices: false,
+            rootless: false,
         }
     }
 

@@ -116,8 +116,21 @@ pub struct Device {
     pub minor: u64,
     /// Device cgroup access (`rwm`).
     pub access: String,
+    /// Whether a device cgroup rule allowing it goes with it
+    /// (`linux.resources.devices`). False under a runtime without root
+    /// (rootless runc, Slurm's non-root jobs): it binds the node in the
+    /// container's user namespace and cannot load a rule (that needs
+    /// privileges over the node's cgroup), so the cgroup the container
+    /// runs in (a Slurm step's, under `ConstrainDevices=yes`) is what
+    /// confines it.
+    #[serde(default = "yes")]
+    pub cgroup_rule: bool,
     /// Why.
     pub reason: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An environment variable for the container process. A prestart hook

@@ -97,7 +97,11 @@ pub fn plan(p: &Plan, color: bool) -> String {
                 d.kind,
                 d.major,
                 d.minor,
-                d.access,
+                if d.cgroup_rule {
+                    d.access.as_str()
+                } else {
+                    "bound, no cgroup rule"
+                },
                 d.reason
             );
         }

@@ -75,6 +75,22 @@ impl SlurmConf {
     }
 }
 
+/// Whether Slurm numbers a step's GPUs from 0 in `CUDA_VISIBLE_DEVICES`
+/// and `GPU_DEVICE_ORDINAL` (its `use_local_device_index`): a cgroup task
+/// plugin (`TaskPlugin` of slurm.conf names `cgroup`) and
+/// `ConstrainDevices=yes` in cgroup.conf (`cgroup_conf`, same syntax).
+/// `SLURM_STEP_GPUS` and `SLURM_JOB_GPUS` hold the node's device numbers
+/// either way.
+pub fn gpus_renumbered(slurm_conf: &str, cgroup_conf: &str) -> bool {
+    let task_cgroup = SlurmConf::parse(slurm_conf)
+        .get("TaskPlugin")
+        .is_some_and(|t| t.split(',').any(|p| p.trim().contains("cgroup")));
+    let constrain = SlurmConf::parse(cgroup_conf)
+        .get("ConstrainDevices")
+        .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+    task_cgroup && constrain
+}
+
 /// The text of the slurm.conf at `path` with its `Include` lines replaced
 /// by the files they name, at most `limit` bytes read in all. An include
 /// that cannot be read is left out: slurmd refuses to start on such a
@@ -196,6 +212,22 @@ fn pairs(line: &str, out: &mut Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpus_are_renumbered_only_under_task_cgroup_and_constrain_devices() {
+        let slurm = "TaskPlugin=task/affinity,task/cgroup\n";
+        assert!(gpus_renumbered(
+            slurm,
+            "ConstrainCores=yes\nConstrainDevices=yes\n"
+        ));
+        assert!(gpus_renumbered(slurm, "constraindevices = YES # comment\n"));
+        assert!(!gpus_renumbered(slurm, "ConstrainDevices=no\n"));
+        assert!(!gpus_renumbered(slurm, ""));
+        assert!(!gpus_renumbered(
+            "TaskPlugin=task/affinity\n",
+            "ConstrainDevices=yes\n"
+        ));
+    }
 
     fn get(text: &str, key: &str) -> Option<String> {
         SlurmConf::parse(text).get(key).map(str::to_owned)

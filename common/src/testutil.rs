@@ -143,5 +143,7 @@ pub fn ctx(env: &[&str], annotations: &[(&str, &str)]) -> LaunchContext {
         dev_tmpfs: true,
         allocated_devices: vec![],
         env_from_scheduler: false,
+        slurm_constrain_devices: false,
+        rootless: false,
     }
 }

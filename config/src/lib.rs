@@ -270,6 +270,17 @@ pub struct Libfabric {
     /// Further libraries to inject.
     #[serde(default)]
     pub dependencies: Vec<PathBuf>,
+    /// The host's NCCL network plugin over libfabric (aws-ofi-nccl's
+    /// `libnccl-net-ofi.so` or `libnccl-net.so`), put in images that carry
+    /// NCCL, over their own copies, with `NCCL_NET_PLUGIN` set. Unset: no
+    /// plugin is injected (the default).
+    #[serde(default)]
+    pub nccl_plugin: Option<PathBuf>,
+    /// `NCCL_NET` set with the plugin (aws-ofi-nccl's network is named
+    /// `"AWS Libfabric"`): NCCL then fails to start rather than fall back
+    /// to sockets when the plugin cannot be used. Unset: NCCL chooses.
+    #[serde(default)]
+    pub nccl_net: Option<String>,
 }
 
 /// The host UCX (`[ucx]`).
@@ -295,7 +306,8 @@ pub struct Gpu {
     /// job). NVIDIA GPUs are `nvidia.com/gpu=INDEX` or
     /// `nvidia.com/gpu=GPU-UUID`. Otherwise a device is exposed only when
     /// the engine already lists it in `config.json` (`linux.devices`) or,
-    /// in a Slurm step, the step's `CUDA_VISIBLE_DEVICES` names it: an
+    /// in a Slurm step, the step's GPU list names it (`SLURM_STEP_GPUS`,
+    /// `SLURM_JOB_GPUS`, else `CUDA_VISIBLE_DEVICES`): an
     /// image's annotations and `ENV` may ask, never grant.
     pub allowed: Vec<String>,
 }
@@ -709,6 +721,18 @@ impl Policy {
             for p in &lf.dependencies {
                 absolute("libfabric.dependencies".into(), p)?;
             }
+            if let Some(p) = &lf.nccl_plugin {
+                absolute("libfabric.nccl_plugin".into(), p)?;
+            }
+            if let Some(n) = &lf.nccl_net {
+                if n.trim().is_empty() || n.contains('\0') || n.contains('\n') {
+                    return Err(invalid(
+                        "libfabric.nccl_net".into(),
+                        n.clone(),
+                        "is not a network name NCCL knows (aws-ofi-nccl's is \"AWS Libfabric\")",
+                    ));
+                }
+            }
         }
         if let Some(ucx) = &self.ucx {
             if ucx.libraries.is_empty() {
@@ -837,6 +861,28 @@ mod tests {
         let p = parse(EXAMPLE).expect("config/hook.toml must stay valid");
         assert!(p.mpi.contains_key("mpich"));
         assert_eq!(p.mpi["mpich"].abi, MpiAbi::Mpich);
+    }
+
+    #[test]
+    fn nccl_plugin_is_off_by_default_and_checked_when_named() {
+        let lf = "[libfabric]\nlibrary = \"/usr/lib/x86_64-linux-gnu/libfabric.so.1\"\n";
+        let p = parse(lf).unwrap();
+        let l = p.libfabric.unwrap();
+        assert_eq!((l.nccl_plugin, l.nccl_net), (None, None));
+        let p = parse(&format!(
+            "{lf}nccl_plugin = \"/opt/aws-ofi-nccl/lib/libnccl-net-ofi.so\"\nnccl_net = \"AWS Libfabric\"\n"
+        ))
+        .unwrap();
+        let l = p.libfabric.unwrap();
+        assert_eq!(
+            l.nccl_plugin.as_deref(),
+            Some(Path::new("/opt/aws-ofi-nccl/lib/libnccl-net-ofi.so"))
+        );
+        assert_eq!(l.nccl_net.as_deref(), Some("AWS Libfabric"));
+        let e = parse(&format!("{lf}nccl_plugin = \"lib/libnccl-net.so\"\n")).unwrap_err();
+        assert!(e.to_string().contains("libfabric.nccl_plugin"), "{e}");
+        let e = parse(&format!("{lf}nccl_net = \" \"\n")).unwrap_err();
+        assert!(e.to_string().contains("libfabric.nccl_net"), "{e}");
     }
 
     #[test]

@@ -213,6 +213,8 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
             let spec = oci::read_config(&c.bytes[..], &c.path.display().to_string())?;
             let mut ctx = LaunchContext::from_bundle(&l.bundle, &spec);
             ctx.id = l.id.clone();
+            // SAFETY: geteuid has no preconditions.
+            ctx.rootless = unsafe { libc::geteuid() } != 0;
             Ok((c, ctx))
         });
     let (config, ctx) = match read {

@@ -214,6 +214,16 @@ impl Bundle {
         self
     }
 
+    /// Adds `NAME=value` entries to the process environment (as an image's
+    /// `ENV` arrives there with podman).
+    pub fn env(&mut self, vars: &[&str]) -> &mut Self {
+        let env = self.config["process"]["env"]
+            .as_array_mut()
+            .expect("runc spec writes process.env");
+        env.extend(vars.iter().map(|v| json!(v)));
+        self
+    }
+
     /// Adds an annotation.
     pub fn annotate(&mut self, key: &str, value: &str) -> &mut Self {
         if !self.config["annotations"].is_object() {

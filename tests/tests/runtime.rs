@@ -636,6 +636,99 @@ fn a_normal_user_with_rootless_runc_gets_the_host_mpich() {
     let _ = std::fs::remove_dir_all(&b);
 }
 
+/// A normal user, rootless runc, a device the policy grants (CDI): the
+/// device is in `linux.devices`, which rootless runc binds from the host,
+/// and hpcc adds no device cgroup rule, which a rootless runtime cannot
+/// load; the container opens it.
+#[test]
+fn a_normal_user_with_rootless_runc_gets_a_device_bound_without_a_cgroup_rule() {
+    require_unmasked_proc(
+        "a_normal_user_with_rootless_runc_gets_a_device_bound_without_a_cgroup_rule",
+    );
+    require_root();
+    // Rootless runc binds a device from the host at its container path:
+    // the node (/dev/null's numbers, usable by anyone) is made there.
+    let node = format!("/dev/hpcc-rl{}", std::process::id());
+    let _ = std::fs::remove_file(&node);
+    let st = Command::new("mknod")
+        .args(["-m", "666", &node, "c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mknod {node}");
+    let dir = PathBuf::from(format!(
+        "/tmp/hpcc-runtime-tests/rl-dev-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(dir.join("cdi")).unwrap();
+    for d in [&dir, &dir.join("cdi")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        dir.join("cdi/hpcc-test.json"),
+        serde_json::json!({
+            "cdiVersion": "0.6.0",
+            "kind": "hpcc.test/dev",
+            "devices": [{"name": "rl0", "containerEdits": {"deviceNodes": [
+                {"path": node, "type": "c", "major": 1, "minor": 3, "permissions": "rw"}
+            ]}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let policy = dir.join("hook.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[gpu]\ncdi_spec_dirs = [\"{}\"]\nallowed = [\"hpcc.test/dev=rl0\"]\n[log]\njournald = false\n",
+            dir.join("cdi").display()
+        ),
+    )
+    .unwrap();
+    for f in [&policy, &dir.join("cdi/hpcc-test.json")] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let script = format!("test -c {node} && echo x > {node} && echo device-ok");
+    let b = user_bundle(
+        "rootless-dev",
+        "busybox",
+        &[
+            (CPU, "x86_64"),
+            ("cdi.k8s.io/hpcc-test", "hpcc.test/dev=rl0"),
+        ],
+        &["/bin/sh", "-c", &script],
+    );
+    let id = format!("hpcc-rootless-dev-{}", std::process::id());
+    let state = format!("/tmp/hpcc-user-runc-state-{}", std::process::id());
+    let r = as_user(&format!(
+        "{} --rootless=true --root {state} run --bundle {} {id}",
+        shim_with("/usr/sbin/runc", &policy).join(" "),
+        b.display()
+    ));
+    let _ = as_user(&format!(
+        "{} --root {state} delete --force {id}",
+        shim_with("/usr/sbin/runc", &policy).join(" ")
+    ));
+    let _ = std::fs::remove_file(&node);
+    assert!(r.stdout.contains("device-ok"), "{r:?}");
+    let (c, _) = spied(&id).expect("the runtime was given a bundle");
+    assert!(
+        c["linux"]["devices"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["path"] == node.as_str())),
+        "{c}"
+    );
+    let rules = c["linux"]["resources"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !rules.iter().any(|r| r["major"] == 1 && r["minor"] == 3),
+        "a rule was added: {rules:?}"
+    );
+    let _ = std::fs::remove_dir_all(&b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The hook under rootless runc says plainly what it cannot do.
 #[test]
 fn the_hook_under_rootless_runc_says_it_needs_the_runtime() {

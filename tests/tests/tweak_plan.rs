@@ -266,3 +266,151 @@ fn plan_from_annotations_only_says_the_image_was_not_inspected() {
         "{out}"
     );
 }
+
+/// Runs a bounded host command, failing the test with its output.
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+}
+
+#[test]
+fn plan_replaces_every_libfabric_of_an_ngc_shaped_image_and_injects_the_nccl_plugin() {
+    // A stand-in for the host's aws-ofi-nccl plugin (Debian 12 packages
+    // none): a real shared object with the plugin's soname, linked against
+    // the host libfabric.
+    let dir = hpcc_e2e::scratch("tp-nccl-host");
+    let src = dir.join("plugin.c");
+    std::fs::write(
+        &src,
+        "extern unsigned int fi_version(void);\nunsigned int hpcc_e2e_plugin(void) { return fi_version(); }\n",
+    )
+    .unwrap();
+    let plugin = dir.join("libnccl-net.so");
+    sh(Command::new("timeout")
+        .args([
+            "60",
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libnccl-net.so",
+            "-o",
+        ])
+        .arg(&plugin)
+        .arg(&src)
+        .arg(HOST_LIBFABRIC));
+    // The mpich-app fixture (libfabric in /usr/lib/x86_64-linux-gnu and a
+    // linker cache), grown into the NGC/AWS PyTorch layout with real ELF
+    // files: EFA's libfabric, a wheel's libfabric and NCCL, aws-ofi-nccl's
+    // plugin, and the LD_LIBRARY_PATH those images set.
+    let mut b = Bundle::new("tp-nccl", &fixture_rootfs("mpich-app"));
+    let root = b.rootfs();
+    let wheel = "usr/local/lib/python3.10/dist-packages";
+    for (from, to) in [
+        (
+            HOST_LIBFABRIC.to_string(),
+            "opt/amazon/efa/lib/libfabric.so.1".to_string(),
+        ),
+        (
+            HOST_LIBFABRIC.into(),
+            format!("{wheel}/torch/lib/libfabric.so.1"),
+        ),
+        (
+            "/usr/lib/x86_64-linux-gnu/libz.so.1".into(),
+            format!("{wheel}/torch/lib/libnccl.so.2"),
+        ),
+        (
+            "/usr/lib/x86_64-linux-gnu/libz.so.1".into(),
+            "opt/amazon/aws-ofi-nccl/lib/libnccl-net.so".into(),
+        ),
+    ] {
+        let to = root.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&from, &to).unwrap();
+    }
+    b.annotate(
+        "org.supercontainers.hardware.cpu.optimized.version",
+        "x86_64",
+    )
+    .annotate("org.supercontainers.mpi.portability.mode", "libfabric_inject")
+    .env(&["LD_LIBRARY_PATH=/opt/amazon/efa/lib:/opt/amazon/aws-ofi-nccl/lib"])
+    .with_hook(&format!(
+        "[libfabric]\nlibrary = \"{HOST_LIBFABRIC}\"\nnccl_plugin = \"{}\"\nnccl_net = \"AWS Libfabric\"\n\n[cache]\nenabled = false\n\n[log]\njournald = false\n",
+        plugin.display()
+    ))
+    .write();
+    let policy = b.dir.join("hook.toml");
+    let (code, json, err) = hpcc(
+        &policy,
+        &[
+            "match",
+            "--plan",
+            "--json",
+            "--bundle",
+            b.dir.to_str().unwrap(),
+        ],
+    );
+    assert!(code == 0 || code == 1, "exit {code}: {json}{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let source_of = |dest: &str| -> Option<PathBuf> {
+        v["tweaks"]["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == dest)
+            .map(|m| canonical(m["source"].as_str().unwrap()))
+    };
+    let host_lf = canonical(HOST_LIBFABRIC);
+    // mpich-app's own libfabric.so.1 resolves to its versioned file.
+    let system =
+        std::fs::canonicalize(root.join("usr/lib/x86_64-linux-gnu/libfabric.so.1")).unwrap();
+    let system = Path::new("/").join(
+        system
+            .strip_prefix(std::fs::canonicalize(&root).unwrap())
+            .unwrap(),
+    );
+    for dest in [
+        system.display().to_string(),
+        "/opt/amazon/efa/lib/libfabric.so.1".into(),
+        format!("/{wheel}/torch/lib/libfabric.so.1"),
+    ] {
+        assert_eq!(source_of(&dest).as_ref(), Some(&host_lf), "{dest}: {json}");
+    }
+    for dest in [
+        "/dev/hpcc/lib/libfabric/libnccl-net-ofi.so",
+        "/dev/hpcc/lib/libfabric/libnccl-net.so",
+        "/opt/amazon/aws-ofi-nccl/lib/libnccl-net.so",
+    ] {
+        assert_eq!(
+            source_of(dest).as_ref(),
+            Some(&canonical(plugin.to_str().unwrap())),
+            "{dest}: {json}"
+        );
+    }
+    let env: Vec<(String, String)> = v["tweaks"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        env.contains(&("NCCL_NET_PLUGIN".into(), "ofi".into())),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&("NCCL_NET".into(), "AWS Libfabric".into())),
+        "{env:?}"
+    );
+    assert!(
+        v["tweaks"]["ld_cache"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["soname"] == "libnccl-net-ofi.so"),
+        "{json}"
+    );
+}

@@ -419,9 +419,14 @@ fn apply_steps(
             )
             .map_err(at)?;
         undo.push(Undo::Mount(h));
-        let grant = sys
-            .allow_device(target.pid, d.kind, d.major, d.minor, &d.access)
-            .map_err(at)?;
+        let grant = if d.cgroup_rule {
+            sys.allow_device(target.pid, d.kind, d.major, d.minor, &d.access)
+                .map_err(at)?
+        } else {
+            CgroupGrant::NotApplicable(
+                "the runtime runs without root: the container's cgroup confines the device".into(),
+            )
+        };
         match &grant {
             CgroupGrant::Added(cg) => undo.push(Undo::Device {
                 cgroup: cg.clone(),

@@ -120,12 +120,17 @@ pub fn edit(
                 out.devices += 1;
             }
         }
+    }
+    // A device under a runtime without root has no rule: the runtime binds
+    // its node, and the cgroup the container runs in confines it.
+    if tweaks.devices.iter().any(|d| d.cgroup_rule) {
+        let linux = object(root.entry("linux").or_insert_with(|| json!({})), "linux")?;
         let resources = object(
             linux.entry("resources").or_insert_with(|| json!({})),
             "linux.resources",
         )?;
         let rules = array(resources, "devices", "linux.resources.devices")?;
-        for d in &tweaks.devices {
+        for d in tweaks.devices.iter().filter(|d| d.cgroup_rule) {
             // Allow rules are evaluated in order, the last match wins: an
             // allow appended after the default deny-all grants it.
             let rule = json!({
@@ -224,6 +229,7 @@ mod tests {
                 major: 195,
                 minor: 0,
                 access: "rwm".into(),
+                cgroup_rule: true,
                 reason: "t".into(),
             }],
             env: vec![EnvVar {
@@ -281,6 +287,16 @@ mod tests {
             ])
         );
         assert_eq!(c["x-newer-field"]["kept"], true);
+    }
+
+    #[test]
+    fn a_device_without_a_cgroup_rule_is_listed_and_given_no_rule() {
+        let mut t = tweaks();
+        t.devices[0].cgroup_rule = false;
+        let mut c = json!({"linux": {"namespaces": [{"type": "user"}]}});
+        edit(&mut c, &t, None).unwrap();
+        assert_eq!(c["linux"]["devices"][0]["path"], "/dev/nvidia0");
+        assert!(c["linux"].get("resources").is_none(), "{c}");
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn device() -> Device {
         major: 1,
         minor: 3,
         access: "rwm".into(),
+        cgroup_rule: true,
         reason: "CDI test".into(),
     }
 }

@@ -380,6 +380,7 @@ fn apply_edits(
                 major,
                 minor,
                 access: d.permissions.clone().unwrap_or_else(|| "rwm".into()),
+                cgroup_rule: true,
                 reason: why.to_owned(),
             });
         }

@@ -20,6 +20,17 @@
 //! the step's list names it — or when the policy allows it without
 //! allocation (`[gpu] allowed = ["nvidia.com/gpu=*"]` on nodes given whole
 //! to one job). The others are left out with a finding.
+//!
+//! In a Slurm step ([`slurm_gpus`]), the step's own variables decide, and
+//! which of them names the node's devices matters. `SLURM_STEP_GPUS` (and
+//! `SLURM_JOB_GPUS` for the batch step) hold gres.conf's device numbers:
+//! the `N` of `/dev/nvidiaN`, its minor number. `CUDA_VISIBLE_DEVICES` and
+//! `GPU_DEVICE_ORDINAL` hold the same numbers without `ConstrainDevices`,
+//! but under `ConstrainDevices=yes` Slurm renumbers them from 0 within the
+//! step (its cgroup hides the others, so CUDA counts from 0): there they
+//! are positions in the step's list, never device numbers. The container
+//! gets the step's device nodes only, so CUDA in it counts from 0 too:
+//! its `CUDA_VISIBLE_DEVICES` is rewritten to those positions.
 
 use super::{device, Inputs, Part};
 use crate::fingerprint::NvidiaDevice;
@@ -130,9 +141,11 @@ pub fn select<'a>(
 }
 
 /// Whether a GPU the container asks for may be exposed: the policy allows
-/// it, the engine allocated its node, or the scheduler's own environment
-/// named it.
-fn granted(input: &Inputs<'_>, vis: &Visible, d: &NvidiaDevice) -> bool {
+/// it, or the engine allocated its node. (A Slurm step's own GPU variables
+/// are its allocation, read by [`slurm_gpus`]; in a step that has none of
+/// them, a `NVIDIA_VISIBLE_DEVICES` in its environment is the user's, and
+/// grants nothing.)
+fn granted(input: &Inputs<'_>, d: &NvidiaDevice) -> bool {
     const KIND: &str = "nvidia.com/gpu";
     let minor = u64::from(d.minor_number.unwrap_or(d.index));
     input.policy.gpu.allows(KIND, &d.index.to_string())
@@ -142,11 +155,180 @@ fn granted(input: &Inputs<'_>, vis: &Visible, d: &NvidiaDevice) -> bool {
             .allocated_devices
             .iter()
             .any(|a| a.is('c', NVIDIA_MAJOR, minor))
-        || (input.ctx.env_from_scheduler && matches!(vis, Visible::List { .. }))
 }
 
 /// The major number of `/dev/nvidiaN`.
 pub const NVIDIA_MAJOR: u64 = 195;
+
+/// The variables of a Slurm step that name the node's GPUs by device
+/// number, in the order they are trusted.
+pub const SLURM_GLOBAL: &[&str] = &["SLURM_STEP_GPUS", "SLURM_JOB_GPUS"];
+/// The variables that name the task's GPUs as CUDA counts them.
+pub const SLURM_LOCAL: &[&str] = &["CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"];
+
+/// A Slurm step's GPUs, as its environment gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmGpus<'a> {
+    /// The step's GPUs on this node, in Slurm's order: their device nodes
+    /// and cgroup rules go to the container.
+    pub exposed: Vec<&'a NvidiaDevice>,
+    /// The task's own GPUs among them (`CUDA_VISIBLE_DEVICES`), all of
+    /// them when the task has no narrower list.
+    pub task: Vec<&'a NvidiaDevice>,
+    /// What named them, as `NAME=value` (for findings).
+    pub source: String,
+    /// What could not be mapped, one sentence each.
+    pub problems: Vec<String>,
+}
+
+/// The device number Slurm gives a GPU: its minor number (gres.conf's
+/// `File=/dev/nvidiaN`), NVML's index when the fingerprint has none.
+fn dev_num(d: &NvidiaDevice) -> u32 {
+    d.minor_number.unwrap_or(d.index)
+}
+
+fn entries(v: &str) -> Vec<&str> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .take(MAX_VISIBLE)
+        .collect()
+}
+
+fn no_devices(v: &str) -> bool {
+    matches!(v.trim(), "" | "NoDevFiles" | "none")
+}
+
+fn minors(devices: &[NvidiaDevice]) -> String {
+    devices
+        .iter()
+        .map(|d| format!("/dev/nvidia{}", dev_num(d)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A Slurm step's GPUs from its environment (`None` when it names none
+/// of the variables: not a GPU step). `constrained` is Slurm's
+/// `ConstrainDevices=yes` with a cgroup task plugin: `CUDA_VISIBLE_DEVICES`
+/// then counts from 0 within the step.
+pub fn slurm_gpus<'a>(
+    env: impl Fn(&str) -> Option<&'a str>,
+    constrained: bool,
+    devices: &'a [NvidiaDevice],
+) -> Option<SlurmGpus<'a>> {
+    let global = SLURM_GLOBAL
+        .iter()
+        .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)));
+    let local = SLURM_LOCAL
+        .iter()
+        .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)));
+    let mut out = SlurmGpus {
+        exposed: vec![],
+        task: vec![],
+        source: String::new(),
+        problems: vec![],
+    };
+    let by_num = |e: &str| -> Option<&'a NvidiaDevice> {
+        let n = e.parse::<u32>().ok()?;
+        devices.iter().find(|d| dev_num(d) == n)
+    };
+    match (global, local) {
+        (Some((g, gv)), _) if !no_devices(gv) => {
+            out.source = format!("{g}={gv}");
+            for e in entries(gv) {
+                match by_num(e) {
+                    Some(d) if !out.exposed.iter().any(|x| x.index == d.index) => {
+                        out.exposed.push(d)
+                    }
+                    Some(_) => {}
+                    None => out.problems.push(format!(
+                        "{g}={gv} names {e:?}, which is no device of this node ({}): gres.conf and the driver disagree",
+                        minors(devices)
+                    )),
+                }
+            }
+            out.task = match local {
+                None => out.exposed.clone(),
+                Some((_, lv)) if no_devices(lv) => vec![],
+                Some((l, lv)) => {
+                    let mut task: Vec<&NvidiaDevice> = Vec::new();
+                    for e in entries(lv) {
+                        let d = if e.starts_with("GPU-") {
+                            out.exposed.iter().copied().find(|d| d.uuid == e)
+                        } else if constrained {
+                            e.parse::<usize>()
+                                .ok()
+                                .and_then(|i| out.exposed.get(i).copied())
+                        } else {
+                            by_num(e).filter(|d| out.exposed.iter().any(|x| x.index == d.index))
+                        };
+                        match d {
+                            Some(d) if !task.iter().any(|x| x.index == d.index) => task.push(d),
+                            Some(_) => {}
+                            None => {
+                                // CUDA's rule: the list stops at the first
+                                // entry that names no visible GPU.
+                                out.problems.push(format!(
+                                    "{l}={lv}: {e:?} is none of the step's GPUs ({}{}); the task's list stops there, as CUDA's does",
+                                    out.source,
+                                    if constrained { ", counted from 0 under ConstrainDevices=yes" } else { "" }
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                    task
+                }
+            };
+        }
+        (Some((g, gv)), _) => out.source = format!("{g}={gv}"),
+        (None, Some((l, lv))) => {
+            out.source = format!("{l}={lv}");
+            if no_devices(lv) {
+                return Some(out);
+            }
+            if constrained {
+                out.problems.push(format!(
+                    "{l}={lv} is counted from 0 within the step (ConstrainDevices=yes), and neither SLURM_STEP_GPUS nor SLURM_JOB_GPUS says which of the node's GPUs ({}) it names: no GPU exposed",
+                    minors(devices)
+                ));
+                return Some(out);
+            }
+            for e in entries(lv) {
+                match by_num(e) {
+                    Some(d) if !out.exposed.iter().any(|x| x.index == d.index) => {
+                        out.exposed.push(d)
+                    }
+                    Some(_) => {}
+                    None => {
+                        out.problems.push(format!(
+                            "{l}={lv} names {e:?}, which is no device of this node ({}); the list stops there, as CUDA's does",
+                            minors(devices)
+                        ));
+                        break;
+                    }
+                }
+            }
+            out.task = out.exposed.clone();
+        }
+        (None, None) => return None,
+    }
+    Some(out)
+}
+
+/// The task's GPUs as CUDA numbers them in the container, which sees the
+/// exposed ones only: positions in device-number order (the PCI order in
+/// which the driver numbers them, as Slurm's own renumbering assumes).
+pub fn container_numbers(s: &SlurmGpus<'_>) -> String {
+    let mut nums: Vec<u32> = s.exposed.iter().map(|d| dev_num(d)).collect();
+    nums.sort_unstable();
+    s.task
+        .iter()
+        .filter_map(|t| nums.iter().position(|n| *n == dev_num(t)))
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Plans NVIDIA exposure. A node without an NVIDIA driver plans nothing
 /// and is no error (the matcher already said the image cannot have a GPU).
@@ -155,6 +337,53 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
     let Some(nv) = &input.node.gpu.nvidia else {
         return part;
     };
+    let slurm = if input.ctx.env_from_scheduler {
+        slurm_gpus(
+            |n| input.ctx.env(n),
+            input.ctx.slurm_constrain_devices,
+            &nv.devices,
+        )
+    } else {
+        None
+    };
+    if let Some(s) = slurm {
+        for p in &s.problems {
+            part.finding(Check::Gpu, Level::Degraded, p.clone());
+        }
+        if s.exposed.is_empty() {
+            return part;
+        }
+        expose(input, nv, &s.exposed, &mut part);
+        let numbers = container_numbers(&s);
+        let seen: Vec<String> = s
+            .exposed
+            .iter()
+            .map(|d| format!("/dev/nvidia{}", dev_num(d)))
+            .collect();
+        part.finding(
+            Check::Gpu,
+            Level::Ok,
+            format!(
+                "Slurm step GPUs from {}{}: the container gets {} only and counts them from 0; CUDA_VISIBLE_DEVICES={numbers} in it",
+                s.source,
+                if input.ctx.slurm_constrain_devices {
+                    " (ConstrainDevices=yes: CUDA_VISIBLE_DEVICES counted within the step)"
+                } else {
+                    ""
+                },
+                seen.join(", ")
+            ),
+        );
+        let why = format!(
+            "the step's GPUs as the container numbers them (it sees {} only)",
+            seen.join(", ")
+        );
+        part.env("CUDA_VISIBLE_DEVICES", &numbers, why.clone());
+        if input.ctx.env("GPU_DEVICE_ORDINAL").is_some() {
+            part.env("GPU_DEVICE_ORDINAL", &numbers, why);
+        }
+        return part;
+    }
     let vis = parse_visible(
         input.ctx.env("NVIDIA_VISIBLE_DEVICES"),
         input.ctx.env("CUDA_VISIBLE_DEVICES"),
@@ -175,7 +404,7 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
         }
     };
     let (selected, refused): (Vec<&NvidiaDevice>, Vec<&NvidiaDevice>) =
-        asked.iter().copied().partition(|d| granted(input, &vis, d));
+        asked.iter().copied().partition(|d| granted(input, d));
     if !refused.is_empty() {
         part.finding(
             Check::Gpu,
@@ -188,7 +417,7 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
                     .collect::<Vec<_>>()
                     .join(", "),
                 if input.ctx.env_from_scheduler {
-                    ", the step's CUDA_VISIBLE_DEVICES"
+                    ", the step's SLURM_STEP_GPUS or CUDA_VISIBLE_DEVICES"
                 } else {
                     ""
                 }
@@ -200,6 +429,18 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
             return part;
         }
     }
+    expose(input, nv, &selected, &mut part);
+    part
+}
+
+/// The control devices, the selected GPUs' nodes, the driver's libraries
+/// and tools.
+fn expose(
+    input: &Inputs<'_>,
+    nv: &crate::fingerprint::NvidiaFingerprint,
+    selected: &[&NvidiaDevice],
+    part: &mut Part,
+) {
     let host = input.host;
     let mut missing = Vec::new();
     for ctl in ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"] {
@@ -212,8 +453,8 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
             None => {}
         }
     }
-    for d in &selected {
-        let minor = d.minor_number.unwrap_or(d.index);
+    for d in selected {
+        let minor = dev_num(d);
         let p = PathBuf::from(format!("/dev/nvidia{minor}"));
         match device(
             host,
@@ -270,7 +511,6 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Part {
             part.mount(p, p.to_owned(), "NVIDIA driver tool".into());
         }
     }
-    part
 }
 
 #[cfg(test)]
@@ -493,10 +733,205 @@ mod tests {
         let mut c = ctx(&[], &[]);
         c.env_from_scheduler = true;
         assert!(gpus_of(&run_with(c, true, &h, &none)).is_empty());
+        // In a step without Slurm's GPU variables, the user's exported
+        // NVIDIA_VISIBLE_DEVICES grants nothing.
+        let mut c = ctx(&["NVIDIA_VISIBLE_DEVICES=0,1"], &[]);
+        c.env_from_scheduler = true;
+        assert!(gpus_of(&run_with(c, true, &h, &none)).is_empty());
         // The policy allows one by index, another by UUID.
         let mut p = Policy::default();
         p.gpu.allowed = vec!["nvidia.com/gpu=0".into(), "nvidia.com/gpu=GPU-3aaa".into()];
         let part = run_with(ctx(&[], &[]), true, &h, &p);
         assert_eq!(gpus_of(&part), ["/dev/nvidia0", "/dev/nvidia3"]);
+    }
+
+    /// A GPU fingerprint from `testdata/` (the GPU helper's JSON).
+    fn recorded(json: &str) -> crate::fingerprint::GpuFingerprint {
+        serde_json::from_str(json).expect("a GPU fingerprint")
+    }
+
+    const TWO: &str = include_str!("testdata/nvml-2gpu.json");
+    const SWAPPED: &str = include_str!("testdata/nvml-2gpu-swapped-minors.json");
+
+    /// The whole plan of a Slurm step's container on a recorded node.
+    fn step(gpus: &str, env: &[&str], constrained: bool, rootless: bool) -> super::super::Planned {
+        let mut c = ctx(env, &[]);
+        c.env_from_scheduler = true;
+        c.slurm_constrain_devices = constrained;
+        c.rootless = rootless;
+        let mut n = node("icelake");
+        n.gpu = recorded(gpus);
+        let sel = Selection {
+            nvidia_gpus: true,
+            ..Default::default()
+        };
+        super::super::plan(&c, &n, &Policy::default(), &sel, &nv_host(), None).unwrap()
+    }
+
+    /// The GPU nodes of a plan, as (path, minor, cgroup rule).
+    fn gpu_nodes(p: &super::super::Planned) -> Vec<(String, u64, bool)> {
+        p.tweaks
+            .devices
+            .iter()
+            .filter(|d| d.major == NVIDIA_MAJOR && d.minor < 255)
+            .map(|d| (d.path.display().to_string(), d.minor, d.cgroup_rule))
+            .collect()
+    }
+
+    fn env_of<'a>(p: &'a super::super::Planned, name: &str) -> Option<&'a str> {
+        p.tweaks
+            .env
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.as_str())
+    }
+
+    #[test]
+    fn a_constrained_step_given_the_second_gpu_gets_it_only_root_and_rootless() {
+        // Slurm under ConstrainDevices=yes: the step has GPU 1 of the node,
+        // CUDA_VISIBLE_DEVICES counts from 0 within the step.
+        let env = [
+            "SLURM_STEP_GPUS=1",
+            "SLURM_JOB_GPUS=1",
+            "CUDA_VISIBLE_DEVICES=0",
+            "GPU_DEVICE_ORDINAL=0",
+        ];
+        let root = step(TWO, &env, true, false);
+        assert!(
+            root.findings.iter().all(|f| f.level == Level::Ok),
+            "{:#?}",
+            root.findings
+        );
+        assert_eq!(gpu_nodes(&root), [("/dev/nvidia1".into(), 1, true)]);
+        assert_eq!(env_of(&root, "CUDA_VISIBLE_DEVICES"), Some("0"));
+        assert_eq!(env_of(&root, "GPU_DEVICE_ORDINAL"), Some("0"));
+        // The config the runtime gets: the node and its cgroup rule, for
+        // minor 1 only (nvidiactl is 195:255).
+        let mut c = serde_json::json!({"linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}]}}});
+        crate::apply::spec::edit(&mut c, &root.tweaks, None).unwrap();
+        let gpu_rules: Vec<u64> = c["linux"]["resources"]["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["allow"] == true && r["major"] == 195 && r["minor"].as_u64() < Some(255))
+            .map(|r| r["minor"].as_u64().unwrap())
+            .collect();
+        assert_eq!(gpu_rules, [1]);
+        assert!(c["linux"]["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["path"] != "/dev/nvidia0"));
+        // Rootless (the job user's runc, with a user namespace): the same
+        // node, bound by the runtime, with no rule, and a finding says so.
+        let rootless = step(TWO, &env, true, true);
+        assert_eq!(gpu_nodes(&rootless), [("/dev/nvidia1".into(), 1, false)]);
+        assert!(rootless.tweaks.devices.iter().all(|d| !d.cgroup_rule));
+        assert_eq!(env_of(&rootless, "CUDA_VISIBLE_DEVICES"), Some("0"));
+        assert!(rootless
+            .findings
+            .iter()
+            .any(|f| f.reason.contains("rootless") && f.reason.contains("/dev/nvidia1")));
+        let mut c = serde_json::json!({"linux": {"namespaces": [{"type": "user"}]}});
+        crate::apply::spec::edit(&mut c, &rootless.tweaks, None).unwrap();
+        assert!(c["linux"].get("resources").is_none(), "{c}");
+        assert!(c["linux"]["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["path"] == "/dev/nvidia1"));
+    }
+
+    #[test]
+    fn the_step_list_names_device_numbers_and_cuda_numbers_follow_constrain_devices() {
+        // Without ConstrainDevices, Slurm's CUDA_VISIBLE_DEVICES holds the
+        // device number; the container still counts from 0.
+        let p = step(
+            TWO,
+            &["SLURM_STEP_GPUS=1", "CUDA_VISIBLE_DEVICES=1"],
+            false,
+            false,
+        );
+        assert_eq!(gpu_nodes(&p), [("/dev/nvidia1".into(), 1, true)]);
+        assert_eq!(env_of(&p, "CUDA_VISIBLE_DEVICES"), Some("0"));
+        assert_eq!(env_of(&p, "GPU_DEVICE_ORDINAL"), None);
+        // The same without SLURM_STEP_GPUS: the number is the device's.
+        let p = step(TWO, &["CUDA_VISIBLE_DEVICES=1"], false, false);
+        assert_eq!(gpu_nodes(&p), [("/dev/nvidia1".into(), 1, true)]);
+        // Under ConstrainDevices, "0" alone says nothing of which GPU:
+        // none exposed (what hpcc did before, /dev/nvidia0, was the wrong
+        // GPU), and a finding says why.
+        let p = step(TWO, &["CUDA_VISIBLE_DEVICES=0"], true, false);
+        assert!(gpu_nodes(&p).is_empty());
+        assert!(p.findings.iter().any(|f| f.level == Level::Degraded
+            && f.reason.contains("ConstrainDevices=yes")
+            && f.reason.contains("SLURM_STEP_GPUS")));
+        // The batch step has SLURM_JOB_GPUS only.
+        let p = step(
+            TWO,
+            &["SLURM_JOB_GPUS=0,1", "CUDA_VISIBLE_DEVICES=0,1"],
+            true,
+            false,
+        );
+        assert_eq!(
+            gpu_nodes(&p),
+            [
+                ("/dev/nvidia0".into(), 0, true),
+                ("/dev/nvidia1".into(), 1, true)
+            ]
+        );
+        assert_eq!(env_of(&p, "CUDA_VISIBLE_DEVICES"), Some("0,1"));
+        // A task bound to the step's second GPU (--gpu-bind): the step's
+        // GPUs are exposed as Slurm's cgroup allows them, the task's list
+        // names its own.
+        let p = step(
+            TWO,
+            &["SLURM_STEP_GPUS=0,1", "CUDA_VISIBLE_DEVICES=1"],
+            true,
+            false,
+        );
+        assert_eq!(gpu_nodes(&p).len(), 2);
+        assert_eq!(env_of(&p, "CUDA_VISIBLE_DEVICES"), Some("1"));
+        // A step without GPUs.
+        let p = step(
+            TWO,
+            &[
+                "SLURM_STEP_GPUS=NoDevFiles",
+                "CUDA_VISIBLE_DEVICES=NoDevFiles",
+            ],
+            true,
+            false,
+        );
+        assert!(p.tweaks.devices.is_empty() && p.tweaks.env.is_empty());
+        // A number the node does not have: said, nothing exposed for it.
+        let p = step(
+            TWO,
+            &["SLURM_STEP_GPUS=7", "CUDA_VISIBLE_DEVICES=0"],
+            true,
+            false,
+        );
+        assert!(gpu_nodes(&p).is_empty());
+        assert!(p.findings.iter().any(|f| f.reason.contains("\"7\"")));
+    }
+
+    #[test]
+    fn slurm_numbers_are_minor_numbers_not_nvml_indexes() {
+        // NVML's index 0 is /dev/nvidia1 on this node: SLURM_STEP_GPUS=1
+        // (gres.conf File=/dev/nvidia1) is NVML's GPU 0.
+        let p = step(
+            SWAPPED,
+            &["SLURM_STEP_GPUS=1", "CUDA_VISIBLE_DEVICES=0"],
+            true,
+            false,
+        );
+        assert_eq!(gpu_nodes(&p), [("/dev/nvidia1".into(), 1, true)]);
+        let gpu = p
+            .tweaks
+            .devices
+            .iter()
+            .find(|d| d.path == Path::new("/dev/nvidia1"))
+            .unwrap();
+        assert!(gpu.reason.contains("GPU 0 GPU-0c2e6a14"), "{}", gpu.reason);
+        assert_eq!(env_of(&p, "CUDA_VISIBLE_DEVICES"), Some("0"));
     }
 }

@@ -303,6 +303,16 @@ impl<'a> ImageLibs<'a> {
         libs
     }
 
+    /// The image's rootfs.
+    pub fn root(&self) -> &'a Rootfs {
+        self.root
+    }
+
+    /// The library directories the scan found (resolved in the image).
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
     /// Resolves the picked paths (one system call each), without duplicate
     /// files.
     fn resolve(&self, name: &str, picked: Picker<'_>, listed: usize) -> Found {

@@ -2,18 +2,40 @@
 //! its provider directory at the same path (`FI_PROVIDER_PATH`), and the
 //! check that makes it safe: the host library must define every
 //! `FABRIC_1.x` symbol version the MPI in the container needs.
+//!
+//! Every copy of the image's is replaced, not only the one its loader
+//! search finds: also those inside Python packages, in its
+//! `LD_LIBRARY_PATH` and in the vendor prefixes of the AI stack
+//! ([`super::private`]); a copy of another major there is named in a
+//! finding. With policy `libfabric.nccl_plugin`, an image that carries
+//! NCCL also gets the host's NCCL network plugin over libfabric
+//! (aws-ofi-nccl), in hpcc's directory under the names NCCL loads it by
+//! and over the image's own plugin copies, with `NCCL_NET_PLUGIN` set.
 
+use super::private::PrivateDirs;
 use super::replace::{self, Component, LibSpec};
 use super::{Inputs, Part, TweakError};
 use crate::elf::ElfInfo;
 use crate::matcher::{Check, Level};
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The soname MPI libraries need libfabric under.
 pub const LIBFABRIC: &str = "libfabric.so.1";
 
 /// Most provider libraries inspected in the provider directory.
 const MAX_PROVIDERS: usize = 64;
+
+/// NCCL's soname: an image that has it may load a network plugin.
+pub const NCCL: &str = "libnccl.so.2";
+/// `NCCL_NET_PLUGIN` as hpcc sets it: NCCL then loads
+/// `libnccl-net-ofi.so`.
+pub const NCCL_NET_PLUGIN: &str = "ofi";
+/// The names NCCL loads a network plugin by: `libnccl-net-<NCCL_NET_PLUGIN>.so`,
+/// and `libnccl-net.so` when that variable is unset (aws-ofi-nccl
+/// installs both).
+pub const NCCL_PLUGIN_NAMES: &[&str] = &["libnccl-net-ofi.so", "libnccl-net.so"];
 
 /// `FABRIC_*` versions that `needers` require from `libfabric.so.1` and
 /// `defs` lacks, as `(library, version)`.
@@ -75,6 +97,35 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
                 .into(),
         })?;
     let deps_dir = input.ctx.lib_root().join("libfabric");
+    let mut part = Part::default();
+    let private = input.image.map(|img| {
+        Arc::new(PrivateDirs::scan(
+            img.root(),
+            img,
+            input.ctx.env("LD_LIBRARY_PATH"),
+        ))
+    });
+    if let Some(cut) = private.as_ref().and_then(|p| p.cut.as_ref()) {
+        part.finding(
+            Check::Mpi,
+            Level::Degraded,
+            format!(
+                "the image's private library directories (Python packages, LD_LIBRARY_PATH) were not all looked at ({cut}): a libfabric or NCCL plugin copy in one left out is not replaced"
+            ),
+        );
+    }
+    let plugin = nccl_plugin(
+        input,
+        lf.nccl_plugin.as_deref(),
+        private.as_deref(),
+        &mut part,
+    )?;
+    let mut extra_deps = lf.dependencies.clone();
+    if let Some(p) = &plugin {
+        // Its own dependencies (libfabric, which is put in place of the
+        // image's, and what else it links) come with it.
+        extra_deps.push(p.clone());
+    }
     let comp = Component {
         what: "host libfabric".into(),
         check: Check::Mpi,
@@ -85,11 +136,21 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
             stems: vec!["libfabric".into()],
             required: false,
         }],
-        extra_deps: lf.dependencies.clone(),
+        extra_deps,
         extra_key: "libfabric.dependencies".into(),
+        private: private.clone(),
     };
-    let mut part = Part::default();
     let provided = replace::plan(input, &comp, &mut part)?;
+    if let Some(p) = &plugin {
+        place_nccl_plugin(
+            input,
+            p,
+            &deps_dir,
+            private.as_deref(),
+            lf.nccl_net.as_deref(),
+            &mut part,
+        );
+    }
     let defs = provided
         .first()
         .map(|(_, i)| i.version_defs.clone())
@@ -156,6 +217,102 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
     Ok(part)
 }
 
+/// The host NCCL plugin to inject: the policy names one and the image
+/// carries NCCL (or there is no image to look at). A plugin the host
+/// cannot show is the site's error.
+fn nccl_plugin(
+    input: &Inputs<'_>,
+    plugin: Option<&Path>,
+    private: Option<&PrivateDirs>,
+    part: &mut Part,
+) -> Result<Option<PathBuf>, TweakError> {
+    let Some(plugin) = plugin else {
+        return Ok(None);
+    };
+    input
+        .host
+        .elf(plugin)
+        .map_err(|e| TweakError::HostLibrary {
+            key: "libfabric.nccl_plugin".into(),
+            path: plugin.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let has_nccl = match input.image {
+        None => true,
+        Some(img) => {
+            img.has(NCCL)
+                || private.is_some_and(|p| !p.copies(img.root(), "libnccl", 2).0.is_empty())
+        }
+    };
+    if !has_nccl {
+        part.finding(
+            Check::Mpi,
+            Level::Ok,
+            format!(
+                "the image carries no NCCL ({NCCL}, searched in its library directories and Python packages): the host NCCL plugin {} is not injected",
+                plugin.display()
+            ),
+        );
+        return Ok(None);
+    }
+    Ok(Some(plugin.to_owned()))
+}
+
+/// The host plugin in hpcc's directory under the names NCCL loads it by,
+/// over each plugin copy of the image's (its `LD_LIBRARY_PATH` would find
+/// those first), and `NCCL_NET_PLUGIN` (and the policy's `NCCL_NET`).
+fn place_nccl_plugin(
+    input: &Inputs<'_>,
+    plugin: &Path,
+    deps_dir: &Path,
+    private: Option<&PrivateDirs>,
+    net: Option<&str>,
+    part: &mut Part,
+) {
+    for name in NCCL_PLUGIN_NAMES {
+        part.mount(
+            plugin,
+            deps_dir.join(name),
+            format!("host NCCL network plugin (policy libfabric.nccl_plugin) as {name}"),
+        );
+        if let Some(img) = input.image {
+            let mut copies: Vec<PathBuf> =
+                img.find(name).libs.into_iter().map(|l| l.path).collect();
+            for p in private
+                .map(|p| p.named(img.root(), name))
+                .unwrap_or_default()
+            {
+                if !copies.contains(&p) {
+                    copies.push(p);
+                }
+            }
+            for c in copies {
+                part.mount(
+                    plugin,
+                    c.clone(),
+                    format!("host NCCL network plugin replaces the image's {name}"),
+                );
+            }
+        }
+    }
+    part.ld_path(deps_dir.to_owned());
+    part.env(
+        "NCCL_NET_PLUGIN",
+        NCCL_NET_PLUGIN,
+        format!(
+            "NCCL loads the host plugin {} as libnccl-net-{NCCL_NET_PLUGIN}.so",
+            plugin.display()
+        ),
+    );
+    if let Some(n) = net {
+        part.env(
+            "NCCL_NET",
+            n,
+            "policy libfabric.nccl_net: NCCL uses the plugin's network or stops".into(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::host::fake::{lib, FakeHost};
@@ -177,6 +334,8 @@ mod tests {
                 library: "/usr/lib/x86_64-linux-gnu/libfabric.so.1".into(),
                 providers: providers.map(PathBuf::from),
                 dependencies: vec![],
+                nccl_plugin: None,
+                nccl_net: None,
             }),
             ..Default::default()
         }
@@ -329,5 +488,209 @@ mod tests {
             &RealHost::uncached(Path::new("/etc/ld.so.cache")),
         );
         assert!(!part.fatal(), "{:#?}", part.findings);
+    }
+
+    const HOST_LF: &str = "/usr/lib/x86_64-linux-gnu/libfabric.so.1";
+    /// A real shared library played by the image's NCCL and plugin copies
+    /// (their contents are never run, their ELF headers are read).
+    const SOME_SO: &str = "/usr/lib/x86_64-linux-gnu/libz.so.1";
+    const WHEEL: &str = "/usr/local/lib/python3.10/dist-packages";
+
+    /// A stand-in for the host's aws-ofi-nccl plugin (Debian 12 packages
+    /// none): a real shared object with its soname, linked against the host
+    /// libfabric as the plugin is, built with the host's gcc.
+    fn host_plugin(dir: &Path) -> PathBuf {
+        let src = dir.join("plugin.c");
+        std::fs::write(
+            &src,
+            "extern unsigned int fi_version(void);\nunsigned int hpcc_test_plugin(void) { return fi_version(); }\n",
+        )
+        .unwrap();
+        let out = dir.join("libnccl-net.so");
+        let st = std::process::Command::new("timeout")
+            .args([
+                "60",
+                "gcc",
+                "-shared",
+                "-fPIC",
+                "-Wl,-soname,libnccl-net.so",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&src)
+            .arg(HOST_LF)
+            .status()
+            .expect("gcc (tests/setup/install-deps.sh installs it)");
+        assert!(st.success(), "gcc failed: {st}");
+        out
+    }
+
+    /// An image shaped like NGC's and AWS's PyTorch images: libfabric in
+    /// the system directory, EFA's prefix and a wheel; NCCL in two wheels;
+    /// aws-ofi-nccl's plugin in its prefix. Real ELF files throughout.
+    fn ngc_pytorch(with_nccl: bool) -> crate::testutil::TempDir {
+        let mut files = vec![
+            (HOST_LF, "/usr/lib/x86_64-linux-gnu/libfabric.so.1.18.0"),
+            (HOST_LF, "/opt/amazon/efa/lib/libfabric.so.1"),
+            (HOST_LF, "/workspace/lib/libfabric.so.1"),
+            (
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+            ),
+            (SOME_SO, "/opt/amazon/aws-ofi-nccl/lib/libnccl-net.so"),
+        ];
+        let wheel_lf = format!("{WHEEL}/torch/lib/libfabric.so.1");
+        let old_lf = format!("{WHEEL}/oldfabric/lib/libfabric.so.0");
+        let torch_nccl = format!("{WHEEL}/torch/lib/libnccl.so.2");
+        let nv_nccl = format!("{WHEEL}/nvidia/nccl/lib/libnccl.so.2");
+        files.push((HOST_LF, &wheel_lf));
+        files.push((SOME_SO, &old_lf));
+        if with_nccl {
+            files.push((SOME_SO, &torch_nccl));
+            files.push((SOME_SO, &nv_nccl));
+        }
+        rootfs_with(
+            &files,
+            &[(
+                "libfabric.so.1.18.0",
+                "/usr/lib/x86_64-linux-gnu/libfabric.so.1",
+            )],
+        )
+    }
+
+    fn plan_ngc(root: &Rootfs, plugin: Option<&Path>) -> super::super::Planned {
+        let mut p = policy(None);
+        let lf = p.libfabric.as_mut().unwrap();
+        lf.nccl_plugin = plugin.map(Path::to_owned);
+        lf.nccl_net = Some("AWS Libfabric".into());
+        let c = ctx(
+            &["LD_LIBRARY_PATH=/workspace/lib:/opt/amazon/efa/lib:/opt/amazon/aws-ofi-nccl/lib"],
+            &[],
+        );
+        let sel = Selection {
+            libfabric: true,
+            ..Default::default()
+        };
+        super::super::plan(
+            &c,
+            &node("icelake"),
+            &p,
+            &sel,
+            &RealHost::uncached(Path::new("/etc/ld.so.cache")),
+            Some(root),
+        )
+        .unwrap()
+    }
+
+    fn sources_of<'a>(p: &'a super::super::Planned, dest: &str) -> Option<&'a Path> {
+        p.tweaks
+            .mounts
+            .iter()
+            .find(|m| m.destination == Path::new(dest))
+            .map(|m| m.source.as_path())
+    }
+
+    #[test]
+    fn every_libfabric_copy_of_an_ngc_pytorch_image_is_replaced_and_the_nccl_plugin_injected() {
+        let tmp = crate::testutil::TempDir::new("nccl-plugin");
+        let plugin = host_plugin(&tmp.0);
+        let t = ngc_pytorch(true);
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
+        let p = plan_ngc(&root, Some(&plugin));
+        assert!(
+            p.findings.iter().all(|f| f.level != Level::Fatal),
+            "{:#?}",
+            p.findings
+        );
+        assert!(p.selection.libfabric);
+        // Each libfabric.so.1 of the image: the system one, EFA's, the one
+        // in LD_LIBRARY_PATH and the wheel's.
+        for dest in [
+            "/usr/lib/x86_64-linux-gnu/libfabric.so.1.18.0".to_string(),
+            "/opt/amazon/efa/lib/libfabric.so.1".into(),
+            "/workspace/lib/libfabric.so.1".into(),
+            format!("{WHEEL}/torch/lib/libfabric.so.1"),
+        ] {
+            assert_eq!(
+                sources_of(&p, &dest),
+                Some(Path::new(HOST_LF)),
+                "{dest}: {:#?}",
+                p.tweaks.mounts
+            );
+        }
+        // The copy of another major is left, and named.
+        let old = format!("{WHEEL}/oldfabric/lib/libfabric.so.0");
+        assert!(sources_of(&p, &old).is_none());
+        assert!(
+            p.findings
+                .iter()
+                .any(|f| f.level == Level::Degraded && f.reason.contains(&old)),
+            "{:#?}",
+            p.findings
+        );
+        // The plugin: in hpcc's directory under both names (in the
+        // container's linker cache), over the image's own copy, and named
+        // to NCCL.
+        for dest in [
+            "/dev/hpcc/lib/libfabric/libnccl-net-ofi.so",
+            "/dev/hpcc/lib/libfabric/libnccl-net.so",
+            "/opt/amazon/aws-ofi-nccl/lib/libnccl-net.so",
+        ] {
+            assert_eq!(sources_of(&p, dest), Some(plugin.as_path()), "{dest}");
+        }
+        assert!(p
+            .tweaks
+            .ld_cache
+            .iter()
+            .any(|e| e.soname == "libnccl-net-ofi.so"));
+        let env: Vec<(&str, &str)> = p
+            .tweaks
+            .env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .collect();
+        assert!(env.contains(&("NCCL_NET_PLUGIN", "ofi")), "{env:?}");
+        assert!(env.contains(&("NCCL_NET", "AWS Libfabric")), "{env:?}");
+        // No plugin named in the policy: libfabric only, no NCCL variable.
+        let p = plan_ngc(&root, None);
+        assert!(p.tweaks.env.iter().all(|e| !e.name.starts_with("NCCL_")));
+        assert!(sources_of(&p, "/opt/amazon/aws-ofi-nccl/lib/libnccl-net.so").is_none());
+        assert_eq!(
+            sources_of(&p, &format!("{WHEEL}/torch/lib/libfabric.so.1")),
+            Some(Path::new(HOST_LF))
+        );
+    }
+
+    #[test]
+    fn an_image_without_nccl_gets_no_plugin_and_a_missing_host_plugin_is_the_sites_error() {
+        let tmp = crate::testutil::TempDir::new("nccl-plugin");
+        let plugin = host_plugin(&tmp.0);
+        let t = ngc_pytorch(false);
+        let root = Rootfs::open_snapshot(&t.0).unwrap();
+        let p = plan_ngc(&root, Some(&plugin));
+        assert!(p.tweaks.env.iter().all(|e| !e.name.starts_with("NCCL_")));
+        assert!(p.tweaks.mounts.iter().all(|m| m.source != plugin));
+        assert!(p
+            .findings
+            .iter()
+            .any(|f| f.reason.contains("carries no NCCL")));
+        // The policy names a plugin the node lacks.
+        let c = ctx(&[], &[]);
+        let mut pol = policy(None);
+        pol.libfabric.as_mut().unwrap().nccl_plugin = Some("/nonexistent/libnccl-net.so".into());
+        let sel = Selection {
+            libfabric: true,
+            ..Default::default()
+        };
+        let e = super::super::plan(
+            &c,
+            &node("icelake"),
+            &pol,
+            &sel,
+            &RealHost::uncached(Path::new("/etc/ld.so.cache")),
+            Some(&root),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("libfabric.nccl_plugin"), "{e}");
     }
 }

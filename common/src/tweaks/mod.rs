@@ -22,6 +22,7 @@ pub mod image;
 pub mod ldcache;
 pub mod libfabric;
 pub mod mpi;
+pub mod private;
 pub mod replace;
 pub mod slurm;
 pub mod soname;
@@ -242,6 +243,9 @@ pub fn plan(
     }
     let part = cdi::plan(&input);
     merge(part, "cdi", &mut out);
+    if ctx.rootless && !out.tweaks.devices.is_empty() {
+        rootless_devices(&mut out);
+    }
     out.tweaks.ld_cache = cache_entries(&out.tweaks, &lib_dirs, host);
     if out.tweaks.mounts.len() > policy.limits.max_mounts {
         out.findings.push(Finding::new(
@@ -263,6 +267,50 @@ pub fn plan(
         tracing::info!(container = %ctx.id, device = %d.path.display(), major = d.major, minor = d.minor, "planned device: {}", d.reason);
     }
     Ok(out)
+}
+
+/// A container started by a runtime without root (rootless runc, Slurm's
+/// non-root jobs) gets its device nodes bound by the runtime (in its user
+/// namespace), and no device cgroup rule: loading one needs privileges
+/// over the node's cgroup that it lacks. The cgroup it runs in confines the devices: a
+/// Slurm step's, under `ConstrainDevices=yes`.
+fn rootless_devices(out: &mut Planned) {
+    for d in &mut out.tweaks.devices {
+        d.cgroup_rule = false;
+    }
+    // Rootless runc binds a device from the host at its container path
+    // (libcontainer's bindMountDeviceNode): a node found elsewhere on the
+    // host (a CDI hostPath) is not what it would bind.
+    let moved: Vec<String> = out
+        .tweaks
+        .devices
+        .iter()
+        .filter(|d| d.path != d.host_path)
+        .map(|d| format!("{} (host {})", d.path.display(), d.host_path.display()))
+        .collect();
+    if !moved.is_empty() {
+        out.findings.push(Finding::new(
+            Check::Gpu,
+            Level::Degraded,
+            format!(
+                "the runtime runs without root and binds a device from the host at its container path: {} will not be the node hpcc found",
+                moved.join(", ")
+            ),
+        ));
+    }
+    out.findings.push(Finding::new(
+        Check::Gpu,
+        Level::Ok,
+        format!(
+            "the runtime runs without root (rootless): {} bound by the runtime, with no device cgroup rule from hpcc (a rootless runtime cannot load one); the cgroup it runs in (a Slurm step's, under ConstrainDevices=yes) confines them",
+            out.tweaks
+                .devices
+                .iter()
+                .map(|d| d.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ));
 }
 
 fn merge_tweaks(into: &mut Tweaks, from: Tweaks) {
@@ -320,6 +368,7 @@ pub(crate) fn device(
         major: id.major,
         minor: id.minor,
         access: access.to_owned(),
+        cgroup_rule: true,
         reason,
     })
 }

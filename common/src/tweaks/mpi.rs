@@ -103,6 +103,7 @@ pub(crate) fn plan(input: &Inputs<'_>, name: &str) -> Result<Part, TweakError> {
         libs,
         extra_deps: m.dependencies.clone(),
         extra_key: format!("{key}.dependencies"),
+        private: None,
     };
     let mut part = Part::default();
     replace::plan(input, &comp, &mut part)?;

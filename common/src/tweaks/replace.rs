@@ -42,6 +42,10 @@ pub(crate) struct Component {
     pub extra_deps: Vec<PathBuf>,
     /// The key of `extra_deps`.
     pub extra_key: String,
+    /// The image's private library directories (Python packages,
+    /// `LD_LIBRARY_PATH`, vendor prefixes), searched for more copies to
+    /// replace; `None`: the loader's search only.
+    pub private: Option<std::sync::Arc<super::private::PrivateDirs>>,
 }
 
 /// ELF machine names for messages.
@@ -242,6 +246,33 @@ fn image_copies(
         for l in found.libs {
             if !out.iter().any(|o| o.path == l.path) {
                 out.push(l);
+            }
+        }
+        if let Some(private) = &comp.private {
+            let (copies, others) = private.copies(image.root(), s, h.major);
+            for c in copies {
+                if !out.iter().any(|o| o.path == c.path) {
+                    out.push(ImageLib {
+                        name: c.name,
+                        path: c.path,
+                    });
+                }
+            }
+            if !others.is_empty() {
+                part.finding(
+                    comp.check,
+                    Level::Degraded,
+                    format!(
+                        "left in the image: {} (another soname major than the {}, {}): a program that loads it does not get the host's",
+                        others
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        comp.what,
+                        h.abi
+                    ),
+                );
             }
         }
     }
@@ -781,6 +812,7 @@ mod tests {
             libs,
             extra_deps: vec![],
             extra_key: "mpi.x.dependencies".into(),
+            private: None,
         }
     }
 

@@ -56,6 +56,7 @@ pub(crate) fn plan(input: &Inputs<'_>) -> Result<Part, TweakError> {
         libs,
         extra_deps: vec![],
         extra_key: "ucx.libraries".into(),
+        private: None,
     };
     let mut part = Part::default();
     let provided = replace::plan(input, &comp, &mut part)?;

@@ -77,17 +77,37 @@ pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// slurm.conf (its `Include`s in place, as slurmd reads them):
-/// `SLURM_CONF` (slurmstepd passes it) when root owns that file, else the
-/// default path.
-fn slurm_conf() -> String {
-    let path = env("SLURM_CONF")
+/// A configuration file root owns and only root may write.
+fn roots(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0)
+}
+
+/// slurm.conf's path: `SLURM_CONF` (slurmstepd passes it) when root owns
+/// that file, else the default path.
+fn slurm_conf_path() -> PathBuf {
+    env("SLURM_CONF")
         .map(PathBuf::from)
-        .filter(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0)
-        })
-        .unwrap_or_else(|| PathBuf::from(SLURM_CONF));
-    hpcc_common::slurm_conf::read(&path, hpcc_common::slurm_conf::MAX_BYTES).unwrap_or_default()
+        .filter(|p| roots(p))
+        .unwrap_or_else(|| PathBuf::from(SLURM_CONF))
+}
+
+/// slurm.conf (its `Include`s in place, as slurmd reads them).
+fn slurm_conf() -> String {
+    hpcc_common::slurm_conf::read(&slurm_conf_path(), hpcc_common::slurm_conf::MAX_BYTES)
+        .unwrap_or_default()
+}
+
+/// Whether Slurm numbers this step's GPUs from 0 in `CUDA_VISIBLE_DEVICES`:
+/// cgroup.conf, beside slurm.conf as Slurm looks for it, root's only.
+fn gpus_renumbered(conf: &str) -> bool {
+    let cgroup = slurm_conf_path().with_file_name("cgroup.conf");
+    let text = if roots(&cgroup) {
+        hpcc_common::slurm_conf::read(&cgroup, hpcc_common::slurm_conf::MAX_BYTES)
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    hpcc_common::slurm_conf::gpus_renumbered(conf, &text)
 }
 
 /// This node's Slurm name: `--hpcc-node=%n`, `SLURMD_NODENAME`, else the
@@ -165,6 +185,12 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     // The spooled config's process.env is the step's: slurmstepd replaced
     // the bundle's (and the image's) with it, so its GPU list is the job's.
     ctx.env_from_scheduler = true;
+    // Which of the step's GPU variables name the node's devices
+    // (hpcc_common::tweaks::gpu::slurm_gpus).
+    ctx.slurm_constrain_devices = gpus_renumbered(&conf);
+    // The runtime runs as the job user for non-root jobs (rootless runc).
+    // SAFETY: geteuid has no preconditions.
+    ctx.rootless = unsafe { libc::geteuid() } != 0;
     let decided_by = if step_file.is_some() {
         "hpcc_spank.so"
     } else {

@@ -1,0 +1,225 @@
+//! Library copies the image's loader search does not show: those inside
+//! Python packages (a PyTorch wheel's `torch/lib/`, NVIDIA's
+//! `nvidia/nccl/lib/`, auditwheel's `*.libs/`), found by their users'
+//! `RPATH` or by `dlopen` with a path; those in the directories of the
+//! container's `LD_LIBRARY_PATH` (an image `ENV`, which the loader reads
+//! before its cache); and those of vendor prefixes that images of the AI
+//! stack carry (`/opt/amazon/efa/lib`, aws-ofi-nccl's). An NGC or AWS
+//! PyTorch image has two or three `libfabric.so.1` this way; replacing one
+//! leaves the others to be loaded.
+//!
+//! Bounded like the rest of the image scan: at most [`MAX_PACKAGES`]
+//! package directories looked at, [`MAX_DIRS`] library directories
+//! listed, [`MAX_FILES`] names read from each; [`PrivateDirs::cut`] says
+//! when a bound was reached, so that a copy left unseen is never silent.
+
+use super::image::ImageLibs;
+use super::soname::split_soname;
+use crate::rootfs::Rootfs;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Prefixes whose `python3*/{dist,site}-packages` are looked in.
+const PYTHON_PREFIXES: &[&str] = &[
+    "/usr/local/lib",
+    "/usr/lib",
+    "/usr/local/lib64",
+    "/usr/lib64",
+    "/opt/conda/lib",
+];
+/// Vendor directories of the AI network stack.
+pub const VENDOR_DIRS: &[&str] = &[
+    "/opt/amazon/efa/lib",
+    "/opt/amazon/efa/lib64",
+    "/opt/amazon/aws-ofi-nccl/lib",
+    "/opt/amazon/ofi-nccl/lib",
+    "/opt/amazon/ofi-nccl/lib/x86_64-linux-gnu",
+    "/opt/amazon/ofi-nccl/lib/aarch64-linux-gnu",
+    "/opt/aws-ofi-nccl/lib",
+    "/opt/hpcx/nccl_rdma_sharp_plugin/lib",
+];
+/// Most `LD_LIBRARY_PATH` entries followed.
+const MAX_LD_PATH: usize = 32;
+/// Most package directories of all `site-packages` looked at.
+pub const MAX_PACKAGES: usize = 4096;
+/// Most library directories listed.
+pub const MAX_DIRS: usize = 256;
+/// Most names kept from one directory.
+const MAX_FILES: usize = 4096;
+
+/// The image's private library directories and their file names.
+#[derive(Debug, Default)]
+pub struct PrivateDirs {
+    /// Each directory (resolved in the image) and the library names in it.
+    pub dirs: Vec<(PathBuf, Vec<String>)>,
+    /// Which bound cut the scan short, when one did.
+    pub cut: Option<String>,
+}
+
+/// One private copy of a library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateCopy {
+    /// The file in the image (resolved).
+    pub path: PathBuf,
+    /// Its name in its directory.
+    pub name: String,
+}
+
+impl PrivateDirs {
+    /// Scans the image: `LD_LIBRARY_PATH` (the container's), the vendor
+    /// directories, then the Python packages. Directories the loader
+    /// search already lists (`image`) are left out: their copies are found
+    /// there.
+    pub fn scan(root: &Rootfs, image: &ImageLibs<'_>, ld_library_path: Option<&str>) -> Self {
+        let mut out = PrivateDirs::default();
+        let mut seen: BTreeSet<PathBuf> = image.dirs().iter().cloned().collect();
+        let mut wanted: Vec<PathBuf> = ld_library_path
+            .unwrap_or_default()
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .take(MAX_LD_PATH)
+            .map(PathBuf::from)
+            .collect();
+        wanted.extend(VENDOR_DIRS.iter().map(PathBuf::from));
+        wanted.extend(python_lib_dirs(root, &mut out.cut));
+        for d in wanted {
+            if out.dirs.len() >= MAX_DIRS {
+                out.cut
+                    .get_or_insert_with(|| format!("more than {MAX_DIRS} library directories"));
+                break;
+            }
+            let Some(real) = root.resolve_dir(&d).ok().flatten() else {
+                continue;
+            };
+            if !seen.insert(real.clone()) {
+                continue;
+            }
+            let Ok(names) = root.list_dir(&real) else {
+                continue;
+            };
+            let libs: Vec<String> = names
+                .into_iter()
+                .filter(|n| n.contains(".so"))
+                .take(MAX_FILES)
+                .collect();
+            if !libs.is_empty() {
+                out.dirs.push((real, libs));
+            }
+        }
+        out
+    }
+
+    /// The copies of `stem.so.MAJOR` (the soname link, else its versioned
+    /// files), one per distinct file; and the files of the stem with
+    /// another major, left alone, as their paths.
+    pub fn copies(
+        &self,
+        root: &Rootfs,
+        stem: &str,
+        major: u64,
+    ) -> (Vec<PrivateCopy>, Vec<PathBuf>) {
+        let mut found = Vec::new();
+        let mut others = Vec::new();
+        let mut files = BTreeSet::new();
+        for (dir, names) in &self.dirs {
+            let mut here: Vec<&String> = Vec::new();
+            for n in names {
+                let Some((s, v)) = split_soname(n) else {
+                    continue;
+                };
+                if s != stem {
+                    continue;
+                }
+                match v.first() {
+                    Some(m) if *m == major => here.push(n),
+                    Some(_) => others.push(dir.join(n)),
+                    None => {}
+                }
+            }
+            // The soname link first: it is what programs load.
+            here.sort_by_key(|n| n.len());
+            for n in here {
+                if let Some(real) = root.resolve(&dir.join(n)).ok().flatten() {
+                    if crate::rootfs::KERNEL_DIRS
+                        .iter()
+                        .any(|k| real.starts_with(k))
+                    {
+                        continue;
+                    }
+                    if files.insert(real.clone()) {
+                        found.push(PrivateCopy {
+                            path: real,
+                            name: format!("{stem}.so.{major}"),
+                        });
+                    }
+                }
+            }
+        }
+        others.sort();
+        others.dedup();
+        (found, others)
+    }
+
+    /// The files named exactly `name` (`libnccl-net.so`), resolved.
+    pub fn named(&self, root: &Rootfs, name: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for (dir, names) in &self.dirs {
+            if names.iter().any(|n| n == name) {
+                if let Some(real) = root.resolve(&dir.join(name)).ok().flatten() {
+                    if !out.contains(&real) {
+                        out.push(real);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The library directories of Python packages: `<pkg>/lib`, `<pkg>/lib64`,
+/// `nvidia/<pkg>/lib` (NVIDIA's wheels) and `<pkg>.libs` (auditwheel's).
+fn python_lib_dirs(root: &Rootfs, cut: &mut Option<String>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut packages = 0usize;
+    for prefix in PYTHON_PREFIXES {
+        let prefix = Path::new(prefix);
+        let Ok(entries) = root.list_dir(prefix) else {
+            continue;
+        };
+        let mut pythons: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.starts_with("python3"))
+            .collect();
+        pythons.sort();
+        for py in pythons {
+            for kind in ["dist-packages", "site-packages"] {
+                let sp = prefix.join(&py).join(kind);
+                let Ok(mut pkgs) = root.list_dir(&sp) else {
+                    continue;
+                };
+                pkgs.sort();
+                for p in pkgs {
+                    if packages >= MAX_PACKAGES {
+                        cut.get_or_insert_with(|| {
+                            format!("more than {MAX_PACKAGES} Python packages")
+                        });
+                        return out;
+                    }
+                    packages += 1;
+                    let dir = sp.join(&p);
+                    if p.ends_with(".libs") {
+                        out.push(dir);
+                    } else if p == "nvidia" {
+                        if let Ok(subs) = root.list_dir(&dir) {
+                            out.extend(subs.into_iter().map(|s| dir.join(s).join("lib")));
+                        }
+                    } else if !p.contains('.') {
+                        out.push(dir.join("lib"));
+                        out.push(dir.join("lib64"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
