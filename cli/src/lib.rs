@@ -21,6 +21,7 @@
 //!   doctor 0 healthy / 1 problems; 3 bad input or error for every command.
 
 pub mod annotate;
+pub mod cdi;
 pub mod check;
 pub mod completions;
 pub mod constraint;
@@ -58,6 +59,7 @@ Exit status:
   check        0 conformant, 1 not conformant, 2 invalid annotations
   annotate     0
   doctor       0 healthy, 1 problems found
+  cdi generate 0 written
   fingerprint, policy, version, completions: 0
   3            bad input or error, for every command
 
@@ -113,6 +115,8 @@ pub enum Command {
     Policy(policy::Args),
     /// Check this installation and say what is wrong and how to fix it.
     Doctor(doctor::Args),
+    /// CDI specs of what this node offers images (`hpcc cdi generate`).
+    Cdi(cdi::Args),
     /// Print the version and the Slurm release the SPANK plugin was built for.
     Version(version::Args),
     /// Print a shell completion script.
@@ -200,6 +204,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Some(Command::Annotate(a)) => annotate::run(&a, &global, &out),
         Some(Command::Policy(a)) => policy::run(&a, &global, &out),
         Some(Command::Doctor(a)) => doctor::run(&a, &global, &out),
+        Some(Command::Cdi(a)) => cdi::run(&a, &global, &out),
         Some(Command::Version(a)) => version::run(&a, &global, &out),
         Some(Command::Completions(a)) => completions::run(&a, &global, &out),
         Some(Command::GenerateDocs(a)) => docs::run(&a, &global, &out),

@@ -132,8 +132,7 @@ pub enum CdiOfferError {
 fn valid_device_name(n: &str) -> bool {
     n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && n.len() <= 64
-        && n
-            .chars()
+        && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
 }
 
@@ -232,6 +231,20 @@ pub fn offers(
     }
     Ok(out)
 }
+
+/// [`offers`] on this node: host libraries read through the host's linker
+/// cache and the per-boot host library cache of the policy (saved back
+/// when root).
+pub fn offers_here(node: &NodeFingerprint, policy: &Policy) -> Result<Offers, CdiOfferError> {
+    let host =
+        crate::tweaks::host::RealHost::for_policy(Path::new(crate::launch::HOST_LD_CACHE), policy);
+    let out = offers(node, policy, &host);
+    host.save();
+    out
+}
+
+/// The image's musl loader, when it has one (hpcc's kinds are glibc's).
+pub use crate::tweaks::image::musl_loader;
 
 /// The spec's hook entries: which hook binary and policy they name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -534,7 +547,8 @@ pub fn cache_entries_for(
                 .iter()
                 .find(|m| m.destination == e.path)
                 .map(|m| &m.source);
-            let mounted = source.is_some_and(|s| mounts.iter().any(|(ms, md)| ms == s && md == &e.path));
+            let mounted =
+                source.is_some_and(|s| mounts.iter().any(|(ms, md)| ms == s && md == &e.path));
             if !mounted {
                 notes.push(format!(
                     "CDI device {q}: {} is not mounted from the host file the policy names now: left out of the linker cache (regenerate the specs: hpcc cdi generate)",

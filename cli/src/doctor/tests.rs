@@ -43,6 +43,7 @@ impl Scratch {
             journal_socket: self.dir.join("journal.socket"),
             root: self.dir.clone(),
             dry_run: true,
+            fix: false,
         }
     }
 }

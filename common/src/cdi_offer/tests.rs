@@ -21,15 +21,10 @@ fn site_policy() -> Policy {
         dependencies: vec![],
     });
     p.ucx = Some(hpcc_config::Ucx {
-        libraries: [
-            "libucp.so.0",
-            "libuct.so.0",
-            "libucs.so.0",
-            "libucm.so.0",
-        ]
-        .iter()
-        .map(|l| PathBuf::from("/usr/lib/x86_64-linux-gnu").join(l))
-        .collect(),
+        libraries: ["libucp.so.0", "libuct.so.0", "libucs.so.0", "libucm.so.0"]
+            .iter()
+            .map(|l| PathBuf::from("/usr/lib/x86_64-linux-gnu").join(l))
+            .collect(),
         modules: Some(HOST_UCX.into()),
     });
     p
@@ -88,7 +83,10 @@ fn the_mpi_device_carries_the_plans_mounts_env_and_cache_entries() {
     let specs = specs(&o.offers, &HookRef::default());
     assert_eq!(specs.len(), 1);
     let s = &specs[0];
-    assert_eq!((s.kind.as_str(), s.cdi_version.as_str()), ("hpcc.io/mpi", "0.3.0"));
+    assert_eq!(
+        (s.kind.as_str(), s.cdi_version.as_str()),
+        ("hpcc.io/mpi", "0.3.0")
+    );
     let e = &s.devices[0].container_edits;
     assert_eq!(s.devices[0].name, "mpich");
     let spec_mounts: Vec<(String, String)> = e
@@ -161,9 +159,7 @@ fn fabric_and_ucx_devices_are_their_plans_too() {
     let kinds: Vec<&str> = specs.iter().map(|s| s.kind.as_str()).collect();
     assert_eq!(kinds, ["hpcc.io/fabric", "hpcc.io/mpi", "hpcc.io/ucx"]);
     let ucx_spec = &specs[2].devices[0].container_edits;
-    assert!(ucx_spec
-        .env
-        .contains(&format!("UCX_MODULE_DIR={HOST_UCX}")));
+    assert!(ucx_spec.env.contains(&format!("UCX_MODULE_DIR={HOST_UCX}")));
 }
 
 #[test]
@@ -178,7 +174,8 @@ fn what_the_policy_disables_or_cannot_plan_is_withheld() {
     });
     let e = offers(&with_mpich(node("icelake")), &policy, &host()).unwrap_err();
     assert!(
-        e.to_string().starts_with("hpcc.io/fabric=libfabric:") && e.to_string().contains("libfabric.library"),
+        e.to_string().starts_with("hpcc.io/fabric=libfabric:")
+            && e.to_string().contains("libfabric.library"),
         "{e}"
     );
     policy.libfabric = None;
@@ -294,7 +291,11 @@ fn specs_are_written_atomically_and_stale_kinds_removed() {
     names.sort();
     assert_eq!(
         names,
-        ["hpcc.io-fabric.json", "hpcc.io-mpi.json", "hpcc.io-ucx.json"]
+        [
+            "hpcc.io-fabric.json",
+            "hpcc.io-mpi.json",
+            "hpcc.io-ucx.json"
+        ]
     );
     // Another vendor's spec is left alone; hpcc's UCX spec goes when UCX
     // is no longer offered.

@@ -767,10 +767,8 @@ fn musl_image_never_gets_host_libraries_annotated_or_detected() {
     assert_eq!(f.image.as_deref(), Some("musl"));
     // Annotated as musl: the host MPI is never chosen, the image's runs.
     let mut c = mpich_ctx(&t.0);
-    c.annotations.insert(
-        "org.supercontainers.libc.provider".into(),
-        "musl".into(),
-    );
+    c.annotations
+        .insert("org.supercontainers.libc.provider".into(), "musl".into());
     let p = decide(&c, &n, &policy, &UserRequest::default()).unwrap();
     assert!(p.decision.allows_start(), "{:#?}", p.verdict);
     assert!(p.tweaks.is_empty(), "{:#?}", p.tweaks);
