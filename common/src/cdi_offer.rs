@@ -38,7 +38,7 @@ use crate::fingerprint::NodeFingerprint;
 use crate::matcher::{Finding, Level, Selection};
 use crate::oci::LaunchContext;
 use crate::plan::Tweaks;
-use crate::tweaks::{self, host::Host, TweakError};
+use crate::tweaks::{self, host::Host};
 use hpcc_config::Policy;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -104,15 +104,6 @@ pub struct Offers {
 /// Why specs cannot be generated or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CdiOfferError {
-    /// The planner failed (a policy naming a missing library...).
-    #[error("{device}: {source}")]
-    Plan {
-        /// `hpcc.io/mpi=mpich`.
-        device: String,
-        /// The planner's error.
-        #[source]
-        source: TweakError,
-    },
     /// A `[mpi.NAME]` table name CDI cannot carry as a device name.
     #[error("policy [mpi.{0}]: the name is not a CDI device name (letters, digits, '_', '-', '.', ':', starting with a letter or digit)")]
     DeviceName(String),
@@ -140,7 +131,7 @@ fn valid_device_name(n: &str) -> bool {
 /// planner for that component alone with no image ([`tweaks::plan`] with
 /// no rootfs, the engine's `/dev` tmpfs assumed as every CDI engine gives
 /// one). A component the policy disables (`[tweaks]`) is withheld, and
-/// so is one whose plan has a fatal finding.
+/// so is one whose plan fails or has a fatal finding.
 pub fn offers(
     node: &NodeFingerprint,
     policy: &Policy,
@@ -197,12 +188,20 @@ pub fn offers(
             });
             continue;
         }
-        let planned = tweaks::plan(&ctx, node, policy, &sel, host, None).map_err(|source| {
-            CdiOfferError::Plan {
-                device: qualified.clone(),
-                source,
+        // hpcc's own failure for one component (a policy library that is
+        // missing or not what it says) withholds that device only: the
+        // others are still offered, and `hpcc doctor` names the library.
+        let planned = match tweaks::plan(&ctx, node, policy, &sel, host, None) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(device = %qualified, "CDI device withheld: {e}");
+                out.withheld.push(Withheld {
+                    device: qualified,
+                    reason: format!("cannot be planned: {e}"),
+                });
+                continue;
             }
-        })?;
+        };
         let fatal: Vec<&Finding> = planned
             .findings
             .iter()

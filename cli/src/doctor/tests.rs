@@ -256,7 +256,10 @@ fn stale_cdi_specs_warn_and_fix_writes_them_where_they_are() {
     let f = cdi(&layout);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].status, Status::Warn, "{f:?}");
-    assert!(f[0].message.contains("var/run/cdi/hpcc.io-mpi.json"), "{f:?}");
+    assert!(
+        f[0].message.contains("var/run/cdi/hpcc.io-mpi.json"),
+        "{f:?}"
+    );
     assert!(f[0].fix.as_deref().unwrap().contains("hpcc doctor --fix"));
     // An admin's copy in /etc/cdi, out of date: --fix rewrites it there.
     let etc = s.write("etc/cdi/hpcc.io-mpi.json", "{}", 0o644);

@@ -172,17 +172,20 @@ fn what_the_policy_disables_or_cannot_plan_is_withheld() {
         providers: None,
         dependencies: vec![],
     });
-    let e = offers(&with_mpich(node("icelake")), &policy, &host()).unwrap_err();
-    assert!(
-        e.to_string().starts_with("hpcc.io/fabric=libfabric:")
-            && e.to_string().contains("libfabric.library"),
-        "{e}"
-    );
-    policy.libfabric = None;
     let o = offers(&with_mpich(node("icelake")), &policy, &host()).unwrap();
-    assert_eq!(o.offers.len(), 1);
-    assert_eq!(o.withheld[0].device, "hpcc.io/ucx=host");
-    assert_eq!(o.withheld[0].reason, "policy tweaks.ucx_replace = false");
+    // MPICH is still offered; libfabric is withheld with the planner's
+    // reason, UCX by the policy.
+    let offered: Vec<String> = o.offers.iter().map(Offer::qualified).collect();
+    assert_eq!(offered, ["hpcc.io/mpi=mpich"]);
+    assert_eq!(o.withheld[0].device, "hpcc.io/fabric=libfabric");
+    assert!(
+        o.withheld[0].reason.starts_with("cannot be planned:")
+            && o.withheld[0].reason.contains("libfabric.library"),
+        "{:?}",
+        o.withheld
+    );
+    assert_eq!(o.withheld[1].device, "hpcc.io/ucx=host");
+    assert_eq!(o.withheld[1].reason, "policy tweaks.ucx_replace = false");
     let mut bad = policy_mpich(&[HOST_MPICH]);
     let m = bad.mpi.remove("mpich").unwrap();
     bad.mpi.insert("-x".into(), m);
