@@ -65,6 +65,31 @@ struct Withheld {
     reason: String,
 }
 
+/// The `--json` document (docs/schema/cdi.schema.json).
+fn report(
+    dir: &Path,
+    written: Vec<PathBuf>,
+    offers: &cdi_offer::Offers,
+    specs: Vec<cdi_offer::SpecOut>,
+) -> Report {
+    Report {
+        schema: "hpcc/v1",
+        kind: "cdi",
+        output_dir: dir.to_owned(),
+        written,
+        offered: offers.offers.iter().map(|o| o.qualified()).collect(),
+        withheld: offers
+            .withheld
+            .iter()
+            .map(|w| Withheld {
+                device: w.device.clone(),
+                reason: w.reason.clone(),
+            })
+            .collect(),
+        specs,
+    }
+}
+
 /// Runs `hpcc cdi ...`.
 pub fn run(args: &Args, g: &Global, out: &Output) -> Result<i32, CliError> {
     match &args.command {
@@ -103,22 +128,7 @@ fn generate(a: &GenerateArgs, g: &Global, out: &Output) -> Result<i32, CliError>
         cdi_offer::write_specs(&a.output_dir, &specs).map_err(CliError::Cdi)?
     };
     if out.json {
-        out.json(&Report {
-            schema: "hpcc/v1",
-            kind: "cdi",
-            output_dir: a.output_dir.clone(),
-            written,
-            offered: offers.offers.iter().map(|o| o.qualified()).collect(),
-            withheld: offers
-                .withheld
-                .iter()
-                .map(|w| Withheld {
-                    device: w.device.clone(),
-                    reason: w.reason.clone(),
-                })
-                .collect(),
-            specs,
-        })?;
+        out.json(&report(&a.output_dir, written, &offers, specs))?;
         return Ok(0);
     }
     if a.stdout {
@@ -148,4 +158,36 @@ fn generate(a: &GenerateArgs, g: &Global, out: &Output) -> Result<i32, CliError>
     }
     out.text(&text)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_answer_follows_its_schema() {
+        let dir = std::env::temp_dir().join(format!("hpcc-cli-cdi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = dir.join("hook.toml");
+        std::fs::write(
+            &policy,
+            "[mpi.mpich]\nabi = \"mpich\"\nlibraries = [\"/usr/lib/x86_64-linux-gnu/libmpich.so.12\"]\n[tweaks]\nucx_replace = false\n[ucx]\nlibraries = [\"/usr/lib/x86_64-linux-gnu/libucp.so.0\"]\n[cache]\nenabled = false\n[log]\njournald = false\n",
+        )
+        .unwrap();
+        let (specs, offers) = plan(&policy, Path::new(cdi_offer::DEFAULT_HOOK)).unwrap();
+        let written = cdi_offer::write_specs(&dir.join("cdi"), &specs).unwrap();
+        let doc = serde_json::to_value(report(&dir.join("cdi"), written, &offers, specs)).unwrap();
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/schema/cdi.schema.json")).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{doc:#}");
+        assert_eq!(doc["offered"][0], "hpcc.io/mpi=mpich");
+        assert_eq!(doc["withheld"][0]["device"], "hpcc.io/ucx=host");
+        // The schema is not a formality.
+        let mut bad = doc.clone();
+        bad["kind"] = "verdict".into();
+        assert!(!v.is_valid(&bad));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -132,7 +132,11 @@ fn podman(
     podman.push(rootfs.display().to_string());
     podman.extend(["/bin/sh".into(), "-c".into(), script.into()]);
     // /run/cdi must exist to be bound over; made (and removed) here only
-    // when the node has none.
+    // when the node has none. One podman at a time in this binary (`cargo
+    // test` runs its tests on threads): another's removal of the directory
+    // would race this one's bind.
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let made = !Path::new("/run/cdi").exists();
     if made {
         std::fs::create_dir(Path::new("/run/cdi")).unwrap();
