@@ -87,6 +87,7 @@ install -m 0644 packaging/slurm/plugstack.conf packaging/slurm/oci.conf \
 mkdir -p "$STAGE/systemd"
 install -m 0755 packaging/slurm/hpcc-node-features "$STAGE/libexec/hpcc-node-features"
 install -m 0644 packaging/systemd/hpcc-node-features.service "$STAGE/systemd/"
+install -m 0644 packaging/systemd/hpcc-cdi-refresh.service "$STAGE/systemd/"
 # The RPM's snippets: Slurm's plugin directory and runc's path on RPM systems.
 mkdir -p "$STAGE/examples/rpm"
 sed 's|/usr/lib/x86_64-linux-gnu/slurm-wlm/|/usr/lib64/slurm/|' \

@@ -71,6 +71,9 @@ pub enum CliError {
         /// Cause.
         source: std::io::Error,
     },
+    /// `hpcc cdi generate`.
+    #[error(transparent)]
+    Cdi(hpcc_common::cdi_offer::CdiOfferError),
     /// Other I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),

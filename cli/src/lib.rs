@@ -24,6 +24,7 @@
 //!   not run; 3 bad input or error for every command.
 
 pub mod annotate;
+pub mod cdi;
 pub mod check;
 pub mod completions;
 pub mod constraint;
@@ -63,6 +64,7 @@ Exit status:
   annotate     0
   doctor       0 healthy, 1 problems found
   verify       0 as predicted, 1 worse than predicted, 2 did not run
+  cdi generate 0 written
   fingerprint, policy, version, completions: 0
   3            bad input or error, for every command
 
@@ -121,6 +123,8 @@ pub enum Command {
     Doctor(doctor::Args),
     /// Run the image's check on this node: measured against predicted.
     Verify(Box<verify::Args>),
+    /// CDI specs of what this node offers images (`hpcc cdi generate`).
+    Cdi(cdi::Args),
     /// Print the version and the Slurm release the SPANK plugin was built for.
     Version(version::Args),
     /// Print a shell completion script.
@@ -213,6 +217,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Some(Command::Policy(a)) => policy::run(&a, &global, &out),
         Some(Command::Doctor(a)) => doctor::run(&a, &global, &out),
         Some(Command::Verify(a)) => verify::run(&a, &global, &out),
+        Some(Command::Cdi(a)) => cdi::run(&a, &global, &out),
         Some(Command::Version(a)) => version::run(&a, &global, &out),
         Some(Command::Completions(a)) => completions::run(&a, &global, &out),
         Some(Command::GenerateDocs(a)) => docs::run(&a, &global, &out),

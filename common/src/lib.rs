@@ -8,6 +8,7 @@
 
 pub mod annotations;
 pub mod apply;
+pub mod cdi_offer;
 pub mod collections;
 pub mod date;
 /// The bounded ELF reader for untrusted files: the launch and the image side

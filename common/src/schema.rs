@@ -68,6 +68,8 @@ pub enum Kind {
     Error,
     /// `hpcc verify`: what ran on this node, measured against bare metal.
     Verify,
+    /// `hpcc cdi generate`: the CDI specs offered, withheld and written.
+    Cdi,
 }
 
 impl Kind {
@@ -96,6 +98,7 @@ impl Kind {
         Kind::Help,
         Kind::Error,
         Kind::Verify,
+        Kind::Cdi,
     ];
 
     /// The `"kind"` value, and the schema file's stem.
@@ -124,6 +127,7 @@ impl Kind {
             Kind::Help => "help",
             Kind::Error => "error",
             Kind::Verify => "verify",
+            Kind::Cdi => "cdi",
         }
     }
 }

@@ -12,7 +12,7 @@
 //! hpcc failure: `on_error` decides.
 
 use hpcc_common::apply::{self, child, Target};
-use hpcc_common::fingerprint::GpuProbe;
+use hpcc_common::fingerprint::{GpuProbe, NodeFingerprint};
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
 use hpcc_common::plan::{Tweaks, UserRequest};
@@ -69,6 +69,9 @@ pub struct HookArgs {
     pub stage: Stage,
     /// The policy (default `/etc/hpcc/hook.toml`).
     pub config: PathBuf,
+    /// The CDI devices of hpcc's spec entry that runs this hook
+    /// (`--cdi=hpcc.io/mpi=mpich`, repeatable): see [`crate::cdi`].
+    pub cdi: Vec<String>,
 }
 
 /// A command line the hook does not understand (or `--help`/`--version`,
@@ -120,6 +123,17 @@ environment: a runtime may give a hook the image's own environment.",
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("The policy file (hook.toml(5))"),
         )
+        .arg(
+            Arg::new("cdi")
+                .long("cdi")
+                .value_name("KIND=NAME")
+                .action(ArgAction::Append)
+                .help(
+                    "Set by the CDI specs of `hpcc cdi generate` (hook entry at createRuntime): \
+                     the hpcc CDI device this entry was made for; the hook then also adds that \
+                     device's libraries to the container's linker cache",
+                ),
+        )
         .after_help(
             "Exit status: 0 start; 2 bad command line; 3 refused by policy (the reason is the \
 one line on stderr); 4 hpcc failed and on_error = \"refuse\" (also: invalid policy).\n\n\
@@ -141,6 +155,7 @@ impl HookArgs {
             return Ok(HookArgs {
                 stage: Stage::ApplyHelper,
                 config: PathBuf::from(hpcc_config::DEFAULT_PATH),
+                cdi: vec![],
             });
         }
         let m =
@@ -151,6 +166,10 @@ impl HookArgs {
                 .get_one::<PathBuf>("config")
                 .cloned()
                 .unwrap_or_else(|| PathBuf::from(hpcc_config::DEFAULT_PATH)),
+            cdi: m
+                .get_many::<String>("cdi")
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -158,9 +177,13 @@ impl HookArgs {
 /// `hpcc-hook`'s whole life: arguments in, exit code out.
 pub fn main(args: impl IntoIterator<Item = String>) -> i32 {
     match HookArgs::parse(args) {
-        Ok(a) => run(a.stage, std::io::stdin().lock(), &a.config, &mut |l| {
-            eprintln!("{l}")
-        }),
+        Ok(a) => run_cdi(
+            a.stage,
+            std::io::stdin().lock(),
+            &a.config,
+            &a.cdi,
+            &mut |l| eprintln!("{l}"),
+        ),
         Err(UsageError::Clap(e))
             if matches!(
                 e.kind(),
@@ -185,6 +208,18 @@ pub fn run(
     policy_path: &Path,
     stderr_line: &mut dyn FnMut(&str),
 ) -> i32 {
+    run_cdi(stage, stdin, policy_path, &[], stderr_line)
+}
+
+/// [`run`] for a hook entry made for hpcc's CDI devices `cdi` (empty: the
+/// hooks.d entry).
+pub fn run_cdi(
+    stage: Stage,
+    stdin: impl Read,
+    policy_path: &Path,
+    cdi: &[String],
+    stderr_line: &mut dyn FnMut(&str),
+) -> i32 {
     if stage == Stage::ApplyHelper {
         // Speaks JSON on stdin/stdout with the hook that started it; the
         // hook logs the outcome.
@@ -204,7 +239,7 @@ pub fn run(
     if stage == Stage::Other {
         return launch::exit::START;
     }
-    let ctx = match read_input(stdin) {
+    let (ctx, spec) = match read_input(stdin) {
         Ok(c) => c,
         Err(e) => {
             let input = launch::RunInput {
@@ -217,6 +252,26 @@ pub fn run(
             // Nothing to apply: on_error allows at most an unchecked start.
             let (outcome, _) = launch::run(input, &mut |_: &mut Outcome| Ok(()));
             return finish(outcome, stderr_line);
+        }
+    };
+    // One decision per container (crate::cdi): the hooks.d entry stands
+    // aside for hpcc's CDI entry, and of several CDI entries the first acts.
+    let cdi_entries = crate::cdi::self_exe()
+        .map(|exe| crate::cdi::entries(&spec, &exe, policy_path))
+        .unwrap_or_default();
+    let cdi_devices = if cdi.is_empty() {
+        if let Some(first) = cdi_entries.first() {
+            tracing::info!(container = %ctx.id, cdi = %first.join(","), "the launch is decided by hpcc's CDI hook entry (createRuntime)");
+            return launch::exit::START;
+        }
+        vec![]
+    } else {
+        match crate::cdi::acting(cdi, &cdi_entries) {
+            Some(all) => all,
+            None => {
+                tracing::debug!(container = %ctx.id, "an earlier hpcc CDI hook entry acts for this container");
+                return launch::exit::START;
+            }
         }
     };
     // On a cold cache one launch of a burst fills it (the GPU helper
@@ -233,10 +288,89 @@ pub fn run(
     };
     // A start unchecked gets nothing: its plan is unknown.
     let (outcome, _) = launch::run(input, &mut |o: &mut Outcome| match o {
-        Outcome::Start(plan) => apply_tweaks(&ctx, &image, &plan.tweaks, &policy),
+        Outcome::Start(plan) if cdi_devices.is_empty() => {
+            apply_tweaks(&ctx, &image, &plan.tweaks, &policy, true)
+        }
+        Outcome::Start(plan) => {
+            let tweaks = with_cdi(
+                &ctx,
+                &spec,
+                &image,
+                &node,
+                &policy,
+                &plan.tweaks,
+                &cdi_devices,
+            );
+            // No stack: the engine's CDI mounts are in hpcc's directories,
+            // and one bind over them would hide them.
+            apply_tweaks(&ctx, &image, &tweaks, &policy, false)
+        }
         _ => Ok(()),
     });
     finish(outcome, stderr_line)
+}
+
+/// The plan's tweaks for a container that asked for hpcc's CDI devices
+/// `devices`: without the mounts the engine already made from the specs,
+/// and with the devices' linker-cache entries (those whose mount the
+/// engine made, [`cdi_offer::cache_entries_for`]) after the plan's. A musl
+/// image (annotated, or with musl's loader) gets no entry: the engine
+/// mounted the glibc libraries the specs name, and nothing will load them.
+fn with_cdi(
+    ctx: &LaunchContext,
+    spec: &oci_spec::runtime::Spec,
+    image: &launch::LaunchImage,
+    node: &NodeFingerprint,
+    policy: &Policy,
+    planned: &Tweaks,
+    devices: &[String],
+) -> Tweaks {
+    let id = ctx.id.as_str();
+    let mounts = crate::cdi::spec_mounts(spec);
+    let mut tweaks = planned.clone();
+    tweaks.mounts.retain(|m| {
+        !mounts
+            .iter()
+            .any(|(s, d)| s == &m.source && d == &m.destination)
+    });
+    let musl_annotated =
+        launch::image_spec(ctx).libc == Some(hpcc_common::annotations::LibcImplementation::Musl);
+    let loader = image
+        .root()
+        .ok()
+        .and_then(hpcc_common::cdi_offer::musl_loader);
+    if musl_annotated || loader.is_some() {
+        let why = loader.map_or_else(
+            || "its annotation org.supercontainers.libc".to_owned(),
+            |l| format!("its loader {}", l.display()),
+        );
+        tracing::warn!(container = id, cdi = %devices.join(","), "the image uses musl ({why}): the CDI devices' libraries are glibc builds; they are not added to its linker cache");
+        return tweaks;
+    }
+    let offers = match hpcc_common::cdi_offer::offers_here(node, policy) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(
+                container = id,
+                "the CDI devices' linker cache entries cannot be planned: {e}"
+            );
+            return tweaks;
+        }
+    };
+    let (entries, notes) = hpcc_common::cdi_offer::cache_entries_for(&offers, devices, &mounts);
+    for n in notes {
+        tracing::warn!(container = id, "{n}");
+    }
+    for e in entries {
+        if !tweaks
+            .ld_cache
+            .iter()
+            .any(|x| x.soname == e.soname && x.flags == e.flags)
+        {
+            tweaks.ld_cache.push(e);
+        }
+    }
+    tweaks
 }
 
 /// Where the hook gets GPU facts on a fingerprint cache miss: never from
@@ -273,10 +407,10 @@ fn finish(outcome: Outcome, stderr_line: &mut dyn FnMut(&str)) -> i32 {
 }
 
 /// The OCI state on stdin and the bundle's config it names.
-fn read_input(stdin: impl Read) -> Result<LaunchContext, LaunchError> {
+fn read_input(stdin: impl Read) -> Result<(LaunchContext, oci_spec::runtime::Spec), LaunchError> {
     let state = oci::read_state(stdin)?;
     let spec = oci::load_bundle_config(state.bundle())?;
-    Ok(LaunchContext::new(&state, &spec))
+    Ok((LaunchContext::new(&state, &spec), spec))
 }
 
 /// Applies the plan's tweaks through the helper and logs each effect. The
@@ -287,6 +421,7 @@ fn apply_tweaks(
     image: &launch::LaunchImage,
     tweaks: &Tweaks,
     policy: &Policy,
+    stack: bool,
 ) -> Result<(), LaunchError> {
     if tweaks.is_empty() {
         return Ok(());
@@ -305,8 +440,12 @@ fn apply_tweaks(
     // The host library stack is filled here, in the host's namespace and
     // before the helper enters the container's: the helper then binds
     // one directory where the plan had one file each.
-    let tweaks = apply::stack::realize(tweaks, &apply::stack::store_dir(&policy.cache.dir))
-        .map_err(apply::ApplyError::from)?;
+    let tweaks = if stack {
+        apply::stack::realize(tweaks, &apply::stack::store_dir(&policy.cache.dir))
+            .map_err(apply::ApplyError::from)?
+    } else {
+        std::borrow::Cow::Borrowed(tweaks)
+    };
     let timeout = std::time::Duration::from_millis(policy.limits.apply_timeout_ms);
     let applied = child::apply_in_child(Path::new("/proc/self/exe"), &tweaks, &target, timeout)?;
     let id = ctx.id.as_str();

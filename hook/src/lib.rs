@@ -2,4 +2,5 @@
 //! comes from `hpcc-common`. The `hpcc` command line is the `hpcc-cli`
 //! crate.
 
+pub mod cdi;
 pub mod hook;

@@ -75,7 +75,7 @@ for f in /usr/bin/hpcc /usr/libexec/hpcc/hpcc-hook /usr/libexec/hpcc/hpcc-runtim
          /usr/lib/x86_64-linux-gnu/slurm-wlm/hpcc_spank.so \
          /usr/share/doc/hpcc-slurm/examples/plugstack.conf /usr/share/doc/hpcc-slurm/examples/oci.conf \
          /usr/share/doc/hpcc-slurm/examples/cli_filter.lua /usr/libexec/hpcc/hpcc-node-features \
-         /usr/lib/systemd/system/hpcc-node-features.service \
+         /usr/lib/systemd/system/hpcc-node-features.service /usr/lib/systemd/system/hpcc-cdi-refresh.service \
          /usr/share/man/man1/hpcc.1.gz /usr/share/man/man1/hpcc-doctor.1.gz \
          /usr/share/man/man8/hpcc-hook.8.gz /usr/share/man/man8/hpcc-runtime.8.gz \
          /usr/share/man/man5/hook.toml.5.gz /usr/share/bash-completion/completions/hpcc; do
@@ -96,6 +96,15 @@ for page in hpcc.1 hpcc-hook.8 hpcc-runtime.8 hook.toml.5; do
   grep -v "cannot adjust line" "$SAVE/groff" | grep . && die "man page $page has roff warnings"
 done
 bash -n /usr/share/bash-completion/completions/hpcc || die "bash completion does not parse"
+systemd-analyze verify /usr/lib/systemd/system/hpcc-cdi-refresh.service 2>"$SAVE/unit" ||
+  { cat "$SAVE/unit" >&2; die "hpcc-cdi-refresh.service does not verify"; }
+# What the unit runs at boot: the node's CDI specs, 0644 root's, in /run/cdi.
+hpcc cdi generate --output-dir /var/run/cdi >/dev/null || die "hpcc cdi generate failed"
+for f in /run/cdi/hpcc.io-*.json; do
+  [ -f "$f" ] || continue
+  [ "$(stat -c '%a %U' "$f")" = "644 root" ] || die "$f is not 0644 root's"
+  jq -e '.cdiVersion and .kind and (.devices | length > 0)' "$f" >/dev/null || die "$f is not a CDI spec"
+done
 hpcc --json nonsense >"$SAVE/err.json" && die "hpcc --json nonsense exited 0"
 jq -e .error "$SAVE/err.json" >/dev/null || die "hpcc --json does not print its error as JSON"
 
@@ -144,6 +153,7 @@ while read -r f; do
   if [ -d "$f" ] && [ -z "$(ls -A "$f")" ] && ! dpkg -S "$f" >/dev/null 2>&1; then left+=("$f/"); fi
 done <"$SAVE/files"
 [ -e /run/hpcc ] && left+=(/run/hpcc)
+for f in /run/cdi/hpcc.io-*.json; do if [ -e "$f" ]; then left+=("$f"); fi; done
 [ "${#left[@]}" -eq 0 ] || die "left after dpkg -r: ${left[*]}"
 [ -f /etc/hpcc/hook.toml ] || die "dpkg -r removed the conffile"
 dpkg-query -W -f='${Status}\n' hpcc | grep -q "config-files" || die "hpcc is not in config-files state"

@@ -3,7 +3,8 @@
 //!
 //! Each area is one module that turns files and commands of this node into
 //! [`Finding`]s; nothing here changes the system except the dry run's
-//! scratch bundle (removed) and the probe file of the cache check.
+//! scratch bundle (removed), the probe file of the cache check, and with
+//! `--fix` hpcc's CDI specs.
 //!
 //! - [`policy`]: the policy file is valid and only root can change it;
 //! - [`libraries`]: the host libraries it declares exist, have the node's
@@ -14,8 +15,10 @@
 //! - [`features`]: the `hpcc.*` features the node publishes to Slurm (and
 //!   its fingerprint saved in the fleet) are its fingerprint's;
 //! - [`system`]: the fingerprint cache is writable, journald reachable;
+//! - [`cdi`]: hpcc's CDI specs are current (`--fix` writes them again);
 //! - [`dryrun`]: a known-good and a known-bad image through the real hook.
 
+pub mod cdi;
 pub mod dryrun;
 pub mod elf;
 pub mod engines;
@@ -48,8 +51,8 @@ the policy is valid and root-owned; the host libraries it declares exist, have t
 class and their dependencies resolve; a hooks.d file is installed for each engine that reads \
 hooks.d (podman, CRI-O); plugstack.conf loads the SPANK plugin built for the running Slurm \
 release and oci.conf runs hpcc-runtime; the fingerprint cache is writable and journald \
-reachable; and a known-good and a known-bad image go through the installed hook (dry run: \
-nothing is started). Warnings do not make the installation unhealthy.",
+reachable; hpcc's CDI specs are current (--fix writes them again); and a known-good and a \
+known-bad image go through the installed hook (dry run: nothing is started). Warnings do not make the installation unhealthy.",
     after_help = "Exit status: 0 healthy (warnings allowed), 1 problems found, 3 error."
 )]
 pub struct Args {
@@ -65,6 +68,9 @@ pub struct Args {
     /// Do not run the installed hook on the two test images.
     #[arg(long)]
     pub no_dry_run: bool,
+    /// Repair what the doctor can: write hpcc's CDI specs again.
+    #[arg(long)]
+    pub fix: bool,
 }
 
 /// How one finding stands.
@@ -171,6 +177,8 @@ pub struct Layout {
     pub root: PathBuf,
     /// Run the dry run.
     pub dry_run: bool,
+    /// `--fix`: repair what can be (hpcc's CDI specs).
+    pub fix: bool,
 }
 
 impl Layout {
@@ -189,6 +197,7 @@ impl Layout {
             journal_socket: PathBuf::from("/run/systemd/journal/socket"),
             root: PathBuf::from("/"),
             dry_run: !args.no_dry_run,
+            fix: args.fix,
         }
     }
 
@@ -315,6 +324,7 @@ pub fn examine(layout: &Layout) -> Report {
             slurm::check(layout, &mut findings);
             features::check(layout, p, &mut findings);
             system::check(layout, p, &mut findings);
+            cdi::check(layout, &mut findings);
             files
         }
         None => {

@@ -43,6 +43,7 @@ impl Scratch {
             journal_socket: self.dir.join("journal.socket"),
             root: self.dir.clone(),
             dry_run: true,
+            fix: false,
         }
     }
 }
@@ -234,4 +235,44 @@ fn crio_hooks_dir_from_a_drop_in_is_honoured() {
         1,
         "{out:?}"
     );
+}
+
+#[test]
+fn stale_cdi_specs_warn_and_fix_writes_them_where_they_are() {
+    let s = Scratch::new("cdi");
+    let hook = s.fake_hook();
+    let policy = s.write(
+        "hook.toml",
+        "[mpi.mpich]\nabi = \"mpich\"\nlibraries = [\"/usr/lib/x86_64-linux-gnu/libmpich.so.12\"]\n[cache]\nenabled = false\n[log]\njournald = false\n",
+        0o644,
+    );
+    let mut layout = s.layout(&policy, &hook);
+    let cdi = |layout: &Layout| -> Vec<Finding> {
+        let mut f = Vec::new();
+        cdi::check(layout, &mut f);
+        f
+    };
+    // None yet: a warning naming the file and the fix.
+    let f = cdi(&layout);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].status, Status::Warn, "{f:?}");
+    assert!(
+        f[0].message.contains("var/run/cdi/hpcc.io-mpi.json"),
+        "{f:?}"
+    );
+    assert!(f[0].fix.as_deref().unwrap().contains("hpcc doctor --fix"));
+    // An admin's copy in /etc/cdi, out of date: --fix rewrites it there.
+    let etc = s.write("etc/cdi/hpcc.io-mpi.json", "{}", 0o644);
+    layout.fix = true;
+    let f = cdi(&layout);
+    assert_eq!(f[0].status, Status::Ok, "{f:?}");
+    assert!(f[0].message.contains("regenerated"), "{f:?}");
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&etc).unwrap()).unwrap();
+    assert_eq!(spec["kind"], "hpcc.io/mpi");
+    assert!(!s.dir.join("var/run/cdi").exists());
+    // Now current, with or without --fix.
+    layout.fix = false;
+    let f = cdi(&layout);
+    assert_eq!(f[0].status, Status::Ok, "{f:?}");
+    assert!(f[0].message.contains("are current"), "{f:?}");
 }

@@ -730,3 +730,52 @@ fn unreadable_values_cost_only_where_a_check_needs_them() {
     assert!(p.decision.allows_start());
     assert_eq!(p.verdict.score(), Score::Orange, "{:#?}", p.verdict);
 }
+
+/// An Alpine-shaped image: musl's loader, no `libc.so.6`, and an MPICH
+/// library (a glibc one copied in: only its name and place matter).
+fn musl_image() -> TempDir {
+    rootfs_with(
+        &[
+            ("/bin/true", "/lib/ld-musl-x86_64.so.1"),
+            (HOST_MPICH, "/usr/lib/libmpich.so.12"),
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn musl_image_never_gets_host_libraries_annotated_or_detected() {
+    let t = musl_image();
+    let policy = policy_mpich(&[HOST_MPICH]);
+    let n = with_mpich(node("icelake"));
+    // Not annotated as musl: the planner finds musl's loader, drops the
+    // host MPI whole and says why. Under the default enforcement the fatal
+    // finding refuses: the user asked for a replacement that cannot be.
+    let p = decide(&mpich_ctx(&t.0), &n, &policy, &UserRequest::default()).unwrap();
+    assert!(p.tweaks.is_empty(), "{:#?}", p.tweaks);
+    let f = p
+        .verdict
+        .findings()
+        .iter()
+        .find(|f| f.reason.contains("musl"))
+        .unwrap_or_else(|| panic!("{:#?}", p.verdict));
+    assert!(
+        f.reason.contains("/lib/ld-musl-x86_64.so.1") && f.reason.contains("built against glibc"),
+        "{}",
+        f.reason
+    );
+    assert_eq!(f.image.as_deref(), Some("musl"));
+    // Annotated as musl: the host MPI is never chosen, the image's runs.
+    let mut c = mpich_ctx(&t.0);
+    c.annotations
+        .insert("org.supercontainers.libc.provider".into(), "musl".into());
+    let p = decide(&c, &n, &policy, &UserRequest::default()).unwrap();
+    assert!(p.decision.allows_start(), "{:#?}", p.verdict);
+    assert!(p.tweaks.is_empty(), "{:#?}", p.tweaks);
+    assert!(p.verdict.selection.mpi.is_none());
+    assert!(p
+        .verdict
+        .findings()
+        .iter()
+        .any(|f| f.reason.contains("musl")));
+}

@@ -463,6 +463,12 @@ impl<'a> ImageLibs<'a> {
         r
     }
 
+    /// The image's musl loader (`/lib/ld-musl-x86_64.so.1`), when it has
+    /// one: a musl image, whatever its annotations say ([`musl_loader`]).
+    pub fn musl_loader(&self) -> Option<PathBuf> {
+        musl_loader(self.root)
+    }
+
     /// The image's glibc release: the highest `GLIBC_x.y` its `libc.so.6`
     /// defines. An error says why it is unknown (no glibc, unreadable).
     pub fn glibc(&self) -> Result<Version, ImageLibError> {
@@ -987,4 +993,16 @@ mod many_candidates {
         assert!(f.truncated());
         assert!(f.note("libx.so.1").unwrap().contains("lists 10 candidates"));
     }
+}
+
+/// The musl dynamic loader of an image (`/lib/ld-musl-<arch>.so.1`,
+/// where every musl build installs it; Alpine's included), found by
+/// listing `/lib` in the root (bounded by the rootfs' listing limit). Host
+/// libraries are glibc builds: a musl image never gets them.
+pub fn musl_loader(root: &Rootfs) -> Option<PathBuf> {
+    root.list_dir(Path::new("/lib"))
+        .ok()?
+        .into_iter()
+        .find(|n| n.starts_with("ld-musl-") && n.ends_with(".so.1"))
+        .map(|n| Path::new("/lib").join(n))
 }

@@ -618,14 +618,22 @@ pub(crate) fn check_glibc(
     let have = match image.glibc() {
         Ok(v) => v,
         Err(e) => {
-            part.finding(
-                Check::Libc,
-                Level::Fatal,
-                format!(
+            let reason = match image.musl_loader() {
+                Some(loader) => format!(
+                    "the image uses musl (its loader {}): the {}, built against glibc, cannot load in it and is not injected",
+                    loader.display(),
+                    comp.what
+                ),
+                None => format!(
                     "the image's glibc version is unknown ({e}): the {}, built against glibc, cannot be checked and is not injected",
                     comp.what
                 ),
-            );
+            };
+            let f = part.finding(Check::Libc, Level::Fatal, reason);
+            if image.musl_loader().is_some() {
+                f.image = Some("musl".into());
+                f.node = Some("glibc builds".into());
+            }
             return false;
         }
     };
