@@ -50,9 +50,7 @@ pub fn run(args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
         _ => Format::Text,
     };
     let (code, text) = match &image {
-        ImageRef::Registry(r) if args.pull_layers => {
-            crate::image_cmd::annotate_pulled(r, format)?
-        }
+        ImageRef::Registry(r) if args.pull_layers => crate::image_cmd::annotate_pulled(r, format)?,
         ImageRef::Registry(r) => {
             return Err(CliError::Usage(format!(
                 "annotate reads an image's layers and {r} is in a registry: give --pull-layers \

@@ -317,29 +317,28 @@ impl Session {
     ) -> Result<Option<RawManifest>, RegistryError> {
         let name = r.digest().or(r.tag()).unwrap_or("latest");
         let authz = self.authorization()?;
-        let got = self
-            .bounded(what, async {
-                let resp = self
-                    .get(
-                        &format!("manifests/{name}"),
-                        &ACCEPTED.join(", "),
-                        authz,
-                        what,
-                    )
-                    .await?;
-                if missing_ok && resp.status() == reqwest::StatusCode::NOT_FOUND {
-                    return Ok(None);
-                }
-                if !resp.status().is_success() {
-                    return Err(self.refusal(resp, authz, what).await);
-                }
-                let header = resp
-                    .headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                Ok(Some((self.body(resp, self.max_bytes, what).await?, header)))
-            })??;
+        let got = self.bounded(what, async {
+            let resp = self
+                .get(
+                    &format!("manifests/{name}"),
+                    &ACCEPTED.join(", "),
+                    authz,
+                    what,
+                )
+                .await?;
+            if missing_ok && resp.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !resp.status().is_success() {
+                return Err(self.refusal(resp, authz, what).await);
+            }
+            let header = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Ok(Some((self.body(resp, self.max_bytes, what).await?, header)))
+        })??;
         let Some((bytes, header)) = got else {
             return Ok(None);
         };
@@ -611,9 +610,13 @@ mod tests {
 
     #[test]
     fn error_answers_are_summarised() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(registry_errors(body), "MANIFEST_UNKNOWN: manifest unknown");
-        assert_eq!(registry_errors(b"404 page not found\n"), "404 page not found");
+        assert_eq!(
+            registry_errors(b"404 page not found\n"),
+            "404 page not found"
+        );
         assert_eq!(
             challenge_error(r#"Bearer realm="https://a/token",service="r",error="invalid_token""#)
                 .as_deref(),
@@ -625,7 +628,11 @@ mod tests {
     #[test]
     fn an_expired_jwt_is_named() {
         let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-        let old = format!("Bearer {}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(r#"{"exp":1000}"#));
+        let old = format!(
+            "Bearer {}.{}.sig",
+            enc(r#"{"alg":"RS256"}"#),
+            enc(r#"{"exp":1000}"#)
+        );
         assert!(expired_token(&old).is_some_and(|s| s > 1_000_000));
         let new = format!(
             "Bearer {}.{}.sig",
