@@ -289,7 +289,7 @@ impl Session {
             Err(_) => reason.push_str(&format!(" (answer over {MAX_ERROR_BYTES} bytes not read)")),
         }
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            if let Some(e) = challenge.as_deref().and_then(|c| challenge_error(c)) {
+            if let Some(e) = challenge.as_deref().and_then(challenge_error) {
                 reason.push_str(&format!(" ({e})"));
             }
             if let Some(exp) = authz.and_then(expired_token) {

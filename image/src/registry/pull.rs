@@ -151,11 +151,11 @@ fn new_dir() -> Result<PathBuf, ImageError> {
         match std::fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(ImageError::io(&p.display().to_string(), e)),
+            Err(e) => return Err(ImageError::io(p.display().to_string(), e)),
         }
     }
     Err(ImageError::io(
-        &base.display().to_string(),
+        base.display().to_string(),
         last.unwrap_or_else(|| std::io::Error::other("no free name")),
     ))
 }
