@@ -18,10 +18,19 @@ LABEL or umoci config accept.",
     after_help = "Exit status: 0 proposed, 3 bad input."
 )]
 pub struct Args {
-    /// An OCI layout (`DIR`, `DIR:tag`, `oci:DIR:tag`) or an OCI archive
-    /// (`oci-archive:FILE[:tag]`).
+    /// An OCI layout (`DIR`, `DIR:tag`, `oci:DIR:tag`), an OCI archive
+    /// (`oci-archive:FILE[:tag]`), or an image in a registry
+    /// (`docker://HOST/REPO:TAG`, a short name) with --pull-layers.
     #[arg(value_name = "IMAGE")]
     pub image: String,
+    /// For an image in a registry: fetch its layers (this machine's
+    /// platform; each bounded by its descriptor's size and verified) into
+    /// a private temporary layout, read them there, remove it. Without it,
+    /// hpcc never fetches a layer.
+    #[arg(long)]
+    pub pull_layers: bool,
+    #[command(flatten)]
+    pub registry: super::source::RegistryArgs,
     /// text (evidence as comments, then key=value), plain (key=value),
     /// dockerfile (LABEL lines), json, or nfd (a Kubernetes NFD image
     /// compatibility spec, v1alpha1).
@@ -32,7 +41,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
-    let image = ImageRef::parse(&args.image).map_err(|e| CliError::Image(e.into()))?;
+    let image = args.registry.parse(&args.image)?;
     let format = match (out.json, args.format.as_str()) {
         (true, _) | (_, "json") => Format::Json,
         (_, "plain") => Format::Plain,
@@ -40,7 +49,16 @@ pub fn run(args: &Args, _g: &Global, out: &Output) -> Result<i32, CliError> {
         (_, "nfd") => Format::Nfd,
         _ => Format::Text,
     };
-    let (code, text) = crate::image_cmd::annotate(&image, format)?;
+    let (code, text) = match &image {
+        ImageRef::Registry(r) if args.pull_layers => crate::image_cmd::annotate_pulled(r, format)?,
+        ImageRef::Registry(r) => {
+            return Err(CliError::Usage(format!(
+                "annotate reads an image's layers and {r} is in a registry: give --pull-layers \
+                 to fetch them (or copy it first: skopeo copy {r} oci:DIR:TAG)"
+            )))
+        }
+        _ => crate::image_cmd::annotate(&image, format)?,
+    };
     out.text(&text)?;
     Ok(code)
 }

@@ -100,6 +100,22 @@ pub fn annotate_with(
     Ok((0, annotate::render(&proposals, format)?))
 }
 
+/// `hpcc annotate --pull-layers IMAGE` for an image in a registry: its
+/// layers are fetched into a temporary layout (removed on return) and read
+/// there as [`annotate`] reads a layout; the proposals name the registry
+/// reference.
+pub fn annotate_pulled(
+    r: &crate::registry::RegistryRef,
+    format: Format,
+) -> Result<(i32, String), ImageCmdError> {
+    let limits = Limits::default();
+    let pulled = crate::registry::pull_layout(r, &limits)?;
+    let mut img = Image::open(&pulled.image, &limits)?;
+    img.reference = r.to_string();
+    let proposals = annotate::propose(&img, &limits)?;
+    Ok((0, annotate::render(&proposals, format)?))
+}
+
 /// Options of `hpcc match IMAGE`.
 #[derive(Debug, Clone, Default)]
 pub struct MatchOptions {

@@ -252,6 +252,16 @@ impl Digest {
         }
     }
 
+    /// `sha256` or `sha512`.
+    pub fn algorithm(&self) -> &str {
+        &self.algorithm
+    }
+
+    /// The hex digits.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
     /// The first 12 hex digits, for messages.
     pub fn short(&self) -> String {
         format!("{}:{}", self.algorithm, &self.hex[..12])
@@ -753,6 +763,9 @@ pub struct Image {
     /// The reference as given.
     pub reference: String,
     pub(crate) store: Option<Store>,
+    /// The registry it was read from (its referrers and small blobs are
+    /// fetched from there, never its layers).
+    pub(crate) remote: Option<std::sync::Arc<crate::registry::fetch::Session>>,
     /// Digest of the image manifest (none for a bare config).
     pub manifest_digest: Option<Digest>,
     /// Its tag in the layout.
@@ -808,6 +821,7 @@ impl Image {
                 Ok(Image {
                     reference: r.to_string(),
                     store: None,
+                    remote: None,
                     manifest_digest: None,
                     ref_name: None,
                     index_annotations: BTreeMap::new(),
@@ -978,6 +992,7 @@ impl Image {
         Ok(Image {
             reference: r.to_string(),
             store: Some(store),
+            remote: None,
             manifest_digest: Some(d.digest.clone()),
             ref_name,
             index_annotations,
@@ -1060,6 +1075,9 @@ impl Image {
         artifact_type: &str,
         limits: &Limits,
     ) -> Result<Vec<Manifest>, ImageError> {
+        if let (Some(remote), Some(digest)) = (&self.remote, &self.manifest_digest) {
+            return crate::registry::referrers(remote, digest, artifact_type, limits);
+        }
         let (Some(store), Some(digest)) = (&self.store, &self.manifest_digest) else {
             return Ok(vec![]);
         };
@@ -1088,6 +1106,16 @@ impl Image {
 
     /// Reads a small blob of this image's store (an artifact's layer).
     pub fn read_blob(&self, d: &Descriptor, limit: u64, what: &str) -> Result<Vec<u8>, ImageError> {
+        if let Some(remote) = &self.remote {
+            if d.size > limit {
+                return Err(ImageError::Limit {
+                    what: format!("{what} ({})", d.digest.short()),
+                    limit: format!("{limit} bytes"),
+                    hint: "Limits::max_json_bytes",
+                });
+            }
+            return Ok(remote.blob(d, what)?);
+        }
         let store = self
             .store
             .as_ref()

@@ -13,8 +13,9 @@ PKGS=(
   runc crun podman umoci skopeo
   # engines of tests/tests/engines.rs (private daemons the test starts)
   docker.io containerd zstd
-  # the real registry of tests/tests/registry.rs (htpasswd makes its bcrypt file)
-  docker-registry apache2-utils
+  # the real registry of tests/tests/registry.rs (htpasswd makes its bcrypt file;
+  # curl pushes the NFD referrer, GNU time measures hpcc's peak memory)
+  docker-registry apache2-utils curl time
   # rootfs material for the fixtures
   busybox-static
   # one-node Slurm 22.05 (slurm-wlm pulls slurmd/slurmctld, listed anyway)

@@ -1,11 +1,13 @@
-//! Images in a registry, read through the OCI distribution API
-//! (`oci-client`): only the index, the manifest and the config are
-//! fetched, never a layer; each response is bounded in size and time and
-//! its digest checked.
+//! Images in a registry, read through the OCI distribution API: only the
+//! index, the manifest, the config and the NFD referrers are fetched,
+//! never a layer (unless `hpcc annotate --pull-layers` asks, see
+//! [`pull_layout`]); each response is bounded in size and time and its
+//! digest checked.
 //!
 //! - [`reference`]: `docker://...` and short names (`registries.conf`);
 //! - [`auth`]: credentials from podman's and docker's auth files;
-//! - [`fetch`]: the client, its TLS and its bounds.
+//! - [`fetch`]: the client, its TLS and its bounds;
+//! - [`pull`]: an image copied into a temporary OCI layout, layers included.
 //!
 //! Only the `hpcc` command links this (tokio, reqwest, OpenSSL): the hook,
 //! the runtime and the SPANK plugin stay offline (see
@@ -13,8 +15,10 @@
 
 pub mod auth;
 pub mod fetch;
+pub mod pull;
 pub mod reference;
 
+pub use pull::{pull_layout, PulledLayout};
 pub use reference::RegistryRef;
 
 use std::path::PathBuf;
@@ -129,32 +133,40 @@ pub enum RegistryError {
 
 use crate::layout::{self, media, Descriptor, Image, Index, Manifest};
 use crate::{ImageError, Limits};
+use fetch::Session;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// An index narrowed to this machine's platform, as a layout's is.
+pub(crate) fn platform_entry(r: &RegistryRef, index: &Index) -> Result<Descriptor, ImageError> {
+    let cands: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|m| m.artifact_type.is_none() && !m.is_index())
+        .collect();
+    layout::pick_platform(&cands).cloned().ok_or_else(|| {
+        ImageError::layout(
+            r.to_string(),
+            format!(
+                "an index of {} manifests and none only for linux/{}: choose one with hpcc select",
+                cands.len(),
+                layout::host_goarch()
+            ),
+        )
+    })
+}
 
 /// Opens an image in a registry as [`Image::open`] opens a layout: an
 /// index is narrowed to this machine's platform (as a layout's is), then
 /// its manifest and config are fetched. No layer is fetched: the image has
-/// no store, so [`Image::has_layers`] is false.
+/// no store, so [`Image::has_layers`] is false; its NFD referrers are
+/// fetched when asked for ([`Image::referrers`]).
 pub fn open_image(r: &RegistryRef, limits: &Limits) -> Result<Image, ImageError> {
-    let s = fetch::Session::new(r, limits.max_json_bytes)?;
+    let s = Arc::new(Session::new(r, limits.max_json_bytes)?);
     let top = s.manifest(&r.reference)?;
     if top.media_type == media::INDEX || top.media_type == media::DOCKER_LIST {
         let index: Index = parse(&top.bytes, "index")?;
-        let cands: Vec<&Descriptor> = index
-            .manifests
-            .iter()
-            .filter(|m| m.artifact_type.is_none() && !m.is_index())
-            .collect();
-        let entry = layout::pick_platform(&cands).cloned().ok_or_else(|| {
-            ImageError::layout(
-                r.to_string(),
-                format!(
-                    "an index of {} manifests and none only for linux/{}: choose one with hpcc select",
-                    cands.len(),
-                    layout::host_goarch()
-                ),
-            )
-        })?;
+        let entry = platform_entry(r, &index)?;
         return open_entry(&s, r, &index, &entry, limits);
     }
     let manifest: Manifest = parse(&top.bytes, "manifest")?;
@@ -169,14 +181,12 @@ pub fn open_image(r: &RegistryRef, limits: &Limits) -> Result<Image, ImageError>
     )
 }
 
-/// Opens the manifest an index entry points at.
-pub(crate) fn open_entry(
-    s: &fetch::Session,
+/// The manifest an index entry points at, verified against the entry.
+pub(crate) fn entry_manifest(
+    s: &Session,
     r: &RegistryRef,
-    index: &Index,
     entry: &Descriptor,
-    limits: &Limits,
-) -> Result<Image, ImageError> {
+) -> Result<fetch::RawManifest, ImageError> {
     if entry.media_type != media::MANIFEST && entry.media_type != media::DOCKER_MANIFEST {
         return Err(ImageError::layout(
             format!("manifest {}", entry.digest.short()),
@@ -188,6 +198,18 @@ pub(crate) fn open_entry(
     }
     let raw = s.manifest(&r.with_digest(&entry.digest.to_string()))?;
     layout::verify("manifest", entry, &raw.bytes)?;
+    Ok(raw)
+}
+
+/// Opens the manifest an index entry points at.
+pub(crate) fn open_entry(
+    s: &Arc<Session>,
+    r: &RegistryRef,
+    index: &Index,
+    entry: &Descriptor,
+    limits: &Limits,
+) -> Result<Image, ImageError> {
+    let raw = entry_manifest(s, r, entry)?;
     let manifest: Manifest = parse(&raw.bytes, "manifest")?;
     finish(
         s,
@@ -201,7 +223,7 @@ pub(crate) fn open_entry(
 }
 
 fn finish(
-    s: &fetch::Session,
+    s: &Arc<Session>,
     r: &RegistryRef,
     digest: layout::Digest,
     manifest: Manifest,
@@ -210,7 +232,7 @@ fn finish(
     limits: &Limits,
 ) -> Result<Image, ImageError> {
     let what = format!("image config {}", manifest.config.digest.short());
-    let cfg = s.blob(&r.reference, &manifest.config, &what)?;
+    let cfg = s.blob(&manifest.config, &what)?;
     let (config, platform) = layout::parse_config(&cfg, &what)?;
     if manifest.layers.len() > limits.max_layers {
         return Err(ImageError::Limit {
@@ -222,6 +244,7 @@ fn finish(
     Ok(Image {
         reference: r.to_string(),
         store: None,
+        remote: Some(Arc::clone(s)),
         manifest_digest: Some(digest),
         ref_name: r.reference.tag().map(str::to_owned),
         index_annotations,
@@ -232,6 +255,34 @@ fn finish(
         platform,
         layers: manifest.layers,
     })
+}
+
+/// The artifacts of `artifact_type` whose `subject` is the manifest
+/// `digest` of `s`'s repository, each as its manifest (fetched by digest,
+/// verified against the referrers' descriptor, its subject checked). At
+/// most 16 are read.
+pub(crate) fn referrers(
+    s: &Session,
+    digest: &layout::Digest,
+    artifact_type: &str,
+    _limits: &Limits,
+) -> Result<Vec<Manifest>, ImageError> {
+    let mut out = Vec::new();
+    for d in s.referrers(digest, artifact_type)?.iter().take(16) {
+        let what = format!("referrer {} of {}", d.digest.short(), digest.short());
+        let raw = s.manifest(&s.reference_at(&d.digest))?;
+        layout::verify(&what, d, &raw.bytes)?;
+        let m: Manifest = parse(&raw.bytes, &what)?;
+        let ty = m
+            .artifact_type
+            .as_deref()
+            .or(d.artifact_type.as_deref())
+            .unwrap_or(m.config.media_type.as_str());
+        if ty == artifact_type && m.subject.as_ref().is_some_and(|x| &x.digest == digest) {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ImageError> {
@@ -247,7 +298,7 @@ pub(crate) fn open_variants(
     r: &RegistryRef,
     limits: &Limits,
 ) -> Result<Vec<(Descriptor, Image)>, ImageError> {
-    let s = fetch::Session::new(r, limits.max_json_bytes)?;
+    let s = Arc::new(Session::new(r, limits.max_json_bytes)?);
     let top = s.manifest(&r.reference)?;
     if top.media_type == media::INDEX || top.media_type == media::DOCKER_LIST {
         let index: Index = parse(&top.bytes, "index")?;
