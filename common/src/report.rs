@@ -33,6 +33,13 @@ fn level(l: Level, color: bool) -> String {
     }
 }
 
+/// Text of the plan as printed: image text (paths, sonames, reasons that
+/// quote them) can hold newlines and terminal escapes, so every field
+/// goes through [`crate::text::escape`] here, whatever its source did.
+fn e(x: impl std::fmt::Display) -> String {
+    crate::text::escape(&x.to_string())
+}
+
 /// Score line and one line per finding with its evidence.
 pub fn verdict(v: &Verdict, color: bool) -> String {
     let mut out = format!("score: {}\n", score(v.score(), color));
@@ -42,13 +49,13 @@ pub fn verdict(v: &Verdict, color: bool) -> String {
             "  {} {:<11} {}",
             level(f.level, color),
             f.check.as_str(),
-            f.reason
+            e(&f.reason)
         );
         if let Some(i) = &f.image {
-            let _ = writeln!(out, "           {:<11} image: {i}", "");
+            let _ = writeln!(out, "           {:<11} image: {}", "", e(i));
         }
         if let Some(n) = &f.node {
-            let _ = writeln!(out, "           {:<11} node:  {n}", "");
+            let _ = writeln!(out, "           {:<11} node:  {}", "", e(n));
         }
     }
     out
@@ -58,17 +65,18 @@ pub fn verdict(v: &Verdict, color: bool) -> String {
 pub fn plan(p: &Plan, color: bool) -> String {
     let mut out = verdict(&p.verdict, color);
     for n in &p.notes {
-        let _ = writeln!(out, "note: {n}");
+        let _ = writeln!(out, "note: {}", e(n));
     }
     match &p.decision {
         Decision::Start { warnings } => {
             let _ = writeln!(
                 out,
                 "decision: start container {} on {}",
-                p.container, p.node
+                e(&p.container),
+                e(&p.node)
             );
             for w in warnings {
-                let _ = writeln!(out, "  warning: {w}");
+                let _ = writeln!(out, "  warning: {}", e(w));
             }
         }
         Decision::Refuse { reasons } => {
@@ -76,11 +84,11 @@ pub fn plan(p: &Plan, color: bool) -> String {
                 out,
                 "decision: {} container {} on {}",
                 paint("REFUSE", "1;31", color),
-                p.container,
-                p.node
+                e(&p.container),
+                e(&p.node)
             );
             for r in reasons {
-                let _ = writeln!(out, "  refused by {}: {}", r.policy, r.reason);
+                let _ = writeln!(out, "  refused by {}: {}", r.policy, e(&r.reason));
             }
         }
     }
@@ -93,7 +101,7 @@ pub fn plan(p: &Plan, color: bool) -> String {
             let _ = writeln!(
                 out,
                 "  device {} ({} {}:{} {})  ({})",
-                d.path.display(),
+                e(d.path.display()),
                 d.kind,
                 d.major,
                 d.minor,
@@ -102,18 +110,24 @@ pub fn plan(p: &Plan, color: bool) -> String {
                 } else {
                     "bound, no cgroup rule"
                 },
-                d.reason
+                e(&d.reason)
             );
         }
-        for e in &p.tweaks.env {
-            let _ = writeln!(out, "  env    {}={}  ({})", e.name, e.value, e.reason);
+        for v in &p.tweaks.env {
+            let _ = writeln!(
+                out,
+                "  env    {}={}  ({})",
+                e(&v.name),
+                e(&v.value),
+                e(&v.reason)
+            );
         }
         for c in &p.tweaks.ld_cache {
             let _ = writeln!(
                 out,
                 "  ld.so  {} => {}  (container linker cache)",
-                c.soname,
-                c.path.display()
+                e(&c.soname),
+                e(c.path.display())
             );
         }
     }
@@ -122,13 +136,19 @@ pub fn plan(p: &Plan, color: bool) -> String {
         for m in &w.mounts {
             mount_line(&mut out, m);
         }
-        for e in &w.env {
-            let _ = writeln!(out, "  env    {}={}  ({})", e.name, e.value, e.reason);
+        for v in &w.env {
+            let _ = writeln!(
+                out,
+                "  env    {}={}  ({})",
+                e(&v.name),
+                e(&v.value),
+                e(&v.reason)
+            );
         }
         for n in &w.namespaces {
             let _ = match n {
                 NamespaceEdit::Share { namespace, why } => {
-                    writeln!(out, "  ns     {namespace} namespace: {why}")
+                    writeln!(out, "  ns     {namespace} namespace: {}", e(why))
                 }
                 NamespaceEdit::Bind {
                     destination,
@@ -138,15 +158,21 @@ pub fn plan(p: &Plan, color: bool) -> String {
                     ..
                 } => writeln!(
                     out,
-                    "  ns     {} ({kind}) -> bind of {}: {why}",
-                    destination.display(),
-                    source.display()
+                    "  ns     {} ({kind}) -> bind of {}: {}",
+                    e(destination.display()),
+                    e(source.display()),
+                    e(why)
                 ),
                 NamespaceEdit::Remove {
                     destination,
                     kind,
                     why,
-                } => writeln!(out, "  ns     {} ({kind}): {why}", destination.display()),
+                } => writeln!(
+                    out,
+                    "  ns     {} ({kind}): {}",
+                    e(destination.display()),
+                    e(why)
+                ),
             };
         }
     }
@@ -159,10 +185,10 @@ fn mount_line(out: &mut String, m: &crate::plan::Mount) {
     let _ = writeln!(
         out,
         "  mount  {} -> {}{}  ({})",
-        m.source.display(),
-        m.destination.display(),
+        e(m.source.display()),
+        e(m.destination.display()),
         if m.readonly { " (ro)" } else { "" },
-        m.reason
+        e(&m.reason)
     );
 }
 

@@ -300,6 +300,24 @@ fn verify_mpi_fixtures_record_and_broken_injections() {
     assert!(reason.starts_with("MPI fails in the container"), "{reason}");
     assert!(reason.contains("UCX") || reason.contains("ucx"), "{reason}");
 
+    // A bundle that is not the caller's is never started: its config.json
+    // would choose mounts and capabilities for a root process (exit 3).
+    let foreign = mpi_bundle("verify-foreign", "mpich-ring", "mpich", &cpu);
+    foreign.write();
+    std::os::unix::fs::chown(foreign.dir.join("config.json"), Some(65534), None).unwrap();
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(bin("hpcc"))
+        .arg("--config")
+        .arg(&good)
+        .args(["verify", "--runs", "1", "--bundle"])
+        .arg(&foreign.dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("not this user's"), "{err}");
+
     // A check that hangs is killed at --timeout and cleaned up (exit 1:
     // the container did not finish what bare metal did).
     let mut hang = mpi_bundle("verify-hang", "mpich-ring", "mpich", &cpu);

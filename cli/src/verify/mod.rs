@@ -280,6 +280,34 @@ pub fn image_command(ctx: &LaunchContext) -> Option<Vec<String>> {
     (!words.is_empty() && words[0].starts_with('/') && words.len() <= 64).then_some(words)
 }
 
+/// A `--bundle` is started as it is, by root: its `config.json` chooses
+/// mounts, namespaces and capabilities. So only a bundle that this user
+/// (root, for a health check) owns and nobody else can change is
+/// started: a bundle handed over by someone else is refused, as a root
+/// shell would not run their script. Its hooks are dropped in any case
+/// ([`container::private_bundle`]).
+fn trusted_bundle(bundle: &Path) -> Result<(), VerifyError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for p in [bundle.to_owned(), bundle.join("config.json")] {
+        let m = std::fs::symlink_metadata(&p).map_err(|e| VerifyError::Bundle {
+            bundle: bundle.to_owned(),
+            reason: format!("{}: {e}", p.display()),
+        })?;
+        if m.file_type().is_symlink() || m.uid() != me || m.mode() & 0o022 != 0 {
+            return Err(VerifyError::Bundle {
+                bundle: bundle.to_owned(),
+                reason: format!(
+                    "{} is not this user's (uid {me}) or others can write it: hpcc verify starts only a bundle its caller owns (its config.json decides mounts and capabilities)",
+                    hpcc_common::text::escape(&p.display().to_string())
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Does the whole check.
 pub fn verify(req: &Request) -> Result<Report, VerifyError> {
     let t0 = Instant::now();
@@ -302,6 +330,9 @@ pub fn verify(req: &Request) -> Result<Report, VerifyError> {
             })
         }
     };
+    if req.bundle.is_some() {
+        trusted_bundle(&subject.bundle)?;
+    }
     let spec = oci::load_bundle_config(&subject.bundle)?;
     let config: serde_json::Value = {
         let bytes = hpcc_common::io::read_file_bounded(

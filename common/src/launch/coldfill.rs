@@ -127,6 +127,16 @@ fn open_lock(dir: &Path) -> std::io::Result<File> {
         .recursive(true)
         .mode(0o755)
         .create(dir)?;
+    // A directory someone else can write (a pre-made or misconfigured
+    // `[cache] dir`) would let them hold the lock and stall every root
+    // launch by WAIT: no lock there.
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(
+            "the cache directory is not root's alone",
+        ));
+    }
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -229,5 +239,20 @@ mod tests {
         let (_, g) = fingerprint(&policy(&dir), &GpuProbe::InProcess);
         assert!(!g.is_filler(), "no lock through a link");
         assert!(!target.exists(), "the link's target was created");
+    }
+
+    #[test]
+    fn a_directory_others_can_write_gets_no_lock() {
+        if !root() {
+            return;
+        }
+        let t = TempDir::new("coldfill-open");
+        let dir = t.0.join("cache");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let (_, g) = fingerprint(&policy(&dir), &GpuProbe::InProcess);
+        assert!(!g.is_filler());
+        assert!(!dir.join(LOCK_FILE).exists());
     }
 }

@@ -163,6 +163,10 @@ pub const NVIDIA_MAJOR: u64 = 195;
 /// The variables of a Slurm step that name the node's GPUs by device
 /// number, in the order they are trusted.
 pub const SLURM_GLOBAL: &[&str] = &["SLURM_STEP_GPUS", "SLURM_JOB_GPUS"];
+/// Slurm's step ids from here up are its special steps (batch
+/// 0xfffffffe, extern, interactive, pending); below, a numbered `srun`
+/// step.
+const SLURM_SPECIAL_STEPS: u32 = 0xffff_fff0;
 /// The variables that name the task's GPUs as CUDA counts them.
 pub const SLURM_LOCAL: &[&str] = &["CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"];
 
@@ -216,9 +220,21 @@ pub fn slurm_gpus<'a>(
     constrained: bool,
     devices: &'a [NvidiaDevice],
 ) -> Option<SlurmGpus<'a>> {
-    let global = SLURM_GLOBAL
-        .iter()
-        .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)));
+    // SLURM_STEP_GPUS is the step's allocation whenever it is there, an
+    // empty one included (a step given no GPU). SLURM_JOB_GPUS is the
+    // batch (or interactive) step's: srun copies it into every step of
+    // the job, so a numbered step without a GPU would inherit the batch
+    // node's GPUs through it.
+    let regular_step = env("SLURM_STEP_ID")
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|id| id < SLURM_SPECIAL_STEPS);
+    let global = match env(SLURM_GLOBAL[0]) {
+        Some(v) => Some((SLURM_GLOBAL[0], v)),
+        None if regular_step => None,
+        None => env(SLURM_GLOBAL[1])
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (SLURM_GLOBAL[1], v)),
+    };
     let local = SLURM_LOCAL
         .iter()
         .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)));
@@ -933,5 +949,34 @@ mod tests {
             .unwrap();
         assert!(gpu.reason.contains("GPU 0 GPU-0c2e6a14"), "{}", gpu.reason);
         assert_eq!(env_of(&p, "CUDA_VISIBLE_DEVICES"), Some("0"));
+    }
+
+    #[test]
+    fn a_numbered_step_never_inherits_the_batch_steps_gpus() {
+        // srun copies SLURM_JOB_GPUS into every step; a step given no GPU
+        // has no SLURM_STEP_GPUS (or an empty one) and gets none.
+        let p = step(
+            SWAPPED,
+            &["SLURM_STEP_ID=3", "SLURM_JOB_GPUS=0,1"],
+            true,
+            false,
+        );
+        assert!(gpu_nodes(&p).is_empty(), "{:?}", gpu_nodes(&p));
+        let p = step(
+            SWAPPED,
+            &["SLURM_STEP_ID=3", "SLURM_STEP_GPUS=", "SLURM_JOB_GPUS=0,1"],
+            true,
+            false,
+        );
+        assert!(gpu_nodes(&p).is_empty(), "{:?}", gpu_nodes(&p));
+        // The batch step (no step id, or Slurm's batch id) is given the
+        // job's.
+        let p = step(
+            SWAPPED,
+            &["SLURM_STEP_ID=4294967294", "SLURM_JOB_GPUS=1"],
+            true,
+            false,
+        );
+        assert_eq!(gpu_nodes(&p), [("/dev/nvidia1".into(), 1, true)]);
     }
 }

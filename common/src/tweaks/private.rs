@@ -165,10 +165,17 @@ impl PrivateDirs {
         let mut out = Vec::new();
         for (dir, names) in &self.dirs {
             if names.iter().any(|n| n == name) {
-                if let Some(real) = root.resolve(&dir.join(name)).ok().flatten() {
-                    if !out.contains(&real) {
-                        out.push(real);
-                    }
+                // Only a regular file outside the kernel's file systems: a
+                // link to a directory or to /proc is no plugin to replace.
+                let Some(real) = root.resolve(&dir.join(name)).ok().flatten() else {
+                    continue;
+                };
+                let file = matches!(root.kind(&real), Ok(Some(crate::rootfs::EntryKind::File)));
+                let kernel = crate::rootfs::KERNEL_DIRS
+                    .iter()
+                    .any(|k| real.starts_with(k));
+                if file && !kernel && !out.contains(&real) {
+                    out.push(real);
                 }
             }
         }
@@ -176,42 +183,71 @@ impl PrivateDirs {
     }
 }
 
+/// Most `python3*` directories looked in under one prefix.
+const MAX_PYTHONS: usize = 16;
+
 /// The library directories of Python packages: `<pkg>/lib`, `<pkg>/lib64`,
 /// `nvidia/<pkg>/lib` (NVIDIA's wheels) and `<pkg>.libs` (auditwheel's).
+///
+/// Every name read counts against [`MAX_PACKAGES`], an `nvidia/` entry as
+/// much as a package, and a `site-packages` reached twice (links between
+/// `python3.N` directories, which an image can make by the thousand) is
+/// read once: the work and the list are bounded by the budget whatever
+/// the image's shape.
 fn python_lib_dirs(root: &Rootfs, cut: &mut Option<String>) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut packages = 0usize;
+    let mut seen_sp: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut budget = |cut: &mut Option<String>| {
+        if packages >= MAX_PACKAGES {
+            cut.get_or_insert_with(|| format!("more than {MAX_PACKAGES} Python packages"));
+            return false;
+        }
+        packages += 1;
+        true
+    };
     for prefix in PYTHON_PREFIXES {
         let prefix = Path::new(prefix);
         let Ok(entries) = root.list_dir(prefix) else {
             continue;
         };
-        let mut pythons: Vec<String> = entries
+        // list_dir's names come sorted.
+        let pythons: Vec<String> = entries
             .into_iter()
             .filter(|e| e.starts_with("python3"))
+            .take(MAX_PYTHONS)
             .collect();
-        pythons.sort();
         for py in pythons {
             for kind in ["dist-packages", "site-packages"] {
-                let sp = prefix.join(&py).join(kind);
-                let Ok(mut pkgs) = root.list_dir(&sp) else {
+                let Some(sp) = root
+                    .resolve_dir(&prefix.join(&py).join(kind))
+                    .ok()
+                    .flatten()
+                else {
                     continue;
                 };
-                pkgs.sort();
+                if !seen_sp.insert(sp.clone()) {
+                    continue;
+                }
+                let Ok(pkgs) = root.list_dir(&sp) else {
+                    continue;
+                };
                 for p in pkgs {
-                    if packages >= MAX_PACKAGES {
-                        cut.get_or_insert_with(|| {
-                            format!("more than {MAX_PACKAGES} Python packages")
-                        });
+                    if !budget(cut) {
                         return out;
                     }
-                    packages += 1;
                     let dir = sp.join(&p);
                     if p.ends_with(".libs") {
                         out.push(dir);
                     } else if p == "nvidia" {
-                        if let Ok(subs) = root.list_dir(&dir) {
-                            out.extend(subs.into_iter().map(|s| dir.join(s).join("lib")));
+                        let Ok(subs) = root.list_dir(&dir) else {
+                            continue;
+                        };
+                        for s in subs {
+                            if !budget(cut) {
+                                return out;
+                            }
+                            out.push(dir.join(s).join("lib"));
                         }
                     } else if !p.contains('.') {
                         out.push(dir.join("lib"));
@@ -222,4 +258,55 @@ fn python_lib_dirs(root: &Rootfs, cut: &mut Option<String>) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    /// Hundreds of `python3.N` links to one `site-packages` whose
+    /// `nvidia/` holds more names than the budget: the scan reads that
+    /// `site-packages` once and stops at [`MAX_PACKAGES`], saying so.
+    #[test]
+    fn linked_pythons_and_a_huge_nvidia_dir_stay_within_the_budget() {
+        let t = TempDir::new("private-scan");
+        let lib = t.0.join("usr/lib");
+        let sp = lib.join("python3.11/site-packages");
+        let nv = sp.join("nvidia");
+        std::fs::create_dir_all(&nv).unwrap();
+        for i in 0..(MAX_PACKAGES + 100) {
+            std::fs::write(nv.join(format!("p{i}")), b"").unwrap();
+        }
+        for n in 0..300 {
+            std::os::unix::fs::symlink("python3.11", lib.join(format!("python3.{}", 1000 + n)))
+                .unwrap();
+        }
+        let root = Rootfs::open(&t.0).unwrap();
+        let mut cut = None;
+        let dirs = python_lib_dirs(&root, &mut cut);
+        assert!(dirs.len() < MAX_PACKAGES, "{}", dirs.len());
+        assert!(
+            cut.as_deref()
+                .is_some_and(|c| c.contains("Python packages")),
+            "{cut:?}"
+        );
+    }
+
+    #[test]
+    fn a_small_image_is_read_whole() {
+        let t = TempDir::new("private-small");
+        let sp = t.0.join("usr/local/lib/python3.10/dist-packages");
+        std::fs::create_dir_all(sp.join("torch/lib")).unwrap();
+        std::fs::create_dir_all(sp.join("nvidia/nccl/lib")).unwrap();
+        std::fs::create_dir_all(sp.join("numpy.libs")).unwrap();
+        let root = Rootfs::open(&t.0).unwrap();
+        let mut cut = None;
+        let dirs = python_lib_dirs(&root, &mut cut);
+        assert!(cut.is_none(), "{cut:?}");
+        let sp = Path::new("/usr/local/lib/python3.10/dist-packages");
+        for d in ["torch/lib", "nvidia/nccl/lib", "numpy.libs"] {
+            assert!(dirs.contains(&sp.join(d)), "{d} not in {dirs:?}");
+        }
+    }
 }

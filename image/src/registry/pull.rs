@@ -68,8 +68,13 @@ pub fn pull_layout(r: &RegistryRef, limits: &Limits) -> Result<PulledLayout, Ima
             hint: "Limits::max_layers",
         });
     }
-    let total: u64 = manifest.layers.iter().map(|l| l.size).sum();
-    if total > limits.max_total_bytes {
+    // Summed without wrapping: a hostile registry's sizes near 2^64 must
+    // not add up to a small total that passes the bound.
+    let total = manifest
+        .layers
+        .iter()
+        .try_fold(0u64, |a, l| a.checked_add(l.size));
+    if total.is_none_or(|t| t > limits.max_total_bytes) {
         return Err(ImageError::Limit {
             what: format!("the layers of {r}"),
             limit: format!("{} bytes", limits.max_total_bytes),
