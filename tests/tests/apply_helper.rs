@@ -28,8 +28,12 @@ struct NsProcess(Child);
 impl NsProcess {
     fn start() -> NsProcess {
         require("unshare");
+        // The helper is the static hook, built on first use (minutes in a
+        // fresh clone on a busy machine): built before the namespace's
+        // process starts, so that its life does not run out meanwhile.
+        let _ = bin("hpcc-hook");
         let child = Command::new("unshare")
-            .args(["-m", "--propagation", "slave", "sleep", "300"])
+            .args(["-m", "--propagation", "slave", "sleep", "3600"])
             .spawn()
             .unwrap();
         let p = NsProcess(child);
