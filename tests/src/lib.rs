@@ -152,6 +152,25 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A policy with the host's Debian MPICH (its `env` marks it) and
+/// libfabric, the per-boot caches off, no journald: what the plan tests
+/// decide under.
+pub const MPICH_FABRIC_POLICY: &str = r#"
+[mpi.mpich]
+abi = "mpich"
+libraries = ["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]
+env = { MPICH_E2E = "1" }
+
+[libfabric]
+library = "/usr/lib/x86_64-linux-gnu/libfabric.so.1"
+
+[cache]
+enabled = false
+
+[log]
+journald = false
+"#;
+
 /// A unique scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = work_dir()

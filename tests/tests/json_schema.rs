@@ -311,21 +311,7 @@ fn a_renamed_field_is_caught() {
 /// without a declared MPI leaves empty.
 #[test]
 fn documents_with_host_libraries_and_tweaks() {
-    const POLICY: &str = r#"
-[mpi.mpich]
-abi = "mpich"
-libraries = ["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]
-env = { MPICH_E2E = "1" }
-
-[libfabric]
-library = "/usr/lib/x86_64-linux-gnu/libfabric.so.1"
-
-[cache]
-enabled = false
-
-[log]
-journald = false
-"#;
+    const POLICY: &str = hpcc_e2e::MPICH_FABRIC_POLICY;
     hpcc_e2e::ensure_fixtures();
     let mut b = hpcc_e2e::Bundle::new("json-schema-mpich", &hpcc_e2e::fixture_rootfs("mpich-app"));
     b.annotate(

@@ -8,21 +8,8 @@ use std::process::Command;
 
 /// The host UCX transport modules (Debian: libucx0).
 const HOST_UCX_MODULES: &str = "/usr/lib/x86_64-linux-gnu/ucx";
-const POLICY: &str = r#"
-[mpi.mpich]
-abi = "mpich"
-libraries = ["/usr/lib/x86_64-linux-gnu/libmpich.so.12"]
-env = { MPICH_E2E = "1" }
-
-[libfabric]
-library = "/usr/lib/x86_64-linux-gnu/libfabric.so.1"
-
-[cache]
-enabled = false
-
-[log]
-journald = false
-"#;
+/// The host's Debian MPICH and libfabric, caches off.
+const POLICY: &str = hpcc_e2e::MPICH_FABRIC_POLICY;
 
 fn hpcc(policy: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin("hpcc"))

@@ -13,19 +13,7 @@ use std::path::Path;
 const OWN_SCALE: &str = "0.25";
 
 fn measured(runs: u32) -> Measured {
-    Measured {
-        percent: 0.0,
-        level: hpcc_common::verdict::Score::Red,
-        latency_percent: None,
-        bandwidth_percent: None,
-        container: None,
-        bare_metal: None,
-        library: None,
-        bare_metal_library: None,
-        providers: None,
-        bare_metal_providers: None,
-        runs,
-    }
+    Measured::none(runs)
 }
 
 /// The check worked (or not) in the container: a functional result.

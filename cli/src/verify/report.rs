@@ -116,6 +116,25 @@ pub struct Measured {
     pub runs: u32,
 }
 
+impl Measured {
+    /// Nothing measured yet over `runs` runs per side.
+    pub fn none(runs: u32) -> Measured {
+        Measured {
+            percent: 0.0,
+            level: Score::Red,
+            latency_percent: None,
+            bandwidth_percent: None,
+            container: None,
+            bare_metal: None,
+            library: None,
+            bare_metal_library: None,
+            providers: None,
+            bare_metal_providers: None,
+            runs,
+        }
+    }
+}
+
 /// One `hpcc verify`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -293,15 +312,7 @@ mod tests {
         Measured {
             percent,
             level: level(percent),
-            latency_percent: None,
-            bandwidth_percent: None,
-            container: None,
-            bare_metal: None,
-            library: None,
-            bare_metal_library: None,
-            providers: None,
-            bare_metal_providers: None,
-            runs: 1,
+            ..Measured::none(1)
         }
     }
 
