@@ -7,7 +7,7 @@
 #
 #   bin/hpcc                 the CLI                          (release profile)
 #   libexec/hpcc-hook        the OCI hook                     (release profile, static; see STATIC HOOK)
-#   libexec/hpcc-runtime     the OCI runtime shim for Slurm   (release profile)
+#   libexec/hpcc-runtime     the OCI runtime shim for Slurm   (release profile, static, as the hook)
 #   lib/hpcc_spank.so        the SPANK plugin                 (only with Slurm headers)
 #   man/man{1,5,8}/*.gz      man pages, from the clap commands (hpcc generate-docs)
 #   completions/             bash, zsh, fish
@@ -43,7 +43,7 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; t
 fi
 
 t0=$SECONDS
-crates=(-p hpcc-cli -p hpcc-runtime)
+crates=(-p hpcc-cli)
 [ "$with_slurm" = 1 ] && crates+=(-p hpcc-spank)
 log "cargo build --release --locked ${crates[*]}"
 nice -n "${HPCC_NICE:-10}" cargo build --release --locked "${crates[@]}"
@@ -56,12 +56,14 @@ nice -n "${HPCC_NICE:-10}" cargo build --release --locked "${crates[@]}"
 # and proves it static (no PT_INTERP, file, ldd, no NVML, no NSS lookups). The
 # deb's Depends: $auto then drops libc for it; /usr/bin/hpcc stays dynamic (it is
 # the hook's GPU helper, `hpcc fingerprint --gpus`, with NVML).
-log "static hpcc-hook (packaging/build-static-hook.sh)"
-PROFILE=release nice -n "${HPCC_NICE:-10}" bash packaging/build-static-hook.sh "$TARGET/static" >/dev/null
+# hpcc-runtime is built the same way (WITH_RUNTIME=1): it stands in front of
+# every container start, and static it pays no dynamic loader there; its GPU
+# helper is /usr/bin/hpcc too.
+log "static hpcc-hook and hpcc-runtime (packaging/build-static-hook.sh)"
+WITH_RUNTIME=1 PROFILE=release nice -n "${HPCC_NICE:-10}" bash packaging/build-static-hook.sh "$TARGET/static" >/dev/null
 HOOK_BIN=$TARGET/static/hpcc-hook
+RUNTIME_BIN=$TARGET/static/hpcc-runtime
 # ==============================================================================
-
-RUNTIME_BIN=$TARGET/release/hpcc-runtime
 
 rm -rf "$STAGE"
 mkdir -p "$STAGE"/{bin,libexec,lib,etc,hooks.d,examples}

@@ -313,15 +313,62 @@ pub enum GpuProbe {
         /// Its deadline (policy `limits.probe_timeout_ms`).
         timeout: std::time::Duration,
     },
+    /// [`GpuProbe::Helper`] with the `hpcc` beside this program, else
+    /// [`GPU_HELPER`], looked up when the facts are taken.
+    HelperBeside {
+        /// Its deadline (policy `limits.probe_timeout_ms`).
+        timeout: std::time::Duration,
+    },
 }
 
+/// The GPU helper of an installed static binary that has no `hpcc` beside
+/// it (packages install the hook and the runtime in `/usr/libexec/hpcc/`).
+pub const GPU_HELPER: &str = "/usr/bin/hpcc";
+
 impl GpuProbe {
+    /// How this build takes the GPU facts on a cache miss: NVML in this
+    /// process when the build is dynamic, the helper ([`GpuProbe::helper`])
+    /// when it is statically linked (the hook always; `hpcc-runtime` as
+    /// packaged), since a static binary must not `dlopen`.
+    pub fn for_this_build(timeout: std::time::Duration) -> GpuProbe {
+        if cfg!(target_feature = "crt-static") {
+            GpuProbe::helper(timeout)
+        } else {
+            GpuProbe::InProcess
+        }
+    }
+
+    /// The dynamic `hpcc`, run with an empty environment, `/` as cwd and
+    /// `timeout` ([`GpuProbe::HelperBeside`]): found only when the facts
+    /// are taken, so a start from the warm cache does not look for it.
+    pub fn helper(timeout: std::time::Duration) -> GpuProbe {
+        GpuProbe::HelperBeside { timeout }
+    }
+
+    /// The `hpcc` beside this program when there is one (a build tree, a
+    /// package that installs both in one directory), else [`GPU_HELPER`].
+    /// The directory is this program's own, as the kernel names it:
+    /// nothing an image or the environment controls. The helper must be
+    /// root's and not writable by others ([`gpus_from_helper`]).
+    fn helper_beside_this_program() -> PathBuf {
+        std::fs::read_link("/proc/self/exe")
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("hpcc")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(GPU_HELPER))
+    }
+
     /// The GPU facts, and whether they may be cached for the boot: a helper
     /// that failed or timed out says nothing about the node, so the next
     /// launch asks again.
     fn take(&self) -> (GpuFingerprint, bool) {
         match self {
             GpuProbe::InProcess => (gpus(), true),
+            GpuProbe::HelperBeside { timeout } => GpuProbe::Helper {
+                exe: Self::helper_beside_this_program(),
+                timeout: *timeout,
+            }
+            .take(),
             GpuProbe::Helper { exe, timeout } => match gpus_from_helper(exe, *timeout) {
                 Ok(g) => (g, true),
                 Err(why) => (

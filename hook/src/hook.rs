@@ -375,27 +375,13 @@ fn with_cdi(
 
 /// Where the hook gets GPU facts on a fingerprint cache miss: never from
 /// NVML in its own process (a static binary must not `dlopen`, and the
-/// hook's environment may be the image's), but from the dynamic `hpcc`,
-/// run with an empty environment, `/` as cwd and the policy's deadline:
-/// the `hpcc` beside the hook when there is one (a build tree, a package
-/// that installs both in one directory), else `/usr/bin/hpcc` (packages
-/// install the hook in `/usr/libexec/hpcc/`). The hook's directory is its
-/// own, as the kernel names it: nothing the image or the environment
-/// controls. The helper must be root's and not writable by others
-/// ([`hpcc_common::fingerprint::gpus_from_helper`]).
+/// hook's environment may be the image's), but from the dynamic `hpcc`
+/// ([`GpuProbe::helper`]) with the policy's deadline.
 pub fn gpu_probe(policy: &Policy) -> GpuProbe {
-    let beside = std::fs::read_link("/proc/self/exe")
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("hpcc")))
-        .filter(|p| p.is_file());
-    GpuProbe::Helper {
-        exe: beside.unwrap_or_else(|| PathBuf::from(GPU_HELPER)),
-        timeout: std::time::Duration::from_millis(policy.limits.probe_timeout_ms),
-    }
+    GpuProbe::helper(std::time::Duration::from_millis(
+        policy.limits.probe_timeout_ms,
+    ))
 }
-
-/// The GPU helper of an installed hook without one beside it.
-pub const GPU_HELPER: &str = "/usr/bin/hpcc";
 
 /// Prints the outcome's line (it was logged by [`launch::run`]), gives its
 /// exit code.

@@ -155,6 +155,17 @@ fn passthrough_runtime(args: &Args, policy_path: &Path) -> PathBuf {
     })
 }
 
+/// Where this runtime gets GPU facts on a fingerprint cache miss: NVML in
+/// process when it is built dynamically (`cargo build`), the `hpcc` helper
+/// when it is statically linked, as packages and the benchmarks build it
+/// (`packaging/build-static-hook.sh`: one program start and no dynamic
+/// loader in front of every container start).
+pub fn gpu_probe(policy: &Policy) -> GpuProbe {
+    GpuProbe::for_this_build(std::time::Duration::from_millis(
+        policy.limits.probe_timeout_ms,
+    ))
+}
+
 /// The real runtime for a launch.
 pub fn runtime_path(args: &Args, policy: &Policy) -> PathBuf {
     args.options
@@ -205,7 +216,7 @@ fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     hpcc_common::logging::init("hpcc-runtime", &policy.log);
     // On a cold cache one launch of a burst fills it while the others
     // wait: held until the private bundle is written.
-    let (node, _fill) = launch::coldfill::fingerprint(&policy, &GpuProbe::InProcess);
+    let (node, _fill) = launch::coldfill::fingerprint(&policy, &gpu_probe(&policy));
     let here = Some(node.hostname.as_str());
     let read = Config::read(&l.bundle)
         .map_err(LaunchError::input)

@@ -32,9 +32,8 @@ pub mod spool;
 
 use crate::args::{Args, Launch};
 use crate::bundle::Config;
-use crate::{refuse, runtime_path, write_plan, Next};
+use crate::{gpu_probe, refuse, runtime_path, write_plan, Next};
 use hpcc_common::apply::spec;
-use hpcc_common::fingerprint::GpuProbe;
 use hpcc_common::handoff;
 use hpcc_common::launch::{self, LaunchError, Outcome};
 use hpcc_common::oci::{self, LaunchContext};
@@ -207,7 +206,7 @@ pub fn prepare(args: &Args, l: &Launch, policy_path: &Path) -> Next {
     }
     // A step's tasks start at once: on a cold cache one fills it while
     // the others wait (held until this function has written the config).
-    let (fp, _fill) = launch::coldfill::fingerprint(&policy, &GpuProbe::InProcess);
+    let (fp, _fill) = launch::coldfill::fingerprint(&policy, &gpu_probe(&policy));
     // The line names the node as Slurm does (several nodes may share a
     // host name).
     let image = launch::LaunchImage::new(&ctx.rootfs);
