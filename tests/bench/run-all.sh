@@ -181,7 +181,15 @@ start() { # VARIANT ID -> appends ms to $W/t/VARIANT and $W/t/VARIANT.cpu
           e=$EPOCHREALTIME ;;
   esac
   times >"$W/cpu1"
-  "$RUNC" --root "$RROOT" delete -f "$id" >/dev/null 2>&1 || true
+  # Deleted the way an engine deletes it: through the runtime it started it
+  # with (hpcc-runtime's delete also removes the container's private bundle;
+  # left behind, they would pile up and each later start would look at
+  # them, a cost no engine-driven node pays).
+  case $v in
+    rt-*-old) "$OLD_RUNTIME" --hpcc-config="$POLICY" --hpcc-runtime="$RUNC" --root "$RROOT" delete -f "$id" >/dev/null 2>&1 || true ;;
+    rt-*) "$RUNTIME" --hpcc-config="$POLICY" --hpcc-runtime="$RUNC" --root "$RROOT" delete -f "$id" >/dev/null 2>&1 || true ;;
+    *) "$RUNC" --root "$RROOT" delete -f "$id" >/dev/null 2>&1 || true ;;
+  esac
   case $v in *-mpi | *-mpi-old) grep -q "^MPICH Version:.*4\.0" "$out" || { log "$v did not run the host MPICH:"; cat "$out" >&2; return 1; } ;; esac
   awk -v s="$s" -v e="$e" 'BEGIN {printf "%.3f\n", (e - s) * 1000}' >>"$W/t/$v"
   awk -v a="$(children_cpu "$W/cpu0")" -v b="$(children_cpu "$W/cpu1")" 'BEGIN {printf "%.3f\n", b - a}' >>"$W/t/$v.cpu"
