@@ -84,6 +84,8 @@ done
 grep -qx /etc/hpcc/hook.toml /var/lib/dpkg/info/hpcc.conffiles || die "/etc/hpcc/hook.toml is not a conffile"
 # The installed hook is the static one (no loader for an image's LD_PRELOAD).
 readelf -lW /usr/libexec/hpcc/hpcc-hook | grep -q INTERP && die "the installed hpcc-hook is dynamically linked"
+# So is the runtime (no loader in front of every container start).
+readelf -lW /usr/libexec/hpcc/hpcc-runtime | grep -q INTERP && die "the installed hpcc-runtime is dynamically linked"
 jq -e '.hook.timeout > 0' /usr/share/containers/oci/hooks.d/hpcc.json >/dev/null || die "hooks.d file has no timeout"
 v=$(hpcc --version)
 log "hpcc --version: $v"
