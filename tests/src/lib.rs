@@ -500,6 +500,13 @@ pub const USER: &str = "hpcctest";
 
 /// The unprivileged test user, created when missing; its uid.
 pub fn ensure_user() -> u32 {
+    // One test at a time: the tests of one binary run in parallel, and on a
+    // fresh machine two of them could both find the user missing and both
+    // run useradd. (A first run on a fresh machine once failed right after
+    // the user was created, `runc spec --rootless` as the user getting
+    // "permission denied" in its own bundle; not reproduced since.)
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = CREATE.lock().unwrap_or_else(|e| e.into_inner());
     let ok = Command::new("id")
         .arg(USER)
         .output()
