@@ -45,31 +45,44 @@ mkdir -p "$OUT"
 install -m 0755 "$bin" "$OUT/hpcc-hook.tmp.$$"
 mv "$OUT/hpcc-hook.tmp.$$" "$OUT/hpcc-hook"
 
-# Proofs, every build: static for the kernel (no PT_INTERP), for file(1),
-# for ldd; no dlopen of NVML possible; and it runs.
-if readelf -lW "$OUT/hpcc-hook" | grep -q 'INTERP'; then
-  echo "build-static-hook: $OUT/hpcc-hook has a PT_INTERP: not static" >&2; exit 1
-fi
-f=$(file -b "$OUT/hpcc-hook")
-case $f in *"statically linked"*|*"static-pie linked"*) ;; *)
-  echo "build-static-hook: file(1) says: $f" >&2; exit 1 ;; esac
-l=$(ldd "$OUT/hpcc-hook" 2>&1 || true)
-case $l in *"statically linked"*|*"not a dynamic executable"*) ;; *)
-  echo "build-static-hook: ldd lists libraries for $OUT/hpcc-hook: $l" >&2; exit 1 ;; esac
-if strings -a "$OUT/hpcc-hook" | grep -q 'libnvidia-ml'; then
-  echo "build-static-hook: the static hook still names libnvidia-ml (NVML code linked)" >&2; exit 1
-fi
-# glibc's static dlopen is always linked (libdl is part of libc since 2.34);
-# what must be absent is every caller that would use it: NSS lookups load
-# the modules nsswitch.conf names, with LD_LIBRARY_PATH honoured.
-nss=$(nm "$OUT/hpcc-hook" 2>/dev/null | grep -E ' [TtWw] (getpw(nam|uid|ent)|getgr(nam|gid|ent)|getspnam|getaddrinfo|gethostbyname|getservbyname|initgroups|iconv_open)(_r)?$' || true)
-if [ -n "$nss" ]; then
-  echo "build-static-hook: the static hook links NSS/iconv lookups (static dlopen): $nss" >&2; exit 1
-fi
-out=$(env -i "$OUT/hpcc-hook" bogus-stage 2>&1 || true)
-case $out in *"unknown hook stage"*) ;; *)
-  echo "build-static-hook: $OUT/hpcc-hook does not run: $out" >&2; exit 1 ;; esac
-log "$OUT/hpcc-hook: $f"
+# Proofs, every build, of each static binary: static for the kernel (no
+# PT_INTERP), for file(1), for ldd; no NVML code (nvml-wrapper looks its
+# entry points up by name at run time, so a linked copy carries the string
+# `nvmlInit_v2`; `libnvidia-ml.so.1` alone is no proof: the GPU tweak lists
+# it among the driver libraries it mounts); no NSS or iconv lookup (below);
+# and it runs with an empty environment. Counts, never `grep -q` behind a
+# pipe: under pipefail its early exit fails the pipeline and a match would
+# pass unseen.
+prove_static() { # NAME BIN RUN-ARGS EXPECTED-OUTPUT
+  local name=$1 bin=$2 args=$3 expect=$4 f l n nss out
+  if readelf -lW "$bin" | grep -c 'INTERP' >/dev/null; then
+    echo "build-static-hook: $bin has a PT_INTERP: not static" >&2; exit 1
+  fi
+  f=$(file -b "$bin")
+  case $f in *"statically linked"*|*"static-pie linked"*) ;; *)
+    echo "build-static-hook: file(1) says of $bin: $f" >&2; exit 1 ;; esac
+  l=$(ldd "$bin" 2>&1 || true)
+  case $l in *"statically linked"*|*"not a dynamic executable"*) ;; *)
+    echo "build-static-hook: ldd lists libraries for $bin: $l" >&2; exit 1 ;; esac
+  n=$(strings -a "$bin" | grep -c 'nvmlInit_v2' || true)
+  if [ "$n" != 0 ]; then
+    echo "build-static-hook: the static $name links NVML code (nvmlInit_v2)" >&2; exit 1
+  fi
+  # glibc's static dlopen is always linked (libdl is part of libc since
+  # 2.34); what must be absent is every caller that would use it: NSS
+  # lookups load the modules nsswitch.conf names, with LD_LIBRARY_PATH
+  # honoured.
+  nss=$(nm "$bin" 2>/dev/null | grep -E ' [TtWw] (getpw(nam|uid|ent)|getgr(nam|gid|ent|ouplist)|getspnam|getaddrinfo|getnameinfo|gethostbyname2?|gethostbyaddr|getservbyname|getservbyport|initgroups|iconv_open)(_r)?$' || true)
+  if [ -n "$nss" ]; then
+    echo "build-static-hook: the static $name links NSS/iconv lookups (static dlopen): $nss" >&2; exit 1
+  fi
+  # shellcheck disable=SC2086 # the arguments are words
+  out=$(env -i "$bin" $args 2>&1 || true)
+  case $out in *"$expect"*) ;; *)
+    echo "build-static-hook: $bin does not run: $out" >&2; exit 1 ;; esac
+  log "$bin: $f"
+}
+prove_static hook "$OUT/hpcc-hook" bogus-stage "unknown hook stage"
 
 # WITH_RUNTIME=1: hpcc-runtime too, statically linked the same way (what
 # packaging/build-release.sh ships and tests/bench/run-all.sh measures). It
@@ -85,18 +98,5 @@ if [ "${WITH_RUNTIME:-0}" = 1 ]; then
     cargo build -q --locked --profile "$PROFILE" --target "$TARGET" -p hpcc-runtime --bin hpcc-runtime
   install -m 0755 "${CARGO_TARGET_DIR:-$repo/target}/$TARGET/$dir/hpcc-runtime" "$OUT/hpcc-runtime.tmp.$$"
   mv "$OUT/hpcc-runtime.tmp.$$" "$OUT/hpcc-runtime"
-  if readelf -lW "$OUT/hpcc-runtime" | grep -q 'INTERP'; then
-    echo "build-static-hook: $OUT/hpcc-runtime has a PT_INTERP: not static" >&2; exit 1
-  fi
-  if nm "$OUT/hpcc-runtime" 2>/dev/null | grep -q ' [TtWw] nvmlInit'; then
-    echo "build-static-hook: the static runtime links NVML" >&2; exit 1
-  fi
-  nss=$(nm "$OUT/hpcc-runtime" 2>/dev/null | grep -E ' [TtWw] (getpw(nam|uid|ent)|getgr(nam|gid|ent)|getspnam|getaddrinfo|gethostbyname|getservbyname|initgroups|iconv_open)(_r)?$' || true)
-  if [ -n "$nss" ]; then
-    echo "build-static-hook: the static runtime links NSS/iconv lookups (static dlopen): $nss" >&2; exit 1
-  fi
-  out=$(env -i "$OUT/hpcc-runtime" --hpcc-bogus=1 state x 2>&1 || true)
-  case $out in *"unknown option --hpcc-bogus"*) ;; *)
-    echo "build-static-hook: $OUT/hpcc-runtime does not run: $out" >&2; exit 1 ;; esac
-  log "$OUT/hpcc-runtime: $(file -b "$OUT/hpcc-runtime")"
+  prove_static runtime "$OUT/hpcc-runtime" "--hpcc-bogus=1 state x" "unknown option --hpcc-bogus"
 fi

@@ -422,7 +422,7 @@ pub fn gpus_from_helper(
     use crate::process::{run_bounded, ChildLimits};
     let none = |why: String| {
         Err(format!(
-            "no NVIDIA GPU seen: hpcc-hook does not load NVML itself and its GPU helper {} {why}",
+            "no NVIDIA GPU seen: this statically linked build does not load NVML itself and its GPU helper {} {why}",
             exe.display()
         ))
     };

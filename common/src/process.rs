@@ -86,11 +86,27 @@ pub fn run_bounded(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe system calls (prctl, getppid, setrlimit) on plain
-    // values.
+    // async-signal-safe system calls (prctl, getppid, setrlimit,
+    // close_range) on plain values.
     unsafe {
         let parent = libc::getpid();
-        cmd.pre_exec(move || bound_self(parent, limits));
+        cmd.pre_exec(move || {
+            bound_self(parent, limits)?;
+            // Nothing but stdin, stdout and stderr reaches the program: a
+            // caller started by an engine holds its descriptors (a sync
+            // pipe, --preserve-fds, a PMI socket), and a helper holding
+            // one keeps the other end from seeing its end until the
+            // helper's deadline. Close-on-exec, not closed: std's own pipe
+            // that reports a failed exec must stay open until the exec.
+            // A kernel without close_range (before 5.11) keeps them.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
     }
     let child = cmd.spawn().map_err(|source| HelperError::Spawn {
         exe: exe.display().to_string(),
@@ -486,6 +502,34 @@ mod tests {
         // Reaped: no such process any more.
         // SAFETY: signal 0 only checks existence.
         assert_eq!(unsafe { libc::kill(pid, 0) }, -1);
+    }
+
+    #[test]
+    fn a_helper_gets_no_descriptor_of_its_caller_but_its_pipes() {
+        // A descriptor without close-on-exec, as an engine hands a runtime.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup of a descriptor this test holds; closed below.
+        let inherited = unsafe { libc::dup(f.as_raw_fd()) };
+        assert!(inherited > 2);
+        let (out, _, status) = run_bounded(
+            Path::new("/bin/sh"),
+            &["-c", "ls /proc/$$/fd"],
+            b"",
+            Duration::from_secs(10),
+            ChildLimits {
+                cpu_secs: 10,
+                address_space: None,
+            },
+        )
+        .unwrap();
+        // SAFETY: the dup above.
+        unsafe { libc::close(inherited) };
+        assert!(status.success());
+        let fds: Vec<String> = String::from_utf8_lossy(&out)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(fds, ["0", "1", "2"], "the helper held {fds:?}");
     }
 
     #[test]

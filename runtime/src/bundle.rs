@@ -123,30 +123,49 @@ impl Config {
         .map_err(err)
     }
 
-    /// Overwrites the file that was read (the same device and inode,
-    /// reached without following a link, still a regular file, and with no
-    /// other name: a hard link planted as `config.json` must never carry
-    /// the write to the file it names elsewhere) with
-    /// `body`. `Ok(false)`: it cannot be opened for writing, or it is
-    /// another file now; the caller replaces it instead. A write that
-    /// fails half-way puts the bytes that were read back, as far as it can.
+    /// Overwrites the file that was read with `body`, in place. The file
+    /// is first reached without opening it for anything (`O_PATH`, no link
+    /// followed) and must be the one that was read: a regular file with
+    /// the same device, inode and owner, not writable by others, and with
+    /// no other name (a hard link planted as `config.json` must never carry
+    /// the write to the file it names elsewhere; an inode number freed and
+    /// reused by a file someone else created has another owner). Only then
+    /// is that same file opened for writing, through its descriptor, so no
+    /// path is looked up again. `Ok(false)`: not so, or not writable here;
+    /// the caller replaces the file instead. A write that fails half-way
+    /// puts the bytes that were read back, as far as it can.
     fn overwrite(&self, body: &[u8]) -> std::io::Result<bool> {
         use std::os::unix::fs::FileExt;
-        let Ok(f) = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        let Ok(at) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&self.path)
         else {
             return Ok(false);
         };
-        let now = f.metadata()?;
+        let Ok(now) = at.metadata() else {
+            return Ok(false);
+        };
         if !now.is_file()
             || now.nlink() != 1
             || now.dev() != self.meta.dev()
             || now.ino() != self.meta.ino()
+            || now.uid() != self.meta.uid()
+            || now.mode() & 0o002 != 0
         {
             return Ok(false);
         }
+        let fd = std::path::PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&at)
+        ));
+        let Ok(f) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&fd)
+        else {
+            return Ok(false);
+        };
         let written = f
             .write_all_at(body, 0)
             .and_then(|()| f.set_len(body.len() as u64));
@@ -208,8 +227,8 @@ mod tests {
             std::fs::read_to_string(d.join("config.json")).unwrap(),
             r#"{"a":1}"#
         );
-        // Swapped between the read and the write: the file that is there
-        // now is replaced as a whole, never patched.
+        // Swapped between the read and the write (another inode): the file
+        // that is there now is replaced as a whole, not written into.
         let c = Config::read(&d).unwrap();
         std::fs::remove_file(d.join("config.json")).unwrap();
         std::fs::write(
