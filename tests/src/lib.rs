@@ -26,6 +26,42 @@ pub fn work_dir() -> PathBuf {
     repo_root().join("tests/work")
 }
 
+/// `timeout LIMIT... unshare -m --propagation private sh -c SCRIPT`: a
+/// shell in a mount namespace of its own, whose mounts never reach the
+/// host's, bounded by `timeout` (`limit` is its arguments: `["120"]`,
+/// `["-k", "10", "150"]`). Arguments added to the command become `$0`,
+/// `$1`, ... of the script.
+pub fn private_mount_ns_sh(limit: &[&str], script: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(limit)
+        .args(["unshare", "-m", "--propagation", "private", "sh", "-c"])
+        .arg(script);
+    c
+}
+
+/// The image-side fixtures (OCI layouts and archives made with umoci,
+/// `tests/setup/build-image-fixtures.sh`), built once per test process;
+/// their directory (`oci/` holds the layout).
+pub fn image_fixtures() -> PathBuf {
+    static DONE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let work = work_dir().join("image-side");
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/setup/build-image-fixtures.sh"))
+            .arg(&work)
+            .output()
+            .expect("build-image-fixtures.sh runs");
+        assert!(
+            out.status.success(),
+            "build-image-fixtures.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        work
+    })
+    .clone()
+}
+
 /// Path of a workspace binary (`hpcc-hook`, `hpcc`, `hpcc-runtime`),
 /// built once with the profile of this test run. `hpcc-hook` is the
 /// static hook of [`static_hook`]: the only hpcc-hook a build produces.
@@ -442,20 +478,8 @@ pub fn run_crun(b: &Bundle) -> Run {
         cat /proc/self/mountinfo > \"$3\" || exit 125; \
         timeout 120 crun --cgroup-manager=disabled --root /run/hpcc-test-crun run --bundle \"$1\" \"$2\"; rc=$?; \
         cat /proc/self/mountinfo > \"$4\" || exit 125; exit $rc";
-    let out = Command::new("timeout")
-        .args([
-            "-k",
-            "10",
-            "150",
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
+    let out = private_mount_ns_sh(&["-k", "10", "150"], script)
+        .arg("sh")
         .arg(&b.dir)
         .arg(&b.id)
         .arg(&before)

@@ -141,17 +141,7 @@ fn podman(
     if made {
         std::fs::create_dir(Path::new("/run/cdi")).unwrap();
     }
-    let out = Command::new("timeout")
-        .args([
-            "180",
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-        ])
-        .arg(r#"mount --bind "$0" /run/cdi && exec "$@""#)
+    let out = hpcc_e2e::private_mount_ns_sh(&["180"], r#"mount --bind "$0" /run/cdi && exec "$@""#)
         .arg(&s.cdi)
         .args(&podman)
         .stdin(std::process::Stdio::null())

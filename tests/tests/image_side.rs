@@ -9,26 +9,9 @@ use hpcc_image::annotate::Format;
 use hpcc_image::layout::ImageRef;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 fn fixtures() -> PathBuf {
-    static DONE: OnceLock<PathBuf> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let work = hpcc_e2e::work_dir().join("image-side");
-        let out = Command::new("bash")
-            .arg(hpcc_e2e::repo_root().join("tests/setup/build-image-fixtures.sh"))
-            .arg(&work)
-            .output()
-            .expect("build-image-fixtures.sh runs");
-        assert!(
-            out.status.success(),
-            "build-image-fixtures.sh failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        work
-    })
-    .clone()
+    hpcc_e2e::image_fixtures()
 }
 
 fn tag(t: &str) -> ImageRef {

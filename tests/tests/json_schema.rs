@@ -44,18 +44,7 @@ fn assert_valid(kind: &str, doc: &Value, what: &str) {
 }
 
 fn image_fixtures() -> PathBuf {
-    static DONE: OnceLock<PathBuf> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let work = hpcc_e2e::work_dir().join("image-side");
-        let out = Command::new("bash")
-            .arg(hpcc_e2e::repo_root().join("tests/setup/build-image-fixtures.sh"))
-            .arg(&work)
-            .output()
-            .expect("build-image-fixtures.sh runs");
-        assert!(out.status.success(), "build-image-fixtures.sh: {out:?}");
-        work.join("oci")
-    })
-    .clone()
+    hpcc_e2e::image_fixtures().join("oci")
 }
 
 /// A scratch directory with a policy of defaults, a saved fingerprint of

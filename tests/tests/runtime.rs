@@ -438,17 +438,7 @@ fn crun_through_the_runtime_shows_the_reason_and_delivers_mpi() {
              exec {} --cgroup-manager=disabled --root /run/hpcc-test-crun-rt run --bundle \"$1\" \"$2\"",
             shim("/usr/bin/crun").join(" ")
         );
-        let out = Command::new("timeout")
-            .args([
-                "120",
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-            ])
-            .arg(&script)
+        let out = hpcc_e2e::private_mount_ns_sh(&["120"], &script)
             .arg("sh")
             .arg(&b.dir)
             .arg(&b.id)

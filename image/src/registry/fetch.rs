@@ -44,6 +44,21 @@ pub struct RawManifest {
     pub media_type: String,
 }
 
+impl RawManifest {
+    /// The descriptor of this manifest as fetched (no index entry named
+    /// it: its own media type, digest and size, nothing else).
+    pub fn descriptor(&self) -> crate::layout::Descriptor {
+        crate::layout::Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.bytes.len() as u64,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        }
+    }
+}
+
 /// A connection to one repository of one registry.
 pub struct Session {
     rt: tokio::runtime::Runtime,

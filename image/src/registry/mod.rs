@@ -311,14 +311,7 @@ pub(crate) fn open_variants(
             .collect();
     }
     let manifest: Manifest = parse(&top.bytes, "manifest")?;
-    let entry = Descriptor {
-        media_type: top.media_type.clone(),
-        digest: top.digest.clone(),
-        size: top.bytes.len() as u64,
-        annotations: None,
-        platform: None,
-        artifact_type: None,
-    };
+    let entry = top.descriptor();
     let img = finish(
         &s,
         r,

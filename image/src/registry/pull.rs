@@ -50,15 +50,7 @@ pub fn pull_layout(r: &RegistryRef, limits: &Limits) -> Result<PulledLayout, Ima
             let raw = entry_manifest(&s, r, &entry)?;
             (entry, raw, index.annotations.clone())
         } else {
-            let entry = Descriptor {
-                media_type: top.media_type.clone(),
-                digest: top.digest.clone(),
-                size: top.bytes.len() as u64,
-                annotations: None,
-                platform: None,
-                artifact_type: None,
-            };
-            (entry, top, None)
+            (top.descriptor(), top, None)
         };
     let manifest: Manifest = parse(&raw.bytes, "manifest")?;
     if manifest.layers.len() > limits.max_layers {
