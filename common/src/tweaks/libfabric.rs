@@ -241,7 +241,7 @@ fn nccl_plugin(
         None => true,
         Some(img) => {
             img.has(NCCL)
-                || private.is_some_and(|p| !p.copies(img.root(), "libnccl", 2).0.is_empty())
+                || private.is_some_and(|p| !p.copies(img.root(), "libnccl", 2).found.is_empty())
         }
     };
     if !has_nccl {

@@ -46,6 +46,11 @@ pub const MAX_PACKAGES: usize = 4096;
 pub const MAX_DIRS: usize = 256;
 /// Most names kept from one directory.
 const MAX_FILES: usize = 4096;
+/// Most copies of one library replaced: past it, the rest is named in a
+/// finding (an image can give one file thousands of hard-linked names).
+pub const MAX_COPIES: usize = 64;
+/// Most paths of another major named in a finding.
+pub const MAX_OTHERS: usize = 16;
 
 /// The image's private library directories and their file names.
 #[derive(Debug, Default)]
@@ -54,6 +59,20 @@ pub struct PrivateDirs {
     pub dirs: Vec<(PathBuf, Vec<String>)>,
     /// Which bound cut the scan short, when one did.
     pub cut: Option<String>,
+}
+
+/// What [`PrivateDirs::copies`] found of one library.
+#[derive(Debug, Default)]
+pub struct Copies {
+    /// The copies to replace, at most [`MAX_COPIES`].
+    pub found: Vec<PrivateCopy>,
+    /// Whether there were more than [`MAX_COPIES`].
+    pub more: bool,
+    /// Files of the stem with another major (left alone), at most
+    /// [`MAX_OTHERS`] of them.
+    pub others: Vec<PathBuf>,
+    /// How many of those there were in all.
+    pub others_total: usize,
 }
 
 /// One private copy of a library.
@@ -77,13 +96,18 @@ impl PrivateDirs {
             .unwrap_or_default()
             .split(':')
             .filter(|d| d.starts_with('/'))
-            .take(MAX_LD_PATH)
             .map(PathBuf::from)
             .collect();
+        if wanted.len() > MAX_LD_PATH {
+            wanted.truncate(MAX_LD_PATH);
+            out.cut = Some(format!("more than {MAX_LD_PATH} LD_LIBRARY_PATH entries"));
+        }
         wanted.extend(VENDOR_DIRS.iter().map(PathBuf::from));
         wanted.extend(python_lib_dirs(root, &mut out.cut));
+        // Every directory listed counts, with or without libraries in it.
+        let mut listed = 0usize;
         for d in wanted {
-            if out.dirs.len() >= MAX_DIRS {
+            if listed >= MAX_DIRS {
                 out.cut
                     .get_or_insert_with(|| format!("more than {MAX_DIRS} library directories"));
                 break;
@@ -94,14 +118,19 @@ impl PrivateDirs {
             if !seen.insert(real.clone()) {
                 continue;
             }
+            listed += 1;
             let Ok(names) = root.list_dir(&real) else {
+                out.cut
+                    .get_or_insert_with(|| format!("{} could not be listed", real.display()));
                 continue;
             };
-            let libs: Vec<String> = names
-                .into_iter()
-                .filter(|n| n.contains(".so"))
-                .take(MAX_FILES)
-                .collect();
+            let mut libs: Vec<String> = names.into_iter().filter(|n| n.contains(".so")).collect();
+            if libs.len() > MAX_FILES {
+                libs.truncate(MAX_FILES);
+                out.cut.get_or_insert_with(|| {
+                    format!("more than {MAX_FILES} library names in {}", real.display())
+                });
+            }
             if !libs.is_empty() {
                 out.dirs.push((real, libs));
             }
@@ -110,18 +139,15 @@ impl PrivateDirs {
     }
 
     /// The copies of `stem.so.MAJOR` (the soname link, else its versioned
-    /// files), one per distinct file; and the files of the stem with
-    /// another major, left alone, as their paths.
-    pub fn copies(
-        &self,
-        root: &Rootfs,
-        stem: &str,
-        major: u64,
-    ) -> (Vec<PrivateCopy>, Vec<PathBuf>) {
+    /// files), one per distinct regular file, at most [`MAX_COPIES`]; and
+    /// the files of the stem with another major, left alone, as their
+    /// paths.
+    pub fn copies(&self, root: &Rootfs, stem: &str, major: u64) -> Copies {
         let mut found = Vec::new();
-        let mut others = Vec::new();
+        let mut more = false;
+        let mut others = BTreeSet::new();
         let mut files = BTreeSet::new();
-        for (dir, names) in &self.dirs {
+        'dirs: for (dir, names) in &self.dirs {
             let mut here: Vec<&String> = Vec::new();
             for n in names {
                 let Some((s, v)) = split_soname(n) else {
@@ -132,32 +158,39 @@ impl PrivateDirs {
                 }
                 match v.first() {
                     Some(m) if *m == major => here.push(n),
-                    Some(_) => others.push(dir.join(n)),
+                    Some(_) => {
+                        others.insert(dir.join(n));
+                    }
                     None => {}
                 }
             }
             // The soname link first: it is what programs load.
             here.sort_by_key(|n| n.len());
             for n in here {
-                if let Some(real) = root.resolve(&dir.join(n)).ok().flatten() {
-                    if crate::rootfs::KERNEL_DIRS
-                        .iter()
-                        .any(|k| real.starts_with(k))
-                    {
-                        continue;
-                    }
-                    if files.insert(real.clone()) {
-                        found.push(PrivateCopy {
-                            path: real,
-                            name: format!("{stem}.so.{major}"),
-                        });
-                    }
+                let Some(real) = root.resolve(&dir.join(n)).ok().flatten() else {
+                    continue;
+                };
+                if !replaceable(root, &real) || files.contains(&real) {
+                    continue;
                 }
+                if found.len() >= MAX_COPIES {
+                    more = true;
+                    break 'dirs;
+                }
+                files.insert(real.clone());
+                found.push(PrivateCopy {
+                    path: real,
+                    name: format!("{stem}.so.{major}"),
+                });
             }
         }
-        others.sort();
-        others.dedup();
-        (found, others)
+        let others_total = others.len();
+        Copies {
+            found,
+            more,
+            others: others.into_iter().take(MAX_OTHERS).collect(),
+            others_total,
+        }
     }
 
     /// The files named exactly `name` (`libnccl-net.so`), resolved.
@@ -170,17 +203,23 @@ impl PrivateDirs {
                 let Some(real) = root.resolve(&dir.join(name)).ok().flatten() else {
                     continue;
                 };
-                let file = matches!(root.kind(&real), Ok(Some(crate::rootfs::EntryKind::File)));
-                let kernel = crate::rootfs::KERNEL_DIRS
-                    .iter()
-                    .any(|k| real.starts_with(k));
-                if file && !kernel && !out.contains(&real) {
+                if replaceable(root, &real) && !out.contains(&real) {
                     out.push(real);
                 }
             }
         }
         out
     }
+}
+
+/// Whether `real` (resolved in the image) is a file a bind may replace: a
+/// regular file outside the kernel's file systems (a link to a directory,
+/// a device or `/proc` is no library).
+fn replaceable(root: &Rootfs, real: &Path) -> bool {
+    matches!(root.kind(real), Ok(Some(crate::rootfs::EntryKind::File)))
+        && !crate::rootfs::KERNEL_DIRS
+            .iter()
+            .any(|k| real.starts_with(k))
 }
 
 /// Most `python3*` directories looked in under one prefix.
@@ -308,5 +347,48 @@ mod tests {
         for d in ["torch/lib", "nvidia/nccl/lib", "numpy.libs"] {
             assert!(dirs.contains(&sp.join(d)), "{d} not in {dirs:?}");
         }
+    }
+
+    #[test]
+    fn copies_are_capped_and_only_regular_files_count() {
+        let t = TempDir::new("private-copies");
+        let d = t.0.join("opt/x/lib");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("libfabric.so.1.0.0"), b"elf").unwrap();
+        // Hard links: each its own path, one file; an image can make many.
+        let mut names = vec!["libfabric.so.1.0.0".to_owned()];
+        for i in 0..(MAX_COPIES + 10) {
+            let n = format!("libfabric.so.1.{i}.9");
+            std::fs::hard_link(d.join("libfabric.so.1.0.0"), d.join(&n)).unwrap();
+            names.push(n);
+        }
+        // Another major, more than the finding names.
+        for i in 0..(MAX_OTHERS + 3) {
+            let n = format!("libfabric.so.{}", 2 + i);
+            std::fs::write(d.join(&n), b"elf").unwrap();
+            names.push(n);
+        }
+        // A link to a directory is no copy to bind over.
+        let e = t.0.join("opt/y/lib");
+        std::fs::create_dir_all(&e).unwrap();
+        std::os::unix::fs::symlink("/opt", e.join("libfabric.so.1")).unwrap();
+        let root = Rootfs::open(&t.0).unwrap();
+        let dirs = PrivateDirs {
+            dirs: vec![
+                (PathBuf::from("/opt/y/lib"), vec!["libfabric.so.1".into()]),
+                (PathBuf::from("/opt/x/lib"), names),
+            ],
+            cut: None,
+        };
+        let c = dirs.copies(&root, "libfabric", 1);
+        assert_eq!(c.found.len(), MAX_COPIES);
+        assert!(c.more);
+        assert!(
+            c.found.iter().all(|f| f.path.starts_with("/opt/x/lib")),
+            "{:?}",
+            c.found
+        );
+        assert_eq!(c.others.len(), MAX_OTHERS);
+        assert_eq!(c.others_total, MAX_OTHERS + 3);
     }
 }

@@ -238,37 +238,58 @@ fn image_copies(
 ) -> Vec<ImageLib> {
     let stems = std::iter::once(&h.stem).chain(lib.stems.iter().filter(|s| **s != h.stem));
     let mut out: Vec<ImageLib> = Vec::new();
+    // Paths already in `out`: an image can make the copies many.
+    let mut have: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for s in stems {
         let found = image.find_major(s, h.major);
         if let Some(note) = found.note(&format!("{s}.so.{}", h.major)) {
             part.finding(comp.check, Level::Degraded, note);
         }
         for l in found.libs {
-            if !out.iter().any(|o| o.path == l.path) {
+            if have.insert(l.path.clone()) {
                 out.push(l);
             }
         }
         if let Some(private) = &comp.private {
-            let (copies, others) = private.copies(image.root(), s, h.major);
-            for c in copies {
-                if !out.iter().any(|o| o.path == c.path) {
+            let copies = private.copies(image.root(), s, h.major);
+            for c in copies.found {
+                if have.insert(c.path.clone()) {
                     out.push(ImageLib {
                         name: c.name,
                         path: c.path,
                     });
                 }
             }
-            if !others.is_empty() {
+            if copies.more {
                 part.finding(
                     comp.check,
                     Level::Degraded,
                     format!(
-                        "left in the image: {} (another soname major than the {}, {}): a program that loads it does not get the host's",
-                        others
+                        "more than {} copies of {s}.so.{} in the image: the first {} are replaced, the others are left in it",
+                        super::private::MAX_COPIES,
+                        h.major,
+                        super::private::MAX_COPIES
+                    ),
+                );
+            }
+            if !copies.others.is_empty() {
+                let more = copies.others_total - copies.others.len();
+                part.finding(
+                    comp.check,
+                    Level::Degraded,
+                    format!(
+                        "left in the image: {}{} (another soname major than the {}, {}): a program that loads it does not get the host's",
+                        copies
+                            .others
                             .iter()
                             .map(|p| p.display().to_string())
                             .collect::<Vec<_>>()
                             .join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        },
                         comp.what,
                         h.abi
                     ),
