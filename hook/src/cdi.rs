@@ -19,11 +19,13 @@ use std::path::{Path, PathBuf};
 
 /// The `--cdi=` requests of each hpcc CDI hook entry in `spec`'s
 /// `createRuntime` hooks, in order: entries whose binary is this one
-/// (`self_exe`, canonical) and whose policy is this one (`--config=`
-/// `policy`), so that neither another program's entry nor one that would
-/// decide under another policy makes the hooks.d hook stand aside.
+/// (`self_exe`, canonical) and whose command line, read as this hook reads
+/// its own, is the `createRuntime` stage under this policy (`policy`) with
+/// CDI devices. So neither another program's entry, nor one that would
+/// decide under another policy, nor one that would not decide at all (a
+/// `poststop` stage, `--help`, an argument it refuses) makes the hooks.d
+/// hook stand aside.
 pub fn entries(spec: &Spec, self_exe: &Path, policy: &Path) -> Vec<Vec<String>> {
-    let config = format!("--config={}", policy.display());
     let Some(hooks) = spec.hooks().as_ref() else {
         return vec![];
     };
@@ -35,9 +37,15 @@ pub fn entries(spec: &Spec, self_exe: &Path, policy: &Path) -> Vec<Vec<String>> 
             std::fs::canonicalize(h.path())
                 .ok()
                 .is_some_and(|p| p == self_exe)
-                && h.args().as_deref().unwrap_or_default().contains(&config)
         })
-        .map(|h| cdi_offer::cdi_request(h.args().as_deref().unwrap_or_default()))
+        .filter_map(|h| {
+            let args = h.args().as_deref().unwrap_or_default();
+            let a = crate::hook::HookArgs::parse(args.iter().skip(1).cloned()).ok()?;
+            (a.stage == crate::hook::Stage::CreateRuntime
+                && a.config == policy
+                && !a.cdi.is_empty())
+            .then(|| cdi_offer::cdi_request(args))
+        })
         .filter(|r| !r.is_empty())
         .collect()
 }
@@ -115,7 +123,12 @@ mod tests {
                     {"path": exe, "args": ["hpcc-hook", "createRuntime"]},
                     {"path": exe, "args": ["hpcc-hook", "createRuntime", "--config=/p.toml", "--cdi=hpcc.io/mpi=mpich"]},
                     {"path": exe, "args": ["hpcc-hook", "createRuntime", "--config=/other.toml", "--cdi=hpcc.io/fabric=libfabric"]},
-                    {"path": exe, "args": ["hpcc-hook", "createRuntime", "--config=/p.toml", "--cdi=hpcc.io/ucx=host"]}
+                    {"path": exe, "args": ["hpcc-hook", "createRuntime", "--config=/p.toml", "--cdi=hpcc.io/ucx=host"]},
+                    // Entries that would not decide: another stage, --help,
+                    // a second policy after this one.
+                    {"path": exe, "args": ["hpcc-hook", "poststop", "--config=/p.toml", "--cdi=hpcc.io/mpi=openmpi"]},
+                    {"path": exe, "args": ["hpcc-hook", "createRuntime", "--config=/p.toml", "--help", "--cdi=hpcc.io/mpi=openmpi"]},
+                    {"path": exe, "args": ["hpcc-hook", "createRuntime", "--config=/p.toml", "--config=/other.toml", "--cdi=hpcc.io/mpi=openmpi"]}
                 ],
                 "prestart": [
                     {"path": exe, "args": ["hpcc-hook", "--cdi=hpcc.io/fabric=libfabric"]}
