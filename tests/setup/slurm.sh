@@ -92,9 +92,24 @@ EOF2
   fi
   if [ ! -e "$PLUGSTACK" ]; then
     log "creating empty $PLUGSTACK"; : >"$PLUGSTACK"
+  elif stale_plugstack; then
+    # A run killed before it restored the file (another checkout, gone):
+    # slurmd would refuse to start on the missing plugin.
+    log "$PLUGSTACK names a plugin that does not exist: saved as $PLUGSTACK.stale, emptied"
+    cp -p "$PLUGSTACK" "$PLUGSTACK.stale"; : >"$PLUGSTACK"
   else
     log "keeping existing $PLUGSTACK"
   fi
+}
+
+# Whether plugstack.conf has a required/optional line whose plugin file is
+# missing.
+stale_plugstack() {
+  local kind path _
+  while read -r kind path _; do
+    case $kind in required|optional) [ -e "$path" ] || return 0 ;; esac
+  done <"$PLUGSTACK"
+  return 1
 }
 
 start_munge() {
