@@ -3,9 +3,9 @@
 //! slurmstepd calls `user_init` with the job user as effective uid and root
 //! as real and saved uid. The plugin needs root for the per-boot
 //! fingerprint cache and the step's policy file ([`EffectiveRoot`]), the
-//! job user's file access for the image's rootfs ([`FsIdentity`]), and a
-//! full, irreversible drop in a forked child that reads the user's bundle
-//! ([`drop_for_good`]).
+//! job user's file access for the image's rootfs ([`FsIdentity`]), and
+//! the job user's file access rights, groups included, for good in the
+//! thread that reads the user's bundle ([`fs_identity_for_this_thread`]).
 
 /// A job user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,31 +89,34 @@ impl Drop for FsIdentity {
     }
 }
 
-/// Drops to `who` for good (real, effective and saved ids, groups) and
-/// checks that root cannot be taken back. Raw system calls only: the libc
-/// wrappers of setuid and friends broadcast to all threads through a lock,
-/// which a forked child of a threaded process must never take; the raw
-/// calls change exactly this (only) thread. Returns false on any failure.
-///
-/// # Safety
-/// Only in a single-threaded process (a freshly forked child), which then
-/// runs as `who` for the rest of its life.
-pub unsafe fn drop_for_good(who: &Identity, groups: &[libc::gid_t]) -> bool {
+/// Gives this thread `who`'s file access rights for the rest of its life:
+/// supplementary groups, fsgid and fsuid, by raw system calls, which in
+/// Linux change the calling thread's credentials only (the libc wrappers
+/// of setgroups broadcast to every thread of the process). Real, effective
+/// and saved ids stay as they are, so the job user can neither signal nor
+/// trace the thread; the kernel drops the file-system capabilities
+/// (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`, ...) from the thread's
+/// effective set as its fsuid leaves 0. Returns false when the ids did not
+/// take. Call it only in a thread of its own that ends after its work.
+pub fn fs_identity_for_this_thread(who: &Identity, groups: &[libc::gid_t]) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        // Not root: no other identity to take; our own rights are never
+        // more than the user's only when we are that user.
+        return who.uid == euid;
+    }
     // SAFETY: raw credential system calls on plain integers and on a slice
-    // that outlives the call; the caller guarantees one thread.
+    // that outlives the call; they change this thread's credentials only.
     unsafe {
-        // Take root back first (user_init runs with the job user as
-        // effective uid), or setgroups fails. Failing here is fine: then we
-        // were not root at all.
-        libc::syscall(libc::SYS_setresuid, -1i64, 0i64, -1i64);
-        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
-            || libc::syscall(libc::SYS_setresgid, who.gid, who.gid, who.gid) != 0
-            || libc::syscall(libc::SYS_setresuid, who.uid, who.uid, who.uid) != 0
-        {
+        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
             return false;
         }
-        // A uid 0 target is allowed (root's own jobs); anything else must
-        // have lost root.
-        !(who.uid != 0 && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0)
+        libc::syscall(libc::SYS_setfsgid, who.gid);
+        libc::syscall(libc::SYS_setfsuid, who.uid);
+        // setfsuid/setfsgid report no error; an invalid id (-1) changes
+        // nothing and returns the current one.
+        libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32 == who.gid
+            && libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 == who.uid
     }
 }
