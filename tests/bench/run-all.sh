@@ -30,9 +30,10 @@
 # computed per round (hpcc / its baseline of the same round) and its
 # min/median/max reported. Targets are judged on the median.
 #
-# Knobs (environment): N (rounds, or $1), SLURM_N (default N), PLAN_N
+# Knobs (environment): N (rounds, or $1), SLURM_N (default 4*N), PLAN_N
 # (default 3*N), BURST (default 128), SECTIONS (default "runc plan slurm
-# burst"), SARUS_MPI_HOOK (path to a built Sarus mpi_hook), OLD_RUNTIME and
+# burst"), SLURM_SPLIT (rows fp, fr, f2p, f2r: the plugin alone and the
+# runtime alone, for what each costs), SARUS_MPI_HOOK (path to a built Sarus mpi_hook), OLD_RUNTIME and
 # OLD_HOOK (an earlier build's hpcc-runtime and static hpcc-hook, with its
 # hpcc beside it: rows a0 and c0, the same starts with them, interleaved
 # with the rest, for a before/after in one run), LOCK (default
@@ -42,7 +43,10 @@
 set -euo pipefail
 export LC_ALL=C
 N=${1:-${N:-10}}
-SLURM_N=${SLURM_N:-$N}
+# A step is ~0.1 s and its per-round ratios spread 0.7-1.5 on 2 cores:
+# 4N rounds (60 at N=15, a minute) put the median's run-to-run spread
+# near 0.01 instead of 0.03.
+SLURM_N=${SLURM_N:-$((4 * N))}
 PLAN_N=${PLAN_N:-$((3 * N))}
 BURST=${BURST:-128}
 SECTIONS=${SECTIONS:-runc plan slurm burst}
@@ -299,20 +303,25 @@ EOC
         none-*) : >/etc/slurm/plugstack.conf; oci "$RUNC" ;;
         full-*) echo "required $REL/libhpcc_spank.so config=$POLICY" >/etc/slurm/plugstack.conf
                 oci "$RUNTIME --hpcc-slurm --hpcc-config=$POLICY --hpcc-node=%n --hpcc-runtime=$RUNC" ;;
+        # SLURM_SPLIT: each half alone, to say which one costs what.
+        plugin-*) echo "required $REL/libhpcc_spank.so config=$POLICY" >/etc/slurm/plugstack.conf; oci "$RUNC" ;;
+        runtime-*) : >/etc/slurm/plugstack.conf
+                oci "$RUNTIME --hpcc-slurm --hpcc-config=$POLICY --hpcc-node=%n --hpcc-runtime=$RUNC" ;;
       esac
     }
     step() { # CONFIG -> appends ms
       local b s e
-      case $1 in *-chk) b=$W/base-chk args=/bin/true ;; none-mpi) b=$W/base-mpi args=/usr/bin/mpi-version ;; full-mpi) b=$W/rt-mpi args=/usr/bin/mpi-version ;; esac
+      case $1 in *-chk) b=$W/base-chk args=/bin/true ;; none-mpi) b=$W/base-mpi args=/usr/bin/mpi-version ;; *-mpi) b=$W/rt-mpi args=/usr/bin/mpi-version ;; esac
       cp "$b/config.json.orig" "$b/config.json"
       slurm_setup "$1"
       s=$EPOCHREALTIME
       srun -N1 --container="$b" "$args" >"$W/out" 2>"$W/err" || { log "srun $1 failed:"; cat "$W/err" >&2; return 1; }
       e=$EPOCHREALTIME
-      case $1 in *-mpi) grep -q "^MPICH Version:.*4\.0" "$W/out" || { log "$1 did not run the host MPICH"; cat "$W/out" "$W/err" >&2; return 1; } ;; esac
+      case $1 in none-mpi|full-mpi|runtime-mpi) grep -q "^MPICH Version:.*4\.0" "$W/out" || { log "$1 did not run the host MPICH"; cat "$W/out" "$W/err" >&2; return 1; } ;; esac
       awk -v s="$s" -v e="$e" 'BEGIN {printf "%.3f\n", (e - s) * 1000}' >>"$W/t/slurm-$1"
     }
     SCONF=(none-chk full-chk none-mpi full-mpi)
+    [ -n "${SLURM_SPLIT:-}" ] && SCONF+=(plugin-chk runtime-chk plugin-mpi runtime-mpi)
     log "Slurm: ${#SCONF[@]} configurations x $SLURM_N rounds"
     for c in "${SCONF[@]}"; do step "$c"; done   # warm-up
     rm -f "$W"/t/slurm-*
@@ -332,6 +341,12 @@ EOC
     spair() { row "$1" "$2" "$(stats "$W/t/slurm-$3")" "$(stats "$W/t/slurm-$4")" "$(ratios "$W/t/slurm-$3" "$W/t/slurm-$4")" "$5"; }
     spair f "srun --container step, plugin + hpcc-runtime vs no hpcc, check only" none-chk full-chk 1.04
     spair f2 "srun --container step, plugin + hpcc-runtime vs no hpcc, mpi_replace" none-mpi full-mpi 1.04
+    if [ -n "${SLURM_SPLIT:-}" ]; then
+      spair fp "f with the plugin only (plain runc)" none-chk plugin-chk 1.04
+      spair fr "f with hpcc-runtime only (no plugin)" none-chk runtime-chk 1.04
+      spair f2p "f2 with the plugin only (plain runc: the stand-in MPICH)" none-mpi plugin-mpi 1.04
+      spair f2r "f2 with hpcc-runtime only (no plugin)" none-mpi runtime-mpi 1.04
+    fi
     SLURM_VERSION=$(srun --version)
   fi
 fi
