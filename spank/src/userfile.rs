@@ -92,44 +92,61 @@ pub fn read_as(
         path: shown.clone(),
         reason,
     };
+    // The thread's fsuid change clears the process's dumpable flag; it is
+    // put back once the thread has answered or been given up on.
+    let dumpable = crate::creds::Dumpable::get();
+    let read = read_in_thread(who, path, limit, timeout);
+    dumpable.restore();
+    match read {
+        None => Err(UserReadError::Timeout {
+            path: shown,
+            secs: timeout.as_secs(),
+        }),
+        Some(Err(reason)) => Err(failed(reason)),
+        Some(Ok(Read::Content(data))) => Ok(data),
+        Some(Ok(Read::TooLarge)) => Err(UserReadError::TooLarge { path: shown, limit }),
+        Some(Ok(Read::Denied)) => Err(UserReadError::Denied {
+            path: shown,
+            uid: who.uid,
+        }),
+        Some(Ok(Read::Missing)) => Err(UserReadError::Missing { path: shown }),
+        Some(Ok(Read::NotRegular)) => Err(UserReadError::NotRegular { path: shown }),
+        Some(Ok(Read::Privs)) => Err(failed(
+            "taking the job user's file access rights failed".into(),
+        )),
+        Some(Ok(Read::Failed(e))) => Err(failed(format!("read error: {e}"))),
+    }
+}
+
+/// [`reader`] in a thread of its own; `None` after `timeout`, `Some(Err)`
+/// when the thread could not start or gave no answer.
+fn read_in_thread(
+    who: &Identity,
+    path: &Path,
+    limit: u64,
+    timeout: Duration,
+) -> Option<Result<Read, String>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let (who_t, path_t) = (who.clone(), path.to_owned());
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("hpcc-userfile".into())
         .stack_size(READER_STACK)
         .spawn(move || {
             // The receiver is gone after a timeout: nobody to tell.
             let _ = tx.send(reader(&who_t, &path_t, limit));
-        })
-        .map_err(|e| failed(format!("cannot start the reading thread: {e}")))?;
+        });
+    if let Err(e) = spawned {
+        return Some(Err(format!("cannot start the reading thread: {e}")));
+    }
     // A thread stuck in the kernel (a hung NFS server) cannot be killed:
     // it is left behind and ends with its system call or with slurmstepd,
     // never waited for (slurmstepd would hang with it).
-    let read = match rx.recv_timeout(timeout) {
-        Ok(r) => r,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            return Err(UserReadError::Timeout {
-                path: shown,
-                secs: timeout.as_secs(),
-            })
-        }
+    match rx.recv_timeout(timeout) {
+        Ok(r) => Some(Ok(r)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            return Err(failed("the reading thread ended without an answer".into()))
+            Some(Err("the reading thread ended without an answer".into()))
         }
-    };
-    match read {
-        Read::Content(data) => Ok(data),
-        Read::TooLarge => Err(UserReadError::TooLarge { path: shown, limit }),
-        Read::Denied => Err(UserReadError::Denied {
-            path: shown,
-            uid: who.uid,
-        }),
-        Read::Missing => Err(UserReadError::Missing { path: shown }),
-        Read::NotRegular => Err(UserReadError::NotRegular { path: shown }),
-        Read::Privs => Err(failed(
-            "taking the job user's file access rights failed".into(),
-        )),
-        Read::Failed(e) => Err(failed(format!("read error: {e}"))),
     }
 }
 
@@ -290,10 +307,14 @@ mod tests {
             groups,
         };
         let t = Duration::from_secs(10);
+        let dumpable = format!("{:?}", crate::creds::Dumpable::get());
         assert_eq!(
             read_as(&nobody(vec![4242]), &f, 1000, t).unwrap(),
             b"GROUP-ONLY"
         );
+        // The thread's fsuid change reset the process's dumpable flag;
+        // read_as put it back.
+        assert_eq!(format!("{:?}", crate::creds::Dumpable::get()), dumpable);
         let e = read_as(&nobody(vec![]), &f, 1000, t).unwrap_err();
         assert!(matches!(e, UserReadError::Denied { uid: 65534, .. }), "{e}");
         // This thread still reads it as root, and its ids are root's.
