@@ -33,7 +33,8 @@
 # Knobs (environment): N (rounds, or $1), SLURM_N (default 4*N), PLAN_N
 # (default 3*N), BURST (default 128), SECTIONS (default "runc plan slurm
 # burst"), SLURM_SPLIT (rows fp, fr, f2p, f2r: the plugin alone and the
-# runtime alone, for what each costs), SARUS_MPI_HOOK (path to a built Sarus mpi_hook), OLD_RUNTIME and
+# runtime alone, for what each costs), OLD_SPANK (an earlier build's
+# libhpcc_spank.so: rows f0 and f20, the same steps with it), SARUS_MPI_HOOK (path to a built Sarus mpi_hook), OLD_RUNTIME and
 # OLD_HOOK (an earlier build's hpcc-runtime and static hpcc-hook, with its
 # hpcc beside it: rows a0 and c0, the same starts with them, interleaved
 # with the rest, for a before/after in one run), LOCK (default
@@ -305,6 +306,9 @@ EOC
                 oci "$RUNTIME --hpcc-slurm --hpcc-config=$POLICY --hpcc-node=%n --hpcc-runtime=$RUNC" ;;
         # SLURM_SPLIT: each half alone, to say which one costs what.
         plugin-*) echo "required $REL/libhpcc_spank.so config=$POLICY" >/etc/slurm/plugstack.conf; oci "$RUNC" ;;
+        # OLD_SPANK: an earlier build's plugin, with this runtime.
+        old-*) echo "required $OLD_SPANK config=$POLICY" >/etc/slurm/plugstack.conf
+                oci "$RUNTIME --hpcc-slurm --hpcc-config=$POLICY --hpcc-node=%n --hpcc-runtime=$RUNC" ;;
         runtime-*) : >/etc/slurm/plugstack.conf
                 oci "$RUNTIME --hpcc-slurm --hpcc-config=$POLICY --hpcc-node=%n --hpcc-runtime=$RUNC" ;;
       esac
@@ -317,11 +321,12 @@ EOC
       s=$EPOCHREALTIME
       srun -N1 --container="$b" "$args" >"$W/out" 2>"$W/err" || { log "srun $1 failed:"; cat "$W/err" >&2; return 1; }
       e=$EPOCHREALTIME
-      case $1 in none-mpi|full-mpi|runtime-mpi) grep -q "^MPICH Version:.*4\.0" "$W/out" || { log "$1 did not run the host MPICH"; cat "$W/out" "$W/err" >&2; return 1; } ;; esac
+      case $1 in none-mpi|full-mpi|runtime-mpi|old-mpi) grep -q "^MPICH Version:.*4\.0" "$W/out" || { log "$1 did not run the host MPICH"; cat "$W/out" "$W/err" >&2; return 1; } ;; esac
       awk -v s="$s" -v e="$e" 'BEGIN {printf "%.3f\n", (e - s) * 1000}' >>"$W/t/slurm-$1"
     }
     SCONF=(none-chk full-chk none-mpi full-mpi)
     [ -n "${SLURM_SPLIT:-}" ] && SCONF+=(plugin-chk runtime-chk plugin-mpi runtime-mpi)
+    [ -n "${OLD_SPANK:-}" ] && SCONF+=(old-chk old-mpi)
     log "Slurm: ${#SCONF[@]} configurations x $SLURM_N rounds"
     for c in "${SCONF[@]}"; do step "$c"; done   # warm-up
     rm -f "$W"/t/slurm-*
@@ -341,6 +346,10 @@ EOC
     spair() { row "$1" "$2" "$(stats "$W/t/slurm-$3")" "$(stats "$W/t/slurm-$4")" "$(ratios "$W/t/slurm-$3" "$W/t/slurm-$4")" "$5"; }
     spair f "srun --container step, plugin + hpcc-runtime vs no hpcc, check only" none-chk full-chk 1.04
     spair f2 "srun --container step, plugin + hpcc-runtime vs no hpcc, mpi_replace" none-mpi full-mpi 1.04
+    if [ -n "${OLD_SPANK:-}" ]; then
+      spair f0 "f with OLD_SPANK (an earlier build's plugin)" none-chk old-chk 1.04
+      spair f20 "f2 with OLD_SPANK" none-mpi old-mpi 1.04
+    fi
     if [ -n "${SLURM_SPLIT:-}" ]; then
       spair fp "f with the plugin only (plain runc)" none-chk plugin-chk 1.04
       spair fr "f with hpcc-runtime only (no plugin)" none-chk runtime-chk 1.04
